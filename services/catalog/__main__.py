@@ -1,0 +1,4 @@
+from services.catalog.app import create_app
+from shared.runner import serve
+
+serve(create_app(), "catalog")

@@ -1,0 +1,30 @@
+"""Catalog's composition root: projects, services and service types."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.catalog.api import router
+from services.catalog.models import Project, Service
+from services.catalog.scm import build_scm
+from shared.service import Runtime, create_service_app
+from shared.settings import Settings
+
+
+@asynccontextmanager
+async def _scm(runtime: Runtime) -> AsyncIterator[None]:
+    s = runtime.settings
+    runtime.extras["scm"] = build_scm(s.gitlab_url, s.gitlab_token, s.home)
+    yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(
+        "catalog",
+        tables=[Project, Service],
+        routers=[router],
+        extensions=[_scm],
+        settings=settings,
+    )

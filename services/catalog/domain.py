@@ -1,0 +1,62 @@
+"""The guide's rules for projects and services, as pure functions."""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from shared.errors import InvalidInput
+
+SERVICE_CODE = re.compile(r"^[a-z0-9_. -]+$")
+PROJECT_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$|^[a-z0-9]$")
+
+
+def validate_project_code(code: str) -> str:
+    if not PROJECT_CODE.match(code):
+        raise InvalidInput(
+            f"project code {code!r} is not valid: use 1-40 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return code
+
+
+def validate_service_code(code: str) -> str:
+    """Service code: only letters, digits, '_', '.', '-' and spaces, and no upper case."""
+    if not code or not code.strip():
+        raise InvalidInput("service code is required")
+    if len(code) > 64:
+        raise InvalidInput("service code is too long: 64 characters at most")
+    if any(ch.isupper() for ch in code):
+        raise InvalidInput(f"service code {code!r} has upper-case letters: use lower case only")
+    if not SERVICE_CODE.match(code):
+        raise InvalidInput(
+            f"service code {code!r} may contain only lower-case letters, digits, '_', '.', '-' "
+            "and spaces"
+        )
+    return code
+
+
+def _is_chinese(ch: str) -> bool:
+    return "CJK" in unicodedata.name(ch, "") or "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef"
+
+
+def validate_service_group(group: str) -> str:
+    """Service group: no Chinese characters, no upper case, not starting or ending with '.'."""
+    if not group or not group.strip():
+        raise InvalidInput("service group is required (example: com.acme.shop)")
+    if any(_is_chinese(ch) for ch in group):
+        raise InvalidInput(f"service group {group!r} contains Chinese characters, which are not allowed")
+    if any(ch.isupper() for ch in group):
+        raise InvalidInput(f"service group {group!r} has upper-case letters: use lower case only")
+    if group.startswith(".") or group.endswith("."):
+        raise InvalidInput(f"service group {group!r} may not start or end with '.'")
+    if any(ch.isspace() for ch in group) or len(group) > 128:
+        raise InvalidInput(f"service group {group!r} may not contain spaces and is 128 characters at most")
+    return group
+
+
+def validate_name(name: str, what: str = "service name") -> str:
+    if not name or not name.strip():
+        raise InvalidInput(f"{what} is required")
+    if len(name) > 128:
+        raise InvalidInput(f"{what} is too long: 128 characters at most")
+    return name.strip()

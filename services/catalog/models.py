@@ -1,0 +1,82 @@
+"""Catalog's tables and API shapes (Base / Create / table / Public families)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from shared.events import utcnow
+
+
+class ProjectBase(SQLModel):
+    code: str = Field(max_length=40)
+    name: str = Field(max_length=128)
+    gitlab_group: str = Field(max_length=255)
+
+
+class ProjectCreate(ProjectBase):
+    pass
+
+
+class Project(ProjectBase, table=True):
+    __tablename__ = "projects"
+    code: str = Field(primary_key=True, max_length=40)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(max_length=128)
+
+
+class ProjectPublic(ProjectBase):
+    created_at: datetime
+
+
+class ServiceBase(SQLModel):
+    code: str = Field(max_length=64)
+    name: str = Field(max_length=128)
+    group: str = Field(max_length=128)
+    type: str = Field(max_length=64)
+
+
+class ServiceCreate(ServiceBase):
+    pass
+
+
+class Service(ServiceBase, table=True):
+    __tablename__ = "services"
+    __table_args__ = (
+        UniqueConstraint("project", "code", name="uq_service_code"),
+        UniqueConstraint("project", "slug", name="uq_service_slug"),
+    )
+    id: str = Field(primary_key=True, max_length=32)
+    project: str = Field(foreign_key="projects.code", index=True, max_length=40)
+    slug: str = Field(max_length=63)  # the derived name (repository path, Kubernetes objects)
+    repository_url: str
+    repository_web_url: str
+    repository_path: str
+    scm_project_id: str = Field(max_length=255)
+    enabled: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(max_length=128)
+
+
+class ServicePublic(ServiceBase):
+    id: str
+    project: str
+    slug: str
+    repository_url: str
+    repository_web_url: str
+    enabled: bool
+    created_at: datetime
+    created_by: str
+
+
+class ServiceTypePublic(SQLModel):
+    code: str
+    name: str
+    description: str
+
+
+class CodeCheck(SQLModel):
+    code: str
+    available: bool
+    reason: str | None = None

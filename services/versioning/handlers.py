@@ -1,0 +1,238 @@
+"""Versioning's use cases: webhook intake, pipelines, versions."""
+from __future__ import annotations
+
+import hmac
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.versioning import domain
+from services.versioning.models import HookReceipt, KnownService, Pipeline, Version
+from shared.auth import webhook_secret
+from shared.errors import NotAuthenticated, NotFound, PoisonEvent
+from shared.events import (
+    Envelope,
+    PipelineSucceeded,
+    ServiceCreated,
+    Topic,
+    VersionCreated,
+    new_event,
+    utcnow,
+)
+from shared.logging import get_logger
+from shared.outbox import UnitOfWork, add_event, claim_inbox
+
+log = get_logger(__name__)
+SOURCE = "gantry/versioning"
+
+
+async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
+    data: ServiceCreated = envelope.payload(ServiceCreated)
+    async with uow.begin() as session:
+        if not await claim_inbox(session, envelope):
+            return
+        session.add(
+            KnownService(
+                service_id=data.service_id,
+                project=data.project,
+                code=data.service,
+                repository_path=data.repository_path,
+                scm_project_id=data.scm_project_id,
+                repository_url=data.repository_url,
+            )
+        )
+
+
+async def _service_for_hook(session: AsyncSession, hook: domain.PipelineHook) -> KnownService:
+    path = hook.project.path_with_namespace
+    rows = await session.exec(select(KnownService).where(KnownService.repository_path == path))
+    service = rows.first()
+    if service is None and hook.project.id is not None:
+        rows = await session.exec(
+            select(KnownService).where(KnownService.scm_project_id == str(hook.project.id))
+        )
+        service = rows.first()
+    if service is None:
+        raise NotFound(f"no Gantry service has the repository {path!r}")
+    return service
+
+
+async def receive_pipeline_hook(
+    body: object,
+    *,
+    token: str | None,
+    delivery_id: str | None,
+    uow: UnitOfWork,
+    secret: str,
+) -> HookReceipt:
+    """Record a pipeline status; announce ``pipeline.succeeded`` once per successful pipeline."""
+    hook = domain.parse_pipeline_hook(body)
+    try:
+        return await _receive(hook, token, delivery_id, uow, secret)
+    except IntegrityError:  # the same pipeline's first hook raced another delivery: read it again
+        return await _receive(hook, token, delivery_id, uow, secret)
+
+
+async def _receive(
+    hook: domain.PipelineHook, token: str | None, delivery_id: str | None, uow: UnitOfWork, secret: str
+) -> HookReceipt:
+    attrs = hook.object_attributes
+    async with uow.begin() as session:
+        service = await _service_for_hook(session, hook)
+        expected = webhook_secret(secret, service.service_id)
+        if not token or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise NotAuthenticated(
+                "X-Gitlab-Token does not match this service's webhook secret: "
+                "re-register the hook (its token is derived from the installation secret)"
+            )
+        pipeline = await _record_status(session, service, attrs)
+        if attrs.status != "success" or pipeline.succeeded:
+            detail = f"status {attrs.status} recorded"
+            if pipeline.succeeded and attrs.status == "success":
+                detail = "this pipeline's success was already received: nothing new to do"
+            return HookReceipt(accepted=True, pipeline_id=attrs.id, status=attrs.status, detail=detail)
+        pipeline.succeeded = True
+        session.add(pipeline)
+        event = new_event(
+            Topic.PIPELINE_SUCCEEDED,
+            _succeeded(service, hook),
+            source=SOURCE,
+            subject=f"{service.project}/{service.code}",
+            correlation_id=delivery_id or str(uuid.uuid4()),
+        )
+        add_event(session, Topic.PIPELINE_SUCCEEDED, event, key=service.service_id)
+    log.info("pipeline succeeded", pipeline_id=attrs.id, service=service.code)
+    return HookReceipt(
+        accepted=True,
+        pipeline_id=attrs.id,
+        status=attrs.status,
+        announced=True,
+        detail="pipeline succeeded: a version will be created",
+    )
+
+
+async def _record_status(
+    session: AsyncSession, service: KnownService, attrs: domain.HookAttributes
+) -> Pipeline:
+    rows = await session.exec(
+        select(Pipeline)
+        .where(Pipeline.service_id == service.service_id)
+        .where(Pipeline.pipeline_id == attrs.id)
+    )
+    pipeline = rows.first() or Pipeline(
+        service_id=service.service_id, pipeline_id=attrs.id, status=attrs.status, ref=attrs.ref, sha=attrs.sha
+    )
+    pipeline.status = attrs.status
+    pipeline.ref, pipeline.tag, pipeline.sha, pipeline.url = attrs.ref, attrs.tag, attrs.sha, attrs.url
+    pipeline.stages = ",".join(attrs.stages)
+    pipeline.updated_at = utcnow()
+    session.add(pipeline)
+    await session.flush()
+    return pipeline
+
+
+def _succeeded(service: KnownService, hook: domain.PipelineHook) -> PipelineSucceeded:
+    attrs, commit = hook.object_attributes, hook.commit or domain.HookCommit()
+    return PipelineSucceeded(
+        service_id=service.service_id,
+        project=service.project,
+        service=service.code,
+        pipeline_id=attrs.id,
+        pipeline_url=attrs.url,
+        ref=attrs.ref,
+        tag=attrs.tag,
+        sha=attrs.sha,
+        commit_message=commit.message,
+        commit_author=str(commit.author.get("name", "")),
+        finished_at=domain.parse_gitlab_time(attrs.finished_at),
+    )
+
+
+async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry: str) -> None:
+    """One version per successful pipeline, announced with ``version.created``."""
+    data: PipelineSucceeded = envelope.payload(PipelineSucceeded)
+    async with uow.begin() as session:
+        if not await claim_inbox(session, envelope):
+            return
+        service = await session.get(KnownService, data.service_id)
+        if service is None:
+            raise PoisonEvent(f"pipeline.succeeded for unknown service {data.service_id}")
+        existing = await session.exec(
+            select(Version)
+            .where(Version.service_id == data.service_id)
+            .where(Version.pipeline_id == data.pipeline_id)
+        )
+        if existing.first() is not None:
+            return
+        version = _new_version(service, data, registry)
+        session.add(version)
+        created = VersionCreated(
+            service_id=data.service_id,
+            project=data.project,
+            service=data.service,
+            version=version.name,
+            sha=version.sha,
+            ref=version.ref,
+            pipeline_id=version.pipeline_id,
+            pipeline_url=version.pipeline_url,
+            image=version.image,
+            commit_message=version.commit_message,
+            commit_author=version.commit_author,
+        )
+        event = new_event(
+            Topic.VERSION_CREATED, created, source=SOURCE, subject=envelope.subject, cause=envelope
+        )
+        add_event(session, Topic.VERSION_CREATED, event, key=data.service_id)
+    log.info("version created", version=version.name, service=data.service)
+
+
+def _new_version(service: KnownService, data: PipelineSucceeded, registry: str) -> Version:
+    return Version(
+        service_id=data.service_id,
+        name=domain.version_name(ref=data.ref, tag=data.tag, finished_at=data.finished_at, now=utcnow()),
+        sha=data.sha,
+        ref=data.ref,
+        tag=data.tag,
+        pipeline_id=data.pipeline_id,
+        pipeline_url=data.pipeline_url,
+        commit_message=data.commit_message,
+        commit_author=data.commit_author,
+        image=domain.image_reference(
+            registry, service.repository_path, ref=data.ref, tag=data.tag, sha=data.sha
+        ),
+    )
+
+
+async def _known_service(session: AsyncSession, project: str, code: str) -> KnownService:
+    rows = await session.exec(
+        select(KnownService).where(KnownService.project == project).where(KnownService.code == code)
+    )
+    service = rows.first()
+    if service is None:
+        raise NotFound(f"service {code!r} of project {project!r} is not known to versioning yet")
+    return service
+
+
+async def list_versions(project: str, code: str, *, uow: UnitOfWork) -> list[Version]:
+    async with uow.sessions() as session:
+        service = await _known_service(session, project, code)
+        rows = await session.exec(
+            select(Version)
+            .where(Version.service_id == service.service_id)
+            .order_by(col(Version.created_at).desc(), col(Version.id).desc())
+        )
+        return list(rows.all())
+
+
+async def list_pipelines(project: str, code: str, *, uow: UnitOfWork) -> list[Pipeline]:
+    async with uow.sessions() as session:
+        service = await _known_service(session, project, code)
+        rows = await session.exec(
+            select(Pipeline)
+            .where(Pipeline.service_id == service.service_id)
+            .order_by(col(Pipeline.pipeline_id).desc())
+        )
+        return list(rows.all())
+

@@ -1,0 +1,89 @@
+"""Bearer tokens (JWT, HS256, signed with the installation secret) and the guide's roles.
+
+Roles: ``org-admin`` (everything), ``deploy-admin`` (organization level: deploy, resources),
+``<project>:project-owner|source-code-admin|project-member`` (project level).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from shared.errors import Forbidden, InvalidInput, NotAuthenticated
+
+ORG_ROLES = ("org-admin", "deploy-admin")
+PROJECT_ROLES = ("project-owner", "source-code-admin", "project-member")
+_ROLE = re.compile(r"^(org-admin|deploy-admin|[a-z0-9][a-z0-9_.-]*:(project-owner|source-code-admin|project-member))$")
+ISSUER = "gantry"
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    roles: frozenset[str]
+
+    def is_org_admin(self) -> bool:
+        return "org-admin" in self.roles
+
+    def require_org(self, *roles: str) -> None:
+        if self.is_org_admin() or any(role in self.roles for role in roles):
+            return
+        raise Forbidden(f"{self.user} needs one of the roles {', '.join(('org-admin', *roles))}")
+
+    def require_project(self, project: str, *roles: str) -> None:
+        if self.is_org_admin() or any(f"{project}:{role}" in self.roles for role in roles):
+            return
+        wanted = ", ".join(f"{project}:{role}" for role in roles)
+        raise Forbidden(f"{self.user} needs one of the roles {wanted} (or org-admin)")
+
+
+def validate_role(role: str) -> str:
+    if not _ROLE.match(role):
+        raise InvalidInput(
+            f"unknown role {role!r}: use org-admin, deploy-admin or "
+            "<project>:project-owner|source-code-admin|project-member"
+        )
+    return role
+
+
+def issue_token(secret: str, user: str, roles: list[str], ttl_seconds: int = 12 * 3600) -> str:
+    if not user:
+        raise InvalidInput("a token needs a user name")
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "sub": user,
+        "roles": [validate_role(role) for role in roles],
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify_token(secret: str, token: str) -> Principal:
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER)
+    except jwt.ExpiredSignatureError as exc:
+        raise NotAuthenticated("the token has expired: issue a new one with `gantry token issue`") from exc
+    except jwt.InvalidTokenError as exc:
+        raise NotAuthenticated(f"the token is not valid ({exc}): issue one with `gantry token issue`") from exc
+    return Principal(user=str(claims["sub"]), roles=frozenset(claims.get("roles", [])))
+
+
+def parse_authorization(secret: str, header: str | None) -> Principal:
+    if not header or not header.lower().startswith("bearer "):
+        raise NotAuthenticated(
+            "missing 'Authorization: Bearer <token>': issue a token with "
+            "`gantry token issue --user NAME --role ROLE`"
+        )
+    return verify_token(secret, header.split(" ", 1)[1].strip())
+
+
+def webhook_secret(installation_secret: str, service_id: str) -> str:
+    """Per-service webhook secret: catalog registers it, versioning checks it, nothing carries it."""
+    message = f"gitlab-webhook:{service_id}".encode()
+    return hmac.new(installation_secret.encode(), message, hashlib.sha256).hexdigest()

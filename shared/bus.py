@@ -1,0 +1,140 @@
+"""The service's connection to Kafka: a faust app for its agents, a producer for its outbox.
+
+Agents stay thin: decode the envelope, bind the log context, call the use case. An event that
+cannot be decoded, or that the use case declares poison, goes to ``<topic>.dlq`` with the reason;
+any other failure is retried with back-off and, if it persists, dead-lettered too, so one bad
+event never blocks a partition forever and is never silently dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import faust
+from aiokafka import AIOKafkaProducer
+
+from shared.errors import PoisonEvent
+from shared.events import Envelope, utcnow
+from shared.logging import bind_event, get_logger, unbind_event
+from shared.outbox import decode_envelope
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[None]]
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def _register_transport() -> None:
+    from faust.transport.drivers import TRANSPORTS
+
+    TRANSPORTS.aliases.setdefault("gantry", "shared.kafka_transport:Transport")
+
+
+def make_faust_app(service: str, settings: Settings) -> faust.App:
+    """A faust app tuned for quick start-up: no web server, no leader topic, short rebalances."""
+    _register_transport()
+    bootstrap = settings.require_bootstrap()
+    app = faust.App(
+        f"gantry-{service}",
+        broker=[f"gantry://{server}" for server in bootstrap.split(",")],
+        web_enabled=False,
+        autodiscover=False,
+        topic_disable_leader=True,
+        topic_partitions=settings.kafka_partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=min(1.0, settings.kafka_session_timeout_ms / 3000),
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
+        broker_commit_interval=0.5,
+        stream_wait_empty=False,
+        store="memory://",
+    )
+    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms  # read by shared.kafka_transport
+    return app
+
+
+class Producer:
+    """acks=all, idempotent where the broker supports it; sends a batch and awaits every ack."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.require_bootstrap(),
+            acks="all",
+            enable_idempotence=settings.kafka_idempotence,
+            linger_ms=0,
+        )
+        self.started = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+        self.started = False
+
+    async def send_batch(self, records: list[tuple[str, str, bytes]]) -> None:
+        futures = [
+            await self._producer.send(topic, value=value, key=key.encode())
+            for topic, key, value in records
+        ]
+        await asyncio.gather(*futures)
+
+    async def dead_letter(self, topic: str, key: bytes | None, raw: bytes | None, reason: str) -> None:
+        record = {
+            "failed_at": utcnow().isoformat(),
+            "topic": topic,
+            "reason": reason,
+            "value": raw.decode(errors="replace") if raw is not None else None,
+        }
+        await self._producer.send_and_wait(f"{topic}.dlq", json.dumps(record).encode(), key=key)
+
+
+def subscribe(app: faust.App, topic: str, handler: Handler, producer: Producer, name: str) -> None:
+    """Register a faust agent on ``topic`` that hands each envelope to ``handler``."""
+    channel = app.topic(topic, key_serializer="raw", value_serializer="raw")
+
+    async def agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await handle_record(topic, event.message.key, event.message.value, handler, producer)
+
+    agent.__name__ = agent.__qualname__ = name
+    app.agent(channel, name=name)(agent)
+
+
+async def handle_record(
+    topic: str, key: bytes | None, raw: bytes | None, handler: Handler, producer: Producer
+) -> None:
+    try:
+        envelope = decode_envelope(raw)
+    except ValueError as exc:
+        log.error("undecodable event sent to the dead-letter topic", topic=topic, error=str(exc))
+        await producer.dead_letter(topic, key, raw, f"undecodable: {exc}")
+        return
+    bind_event(envelope)
+    try:
+        await _apply_with_retries(envelope, handler)
+    except PoisonEvent as exc:
+        log.error("poison event sent to the dead-letter topic", topic=topic, reason=str(exc))
+        await producer.dead_letter(topic, key, raw, f"poison: {exc}")
+    except Exception as exc:
+        log.exception("event failed after retries; sent to the dead-letter topic", topic=topic)
+        await producer.dead_letter(topic, key, raw, f"failed after retries: {exc!r}")
+    finally:
+        unbind_event()
+
+
+async def _apply_with_retries(envelope: Envelope, handler: Handler) -> None:
+    for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+        try:
+            await handler(envelope)
+            return
+        except PoisonEvent:
+            raise
+        except Exception as exc:
+            if delay is None:
+                raise
+            log.warning("event handling failed, retrying", attempt=attempt, error=repr(exc))
+            await asyncio.sleep(delay)

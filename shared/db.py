@@ -1,0 +1,54 @@
+"""Async SQLModel engine per service: a SQLite file by default, PostgreSQL (schema per service) by URL."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.schema import Table
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.settings import Settings
+
+
+def database_url(service: str, settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+aiosqlite:///{(settings.home / f'{service}.db').resolve()}"
+
+
+def make_engine(service: str, settings: Settings) -> AsyncEngine:
+    url = database_url(service, settings)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    # One PostgreSQL database, one schema per service: services never read each other's tables.
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"search_path": service}},
+    )
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+async def create_tables(engine: AsyncEngine, service: str, tables: Sequence[type[SQLModel]]) -> None:
+    """Create the service's schema (PostgreSQL) and its tables if missing."""
+    table_objects: list[Table] = [model.__table__ for model in tables]  # type: ignore[attr-defined]
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{service}"'))
+        await conn.run_sync(SQLModel.metadata.create_all, tables=table_objects)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)

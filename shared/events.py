@@ -1,0 +1,171 @@
+"""The event envelope (CloudEvents 1.0 fields) and the data of every event Gantry publishes.
+
+Topic name == event type. The record key is the service id, so one service's events stay in
+order. Commands would be imperative; these are all facts, named in the past tense.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Topic(StrEnum):
+    SERVICE_CREATED = "service.created"
+    PIPELINE_SUCCEEDED = "pipeline.succeeded"
+    VERSION_CREATED = "version.created"
+    VERSION_RELEASED = "version.released"
+    DEPLOY_REQUESTED = "deploy.requested"
+    DEPLOY_STATUS = "deploy.status"
+    ROUTE_CHANGED = "gateway.route.changed"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.value}.dlq"
+
+
+ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic) + tuple(t.dlq for t in Topic)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """One envelope for every event; ``data`` is the typed payload of ``type``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    type: str
+    source: str
+    time: datetime = Field(default_factory=utcnow)
+    subject: str
+    correlation_id: str
+    causation_id: str | None = None
+    data: dict[str, Any]
+
+    def payload(self, model: type[EventData]) -> Any:
+        return model.model_validate(self.data)
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    service_id: str
+    project: str
+    service: str
+
+
+class ServiceCreated(EventData):
+    name: str
+    group: str
+    type: str
+    repository_url: str
+    repository_web_url: str
+    repository_path: str
+    scm_project_id: str
+
+
+class PipelineSucceeded(EventData):
+    pipeline_id: int
+    pipeline_url: str | None = None
+    ref: str
+    tag: bool = False
+    sha: str
+    commit_message: str = ""
+    commit_author: str = ""
+    finished_at: datetime | None = None
+
+
+class VersionCreated(EventData):
+    version: str
+    sha: str
+    ref: str
+    pipeline_id: int
+    pipeline_url: str | None = None
+    image: str
+    commit_message: str = ""
+    commit_author: str = ""
+
+
+class VersionReleased(EventData):
+    environment: str
+    namespace: str
+    version: str
+    image: str
+    trigger: Literal["manual", "auto"]
+    by: str
+
+
+DeployAction = Literal["deploy", "scale", "rollback", "promote", "abort"]
+
+
+class DeployRequested(EventData):
+    deployment_id: str
+    environment: str
+    namespace: str
+    version: str
+    image: str
+    replicas: int = Field(ge=1)
+    strategy: Literal["rolling", "canary"] = "rolling"
+    action: DeployAction = "deploy"
+    resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    trigger: Literal["manual", "auto"]
+    by: str
+
+
+class DeployStatus(EventData):
+    deployment_id: str
+    environment: str
+    version: str
+    track: Literal["stable", "canary"] = "stable"
+    state: Literal["rendered", "progressing", "succeeded", "failed"]
+    desired: int
+    current: int = 0
+    updated: int = 0
+    available: int = 0
+    message: str = ""
+
+
+class RouteChanged(BaseModel):
+    name: str
+    path: str
+    service: str
+    change: Literal["created", "updated", "deleted"]
+
+
+EVENT_DATA: dict[str, type[BaseModel]] = {
+    Topic.SERVICE_CREATED: ServiceCreated,
+    Topic.PIPELINE_SUCCEEDED: PipelineSucceeded,
+    Topic.VERSION_CREATED: VersionCreated,
+    Topic.VERSION_RELEASED: VersionReleased,
+    Topic.DEPLOY_REQUESTED: DeployRequested,
+    Topic.DEPLOY_STATUS: DeployStatus,
+    Topic.ROUTE_CHANGED: RouteChanged,
+}
+
+
+def new_event(
+    topic: Topic,
+    data: BaseModel,
+    *,
+    source: str,
+    subject: str,
+    correlation_id: str | None = None,
+    cause: Envelope | None = None,
+) -> Envelope:
+    """Build an envelope; a caused event inherits the chain's correlation id."""
+    if cause is not None:
+        correlation_id = cause.correlation_id
+    return Envelope(
+        type=topic.value,
+        source=source,
+        subject=subject,
+        correlation_id=correlation_id or str(uuid.uuid4()),
+        causation_id=cause.id if cause else None,
+        data=data.model_dump(mode="json"),
+    )

@@ -1,0 +1,185 @@
+"""The process shape shared by every Gantry service: FastAPI and faust agents on one event loop.
+
+``create_service_app`` is the composition root's common half: database, outbox relay, producer,
+faust app with the service's subscriptions, health and readiness, error mapping, request ids.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import faust
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from faust.contrib.asgi import faust_app_running
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+from shared.auth import Principal, parse_authorization
+from shared.bus import Handler, Producer, make_faust_app, subscribe
+from shared.db import create_tables, make_engine, session_factory
+from shared.errors import GantryError
+from shared.logging import configure_logging, get_logger
+from shared.outbox import OUTBOX_TABLES, OutboxRelay, UnitOfWork
+from shared.settings import Settings, get_settings
+from shared.topics import ensure_topics
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    name: str
+    settings: Settings
+    engine: AsyncEngine
+    uow: UnitOfWork
+    producer: Producer
+    relay: OutboxRelay
+    secret: str
+    faust_app: faust.App | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+Subscriptions = Callable[[Runtime], Mapping[str, Handler]]
+Extension = Callable[[Runtime], Any]  # returns an async context manager started with the service
+
+
+def create_service_app(
+    name: str,
+    *,
+    tables: Sequence[type[SQLModel]],
+    routers: Sequence[APIRouter],
+    subscriptions: Subscriptions | None = None,
+    extensions: Sequence[Extension] = (),
+    settings: Settings | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        async with run_service(name, tables, subscriptions, extensions, settings) as runtime:
+            api.state.runtime = runtime
+            yield
+
+    api = FastAPI(title=f"Gantry {name}", lifespan=lifespan, version="0.1.0")
+    api.add_exception_handler(GantryError, _gantry_error)
+    api.middleware("http")(_request_context)
+    api.include_router(_health_router())
+    for router in routers:
+        api.include_router(router)
+    return api
+
+
+@asynccontextmanager
+async def run_service(
+    name: str,
+    tables: Sequence[type[SQLModel]],
+    subscriptions: Subscriptions | None,
+    extensions: Sequence[Extension],
+    settings: Settings | None,
+) -> AsyncIterator[Runtime]:
+    settings = settings or get_settings()
+    configure_logging(name, settings.log_level)
+    engine = make_engine(name, settings)
+    await create_tables(engine, name, [*OUTBOX_TABLES, *tables])
+    sessions = session_factory(engine)
+    producer = Producer(settings)
+    runtime = Runtime(
+        name=name,
+        settings=settings,
+        engine=engine,
+        uow=UnitOfWork(sessions),
+        producer=producer,
+        relay=OutboxRelay(sessions, producer.send_batch),
+        secret=settings.installation_secret(),
+    )
+    runtime.uow.on_outbox_commit(runtime.relay.wake)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        await ensure_topics(settings.require_bootstrap(), settings.kafka_partitions)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        runtime.relay.start()
+        stack.push_async_callback(runtime.relay.stop)
+        for extension in extensions:
+            await stack.enter_async_context(extension(runtime))
+        if subscriptions is not None:
+            runtime.faust_app = make_faust_app(name, settings)
+            for topic, handler in subscriptions(runtime).items():
+                subscribe(runtime.faust_app, topic, handler, producer, f"{name}.on_{topic}")
+            await stack.enter_async_context(faust_app_running(runtime.faust_app, stop_timeout=15))
+        log.info("service started", port=settings.port(name) if name in _known() else None)
+        yield runtime
+        log.info("service stopping")
+
+
+def _known() -> tuple[str, ...]:
+    from shared.settings import SERVICES
+
+    return SERVICES
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def current_user(request: Request) -> Principal:
+    principal = parse_authorization(get_runtime(request).secret, request.headers.get("authorization"))
+    structlog.contextvars.bind_contextvars(user=principal.user)
+    return principal
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def correlation_id(request: Request) -> str:
+    return request.state.correlation_id  # type: ignore[no-any-return]
+
+
+CorrelationId = Annotated[str, Depends(correlation_id)]
+
+
+async def _request_context(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+    request.state.correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+    with structlog.contextvars.bound_contextvars(correlation_id=request.state.correlation_id):
+        response = await call_next(request)
+    response.headers["x-correlation-id"] = request.state.correlation_id
+    return response
+
+
+async def _gantry_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GantryError)
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(runtime: RuntimeDep) -> JSONResponse:
+        """Ready when the database answers, the producer is connected and the agents are assigned."""
+        checks = {"database": await _database_ok(runtime.engine), "kafka": runtime.producer.started}
+        if runtime.faust_app is not None:
+            checks["agents"] = bool(runtime.faust_app.consumer.assignment())
+        ready = all(checks.values())
+        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "checks": checks})
+
+    return router
+
+
+async def _database_ok(engine: AsyncEngine) -> bool:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False

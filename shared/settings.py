@@ -1,0 +1,129 @@
+"""Gantry's settings: environment variables with the ``GANTRY_`` prefix, validated at start-up.
+
+Every setting has an embedded default, so ``gantry up`` runs with none set. A bad value stops
+the process at once with a message that names the variable and says how to fix it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("gateway", "catalog", "versioning", "release", "deploy")
+_BOOTSTRAP = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GANTRY_", extra="ignore")
+
+    home: Path = Field(default=Path(".gantry"), description="data folder (SQLite, repos, manifests)")
+    host: str = "127.0.0.1"
+    port_base: int = Field(default=8000, ge=1024, le=65000)
+    kafka_bootstrap: str | None = None
+    kafka_partitions: int = Field(default=3, ge=1, le=256)
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
+    kafka_idempotence: bool = True
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    kafka_rebalance_timeout_ms: int = Field(default=4_000, ge=1_000)
+    database_url: str | None = None
+    gitlab_url: str | None = None
+    gitlab_token: str | None = None
+    public_url: str | None = None
+    kubeconfig: str | None = None
+    image_registry: str = "registry.gantry.local"
+    secret: str | None = None
+    log_level: str = "info"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for server in value.split(","):
+            if not _BOOTSTRAP.match(server.strip()):
+                raise ValueError(
+                    f"GANTRY_KAFKA_BOOTSTRAP: {server!r} is not host:port "
+                    "(example: 127.0.0.1:9092,kafka-2:9092)"
+                )
+        return value.replace(" ", "")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value.startswith(("postgres://", "postgresql://")):
+            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError(
+                "GANTRY_DATABASE_URL must be a PostgreSQL URL "
+                "(postgresql://user:password@host:5432/gantry) or unset for SQLite files"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("GANTRY_LOG_LEVEL must be one of debug, info, warning, error")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _check_gitlab_pair(self) -> "Settings":
+        if bool(self.gitlab_url) != bool(self.gitlab_token):
+            raise ValueError(
+                "set both GANTRY_GITLAB_URL and GANTRY_GITLAB_TOKEN to use GitLab, "
+                "or neither to use local git repositories"
+            )
+        if self.kubeconfig is None and os.environ.get("KUBECONFIG"):
+            self.kubeconfig = os.environ["KUBECONFIG"]
+        return self
+
+    def port(self, service: str) -> int:
+        return self.port_base + SERVICES.index(service)
+
+    def service_url(self, service: str) -> str:
+        return f"http://{self.host}:{self.port(service)}"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.service_url("gateway")
+
+    @property
+    def hook_url(self) -> str:
+        return f"{(self.public_url or self.gateway_url).rstrip('/')}/webhooks/gitlab"
+
+    def require_bootstrap(self) -> str:
+        if not self.kafka_bootstrap:
+            raise RuntimeError(
+                "GANTRY_KAFKA_BOOTSTRAP is not set: start Gantry with `gantry up` (it runs the "
+                "embedded broker) or point GANTRY_KAFKA_BOOTSTRAP at a Kafka cluster"
+            )
+        return self.kafka_bootstrap
+
+    def installation_secret(self) -> str:
+        """The installation secret: GANTRY_SECRET, else generated once into <home>/secret."""
+        if self.secret:
+            return self.secret
+        path = self.home / "secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_urlsafe(32))
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)  # first writer wins, even with several processes racing
+            except FileExistsError:
+                pass
+            tmp.unlink(missing_ok=True)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
