@@ -15,7 +15,15 @@ from services.catalog.models import (
     Service,
     ServiceCreate,
 )
-from services.catalog.scm import SERVICE_TYPES, RepoSpec, RepositoryExists, Scm, ScmError
+from services.catalog.scm import (
+    SERVICE_TYPES,
+    GroupNotFound,
+    InvalidRepositorySpec,
+    RepoSpec,
+    RepositoryExists,
+    Scm,
+    ScmError,
+)
 from shared.auth import webhook_secret
 from shared.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from shared.events import ServiceCreated, Topic, new_event
@@ -162,6 +170,8 @@ async def _create_repository(scm: Scm, spec: RepoSpec):  # type: ignore[no-untyp
         )
     except RepositoryExists as exc:
         raise Conflict(exc.detail) from exc
+    except (GroupNotFound, InvalidRepositorySpec) as exc:
+        raise InvalidInput(exc.detail) from exc
     except ScmError as exc:
         raise UpstreamUnavailable(exc.detail) from exc
     except TimeoutError as exc:

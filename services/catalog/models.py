@@ -65,6 +65,8 @@ class ServicePublic(ServiceBase):
     slug: str
     repository_url: str
     repository_web_url: str
+    repository_path: str
+    scm_project_id: str
     enabled: bool
     created_at: datetime
     created_by: str

@@ -1,0 +1,30 @@
+# The two commands of the README: `make up` starts Gantry, `make test` runs every test.
+# Both do all set-up from a fresh clone: a virtualenv with the project installed from pyproject.toml;
+# the tests also fetch Apache Kafka's jars with Maven (tools/kafka/pom.xml) and install PostgreSQL
+# from Debian's packages when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install up test unit lint
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+up: install
+	$(BIN)/gantry up
+
+test: install
+	bash tools/kafka/fetch.sh
+	$(BIN)/python -m pytest -ra
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check .

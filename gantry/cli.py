@@ -1,0 +1,150 @@
+"""The ``gantry`` command: ``up``, ``token issue``, ``pipeline report``."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import httpx
+from pydantic import ValidationError
+
+from shared.auth import issue_token, webhook_secret
+from shared.errors import GantryError
+from shared.settings import Settings
+
+PIPELINE_STATUSES = ("created", "waiting_for_resource", "preparing", "pending", "running",
+                     "success", "failed", "canceled", "skipped", "manual", "scheduled")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"gantry: bad setting: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.run(args, settings) or 0)
+    except (GantryError, RuntimeError, httpx.HTTPError) as exc:
+        print(f"gantry: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gantry", description="Gantry: from 'create' to 'running in Kubernetes'")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    up = commands.add_parser("up", help="start the broker (embedded unless configured) and the five services")
+    up.set_defaults(run=_up)
+    token = commands.add_parser("token", help="API tokens").add_subparsers(required=True, metavar="ACTION")
+    issue = token.add_parser("issue", help="print a signed token for a user and roles")
+    issue.add_argument("--user", required=True)
+    issue.add_argument("--role", action="append", required=True, dest="roles",
+                       help="org-admin, deploy-admin or <project>:project-owner|source-code-admin|project-member")
+    issue.add_argument("--hours", type=int, default=12, help="validity (default 12)")
+    issue.set_defaults(run=_token_issue)
+    pipeline = commands.add_parser("pipeline", help="CI pipelines").add_subparsers(required=True, metavar="ACTION")
+    report = pipeline.add_parser("report", help="post a GitLab-format Pipeline Hook for a service")
+    report.add_argument("--project", required=True)
+    report.add_argument("--service", required=True)
+    report.add_argument("--status", required=True, choices=PIPELINE_STATUSES)
+    report.add_argument("--ref", default="main")
+    report.add_argument("--sha", help="commit (default: the repository's head for local repositories)")
+    report.add_argument("--tag", action="store_true", help="the ref is a tag (the version is named after it)")
+    report.add_argument("--pipeline-id", type=int, help="report on an existing pipeline (default: a new one)")
+    report.add_argument("--gateway", help="Gantry's address (default: the gateway's URL)")
+    report.set_defaults(run=_pipeline_report)
+    return parser
+
+
+def _up(_args: argparse.Namespace, settings: Settings) -> int:
+    from gantry.up import run_up
+
+    return run_up(settings)
+
+
+def _token_issue(args: argparse.Namespace, settings: Settings) -> int:
+    print(issue_token(settings.installation_secret(), args.user, args.roles, args.hours * 3600))
+    return 0
+
+
+def _pipeline_report(args: argparse.Namespace, settings: Settings) -> int:
+    gateway = (args.gateway or settings.gateway_url).rstrip("/")
+    secret = settings.installation_secret()
+    admin = {"Authorization": f"Bearer {issue_token(secret, 'gantry-cli', ['org-admin'], 300)}"}
+    with httpx.Client(timeout=30) as client:
+        url = f"{gateway}/api/catalog/projects/{quote(args.project)}/services/{quote(args.service)}"
+        found = client.get(url, headers=admin)
+        if found.status_code != 200:
+            raise RuntimeError(_detail(found))
+        service = found.json()
+        body = pipeline_hook_body(service, args)
+        delivery = str(uuid.uuid4())
+        headers = {
+            "X-Gitlab-Event": "Pipeline Hook",
+            "X-Gitlab-Token": webhook_secret(secret, service["id"]),
+            "X-Gitlab-Event-UUID": delivery,
+            "Idempotency-Key": delivery,
+            "User-Agent": "gantry-cli",
+        }
+        answer = client.post(f"{gateway}/webhooks/gitlab", json=body, headers=headers)
+    if answer.status_code != 200:
+        raise RuntimeError(_detail(answer))
+    print(json.dumps({"pipeline_id": body["object_attributes"]["id"], **answer.json()}, indent=2))
+    return 0
+
+
+def pipeline_hook_body(service: dict, args: argparse.Namespace) -> dict:
+    """A Pipeline Hook body in GitLab's format (see GitLab's webhook events documentation)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    sha = args.sha or _head_sha(service["repository_url"], args.ref) or uuid.uuid4().hex * 2
+    finished = now if args.status in ("success", "failed", "canceled", "skipped") else None
+    return {
+        "object_kind": "pipeline",
+        "object_attributes": {
+            "id": args.pipeline_id or int(time.time() * 1000) % 2_000_000_000,
+            "ref": args.ref,
+            "tag": args.tag,
+            "sha": sha[:40],
+            "status": args.status,
+            "stages": ["build", "test", "package"],
+            "created_at": now,
+            "finished_at": finished,
+            "source": "push",
+            "url": None,
+        },
+        "project": {
+            "id": service["scm_project_id"],
+            "name": service["code"],
+            "path_with_namespace": service["repository_path"],
+            "web_url": service["repository_web_url"],
+            "git_http_url": service["repository_url"],
+        },
+        "commit": {"id": sha[:40], "message": f"{args.ref} reported by gantry pipeline report",
+                   "author": {"name": "gantry-cli", "email": "gantry@localhost"}},
+    }
+
+
+def _head_sha(repository_url: str, ref: str) -> str | None:
+    if not repository_url.startswith("file://"):
+        return None
+    result = subprocess.run(
+        ["git", "ls-remote", repository_url, ref], capture_output=True, text=True, timeout=10
+    )
+    line = result.stdout.split("\n", 1)[0]
+    return line.split("\t", 1)[0] if result.returncode == 0 and line else None
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return f"{response.status_code}: {response.json()['detail']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{response.status_code}: {response.text[:300]}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

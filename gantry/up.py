@@ -1,0 +1,158 @@
+"""``gantry up``: the embedded broker (unless a Kafka cluster is configured) and the five services.
+
+Each service runs as its own process (``python -m services.<name>``), logs to
+``<home>/logs/<name>.log``; ``gantry up`` shows their progress until all are ready, then waits.
+Ctrl-C (or SIGTERM) stops every process it started, services first, then the broker.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from gantry.embedded_broker import EmbeddedBroker, log_tail, terminate
+from gantry.kafka_admin import create_topics
+from shared.events import ALL_TOPICS
+from shared.settings import SERVICES, Settings
+
+EMBEDDED_FETCH_WAIT_MS = "10"  # the embedded broker holds each fetch for the whole wait
+READY_TIMEOUT_SECONDS = 120
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def logs(self) -> Path:
+        return self.settings.home / "logs"
+
+    def say(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started_at:5.1f}s] {message}", flush=True)
+
+    def start_broker(self, env: dict[str, str]) -> None:
+        if self.settings.kafka_bootstrap:
+            self.say(f"Kafka: {self.settings.kafka_bootstrap} (GANTRY_KAFKA_BOOTSTRAP)")
+            return
+        self.broker = EmbeddedBroker(log_path=self.logs / "broker.log")
+        self.broker.start()
+        env["GANTRY_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
+        env.setdefault("GANTRY_KAFKA_FETCH_MAX_WAIT_MS", EMBEDDED_FETCH_WAIT_MS)
+        env.setdefault("GANTRY_KAFKA_IDEMPOTENCE", "false")  # the embedded broker refuses it
+        self.say(f"Kafka: embedded broker at {self.broker.bootstrap} (in memory)")
+
+    def start_services(self, env: dict[str, str]) -> None:
+        for name in SERVICES:
+            log = (self.logs / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
+            )
+            log.close()
+
+    def wait_ready(self) -> None:
+        pending = set(SERVICES)
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        with httpx.Client(timeout=2) as client:
+            while pending:
+                for name in sorted(pending):
+                    self.check_alive(name)
+                    if _ready(client, f"{self.settings.service_url(name)}/readyz"):
+                        pending.discard(name)
+                        self.say(f"{name:<10} ready at {self.settings.service_url(name)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not ready after {READY_TIMEOUT_SECONDS}s: {', '.join(sorted(pending))}")
+                time.sleep(0.2)
+
+    def check_alive(self, name: str) -> None:
+        proc = self.processes[name]
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{name} exited with code {proc.returncode}; its log ends with:\n"
+                + log_tail(self.logs / f"{name}.log")
+            )
+
+    def watch(self) -> None:
+        while True:
+            for name in SERVICES:
+                self.check_alive(name)
+            time.sleep(1)
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes.values():
+            terminate(proc, timeout=15)
+        if self.broker is not None:
+            self.broker.stop()
+        self.say("stopped")
+
+
+def _ready(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["GANTRY_HOME"] = str(settings.home.resolve())
+    env["GANTRY_SECRET"] = settings.installation_secret()
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_up(settings: Settings) -> int:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    supervisor = Supervisor(settings)
+    supervisor.logs.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    env = child_env(settings)
+    try:
+        supervisor.start_broker(env)
+        create_topics(env["GANTRY_KAFKA_BOOTSTRAP"], list(ALL_TOPICS), settings.kafka_partitions)
+        supervisor.start_services(env)
+        supervisor.wait_ready()
+        _print_summary(settings, supervisor)
+        supervisor.watch()
+    except KeyboardInterrupt:
+        supervisor.say("stopping…")
+    except RuntimeError as exc:
+        print(f"gantry up failed: {exc}", file=sys.stderr)
+        supervisor.stop()
+        return 1
+    supervisor.stop()
+    return 0
+
+
+def _print_summary(settings: Settings, supervisor: Supervisor) -> None:
+    database = "PostgreSQL (GANTRY_DATABASE_URL)" if settings.database_url else f"SQLite files in {settings.home.resolve()}"
+    supervisor.say(
+        "Gantry is up.\n"
+        f"  gateway (the one address):  {settings.gateway_url}   dashboard: {settings.gateway_url}/\n"
+        f"  GitLab webhook:             {settings.hook_url}\n"
+        f"  database:                   {database}\n"
+        f"  logs:                       {supervisor.logs.resolve()}\n"
+        f"  a token:                    gantry token issue --user you --role org-admin\n"
+        "Press Ctrl-C to stop."
+    )
+

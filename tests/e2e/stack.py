@@ -1,0 +1,118 @@
+"""Run ``gantry up`` as a user would, on a private port range and data folder, and stop it with Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.settings import SERVICES
+from tests.support import ADMIN, SECRET, eventually
+
+START_TIMEOUT = 180
+
+
+def free_port_range(size: int = len(SERVICES)) -> int:
+    """A base port such that base .. base+size-1 are free on loopback right now."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size > 65000:
+            continue
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port range on 127.0.0.1")
+
+
+class Stack:
+    def __init__(self, home: Path, *, kafka_bootstrap: str | None = None, database_url: str | None = None):
+        self.home = home / "gantry"
+        self.port_base = free_port_range()
+        self.kind = f"{'apache' if kafka_bootstrap else 'embedded'}+{'postgres' if database_url else 'sqlite'}"
+        self.env = {**os.environ, "GANTRY_HOME": str(self.home), "GANTRY_PORT_BASE": str(self.port_base),
+                    "GANTRY_SECRET": SECRET, "GANTRY_LOG_LEVEL": "info"}
+        for key in ("GANTRY_KAFKA_BOOTSTRAP", "GANTRY_DATABASE_URL", "GANTRY_GITLAB_URL", "GANTRY_KUBECONFIG"):
+            self.env.pop(key, None)
+        if kafka_bootstrap:
+            self.env["GANTRY_KAFKA_BOOTSTRAP"] = kafka_bootstrap
+            self.env["GANTRY_KAFKA_FETCH_MAX_WAIT_MS"] = "100"
+        if database_url:
+            self.env["GANTRY_DATABASE_URL"] = database_url
+        self.gateway = f"http://127.0.0.1:{self.port_base}"
+        self.bootstrap = kafka_bootstrap or ""
+        self.output: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self.startup_seconds = 0.0
+
+    def __enter__(self) -> "Stack":
+        self.home.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gantry.cli", "up"], env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            if "Kafka: embedded broker at " in line:
+                self.bootstrap = line.split("Kafka: embedded broker at ", 1)[1].split()[0]
+            if "Gantry is up" in line:
+                break
+            if time.monotonic() - started > START_TIMEOUT:
+                break
+        if self.process.poll() is not None or not any("Gantry is up" in line for line in self.output):
+            self.stop()
+            raise RuntimeError("gantry up did not come up:\n" + "".join(self.output) + self._logs())
+        self.startup_seconds = time.monotonic() - started
+        print(f"\ngantry up ({self.kind}) ready in {self.startup_seconds:.1f}s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        code = self.stop()
+        assert code == 0, f"gantry up did not stop cleanly (exit {code}):\n{''.join(self.output)}"
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            try:
+                out, _ = self.process.communicate(timeout=60)
+                self.output.append(out or "")
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.communicate()
+        return self.process.returncode
+
+    def _logs(self) -> str:
+        logs = self.home / "logs"
+        parts = []
+        for path in sorted(logs.glob("*.log")) if logs.exists() else []:
+            parts.append(f"\n--- {path.name} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
+        return "".join(parts)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.gateway, headers=ADMIN, timeout=60)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gantry.cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=60)
+
+    async def wait_for_version(self, api: httpx.AsyncClient, project: str, service: str, pipeline_id: int) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            answer = await api.get(f"/api/versioning/projects/{project}/services/{service}/versions")
+            found = [v for v in answer.json() if v["pipeline_id"] == pipeline_id] if answer.status_code == 200 else []
+            return found[0] if found else None
+        return await eventually(probe, timeout=60, interval=0.1)

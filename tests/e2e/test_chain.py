@@ -1,0 +1,125 @@
+"""The whole chain, as a user drives it: ``gantry up`` (five service processes and a broker),
+everything through the gateway, GitLab's hook sent by ``gantry pipeline report``.
+
+create project + service (a real bare git repository) → environment, release, auto-release →
+first version, first manual deployment, auto-deploy → the same Pipeline Hook posted twice →
+exactly one new version and one automatic deployment, whose manifest lands on disk.
+Runs on the embedded broker + SQLite and on Apache Kafka + PostgreSQL.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.stack import Stack
+from tests.support import TopicReader, eventually
+
+pytestmark = pytest.mark.e2e
+
+PROJECT, SERVICE, ENV = "shop", "web service", "staging"
+
+
+@pytest.fixture(scope="module", params=["embedded+sqlite", "apache+postgres"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    tmp_path = tmp_path_factory.mktemp(request.param)
+    if request.param == "embedded+sqlite":
+        with Stack(tmp_path) as running:
+            yield running
+        return
+    kafka = request.getfixturevalue("apache_kafka")
+    postgres = request.getfixturevalue("postgres")
+    database = f"gantry_{os.urandom(4).hex()}"
+    postgres.create_database(database)
+    with Stack(tmp_path, kafka_bootstrap=kafka, database_url=postgres.url(database)) as running:
+        yield running
+
+
+def report(stack: Stack, pipeline_id: int, status: str = "success") -> dict:
+    result = stack.cli("pipeline", "report", "--project", PROJECT, "--service", SERVICE,
+                       "--status", status, "--pipeline-id", str(pipeline_id), "--gateway", stack.gateway)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+async def until(call, status: int) -> httpx.Response:
+    """Repeat a call until it answers ``status`` (the services learn of each other through events)."""
+    async def probe() -> httpx.Response | None:
+        answer = await call()
+        return answer if answer.status_code == status else None
+    return await eventually(probe, timeout=60, interval=0.1)
+
+
+async def test_webhook_to_deploy_status(stack: Stack) -> None:
+    async with stack.client() as api:
+        created = await api.post("/api/catalog/projects", json={"code": PROJECT, "name": "Shop", "gitlab_group": "acme"})
+        assert created.status_code == 201, created.text
+        service = await api.post(f"/api/catalog/projects/{PROJECT}/services", json={
+            "code": SERVICE, "name": "Web", "group": "com.acme.shop", "type": "python-fastapi"})
+        assert service.status_code == 201, service.text
+        repository = service.json()["repository_url"]
+        assert repository.startswith("file://") and Path(repository[len("file://"):], "HEAD").exists()
+
+        env = await api.post("/api/release/environments", json={"code": ENV, "name": "Staging", "tier": "staging"})
+        assert env.status_code == 201, env.text
+        base = f"/api/release/projects/{PROJECT}/services/{SERVICE}"
+        await until(lambda: api.post(f"{base}/releases", json={"environment": ENV}), 201)
+        again = await api.post(f"{base}/releases", json={"environment": ENV})
+        assert again.status_code == 409, "already released to this environment: refused"
+        assert (await api.put(f"{base}/auto-release", json={"enabled": True})).status_code == 200
+
+        # versioning learns of the service through service.created: until then the hook is refused
+        await eventually(lambda: _announced(stack, 101), timeout=60, interval=0.2)
+        v1 = await stack.wait_for_version(api, PROJECT, SERVICE, 101)
+        resource = await api.post(f"/api/deploy/environments/{ENV}/resources", json={
+            "name": "shop-db", "type": "database", "data": {"url": "postgresql://db/shop"}})
+        assert resource.status_code == 201, resource.text
+        first = await until(lambda: api.post("/api/deploy/deployments", json={
+            "project": PROJECT, "service": SERVICE, "environment": ENV, "version": v1["name"],
+            "resources": ["shop-db"], "replicas": 2, "strategy": "rolling"}), 202)
+        assert first.json()["trigger"] == "manual"
+        running = f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}"
+        assert (await api.put(f"{running}/auto-deploy", json={"enabled": True})).status_code == 200
+
+        async with TopicReader(stack.bootstrap, "deploy.status") as statuses:
+            posted_at = time.monotonic()
+            second, duplicate = report(stack, 202), report(stack, 202)
+            assert second["announced"] is True and duplicate["announced"] is False
+            v2 = await stack.wait_for_version(api, PROJECT, SERVICE, 202)
+            status = await statuses.wait_for(
+                lambda _t, value: value["data"]["version"] == v2["name"] and value["data"]["state"] == "rendered",
+                timeout=60,
+            )
+            elapsed = time.monotonic() - posted_at
+        print(f"\nwebhook → deploy.status ({stack.kind}): {elapsed:.3f}s")
+        assert status["data"]["desired"] == 2
+
+        versions = (await api.get(f"/api/versioning/projects/{PROJECT}/services/{SERVICE}/versions")).json()
+        assert [v["pipeline_id"] for v in versions].count(202) == 1, "same pipeline twice → one version"
+        history = (await api.get(f"{running}/deployments")).json()
+        autos = [d for d in history if d["version"] == v2["name"]]
+        assert len(autos) == 1 and autos[0]["trigger"] == "auto", history
+
+    documents = [doc for path in (stack.home / "manifests").rglob("*.yaml")
+                 for doc in yaml.safe_load_all(path.read_text()) if doc]
+    deployments = [d for d in documents if d["kind"] == "Deployment"]
+    assert deployments, "the embedded cluster driver writes the rendered manifests"
+    assert any(d["spec"]["template"]["spec"]["containers"][0]["image"] == v2["image"] for d in deployments)
+
+
+async def _announced(stack: Stack, pipeline_id: int) -> bool:
+    result = stack.cli("pipeline", "report", "--project", PROJECT, "--service", SERVICE,
+                       "--status", "success", "--pipeline-id", str(pipeline_id), "--gateway", stack.gateway)
+    return result.returncode == 0
+
+
+async def test_pipeline_report_names_an_unknown_service(stack: Stack) -> None:
+    result = stack.cli("pipeline", "report", "--project", "nope", "--service", "x", "--status", "success",
+                       "--gateway", stack.gateway)
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr
