@@ -12,7 +12,7 @@ from shared.events import utcnow
 class KnownService(SQLModel, table=True):
     """The service → repository map, learned from ``service.created``."""
 
-    __tablename__ = "services"
+    __tablename__ = "versioning_services"
     service_id: str = Field(primary_key=True, max_length=32)
     project: str = Field(max_length=40)
     code: str = Field(max_length=64)

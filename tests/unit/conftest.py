@@ -1,0 +1,42 @@
+"""Unit-tier fixtures: a real SQLite database per test, built the way a service builds its own."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import pytest
+from sqlmodel import SQLModel, select
+
+from shared.db import create_tables, make_engine, session_factory
+from shared.outbox import OUTBOX_TABLES, OutboxMessage, UnitOfWork
+from shared.settings import Settings
+from tests.support import SECRET
+
+UowFactory = Callable[[str, Sequence[type[SQLModel]]], "AsyncIterator[UnitOfWork]"]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, secret=SECRET)
+
+
+@pytest.fixture
+async def make_uow(settings: Settings):
+    engines = []
+
+    async def build(service: str, tables: Sequence[type[SQLModel]]) -> UnitOfWork:
+        engine = make_engine(service, settings)
+        engines.append(engine)
+        await create_tables(engine, service, [*OUTBOX_TABLES, *tables])
+        return UnitOfWork(session_factory(engine))
+
+    yield build
+    for engine in engines:
+        await engine.dispose()
+
+
+async def outbox(uow: UnitOfWork, topic: str | None = None) -> list[OutboxMessage]:
+    async with uow.sessions() as session:
+        query = select(OutboxMessage).order_by(OutboxMessage.id)  # type: ignore[arg-type]
+        rows = list((await session.exec(query)).all())
+    return [row for row in rows if topic is None or row.topic == topic]
