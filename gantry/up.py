@@ -6,6 +6,7 @@ Ctrl-C (or SIGTERM) stops every process it started, services first, then the bro
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -122,6 +123,7 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def run_up(settings: Settings) -> int:
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # readiness probes fail until the broker listens
     settings.home.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(settings)
     supervisor.logs.mkdir(parents=True, exist_ok=True)

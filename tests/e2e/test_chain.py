@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import httpx
 import pytest
@@ -63,7 +66,7 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
             "code": SERVICE, "name": "Web", "group": "com.acme.shop", "type": "python-fastapi"})
         assert service.status_code == 201, service.text
         repository = service.json()["repository_url"]
-        assert repository.startswith("file://") and Path(repository[len("file://"):], "HEAD").exists()
+        assert Path(url2pathname(urlparse(repository).path), "HEAD").is_file(), repository
 
         env = await api.post("/api/release/environments", json={"code": ENV, "name": "Staging", "tier": "staging"})
         assert env.status_code == 201, env.text
@@ -86,17 +89,23 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
         running = f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}"
         assert (await api.put(f"{running}/auto-deploy", json={"enabled": True})).status_code == 200
 
-        async with TopicReader(stack.bootstrap, "deploy.status") as statuses:
+        async with TopicReader(stack.bootstrap, "pipeline.succeeded", "deploy.status") as statuses:
             posted_at = time.monotonic()
             second, duplicate = report(stack, 202), report(stack, 202)
             assert second["announced"] is True and duplicate["announced"] is False
             v2 = await stack.wait_for_version(api, PROJECT, SERVICE, 202)
             status = await statuses.wait_for(
-                lambda _t, value: value["data"]["version"] == v2["name"] and value["data"]["state"] == "rendered",
+                lambda topic, value: topic == "deploy.status" and value["data"]["version"] == v2["name"]
+                and value["data"]["state"] == "rendered",
                 timeout=60,
             )
             elapsed = time.monotonic() - posted_at
-        print(f"\nwebhook → deploy.status ({stack.kind}): {elapsed:.3f}s")
+            hook = await statuses.wait_for(
+                lambda topic, value: topic == "pipeline.succeeded" and value["data"]["pipeline_id"] == 202)
+        chain = datetime.fromisoformat(status["time"]) - datetime.fromisoformat(hook["time"])
+        print(f"\n{stack.kind}: webhook accepted → deploy.status {chain.total_seconds():.3f}s "
+              f"(event times); CLI report → deploy.status seen {elapsed:.3f}s")
+        assert status["correlation_id"] == hook["correlation_id"], "one correlation id for the whole chain"
         assert status["data"]["desired"] == 2
 
         versions = (await api.get(f"/api/versioning/projects/{PROJECT}/services/{SERVICE}/versions")).json()

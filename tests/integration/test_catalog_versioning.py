@@ -1,0 +1,87 @@
+"""Catalog and versioning on a real broker and database: service.created teaches versioning the
+repository, a Pipeline Hook becomes pipeline.succeeded then one version.created; a poison event
+goes to the dead-letter topic."""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.catalog.app import create_app as create_catalog
+from services.versioning.app import create_app as create_versioning
+from shared.auth import webhook_secret
+from shared.settings import Settings
+from tests.support import ADMIN, SECRET, TopicReader, eventually, running, token
+
+pytestmark = pytest.mark.integration
+
+
+def pipeline_hook(path: str, pipeline_id: int, status: str) -> dict:
+    return {"object_kind": "pipeline",
+            "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": "f" * 40, "status": status},
+            "project": {"id": path, "path_with_namespace": path},
+            "commit": {"message": "Fix", "author": {"name": "Ada"}}}
+
+
+async def test_service_to_version(service_settings: Settings) -> None:
+    async with running(create_catalog(service_settings)) as catalog, \
+            running(create_versioning(service_settings)) as versioning, \
+            TopicReader(service_settings.kafka_bootstrap, "service.created", "version.created") as topics:
+        assert (await catalog.post("/projects", json={"code": "shop", "name": "Shop", "gitlab_group": "acme"},
+                                   headers=ADMIN)).status_code == 201
+        owner = token("shop:project-owner", user="olga")
+        created = await catalog.post("/projects/shop/services", headers=owner, json={
+            "code": "web", "name": "Web", "group": "com.acme", "type": "go-http"})
+        assert created.status_code == 201, created.text
+        service = created.json()
+        assert Path(url2pathname(urlparse(service["repository_url"]).path), "HEAD").is_file()
+        member = token("shop:project-member", user="max")
+        forbidden = await catalog.post("/projects/shop/services", headers=member, json={
+            "code": "api", "name": "Api", "group": "com.acme", "type": "go-http"})
+        assert forbidden.status_code == 403 and "project-owner" in forbidden.json()["detail"]
+
+        announced = await topics.wait_for(lambda t, v: t == "service.created")
+        assert announced["data"]["service_id"] == service["id"]
+
+        headers = {"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["id"]),
+                   "Idempotency-Key": "delivery-1"}
+        body = pipeline_hook(service["repository_path"], 5, "running")
+
+        async def hook_accepted():
+            answer = await versioning.post("/webhooks/gitlab", json=body, headers=headers)
+            return answer.status_code == 200
+        await eventually(hook_accepted, timeout=30)
+        success = pipeline_hook(service["repository_path"], 5, "success")
+        first = await versioning.post("/webhooks/gitlab", json=success, headers=headers)
+        second = await versioning.post("/webhooks/gitlab", json=success, headers=headers)
+        assert first.json()["announced"] and not second.json()["announced"]
+
+        version = await topics.wait_for(lambda t, v: t == "version.created")
+        assert version["correlation_id"] == "delivery-1"
+        assert version["data"]["image"].endswith(":ffffffff")
+        listed = await eventually(lambda: _versions(versioning, member))
+        assert len(listed) == 1 and listed[0]["pipeline_id"] == 5
+        assert len(topics.of_type("version.created")) == 1
+
+
+async def _versions(client, headers):
+    answer = await client.get("/projects/shop/services/web/versions", headers=headers)
+    return answer.json() if answer.status_code == 200 and answer.json() else None
+
+
+async def test_poison_event_goes_to_dead_letter_topic(service_settings: Settings) -> None:
+    async with running(create_versioning(service_settings)), \
+            TopicReader(service_settings.kafka_bootstrap, "pipeline.succeeded.dlq") as dlq:
+        producer = AIOKafkaProducer(bootstrap_servers=service_settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait("pipeline.succeeded", b"{not json", key=b"x")
+        finally:
+            await producer.stop()
+        dead = await dlq.wait_for(lambda t, v: v["value"] == "{not json", timeout=60)
+        assert dead["topic"] == "pipeline.succeeded" and dead["reason"].startswith("undecodable")
+
+
