@@ -147,7 +147,11 @@ def run_up(settings: Settings) -> int:
 
 
 def _print_summary(settings: Settings, supervisor: Supervisor) -> None:
-    database = "PostgreSQL (GANTRY_DATABASE_URL)" if settings.database_url else f"SQLite files in {settings.home.resolve()}"
+    database = (
+        "PostgreSQL (GANTRY_DATABASE_URL)"
+        if settings.database_url
+        else f"SQLite files in {settings.home.resolve()}"
+    )
     supervisor.say(
         "Gantry is up.\n"
         f"  gateway (the one address):  {settings.gateway_url}   dashboard: {settings.gateway_url}/\n"

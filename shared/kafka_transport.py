@@ -15,7 +15,6 @@ import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 
-
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(
         self, transport: faust_aiokafka.Transport

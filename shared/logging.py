@@ -52,7 +52,7 @@ def configure_logging(service: str, level: str = "info") -> None:
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def bind_event(envelope: "Envelope") -> None:
+def bind_event(envelope: Envelope) -> None:
     structlog.contextvars.bind_contextvars(
         event_id=envelope.id, correlation_id=envelope.correlation_id, event_type=envelope.type
     )

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         return value.lower()
 
     @model_validator(mode="after")
-    def _check_gitlab_pair(self) -> "Settings":
+    def _check_gitlab_pair(self) -> Settings:
         if bool(self.gitlab_url) != bool(self.gitlab_token):
             raise ValueError(
                 "set both GANTRY_GITLAB_URL and GANTRY_GITLAB_TOKEN to use GitLab, "

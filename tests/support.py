@@ -64,7 +64,7 @@ class TopicReader:
         )
         self.records: list[tuple[str, bytes | None, dict[str, Any]]] = []
 
-    async def __aenter__(self) -> "TopicReader":
+    async def __aenter__(self) -> TopicReader:
         await self.consumer.start()
         return self
 

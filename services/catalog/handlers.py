@@ -19,8 +19,8 @@ from services.catalog.scm import (
     SERVICE_TYPES,
     GroupNotFound,
     InvalidRepositorySpec,
-    RepoSpec,
     RepositoryExists,
+    RepoSpec,
     Scm,
     ScmError,
 )

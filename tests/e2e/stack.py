@@ -56,7 +56,7 @@ class Stack:
         self.process: subprocess.Popen[str] | None = None
         self.startup_seconds = 0.0
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         self.process = subprocess.Popen(

@@ -7,7 +7,13 @@ import pytest
 
 from services.catalog import domain, handlers
 from services.catalog.models import Project, ProjectCreate, Service, ServiceCreate
-from services.catalog.scm import GroupNotFound, RepoSpec, Repository, RepositoryExists, ScmUnavailable
+from services.catalog.scm import (
+    GroupNotFound,
+    Repository,
+    RepositoryExists,
+    RepoSpec,
+    ScmUnavailable,
+)
 from shared.auth import webhook_secret
 from shared.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from tests.support import SECRET
