@@ -5,6 +5,7 @@ order. Commands would be imperative; these are all facts, named in the past tens
 """
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -49,7 +50,7 @@ class Envelope(BaseModel):
     causation_id: str | None = None
     data: dict[str, Any]
 
-    def payload(self, model: type[EventData]) -> Any:
+    def payload(self, model: builtins.type[EventData]) -> Any:
         return model.model_validate(self.data)
 
 

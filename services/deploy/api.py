@@ -1,0 +1,139 @@
+"""Deploy's HTTP API (organization level, role deploy-admin): translates requests into handlers.
+
+The gateway forwards ``/api/deploy/…`` here; paths start at ``/environments``, ``/deployments``.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.deploy import handlers, queries
+from services.deploy.models import (
+    AutoDeployPublic,
+    DeploymentCreate,
+    DeploymentPublic,
+    ReplicasUpdate,
+    ResourceCreate,
+    ResourcePublic,
+    RollbackRequest,
+    RunningState,
+)
+from shared.schemas import Toggle
+from shared.service import CorrelationId, CurrentUser, RuntimeDep
+
+router = APIRouter(tags=["deploy"])
+RESOURCES = "/environments/{environment}/resources"
+SERVICE = "/environments/{environment}/projects/{project}/services/{service}"
+DEPLOY_ADMIN = "deploy-admin"
+
+
+@router.post(RESOURCES, status_code=201, response_model=ResourcePublic)
+async def create_resource(
+    environment: str, data: ResourceCreate, user: CurrentUser, runtime: RuntimeDep
+):
+    """Define a resource (database, cache, queue, config…) for deployments in the environment."""
+    user.require_org(DEPLOY_ADMIN)
+    return await handlers.create_resource(environment, data, by=user.user, uow=runtime.uow)
+
+
+@router.get(RESOURCES, response_model=list[ResourcePublic])
+async def read_resources(environment: str, user: CurrentUser, runtime: RuntimeDep):
+    """The resources defined in an environment."""
+    user.require_org(DEPLOY_ADMIN)
+    return await queries.list_resources(environment, uow=runtime.uow)
+
+
+@router.post("/deployments", status_code=202, response_model=DeploymentPublic)
+async def create_deployment(
+    data: DeploymentCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+):
+    """Deploy a released version; the worker applies it and reports deploy.status."""
+    user.require_org(DEPLOY_ADMIN)
+    return await handlers.request_deployment(
+        data, by=user.user, correlation_id=cid, uow=runtime.uow
+    )
+
+
+@router.get(SERVICE, response_model=RunningState)
+async def read_running_state(
+    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep
+):
+    """Running and deploying versions with desired / current / available counts."""
+    user.require_org(DEPLOY_ADMIN)
+    return await queries.running_state(
+        project, service, environment, uow=runtime.uow, driver=runtime.extras["driver"]
+    )
+
+
+@router.put(f"{SERVICE}/replicas", status_code=202, response_model=DeploymentPublic)
+async def update_replicas(
+    environment: str, project: str, service: str, body: ReplicasUpdate,
+    user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId,
+):
+    """Change the desired pod count (1 or more) of the stable track."""
+    user.require_org(DEPLOY_ADMIN)
+    return await handlers.scale(
+        project, service, environment, body.replicas,
+        by=user.user, correlation_id=cid, uow=runtime.uow,
+    )
+
+
+@router.post(f"{SERVICE}/rollback", status_code=202, response_model=DeploymentPublic)
+async def rollback(
+    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep,
+    cid: CorrelationId, body: RollbackRequest | None = None,
+):
+    """Deploy an earlier version (default: the one deployed before the current one)."""
+    user.require_org(DEPLOY_ADMIN)
+    return await handlers.rollback(
+        project, service, environment, body.version if body else None,
+        by=user.user, correlation_id=cid, uow=runtime.uow,
+    )
+
+
+@router.post(f"{SERVICE}/canary/promote", status_code=202, response_model=DeploymentPublic)
+async def promote_canary(
+    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep,
+    cid: CorrelationId,
+):
+    """Make the canary's version the stable one and remove the canary track."""
+    user.require_org(DEPLOY_ADMIN)
+    return await handlers.promote_canary(
+        project, service, environment, by=user.user, correlation_id=cid, uow=runtime.uow
+    )
+
+
+@router.post(f"{SERVICE}/canary/abort", status_code=202, response_model=DeploymentPublic)
+async def abort_canary(
+    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep,
+    cid: CorrelationId,
+):
+    """Remove the canary track; the stable version keeps serving."""
+    user.require_org(DEPLOY_ADMIN)
+    return await handlers.abort_canary(
+        project, service, environment, by=user.user, correlation_id=cid, uow=runtime.uow
+    )
+
+
+@router.put(f"{SERVICE}/auto-deploy", response_model=AutoDeployPublic)
+async def update_auto_deploy(
+    environment: str, project: str, service: str, body: Toggle, user: CurrentUser,
+    runtime: RuntimeDep,
+):
+    """Turn auto-deploy of released versions on or off (after a first manual deployment)."""
+    user.require_org(DEPLOY_ADMIN)
+    rule = await handlers.set_auto_deploy(
+        project, service, environment, body.enabled, by=user.user, uow=runtime.uow
+    )
+    return AutoDeployPublic(
+        project=project, service=service, environment=environment, enabled=rule.enabled,
+        updated_by=rule.updated_by, updated_at=rule.updated_at,
+    )
+
+
+@router.get(f"{SERVICE}/deployments", response_model=list[DeploymentPublic])
+async def read_deployments(
+    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep
+):
+    """The deployment history, newest first, with who or what triggered each one."""
+    user.require_org(DEPLOY_ADMIN)
+    return await queries.list_deployments(project, service, environment, uow=runtime.uow)

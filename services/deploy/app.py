@@ -1,0 +1,66 @@
+"""Deploy's composition root: resources, deployments, the worker and the cluster driver."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.deploy import handlers, worker
+from services.deploy.api import router
+from services.deploy.manifests import ClusterDriver, RenderedManifestsDriver
+from services.deploy.models import DEPLOY_TABLES
+from shared.bus import Handler
+from shared.events import Envelope, Topic
+from shared.service import Runtime, create_service_app
+from shared.settings import Settings
+
+
+def build_driver(settings: Settings) -> ClusterDriver:
+    """The cluster to deploy to: rendered manifests unless a kubeconfig is set."""
+    if settings.kubeconfig:
+        raise RuntimeError(
+            f"GANTRY_KUBECONFIG (or KUBECONFIG) is set to {settings.kubeconfig!r}, but deploying "
+            "to Kubernetes is not available in this version: unset it to render manifests under "
+            f"{settings.home / 'manifests'}"
+        )
+    return RenderedManifestsDriver(settings.home / "manifests")
+
+
+@asynccontextmanager
+async def _cluster(runtime: Runtime) -> AsyncIterator[None]:
+    driver = build_driver(runtime.settings)
+    watcher = worker.RolloutWatcher(runtime.uow, driver)
+    runtime.extras["driver"] = driver
+    runtime.extras["rollouts"] = watcher
+    await watcher.resume()
+    try:
+        yield
+    finally:
+        await watcher.stop()
+
+
+def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
+    uow, driver, rollouts = runtime.uow, runtime.extras["driver"], runtime.extras["rollouts"]
+
+    async def on_version_released(envelope: Envelope) -> None:
+        await handlers.record_released_version(envelope, uow=uow)
+
+    async def on_deploy_requested(envelope: Envelope) -> None:
+        await worker.apply_deploy_request(envelope, uow=uow, driver=driver, follow=rollouts.follow)
+
+    return {
+        Topic.VERSION_RELEASED: on_version_released,
+        Topic.DEPLOY_REQUESTED: on_deploy_requested,
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(
+        "deploy",
+        tables=DEPLOY_TABLES,
+        routers=[router],
+        subscriptions=_subscriptions,
+        extensions=[_cluster],
+        settings=settings,
+    )

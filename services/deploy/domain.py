@@ -1,0 +1,114 @@
+"""The guide's deploy rules, as pure functions (no database, no cluster)."""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from services.deploy.manifests import split_resource_env
+from shared.errors import Conflict, InvalidInput
+
+SOURCE = "gantry/deploy"  # the source of the events this service publishes
+MAX_REPLICAS = 100
+RESOURCE_NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$")
+RESOURCE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+DATABASE = "database"
+# Deployments whose version really reached the cluster (the embedded driver only renders).
+APPLIED_STATES = ("rendered", "succeeded")
+IN_FLIGHT_STATES = ("requested", "progressing")
+FINAL_STATES = ("rendered", "succeeded", "failed")
+
+
+def subject(project: str, service: str) -> str:
+    return f"{project}/{service}"
+
+
+def validate_replicas(replicas: int) -> int:
+    """Desired count = pod count: at least 1 (the guide: it cannot be 0)."""
+    if replicas < 1:
+        raise InvalidInput(
+            f"the desired count cannot be 0 (got {replicas}): set replicas to 1 or more "
+            "(2 keeps the service up when one pod dies)"
+        )
+    if replicas > MAX_REPLICAS:
+        raise InvalidInput(f"replicas {replicas} is more than the limit of {MAX_REPLICAS}")
+    return replicas
+
+
+def validate_resource(name: str, type_: str, data: Mapping[str, Any]) -> None:
+    if not RESOURCE_NAME.match(name):
+        raise InvalidInput(
+            f"resource name {name!r} is not valid: use 1-63 lower-case letters, digits, '_', '.', "
+            "'-', starting and ending with a letter or digit (example: orders-db)"
+        )
+    if not RESOURCE_TYPE.match(type_):
+        raise InvalidInput(
+            f"resource type {type_!r} is not valid: use a lower-case word such as database, "
+            "cache, queue or config"
+        )
+    check_environment_variables({name: {"type": type_, "data": dict(data)}})
+
+
+def check_environment_variables(snapshot: Mapping[str, Mapping[str, Any]]) -> None:
+    """The resources' data becomes environment variables: refuse two keys mapping to one."""
+    try:
+        split_resource_env({name: dict(body) for name, body in snapshot.items()})
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def choose_resources(
+    requested: Sequence[str] | None, last: Sequence[str] | None, what: str
+) -> list[str]:
+    """The first deployment must name its resources; later ones default to the last choice."""
+    if requested is None:
+        if last is None:
+            raise InvalidInput(
+                f"the first deployment of {what} must select its resources: send "
+                '"resources": [names] (an empty list when it needs none)'
+            )
+        return list(last)
+    if len(set(requested)) != len(requested):
+        raise InvalidInput(f"resources {list(requested)} name one resource twice")
+    return list(requested)
+
+
+def database_names(snapshot: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    return {name for name, body in snapshot.items() if body.get("type") == DATABASE}
+
+
+def guard_database_change(
+    last: Mapping[str, Mapping[str, Any]] | None,
+    chosen: Mapping[str, Mapping[str, Any]],
+    confirmed: bool,
+) -> None:
+    """Dropping or swapping the database of the last deployment needs an explicit confirmation."""
+    if last is None or confirmed:
+        return
+    dropped = database_names(last) - database_names(chosen)
+    changed = {
+        name
+        for name in database_names(last) & database_names(chosen)
+        if last[name].get("data") != chosen[name].get("data")
+    }
+    if dropped or changed:
+        names = ", ".join(sorted(dropped | changed))
+        raise Conflict(
+            "changing the database resource can lose data: resend with "
+            f"confirm_resource_change=true (the last deployment used {names})"
+        )
+
+
+def track_of(action: str, strategy: str) -> str:
+    """The track a request changes: a canary deploy or abort the canary, anything else stable."""
+    if action == "abort" or (action == "deploy" and strategy == "canary"):
+        return "canary"
+    return "stable"
+
+
+def rollback_target(history: Iterable[tuple[str, str]], current: str) -> str | None:
+    """Newest applied version but ``current`` (``history``: (version, state), newest first)."""
+    for version, state in history:
+        if state in APPLIED_STATES and version != current:
+            return version
+    return None

@@ -1,0 +1,302 @@
+"""Deploy's use cases: each one transaction, ``deploy.requested`` through the outbox.
+
+Manual actions and auto-deploy only write a deployment row and its ``deploy.requested``; the
+worker (``services.deploy.worker``) applies every request the same way, whatever started it.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.deploy import domain, lookups
+from services.deploy.models import (
+    AutoDeployRule,
+    Deployment,
+    DeploymentCreate,
+    ReleasedVersion,
+    Resource,
+    ResourceChoice,
+    ResourceCreate,
+)
+from shared.errors import Conflict
+from shared.events import DeployRequested, Envelope, Topic, VersionReleased, new_event, utcnow
+from shared.logging import get_logger
+from shared.outbox import UnitOfWork, add_event, claim_inbox
+
+log = get_logger(__name__)
+AUTO_DEPLOY_USER = "auto-deploy"
+
+
+async def create_resource(
+    environment: str, data: ResourceCreate, *, by: str, uow: UnitOfWork
+) -> Resource:
+    domain.validate_resource(data.name, data.type, data.data)
+    resource = Resource.model_validate(data, update={"environment": environment, "created_by": by})
+    clash = Conflict(f"resource {data.name!r} already exists in environment {environment}")
+    try:
+        async with uow.begin() as session:
+            rows = await session.exec(
+                select(Resource.id).where(
+                    Resource.environment == environment, Resource.name == data.name
+                )
+            )
+            if rows.first() is not None:
+                raise clash
+            session.add(resource)
+    except IntegrityError as exc:  # created concurrently
+        raise clash from exc
+    return resource
+
+
+async def record_released_version(envelope: Envelope, *, uow: UnitOfWork) -> Deployment | None:
+    """Remember a released version; deploy it at once when an auto-deploy rule asks for it."""
+    release = envelope.payload(VersionReleased)
+    async with uow.begin() as session:
+        if not await claim_inbox(session, envelope):
+            return None
+        await _remember(session, release)
+        deployment = await _auto_deployment(session, release, envelope)
+    if deployment is not None:
+        log.info("auto-deploy requested", version=release.version, environment=release.environment)
+    return deployment
+
+
+async def _remember(session: AsyncSession, release: VersionReleased) -> None:
+    rows = await session.exec(
+        select(ReleasedVersion).where(
+            ReleasedVersion.service_id == release.service_id,
+            ReleasedVersion.environment == release.environment,
+            ReleasedVersion.version == release.version,
+        )
+    )
+    fields = release.model_dump(include=set(ReleasedVersion.model_fields) - {"id"})
+    row = rows.first() or ReleasedVersion(**fields)
+    row.sqlmodel_update(fields | {"released_at": utcnow()})
+    session.add(row)
+
+
+async def _auto_deployment(
+    session: AsyncSession, release: VersionReleased, cause: Envelope
+) -> Deployment | None:
+    key = (release.service_id, release.environment)
+    rule = await session.get(AutoDeployRule, key)
+    if rule is None or not rule.enabled:
+        return None
+    choice = await session.get(ResourceChoice, key)
+    history = await lookups.track_history(session, *key, "stable")
+    if choice is None or not history or not await lookups.has_manual_deployment(session, *key):
+        return None  # the rule applies only after a first manual deployment
+    stable = await lookups.instance(session, *key, "stable")
+    if stable is not None and stable.version == release.version and stable.state != "failed":
+        return None  # already running: a re-release is not a new deployment
+    deployment = _deployment(
+        release, version=release.version, image=release.image, replicas=history[0].replicas,
+        action="deploy", track="stable", resources=choice.resources, snapshot=choice.snapshot,
+        trigger="auto", by=AUTO_DEPLOY_USER, correlation_id=cause.correlation_id,
+    )
+    _start(session, deployment, cause=cause)
+    return deployment
+
+
+async def request_deployment(
+    data: DeploymentCreate, *, by: str, correlation_id: str, uow: UnitOfWork
+) -> Deployment:
+    """Deploy a released version (rolling on the stable track, or a canary beside it)."""
+    if data.replicas is not None:
+        domain.validate_replicas(data.replicas)
+    what = f"{domain.subject(data.project, data.service)} to {data.environment}"
+    async with uow.begin() as session:
+        release = await lookups.released(
+            session, data.project, data.service, data.environment, data.version
+        )
+        key = (release.service_id, data.environment)
+        choice = await session.get(ResourceChoice, key)
+        names = domain.choose_resources(data.resources, choice.resources if choice else None, what)
+        snapshot = await lookups.resource_snapshot(session, data.environment, names)
+        domain.check_environment_variables(snapshot)
+        domain.guard_database_change(
+            choice.snapshot if choice else None, snapshot, data.confirm_resource_change
+        )
+        track = domain.track_of("deploy", data.strategy)
+        if track == "canary" and await lookups.instance(session, *key, "stable") is None:
+            raise Conflict(
+                f"a canary runs beside the stable deployment, and {what} has none yet: "
+                'deploy with "strategy": "rolling" first'
+            )
+        running = await lookups.instance(session, *key, track)
+        replicas = data.replicas or (running.replicas if running else 1)
+        deployment = _deployment(
+            release, version=data.version, image=release.image, replicas=replicas,
+            strategy=data.strategy, action="deploy", track=track, resources=names,
+            snapshot=snapshot, trigger="manual", by=by, correlation_id=correlation_id,
+        )
+        _remember_choice(session, choice, key, names, snapshot)
+        _start(session, deployment)
+    return deployment
+
+
+def _remember_choice(
+    session: AsyncSession,
+    choice: ResourceChoice | None,
+    key: tuple[str, str],
+    names: list[str],
+    snapshot: dict[str, Any],
+) -> None:
+    choice = choice or ResourceChoice(service_id=key[0], environment=key[1])
+    choice.resources, choice.snapshot, choice.updated_at = names, snapshot, utcnow()
+    session.add(choice)
+
+
+async def scale(
+    project: str, service: str, environment: str, replicas: int,
+    *, by: str, correlation_id: str, uow: UnitOfWork,
+) -> Deployment:
+    """Change the desired pod count of the stable track (same version, same resources)."""
+    domain.validate_replicas(replicas)
+    async with uow.begin() as session:
+        stable = await lookups.running(session, project, service, environment, "stable")
+        deployment = _deployment(
+            stable, version=stable.version, image=stable.image, replicas=replicas,
+            action="scale", track="stable", resources=stable.resources,
+            snapshot=stable.resource_snapshot, by=by, correlation_id=correlation_id,
+        )
+        _start(session, deployment)
+    return deployment
+
+
+async def rollback(
+    project: str, service: str, environment: str, version: str | None,
+    *, by: str, correlation_id: str, uow: UnitOfWork,
+) -> Deployment:
+    """Deploy an earlier version on the stable track (default: the one before the current)."""
+    async with uow.begin() as session:
+        stable = await lookups.running(session, project, service, environment, "stable")
+        if version is None:
+            history = await lookups.track_history(session, stable.service_id, environment, "stable")
+            applied = ((d.version, d.state) for d in history)
+            version = domain.rollback_target(applied, stable.version)
+            if version is None:
+                raise Conflict(
+                    f"{domain.subject(project, service)} has no earlier version deployed to "
+                    f'{environment}: name one with {{"version": "…"}}'
+                )
+        release = await lookups.released(session, project, service, environment, version)
+        deployment = _deployment(
+            stable, version=version, image=release.image, replicas=stable.replicas,
+            action="rollback", track="stable", resources=stable.resources,
+            snapshot=stable.resource_snapshot, by=by, correlation_id=correlation_id,
+        )
+        _start(session, deployment)
+    return deployment
+
+
+async def promote_canary(
+    project: str, service: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork
+) -> Deployment:
+    """The canary's version becomes the stable one; the canary track is then removed."""
+    async with uow.begin() as session:
+        canary = await lookups.running(session, project, service, environment, "canary")
+        stable = await lookups.instance(session, canary.service_id, environment, "stable")
+        deployment = _deployment(
+            canary, version=canary.version, image=canary.image,
+            replicas=stable.replicas if stable else canary.replicas, strategy="canary",
+            action="promote", track="stable", resources=canary.resources,
+            snapshot=canary.resource_snapshot, by=by, correlation_id=correlation_id,
+        )
+        _start(session, deployment)
+    return deployment
+
+
+async def abort_canary(
+    project: str, service: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork
+) -> Deployment:
+    """Remove the canary track; the stable track keeps serving."""
+    async with uow.begin() as session:
+        canary = await lookups.running(session, project, service, environment, "canary")
+        deployment = _deployment(
+            canary, version=canary.version, image=canary.image, replicas=canary.replicas,
+            strategy="canary", action="abort", track="canary", resources=canary.resources,
+            snapshot=canary.resource_snapshot, by=by, correlation_id=correlation_id,
+        )
+        _start(session, deployment)
+    return deployment
+
+
+async def set_auto_deploy(
+    project: str, service: str, environment: str, enabled: bool, *, by: str, uow: UnitOfWork
+) -> AutoDeployRule:
+    """Auto-deploy each version released to the environment (after a first manual deployment)."""
+    async with uow.begin() as session:
+        release = await lookups.service_in(session, project, service, environment)
+        key = (release.service_id, environment)
+        if enabled and not await lookups.has_manual_deployment(session, *key):
+            raise Conflict(
+                "auto-deploy applies only after a first manual deployment: deploy "
+                f"{domain.subject(project, service)} to {environment} by hand first "
+                "(POST /api/deploy/deployments)"
+            )
+        rule = await session.get(AutoDeployRule, key) or AutoDeployRule(
+            service_id=key[0], environment=environment, updated_by=by
+        )
+        rule.enabled, rule.updated_by, rule.updated_at = enabled, by, utcnow()
+        session.add(rule)
+    return rule
+
+
+class _Placement(Protocol):
+    """Where a deployment goes: a release, an event about one, or what a track runs."""
+
+    service_id: str
+    project: str
+    service: str
+    environment: str
+    namespace: str
+
+
+def _deployment(
+    origin: _Placement,
+    *,
+    version: str,
+    image: str,
+    replicas: int,
+    action: str,
+    track: str,
+    resources: list[str],
+    snapshot: dict[str, Any],
+    by: str,
+    correlation_id: str,
+    strategy: str = "rolling",
+    trigger: str = "manual",
+) -> Deployment:
+    return Deployment(
+        id=uuid.uuid4().hex, service_id=origin.service_id, project=origin.project,
+        service=origin.service, environment=origin.environment, namespace=origin.namespace,
+        version=version, image=image, replicas=replicas, strategy=strategy, action=action,
+        track=track, resources=list(resources), resource_snapshot=dict(snapshot),
+        trigger=trigger, by=by, correlation_id=correlation_id, desired=replicas,
+    )
+
+
+def _start(session: AsyncSession, deployment: Deployment, cause: Envelope | None = None) -> None:
+    """Record the deployment and queue its ``deploy.requested`` in the same transaction."""
+    request = DeployRequested(
+        service_id=deployment.service_id, project=deployment.project, service=deployment.service,
+        deployment_id=deployment.id, environment=deployment.environment,
+        namespace=deployment.namespace, version=deployment.version, image=deployment.image,
+        replicas=deployment.replicas, strategy=deployment.strategy,  # type: ignore[arg-type]
+        action=deployment.action,  # type: ignore[arg-type]
+        resources=deployment.resource_snapshot,
+        trigger=deployment.trigger,  # type: ignore[arg-type]
+        by=deployment.by,
+    )
+    event = new_event(
+        Topic.DEPLOY_REQUESTED, request, source=domain.SOURCE,
+        subject=domain.subject(deployment.project, deployment.service),
+        correlation_id=deployment.correlation_id, cause=cause,
+    )
+    session.add(deployment)
+    add_event(session, Topic.DEPLOY_REQUESTED, event, key=deployment.service_id)

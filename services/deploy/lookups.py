@@ -1,0 +1,111 @@
+"""Reads inside a use case's session, with the guide's answers when something is missing."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.deploy.domain import subject
+from services.deploy.models import Deployment, Instance, ReleasedVersion, Resource
+from shared.errors import Conflict, InvalidInput, NotFound
+
+
+async def service_in(
+    session: AsyncSession, project: str, service: str, environment: str
+) -> ReleasedVersion:
+    """The newest release of the service to ``environment`` (its id and namespace)."""
+    rows = await session.exec(
+        select(ReleasedVersion)
+        .where(ReleasedVersion.project == project, ReleasedVersion.service == service)
+        .where(ReleasedVersion.environment == environment)
+        .order_by(col(ReleasedVersion.released_at).desc(), col(ReleasedVersion.id).desc())
+    )
+    release = rows.first()
+    if release is None:
+        raise NotFound(
+            f"service {subject(project, service)} has no version released to {environment}: "
+            f"release it to {environment} first "
+            f"(POST /api/release/projects/{project}/services/{service}/releases)"
+        )
+    return release
+
+
+async def released(
+    session: AsyncSession, project: str, service: str, environment: str, version: str
+) -> ReleasedVersion:
+    """The release of ``version`` to ``environment``: only released versions can be deployed."""
+    rows = await session.exec(
+        select(ReleasedVersion)
+        .where(ReleasedVersion.project == project, ReleasedVersion.service == service)
+        .where(ReleasedVersion.environment == environment, ReleasedVersion.version == version)
+    )
+    release = rows.first()
+    if release is None:
+        raise Conflict(
+            f"version {version} of {subject(project, service)} is not released to {environment}: "
+            f"release version {version} to {environment} first"
+        )
+    return release
+
+
+async def instance(
+    session: AsyncSession, service_id: str, environment: str, track: str
+) -> Instance | None:
+    return await session.get(Instance, (service_id, environment, track))
+
+
+async def running(
+    session: AsyncSession, project: str, service: str, environment: str, track: str
+) -> Instance:
+    """What runs on ``track``; a clear 409 when nothing was deployed there yet."""
+    release = await service_in(session, project, service, environment)
+    found = await instance(session, release.service_id, environment, track)
+    if found is None:
+        raise Conflict(
+            f"{subject(project, service)} has no {track} deployment in {environment} yet "
+            "(one may still be applying: see its deployments)"
+        )
+    return found
+
+
+async def resource_snapshot(
+    session: AsyncSession, environment: str, names: list[str]
+) -> dict[str, dict[str, Any]]:
+    """``{name: {"type", "data"}}`` of the chosen resources, as they are defined now."""
+    if not names:
+        return {}
+    rows = await session.exec(
+        select(Resource).where(Resource.environment == environment, col(Resource.name).in_(names))
+    )
+    found = {r.name: {"type": r.type, "data": dict(r.data)} for r in rows.all()}
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise InvalidInput(
+            f"unknown resource(s) {', '.join(missing)} in environment {environment}: create them "
+            f"with POST /api/deploy/environments/{environment}/resources"
+        )
+    return {name: found[name] for name in names}
+
+
+async def has_manual_deployment(session: AsyncSession, service_id: str, environment: str) -> bool:
+    rows = await session.exec(
+        select(Deployment.id)
+        .where(Deployment.service_id == service_id, Deployment.environment == environment)
+        .where(Deployment.trigger == "manual", Deployment.action == "deploy")
+        .limit(1)
+    )
+    return rows.first() is not None
+
+
+async def track_history(
+    session: AsyncSession, service_id: str, environment: str, track: str
+) -> list[Deployment]:
+    """Deployments of one track, newest first."""
+    rows = await session.exec(
+        select(Deployment)
+        .where(Deployment.service_id == service_id, Deployment.environment == environment)
+        .where(Deployment.track == track)
+        .order_by(col(Deployment.created_at).desc())
+    )
+    return list(rows.all())

@@ -1,0 +1,246 @@
+"""Deploy's tables and API shapes (Base / Create / table / Public families).
+
+Services are known here only through ``version.released``: ``ReleasedVersion`` maps a project and
+service code to its service id, per environment. The other tables are keyed by service id.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import JSON, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from shared.events import DeployAction, utcnow
+
+Strategy = Literal["rolling", "canary"]
+Track = Literal["stable", "canary"]
+DeploymentState = Literal["requested", "rendered", "progressing", "succeeded", "failed"]
+Trigger = Literal["manual", "auto"]
+TIMESTAMP = DateTime(timezone=True)
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_type=TIMESTAMP)
+
+
+# --- resources (organization level, per environment) -------------------------------------------
+
+
+class ResourceBase(SQLModel):
+    name: str = Field(max_length=63)
+    type: str = Field(max_length=32)  # database | cache | queue | config | …
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class ResourceCreate(ResourceBase):
+    pass
+
+
+class Resource(ResourceBase, table=True):
+    __tablename__ = "resources"
+    __table_args__ = (UniqueConstraint("environment", "name", name="uq_resource_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    environment: str = Field(max_length=63, index=True)
+    created_at: datetime = _created()
+    created_by: str = Field(max_length=128)
+
+
+class ResourcePublic(ResourceBase):
+    environment: str
+    created_at: datetime
+    created_by: str
+
+
+# --- versions released to an environment (learned from version.released) ------------------------
+
+
+class ReleasedVersion(SQLModel, table=True):
+    __tablename__ = "released_versions"
+    __table_args__ = (
+        UniqueConstraint("service_id", "environment", "version", name="uq_released_version"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: str = Field(max_length=64, index=True)
+    project: str = Field(max_length=40)
+    service: str = Field(max_length=64)
+    environment: str = Field(max_length=63)
+    namespace: str = Field(max_length=63)
+    version: str = Field(max_length=128)
+    image: str
+    released_at: datetime = _created()
+
+
+# --- deployments ------------------------------------------------------------------------------
+
+
+class DeploymentCreate(SQLModel):
+    project: str
+    service: str
+    environment: str
+    version: str
+    resources: list[str] | None = None  # default: the resources of the last deployment
+    replicas: int | None = None  # default: what the track runs now, else 1
+    strategy: Strategy = "rolling"
+    confirm_resource_change: bool = False
+
+
+class Deployment(SQLModel, table=True):
+    __tablename__ = "deployments"
+    id: str = Field(primary_key=True, max_length=32)
+    service_id: str = Field(max_length=64, index=True)
+    project: str = Field(max_length=40)
+    service: str = Field(max_length=64)
+    environment: str = Field(max_length=63, index=True)
+    namespace: str = Field(max_length=63)
+    version: str = Field(max_length=128)
+    image: str
+    replicas: int
+    strategy: str = Field(max_length=16)
+    action: str = Field(max_length=16)
+    track: str = Field(max_length=16)
+    resources: list[str] = Field(default_factory=list, sa_type=JSON)
+    resource_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    trigger: str = Field(max_length=16)
+    by: str = Field(max_length=128)
+    correlation_id: str = Field(max_length=64)
+    state: str = Field(default="requested", max_length=16)
+    desired: int = 0
+    current: int = 0
+    updated: int = 0
+    available: int = 0
+    message: str = ""
+    created_at: datetime = _created()
+    finished_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+
+
+class DeploymentPublic(SQLModel):
+    id: str
+    project: str
+    service: str
+    environment: str
+    namespace: str
+    version: str
+    image: str
+    replicas: int
+    strategy: Strategy
+    action: DeployAction
+    track: Track
+    resources: list[str]
+    trigger: Trigger
+    by: str
+    state: DeploymentState
+    desired: int
+    current: int
+    updated: int
+    available: int
+    message: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+# --- per (service, environment): last resources, auto-deploy; per track: what runs ---------------
+
+
+class ResourceChoice(SQLModel, table=True):
+    """The resources of the last deployment, offered again by default."""
+
+    __tablename__ = "resource_choices"
+    service_id: str = Field(primary_key=True, max_length=64)
+    environment: str = Field(primary_key=True, max_length=63)
+    resources: list[str] = Field(default_factory=list, sa_type=JSON)
+    snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    updated_at: datetime = _created()
+
+
+class AutoDeployRule(SQLModel, table=True):
+    __tablename__ = "auto_deploy_rules"
+    service_id: str = Field(primary_key=True, max_length=64)
+    environment: str = Field(primary_key=True, max_length=63)
+    enabled: bool = False
+    updated_at: datetime = _created()
+    updated_by: str = Field(max_length=128)
+
+
+class Instance(SQLModel, table=True):
+    """What the cluster runs for one track, as last applied (``state`` is the last outcome)."""
+
+    __tablename__ = "instances"
+    service_id: str = Field(primary_key=True, max_length=64)
+    environment: str = Field(primary_key=True, max_length=63)
+    track: str = Field(primary_key=True, max_length=16)
+    project: str = Field(max_length=40)
+    service: str = Field(max_length=64)
+    namespace: str = Field(max_length=63)
+    version: str = Field(max_length=128)
+    image: str
+    replicas: int
+    resources: list[str] = Field(default_factory=list, sa_type=JSON)
+    resource_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    deployment_id: str = Field(max_length=32)
+    state: str = Field(max_length=16)
+    message: str = ""
+    updated_at: datetime = _created()
+
+
+# --- running state ------------------------------------------------------------------------------
+
+
+class TrackState(SQLModel):
+    track: Track
+    version: str
+    image: str
+    state: str
+    desired: int
+    current: int
+    updated: int
+    available: int
+    message: str
+    deployment_id: str
+
+
+class DeployingVersion(SQLModel):
+    deployment_id: str
+    version: str
+    action: DeployAction
+    track: Track
+    state: DeploymentState
+
+
+class RunningState(SQLModel):
+    project: str
+    service: str
+    environment: str
+    namespace: str
+    stable: TrackState | None
+    canary: TrackState | None
+    deploying: list[DeployingVersion]
+    auto_deploy: bool
+    resources: list[str]
+
+
+class AutoDeployPublic(SQLModel):
+    project: str
+    service: str
+    environment: str
+    enabled: bool
+    updated_by: str
+    updated_at: datetime
+
+
+class ReplicasUpdate(SQLModel):
+    replicas: int
+
+
+class RollbackRequest(SQLModel):
+    version: str | None = None
+
+
+DEPLOY_TABLES: tuple[type[SQLModel], ...] = (
+    Resource,
+    ReleasedVersion,
+    Deployment,
+    ResourceChoice,
+    AutoDeployRule,
+    Instance,
+)
