@@ -22,7 +22,13 @@ from gantry.kafka_admin import create_topics
 from shared.events import ALL_TOPICS
 from shared.settings import SERVICES, Settings
 
-EMBEDDED_FETCH_WAIT_MS = "10"  # the embedded broker holds each fetch for the whole wait
+# The embedded broker holds each fetch for the whole wait, and answers a group join after about half
+# the session timeout: small values for both keep each hop and each start-up short.
+EMBEDDED_DEFAULTS = {
+    "GANTRY_KAFKA_FETCH_MAX_WAIT_MS": "10",
+    "GANTRY_KAFKA_SESSION_TIMEOUT_MS": "1000",
+    "GANTRY_KAFKA_IDEMPOTENCE": "false",  # it refuses idempotent producers
+}
 READY_TIMEOUT_SECONDS = 120
 
 
@@ -47,8 +53,8 @@ class Supervisor:
         self.broker = EmbeddedBroker(log_path=self.logs / "broker.log")
         self.broker.start()
         env["GANTRY_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
-        env.setdefault("GANTRY_KAFKA_FETCH_MAX_WAIT_MS", EMBEDDED_FETCH_WAIT_MS)
-        env.setdefault("GANTRY_KAFKA_IDEMPOTENCE", "false")  # the embedded broker refuses it
+        for key, value in EMBEDDED_DEFAULTS.items():
+            env.setdefault(key, value)
         self.say(f"Kafka: embedded broker at {self.broker.bootstrap} (in memory)")
 
     def start_services(self, env: dict[str, str]) -> None:
