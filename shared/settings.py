@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=3, ge=1, le=256)
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
     kafka_idempotence: bool = True
-    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     kafka_rebalance_timeout_ms: int = Field(default=4_000, ge=1_000)
     database_url: str | None = None
     gitlab_url: str | None = None

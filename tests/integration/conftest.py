@@ -18,7 +18,7 @@ def service_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings
     if request.param == "embedded+sqlite":
         bootstrap = request.getfixturevalue("embedded_kafka")
         return Settings(home=tmp_path, kafka_bootstrap=bootstrap, secret=SECRET,
-                        kafka_fetch_max_wait_ms=10, kafka_idempotence=False)
+                        kafka_fetch_max_wait_ms=10, kafka_idempotence=False, kafka_session_timeout_ms=1000)
     bootstrap = request.getfixturevalue("apache_kafka")
     postgres = request.getfixturevalue("postgres")
     database = f"gantry_{os.urandom(4).hex()}"
