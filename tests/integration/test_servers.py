@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gantry.kafka_admin import create_topics_async
+from shared.kafka_admin import create_topics_async
 from tests.harness import PostgresServer
 
 pytestmark = pytest.mark.integration
