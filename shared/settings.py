@@ -19,7 +19,7 @@ _BOOTSTRAP = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GANTRY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GANTRY_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(default=Path(".gantry"), description="data folder (SQLite, repos, manifests)")
     host: str = "127.0.0.1"
@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     image_registry: str = "registry.gantry.local"
     secret: str | None = None
     log_level: str = "info"
+    # Where each service answers, when not on this host's port range (containers, Kubernetes).
+    gateway_url_override: str | None = Field(default=None, alias="GANTRY_GATEWAY_URL")
+    catalog_url: str | None = None
+    versioning_url: str | None = None
+    release_url: str | None = None
+    deploy_url: str | None = None
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -88,7 +94,11 @@ class Settings(BaseSettings):
         return self.port_base + SERVICES.index(service)
 
     def service_url(self, service: str) -> str:
-        return f"http://{self.host}:{self.port(service)}"
+        override = self.gateway_url_override if service == "gateway" else getattr(self, f"{service}_url")
+        if override:
+            return override.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port(service)}"
 
     @property
     def gateway_url(self) -> str:
