@@ -137,7 +137,9 @@ def run_up(settings: Settings) -> int:
     env = child_env(settings)
     try:
         supervisor.start_broker(env)
-        create_topics(env["GANTRY_KAFKA_BOOTSTRAP"], list(ALL_TOPICS), settings.kafka_partitions)
+        create_topics(
+            env["GANTRY_KAFKA_BOOTSTRAP"], list(ALL_TOPICS), settings.kafka_partitions, settings.kafka_replication_factor
+        )
         supervisor.start_services(env)
         supervisor.wait_ready()
         _print_summary(settings, supervisor)

@@ -50,6 +50,7 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
         broker_commit_interval=0.5,
         stream_wait_empty=False,
         store="memory://",
+        datadir=str(settings.home / "faust" / service),
     )
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms  # type: ignore[attr-defined]  # read by the transport
     return app

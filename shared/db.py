@@ -46,6 +46,8 @@ async def create_tables(engine: AsyncEngine, service: str, tables: Sequence[type
     table_objects: list[Table] = [model.__table__ for model in tables]  # type: ignore[attr-defined]
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
+            # Replicas starting together would race on the DDL: one at a time, per service.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": service})
             await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{service}"'))
         await conn.run_sync(SQLModel.metadata.create_all, tables=table_objects)
 

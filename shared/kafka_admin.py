@@ -14,9 +14,9 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None:
+def create_topics(bootstrap: str, names: list[str], partitions: int = 1, replication: int = 1) -> None:
     """Create ``names`` with ``partitions`` partitions each; existing topics are left alone."""
-    asyncio.run(create_topics_async(bootstrap, names, partitions))
+    asyncio.run(create_topics_async(bootstrap, names, partitions, replication))
 
 
 def metadata_ready(bootstrap: str, timeout: float = 2.0) -> bool:
@@ -24,13 +24,15 @@ def metadata_ready(bootstrap: str, timeout: float = 2.0) -> bool:
     return asyncio.run(_metadata_ready(bootstrap, timeout))
 
 
-async def create_topics_async(bootstrap: str, names: list[str], partitions: int = 1) -> None:
+async def create_topics_async(
+    bootstrap: str, names: list[str], partitions: int = 1, replication: int = 1
+) -> None:
     """Coroutine form of :func:`create_topics`, for callers already inside an event loop."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+            [NewTopic(name, num_partitions=partitions, replication_factor=replication) for name in names]
         )
     finally:
         await admin.close()

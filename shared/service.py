@@ -100,7 +100,9 @@ async def run_service(
     runtime.uow.on_outbox_commit(runtime.relay.wake)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
-        await create_topics_async(settings.require_bootstrap(), list(ALL_TOPICS), settings.kafka_partitions)
+        await create_topics_async(
+            settings.require_bootstrap(), list(ALL_TOPICS), settings.kafka_partitions, settings.kafka_replication_factor
+        )
         await producer.start()
         stack.push_async_callback(producer.stop)
         runtime.relay.start()

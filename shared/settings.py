@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     port_base: int = Field(default=8000, ge=1024, le=65000)
     kafka_bootstrap: str | None = None
     kafka_partitions: int = Field(default=3, ge=1, le=256)
+    kafka_replication_factor: int = Field(default=1, ge=1, le=7)
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
     kafka_idempotence: bool = True
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
