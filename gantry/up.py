@@ -138,7 +138,10 @@ def run_up(settings: Settings) -> int:
     try:
         supervisor.start_broker(env)
         create_topics(
-            env["GANTRY_KAFKA_BOOTSTRAP"], list(ALL_TOPICS), settings.kafka_partitions, settings.kafka_replication_factor
+            env["GANTRY_KAFKA_BOOTSTRAP"],
+            list(ALL_TOPICS),
+            settings.kafka_partitions,
+            settings.kafka_replication_factor,
         )
         supervisor.start_services(env)
         supervisor.wait_ready()

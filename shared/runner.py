@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from shared.settings import get_settings
 
 
-def serve(api: FastAPI, service: str) -> None:
+def serve(api: FastAPI, service: str, server_class: type[uvicorn.Server] = uvicorn.Server) -> None:
     settings = get_settings()
-    uvicorn.run(
+    config = uvicorn.Config(
         api,
         host=settings.host,
         port=settings.port(service),
@@ -18,3 +18,4 @@ def serve(api: FastAPI, service: str) -> None:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+    server_class(config).run()

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import faust
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from faust.contrib.asgi import faust_app_running
 from sqlalchemy import text
@@ -67,6 +68,7 @@ def create_service_app(
 
     api = FastAPI(title=f"Gantry {name}", lifespan=lifespan, version="0.1.0")
     api.add_exception_handler(GantryError, _gantry_error)
+    api.add_exception_handler(RequestValidationError, _validation_error)
     api.middleware("http")(_request_context)
     api.include_router(_health_router())
     for router in routers:
@@ -157,6 +159,15 @@ async def _request_context(request: Request, call_next: Callable[[Request], Awai
 async def _gantry_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GantryError)
     return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422s in the same one-string shape as ours: which field, what is wrong."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
 
 
 def _health_router() -> APIRouter:

@@ -167,6 +167,9 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
         if existing.first() is not None:
             return
         version = _new_version(service, data, registry)
+        if await _name_taken(session, data.service_id, version.name):
+            # two pipelines of one ref finished within the same second: the pipeline id tells them apart
+            version.name = f"{version.name}.{data.pipeline_id}"
         session.add(version)
         created = VersionCreated(
             service_id=data.service_id,
@@ -186,6 +189,11 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
         )
         add_event(session, Topic.VERSION_CREATED, event, key=data.service_id)
     log.info("version created", version=version.name, service=data.service)
+
+
+async def _name_taken(session: AsyncSession, service_id: str, name: str) -> bool:
+    rows = await session.exec(select(Version.id).where(Version.service_id == service_id).where(Version.name == name))
+    return rows.first() is not None
 
 
 def _new_version(service: KnownService, data: PipelineSucceeded, registry: str) -> Version:

@@ -103,6 +103,18 @@ class Stack:
             parts.append(f"\n--- {path.name} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
         return "".join(parts)
 
+    def service_pids(self) -> dict[str, int]:
+        """The process id of each service that ``gantry up`` started (from /proc)."""
+        assert self.process is not None
+        pid = self.process.pid
+        found = {}
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            args = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
+            for arg in args:
+                if arg.startswith("services."):
+                    found[arg.removeprefix("services.")] = int(child)
+        return found
+
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.gateway, headers=ADMIN, timeout=60)
 

@@ -96,3 +96,13 @@ def test_version_names():
     assert domain.version_name(ref="v1.2.0", tag=True, finished_at=at, now=at) == "v1.2.0"
     assert domain.version_name(ref="feature/Login", tag=False, finished_at=at, now=at) == "2026.3.10-080509-feature-login"
     assert domain.parse_gitlab_time("2026-03-10 08:05:09 UTC") == at
+
+
+async def test_same_second_on_one_ref_gets_distinct_names(uow):
+    for pipeline_id in (7, 8):
+        data = PipelineSucceeded(service_id=SERVICE_ID, project="shop", service="web", pipeline_id=pipeline_id,
+                                 ref="main", sha="abc", finished_at=datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC))
+        await handlers.on_pipeline_succeeded(new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="shop/web"),
+                                             uow=uow, registry="r")
+    names = sorted(v.name for v in await handlers.list_versions("shop", "web", uow=uow))
+    assert names == ["2026.3.10-080509-main", "2026.3.10-080509-main.8"]

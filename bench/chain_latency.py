@@ -1,0 +1,124 @@
+"""Benchmark: time from GitLab's Pipeline Hook to ``deploy.status``, through all five services.
+
+    python -m bench.chain_latency [--pipelines 20] [--kafka BOOTSTRAP]
+
+Starts ``gantry up`` in a temporary folder (embedded broker + SQLite unless --kafka is given),
+prepares a service released to an environment with auto-release and auto-deploy on, then posts
+``--pipelines`` successful Pipeline Hooks one after another and prints, for each, the time from
+the hook's answer to the ``deploy.status`` event of its version, plus each service's memory.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from shared.auth import webhook_secret
+from shared.settings import SERVICES
+from tests.e2e.stack import Stack
+from tests.support import SECRET, TopicReader, eventually
+
+PROJECT, SERVICE, ENV = "bench", "api", "perf"
+
+
+async def prepare(api: httpx.AsyncClient, stack: Stack) -> dict:
+    await api.post("/api/catalog/projects", json={"code": PROJECT, "name": "Bench", "gitlab_group": "bench"})
+    service = (await api.post(f"/api/catalog/projects/{PROJECT}/services", json={
+        "code": SERVICE, "name": "Api", "group": "bench", "type": "go-http"})).json()
+    await api.post("/api/release/environments", json={"code": ENV, "name": "Perf", "tier": "test"})
+    base = f"/api/release/projects/{PROJECT}/services/{SERVICE}"
+
+    async def released() -> bool:
+        return (await api.post(f"{base}/releases", json={"environment": ENV})).status_code == 201
+    await eventually(released, timeout=60, interval=0.1)
+    await api.put(f"{base}/auto-release", json={"enabled": True})
+    await post_hook(api, service, 1)
+    version = await eventually(lambda: _version(api, 1), timeout=60)
+    await api.post(f"/api/deploy/environments/{ENV}/resources", json={"name": "cfg", "type": "config", "data": {}})
+
+    async def deployed() -> bool:
+        answer = await api.post("/api/deploy/deployments", json={
+            "project": PROJECT, "service": SERVICE, "environment": ENV, "version": version["name"],
+            "resources": ["cfg"], "replicas": 1})
+        return answer.status_code == 202
+    await eventually(deployed, timeout=60, interval=0.1)
+    await api.put(f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}/auto-deploy",
+                  json={"enabled": True})
+    return service
+
+
+async def _version(api: httpx.AsyncClient, pipeline_id: int) -> dict | None:
+    answer = await api.get(f"/api/versioning/projects/{PROJECT}/services/{SERVICE}/versions")
+    found = [v for v in answer.json() if v["pipeline_id"] == pipeline_id] if answer.status_code == 200 else []
+    return found[0] if found else None
+
+
+async def post_hook(api: httpx.AsyncClient, service: dict, pipeline_id: int) -> None:
+    body = {"object_kind": "pipeline",
+            "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": f"{pipeline_id:040x}",
+                                  "status": "success"},
+            "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]}}
+    answer = await api.post("/webhooks/gitlab", json=body, headers={
+        "X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["id"])})
+    answer.raise_for_status()
+
+
+CHAIN = ("pipeline.succeeded", "version.created", "version.released", "deploy.requested", "deploy.status")
+
+
+async def measure(stack: Stack, pipelines: int) -> tuple[list[float], dict[str, list[float]]]:
+    """End-to-end latencies, and per hop the time between the events' own timestamps."""
+    latencies: list[float] = []
+    hops: dict[str, list[float]] = {f"{a} → {b}": [] for a, b in zip(CHAIN, CHAIN[1:], strict=False)}
+    async with stack.client() as api:
+        service = await prepare(api, stack)
+        async with TopicReader(stack.bootstrap, *CHAIN) as topics:
+            for pipeline_id in range(100, 100 + pipelines):
+                started = time.monotonic()
+                await post_hook(api, service, pipeline_id)
+                first = await topics.wait_for(
+                    lambda t, v, p=pipeline_id: t == CHAIN[0] and v["data"]["pipeline_id"] == p)
+                events = [first]
+                for topic in CHAIN[1:]:
+                    events.append(await topics.wait_for(
+                        lambda t, v, want=topic, cid=first["correlation_id"]: t == want and v["correlation_id"] == cid))
+                latencies.append(time.monotonic() - started)
+                for values, before, after in zip(hops.values(), events, events[1:], strict=False):
+                    values.append((datetime.fromisoformat(after["time"]) - datetime.fromisoformat(before["time"]))
+                                  .total_seconds())
+    return latencies, hops
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipelines", type=int, default=20)
+    parser.add_argument("--kafka", help="bootstrap of an Apache Kafka to use instead of the embedded broker")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home, Stack(Path(home), kafka_bootstrap=args.kafka) as stack:
+        latencies, hops = asyncio.run(measure(stack, args.pipelines))
+        memory = {name: rss_mb(pid) for name, pid in stack.service_pids().items()}
+    latencies.sort()
+    print(f"broker: {stack.kind}; gantry up ready in {stack.startup_seconds:.1f}s")
+    print(f"hook → deploy.status over {len(latencies)} pipelines: "
+          f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+          f"p90 {latencies[int(len(latencies) * 0.9) - 1] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+    for name, values in hops.items():
+        print(f"  {name}: p50 {statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms")
+    print("memory (RSS): " + ", ".join(f"{name} {memory.get(name, 0):.0f} MB" for name in SERVICES))
+
+
+if __name__ == "__main__":
+    main()

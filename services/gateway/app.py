@@ -1,0 +1,53 @@
+"""The gateway's composition root: routes, the front-door proxy, live events and the dashboard."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+
+from services.gateway import handlers, proxy
+from services.gateway.api import events_router, page_router, router
+from services.gateway.events_stream import event_stream
+from services.gateway.models import Route
+from shared.service import Runtime, create_service_app
+from shared.settings import Settings
+
+
+@asynccontextmanager
+async def _builtin_routes(runtime: Runtime) -> AsyncIterator[None]:
+    await handlers.seed_builtin_routes(uow=runtime.uow)
+    yield
+
+
+def _front_door_copy() -> APIRouter:
+    """The gateway's own endpoints again under /api/gateway, like every other service's."""
+    prefixed = APIRouter(prefix="/api/gateway", include_in_schema=False)
+    prefixed.include_router(router)
+    prefixed.include_router(events_router)
+    return prefixed
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    # Order matters: the gateway's own paths first, the catch-all proxy last.
+    return create_service_app(
+        "gateway",
+        tables=[Route],
+        routers=[router, events_router, _front_door_copy(), page_router, proxy.router],
+        subscriptions=None,
+        extensions=[proxy.http_client, _builtin_routes, event_stream],
+        settings=settings,
+    )
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn waits for open responses before it stops: end the endless event streams first."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        api = self.config.app
+        runtime = getattr(getattr(api, "state", None), "runtime", None)
+        if runtime is not None and "events" in runtime.extras:
+            runtime.extras["events"].close_clients_threadsafe()
+        super().handle_exit(sig, frame)

@@ -1,0 +1,142 @@
+"""The gateway's rules for routes, as pure functions: names, Ant-style paths, targets, matching."""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from shared.errors import InvalidInput
+from shared.settings import SERVICES
+
+ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+SERVICE_ID = re.compile(r"^[0-9a-f]{32}$")
+PROJECT_SERVICE = re.compile(r"^(?P<project>[a-z0-9][a-z0-9-]{0,39})/(?P<service>[a-z0-9_.-][a-z0-9_. -]{0,63})$")
+MAX_PATH = 255
+
+
+@dataclass(frozen=True)
+class BuiltinRoute:
+    name: str
+    path: str
+    service: str
+    strip_prefix: bool
+
+
+# The platform's own entry points, seeded at start and read-only.
+BUILTIN_ROUTES: tuple[BuiltinRoute, ...] = (
+    *(BuiltinRoute(f"{name}-api", f"/api/{name}/**", name, True) for name in SERVICES[1:]),
+    BuiltinRoute("gateway-api", "/api/gateway/**", "gateway", True),
+    BuiltinRoute("gitlab-webhook", "/webhooks/gitlab", "versioning", False),
+)
+
+
+class RouteLike(Protocol):
+    name: str
+    path: str
+
+
+R = TypeVar("R", bound=RouteLike)
+
+
+def validate_route_name(name: str) -> str:
+    if not ROUTE_NAME.match(name or ""):
+        raise InvalidInput(
+            f"route name {name!r} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def validate_path(path: str) -> str:
+    """An Ant-style path: '/' then segments of [A-Za-z0-9._-], '*' (one segment) or '**' (the rest)."""
+    if not path or not path.startswith("/"):
+        raise InvalidInput(f"route path {path!r} must start with '/' (example: /orders/**)")
+    if len(path) > MAX_PATH:
+        raise InvalidInput(f"route path is too long: {MAX_PATH} characters at most")
+    segments = path[1:].split("/")
+    for index, segment in enumerate(segments):
+        if segment == "**" and index != len(segments) - 1:
+            raise InvalidInput(f"route path {path!r}: '**' may only be the last segment")
+        if segment not in ("*", "**") and not PATH_SEGMENT.match(segment):
+            raise InvalidInput(
+                f"route path {path!r}: segment {segment!r} may contain only letters, digits, "
+                "'.', '_' and '-', or be '*' (one segment) or '**' (any rest, last only)"
+            )
+    return path
+
+
+def validate_target(service: str) -> str:
+    """A Gantry-managed service: its id, 'project/service', or one of the platform's services."""
+    if service in SERVICES or SERVICE_ID.match(service) or PROJECT_SERVICE.match(service):
+        return service
+    raise InvalidInput(
+        f"route target {service!r} is not valid: use 'project/service' (example: shop/orders), "
+        "a service id, or one of " + ", ".join(SERVICES)
+    )
+
+
+def project_of(service: str) -> str | None:
+    """The project named by a 'project/service' target, else None."""
+    found = PROJECT_SERVICE.match(service)
+    return found.group("project") if found else None
+
+
+def literal_prefix(path: str) -> str:
+    """The segments before the first wildcard: what strip-prefix removes."""
+    literal: list[str] = []
+    for segment in path[1:].split("/"):
+        if segment in ("*", "**"):
+            break
+        literal.append(segment)
+    return "/" + "/".join(literal) if literal else ""
+
+
+def builtin_owning(path: str) -> BuiltinRoute | None:
+    """The built-in route whose space ``path`` would reach into, if any."""
+    for route in BUILTIN_ROUTES:
+        prefix = literal_prefix(route.path) if route.path.endswith("/**") else route.path
+        if path == prefix or path.startswith(prefix + "/"):
+            return route
+    return None
+
+
+def matches(pattern: str, path: str) -> bool:
+    """Whether the request ``path`` matches the Ant-style ``pattern``."""
+    wanted = pattern[1:].split("/")
+    given = path[1:].split("/") if path.startswith("/") else path.split("/")
+    if wanted[-1] == "**":
+        head = wanted[:-1]
+        return len(given) >= len(head) and _segments_match(head, given[: len(head)])
+    return len(given) == len(wanted) and _segments_match(wanted, given)
+
+
+def _segments_match(wanted: Sequence[str], given: Sequence[str]) -> bool:
+    return all((w == "*" and g != "") or w == g for w, g in zip(wanted, given, strict=True))
+
+
+def specificity(path: str) -> tuple[int, int, int, int]:
+    """Sort key, most specific first: exact paths, more literal segments, fewer wildcards."""
+    segments = path[1:].split("/")
+    literal = sum(1 for s in segments if s not in ("*", "**"))
+    singles = segments.count("*")
+    return (int(segments[-1] == "**"), -literal, singles, -len(path))
+
+
+def match_order(routes: Iterable[R]) -> list[R]:
+    return sorted(routes, key=lambda r: (specificity(r.path), r.name))
+
+
+def resolve(routes: Iterable[R], path: str) -> R | None:
+    """The first route, in match order, whose pattern matches ``path``."""
+    return next((r for r in match_order(routes) if matches(r.path, path)), None)
+
+
+def forward_path(pattern: str, path: str, strip_prefix: bool) -> str:
+    """The path sent on to the target: without the route's literal prefix when stripping."""
+    if not strip_prefix:
+        return path
+    prefix = literal_prefix(pattern)
+    rest = path[len(prefix):] if prefix and path.startswith(prefix) else path
+    return rest if rest.startswith("/") else "/" + rest

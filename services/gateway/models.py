@@ -1,0 +1,67 @@
+"""The gateway's table and API shapes (Base / Create / Update / table / Public families)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from shared.events import utcnow
+
+
+class RouteBase(SQLModel):
+    name: str = Field(max_length=64)
+    path: str = Field(max_length=255)
+    service: str = Field(max_length=128)  # 'project/service', a service id, or a platform service
+    strip_prefix: bool = True
+    retryable: bool = False
+
+
+class RouteCreate(RouteBase):
+    pass
+
+
+class RouteUpdate(SQLModel):
+    """Fields left out keep their value."""
+
+    path: str | None = None
+    service: str | None = None
+    strip_prefix: bool | None = None
+    retryable: bool | None = None
+
+
+class Route(RouteBase, table=True):
+    __tablename__ = "routes"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    path: str = Field(max_length=255, unique=True)
+    builtin: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(max_length=128)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RoutePublic(RouteBase):
+    builtin: bool
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+
+
+class RouteTableEntry(SQLModel):
+    """One line of the compiled table, in match order (most specific first)."""
+
+    order: int
+    name: str
+    path: str
+    service: str
+    strip_prefix: bool
+    retryable: bool
+    builtin: bool
+
+
+class RouteMatch(SQLModel):
+    """Where a request path would go."""
+
+    path: str
+    route: RouteTableEntry
+    forward_path: str

@@ -1,0 +1,157 @@
+"""Release's tables and API shapes (Base / Create / table / Public families).
+
+Table names carry the service's name where another service could want the same word: every
+service's tables share SQLModel's one metadata when several services load in one process.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from shared.events import utcnow
+
+
+class EnvironmentBase(SQLModel):
+    code: str
+    name: str
+    tier: str
+
+
+class EnvironmentCreate(EnvironmentBase):
+    namespace: str | None = None
+
+
+class Environment(EnvironmentBase, table=True):
+    __tablename__ = "environments"
+    code: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=128)
+    tier: str = Field(max_length=16)
+    namespace: str = Field(unique=True, max_length=63)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(max_length=128)
+
+
+class EnvironmentPublic(EnvironmentBase):
+    namespace: str
+    created_at: datetime
+    created_by: str
+
+
+class KnownService(SQLModel, table=True):
+    """A service as catalog announced it, with its auto-release setting."""
+
+    __tablename__ = "release_services"
+    __table_args__ = (UniqueConstraint("project", "code", name="uq_release_service_code"),)
+    id: str = Field(primary_key=True, max_length=64)
+    project: str = Field(max_length=40)
+    code: str = Field(max_length=64)
+    name: str = Field(max_length=128)
+    auto_release: bool = False
+    # Bumped by every use case that reads bindings and versions together, so that concurrent
+    # ones on the same service serialize (a row lock on PostgreSQL, the write lock on SQLite).
+    revision: int = 0
+    registered_at: datetime = Field(default_factory=utcnow)
+
+
+class KnownVersion(SQLModel, table=True):
+    """A version versioning announced; the newest is the one with the highest id."""
+
+    __tablename__ = "release_versions"
+    __table_args__ = (UniqueConstraint("service_id", "version", name="uq_release_version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: str = Field(foreign_key="release_services.id", index=True, max_length=64)
+    version: str = Field(max_length=128)
+    image: str = Field(max_length=512)
+    sha: str = Field(max_length=64)
+    ref: str = Field(max_length=255)
+    pipeline_id: int
+    pipeline_url: str | None = None
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class Binding(SQLModel, table=True):
+    """The service is released to this environment."""
+
+    __tablename__ = "release_bindings"
+    __table_args__ = (UniqueConstraint("service_id", "environment", name="uq_release_binding"),)
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: str = Field(foreign_key="release_services.id", index=True, max_length=64)
+    environment: str = Field(foreign_key="environments.code", max_length=40)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(max_length=128)
+
+
+class ReleaseBase(SQLModel):
+    environment: str
+    namespace: str
+    version: str
+    image: str
+    trigger: str
+    by: str
+    released_at: datetime
+
+
+class Release(ReleaseBase, table=True):
+    """One version released to one environment, with the deployment files sent there."""
+
+    __tablename__ = "releases"
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(unique=True, max_length=64)
+    service_id: str = Field(foreign_key="release_services.id", index=True, max_length=64)
+    environment: str = Field(foreign_key="environments.code", max_length=40)
+    namespace: str = Field(max_length=63)
+    version: str = Field(max_length=128)
+    image: str = Field(max_length=512)
+    trigger: str = Field(max_length=16)
+    by: str = Field(max_length=128)
+    released_at: datetime = Field(default_factory=utcnow)
+    correlation_id: str = Field(max_length=64)
+    deployment_files: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ReleasePublic(ReleaseBase):
+    id: int
+    event_id: str
+    correlation_id: str
+    deployment_files: str
+
+
+class ReleaseCreate(SQLModel):
+    environment: str
+
+
+class VersionReleaseCreate(SQLModel):
+    version: str
+
+
+class LatestRelease(SQLModel):
+    version: str
+    trigger: str
+    by: str
+    released_at: datetime
+
+
+class ReleaseTarget(SQLModel):
+    """An environment the service is released to, and what was released there last."""
+
+    environment: str
+    name: str
+    namespace: str
+    tier: str
+    released_since: datetime
+    released_by: str
+    latest: LatestRelease | None = None
+
+
+class ServiceReleases(SQLModel):
+    service_id: str
+    project: str
+    service: str
+    auto_release: bool
+    environments: list[ReleaseTarget]
+
+
+TABLES: tuple[type[SQLModel], ...] = (Environment, KnownService, KnownVersion, Binding, Release)

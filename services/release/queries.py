@@ -1,0 +1,85 @@
+"""Reads of release's tables inside a caller's session; the ``require_`` ones raise NotFound."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.release.models import Binding, Environment, KnownService, KnownVersion, Release
+from shared.errors import NotFound
+
+
+async def lock_service(session: AsyncSession, service_id: str) -> KnownService | None:
+    """Serialize use cases that read a service's bindings and versions together."""
+    await session.exec(
+        update(KnownService).where(col(KnownService.id) == service_id).values(revision=col(KnownService.revision) + 1)
+    )
+    return await session.get(KnownService, service_id)
+
+
+async def find_service(session: AsyncSession, project: str, code: str) -> KnownService | None:
+    query = select(KnownService).where(KnownService.project == project, KnownService.code == code)
+    return (await session.exec(query)).first()
+
+
+async def require_service(session: AsyncSession, project: str, code: str) -> KnownService:
+    service = await find_service(session, project, code)
+    if service is None:
+        raise NotFound(
+            f"service {code!r} of project {project!r} is not known to release yet (it appears "
+            "after catalog announces it): check the name, or create it with POST "
+            f"/api/catalog/projects/{project}/services"
+        )
+    return service
+
+
+async def require_environment(session: AsyncSession, code: str) -> Environment:
+    environment = await session.get(Environment, code)
+    if environment is None:
+        raise NotFound(
+            f"environment {code!r} does not exist: an organization admin creates it at "
+            "organization level with POST /api/release/environments"
+        )
+    return environment
+
+
+async def find_binding(session: AsyncSession, service_id: str, environment: str) -> Binding | None:
+    query = select(Binding).where(Binding.service_id == service_id, Binding.environment == environment)
+    return (await session.exec(query)).first()
+
+
+async def bound_environments(session: AsyncSession, service_id: str) -> list[tuple[Binding, Environment]]:
+    query = (
+        select(Binding, Environment)
+        .join(Environment, col(Binding.environment) == col(Environment.code))
+        .where(Binding.service_id == service_id)
+        .order_by(col(Binding.id))
+    )
+    return [(binding, environment) for binding, environment in (await session.exec(query)).all()]
+
+
+async def find_version(session: AsyncSession, service_id: str, version: str) -> KnownVersion | None:
+    query = select(KnownVersion).where(KnownVersion.service_id == service_id, KnownVersion.version == version)
+    return (await session.exec(query)).first()
+
+
+async def newest_version(session: AsyncSession, service_id: str) -> KnownVersion | None:
+    query = (
+        select(KnownVersion).where(KnownVersion.service_id == service_id).order_by(col(KnownVersion.id).desc()).limit(1)
+    )
+    return (await session.exec(query)).first()
+
+
+async def history(session: AsyncSession, service_id: str, environment: str, limit: int | None = None) -> list[Release]:
+    query = (
+        select(Release)
+        .where(Release.service_id == service_id, Release.environment == environment)
+        .order_by(col(Release.id).desc())
+        .limit(limit)
+    )
+    return list((await session.exec(query)).all())
+
+
+async def latest_release(session: AsyncSession, service_id: str, environment: str) -> Release | None:
+    releases = await history(session, service_id, environment, limit=1)
+    return releases[0] if releases else None
