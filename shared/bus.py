@@ -36,6 +36,8 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
     """A faust app tuned for quick start-up: no web server, no leader topic, short rebalances."""
     _register_transport()
     bootstrap = settings.require_bootstrap()
+    datadir = settings.home / "faust" / service
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     app = faust.App(
         f"gantry-{service}",
         broker=[f"gantry://{server}" for server in bootstrap.split(",")],
@@ -50,7 +52,7 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
         broker_commit_interval=0.5,
         stream_wait_empty=False,
         store="memory://",
-        datadir=str(settings.home / "faust" / service),
+        datadir=str(datadir),
     )
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms  # type: ignore[attr-defined]  # read by the transport
     return app
