@@ -43,8 +43,9 @@ async def test_service_to_version(service_settings: Settings) -> None:
             "code": "api", "name": "Api", "group": "com.acme", "type": "go-http"})
         assert forbidden.status_code == 403 and "project-owner" in forbidden.json()["detail"]
 
-        announced = await topics.wait_for(lambda t, v: t == "service.created")
-        assert announced["data"]["service_id"] == service["id"]
+        announced = await topics.wait_for(
+            lambda t, v: t == "service.created" and v["data"]["service_id"] == service["id"])
+        assert announced["data"]["repository_path"] == service["repository_path"]
 
         headers = {"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["id"]),
                    "Idempotency-Key": "delivery-1"}
@@ -59,12 +60,13 @@ async def test_service_to_version(service_settings: Settings) -> None:
         second = await versioning.post("/webhooks/gitlab", json=success, headers=headers)
         assert first.json()["announced"] and not second.json()["announced"]
 
-        version = await topics.wait_for(lambda t, v: t == "version.created")
+        version = await topics.wait_for(
+            lambda t, v: t == "version.created" and v["data"]["service_id"] == service["id"])
         assert version["correlation_id"] == "delivery-1"
         assert version["data"]["image"].endswith(":ffffffff")
         listed = await eventually(lambda: _versions(versioning, member))
         assert len(listed) == 1 and listed[0]["pipeline_id"] == 5
-        assert len(topics.of_type("version.created")) == 1
+        assert [v["data"]["service_id"] for v in topics.of_type("version.created")].count(service["id"]) == 1
 
 
 async def _versions(client, headers):
@@ -72,16 +74,17 @@ async def _versions(client, headers):
     return answer.json() if answer.status_code == 200 and answer.json() else None
 
 
-async def test_poison_event_goes_to_dead_letter_topic(service_settings: Settings) -> None:
+async def test_poison_event_goes_to_dead_letter_topic(service_settings: Settings, unique_id: str) -> None:
+    poison = f"{{not json {unique_id}"
     async with running(create_versioning(service_settings)), \
             TopicReader(service_settings.kafka_bootstrap, "pipeline.succeeded.dlq") as dlq:
         producer = AIOKafkaProducer(bootstrap_servers=service_settings.kafka_bootstrap)
         await producer.start()
         try:
-            await producer.send_and_wait("pipeline.succeeded", b"{not json", key=b"x")
+            await producer.send_and_wait("pipeline.succeeded", poison.encode(), key=b"x")
         finally:
             await producer.stop()
-        dead = await dlq.wait_for(lambda t, v: v["value"] == "{not json", timeout=60)
+        dead = await dlq.wait_for(lambda t, v: v["value"] == poison, timeout=60)
         assert dead["topic"] == "pipeline.succeeded" and dead["reason"].startswith("undecodable")
 
 
