@@ -1,0 +1,146 @@
+"""shared/: settings, tokens and roles, the outbox relay, and how agents treat bad events."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from shared import bus
+from shared.auth import Principal, issue_token, parse_authorization, verify_token, webhook_secret
+from shared.errors import Forbidden, InvalidInput, NotAuthenticated, PoisonEvent
+from shared.events import Envelope, PipelineSucceeded, Topic, new_event
+from shared.logging import configure_logging
+from shared.outbox import OutboxRelay, add_event
+from shared.settings import Settings
+from tests.support import SECRET
+from tests.unit.conftest import outbox
+
+
+def test_settings_fail_fast_with_the_variable_named(monkeypatch):
+    with pytest.raises(ValidationError, match="GANTRY_KAFKA_BOOTSTRAP"):
+        Settings(kafka_bootstrap="localhost")
+    with pytest.raises(ValidationError, match="GANTRY_DATABASE_URL"):
+        Settings(database_url="mysql://x")
+    with pytest.raises(ValidationError, match="GANTRY_GITLAB_URL and GANTRY_GITLAB_TOKEN"):
+        Settings(gitlab_url="https://gitlab.example.com")
+    assert Settings(database_url="postgres://u@h/db").database_url == "postgresql+asyncpg://u@h/db"
+    with pytest.raises(RuntimeError, match="gantry up"):
+        Settings().require_bootstrap()
+
+
+def test_installation_secret_is_generated_once(tmp_path):
+    first = Settings(home=tmp_path).installation_secret()
+    assert first == Settings(home=tmp_path).installation_secret() and len(first) >= 32
+    assert (tmp_path / "secret").stat().st_mode & 0o077 == 0
+
+
+def test_tokens_and_roles():
+    principal = verify_token(SECRET, issue_token(SECRET, "olga", ["shop:project-owner", "deploy-admin"]))
+    assert principal == Principal("olga", frozenset({"shop:project-owner", "deploy-admin"}))
+    principal.require_project("shop", "project-owner")
+    principal.require_org("deploy-admin")
+    with pytest.raises(Forbidden, match="other:project-member"):
+        principal.require_project("other", "project-member")
+    with pytest.raises(Forbidden):
+        Principal("max", frozenset({"shop:project-member"})).require_org("deploy-admin")
+    Principal("root", frozenset({"org-admin"})).require_project("any", "project-owner")
+
+
+def test_bad_tokens_are_401_with_a_way_out():
+    with pytest.raises(NotAuthenticated, match="gantry token issue"):
+        parse_authorization(SECRET, None)
+    with pytest.raises(NotAuthenticated, match="not valid"):
+        parse_authorization(SECRET, "Bearer " + issue_token("another-secret-of-32-bytes-length!!", "a", []))
+    with pytest.raises(NotAuthenticated, match="expired"):
+        verify_token(SECRET, issue_token(SECRET, "a", [], ttl_seconds=-10))
+    with pytest.raises(InvalidInput, match="unknown role"):
+        issue_token(SECRET, "a", ["admin"])
+
+
+def test_webhook_secret_is_per_service_and_stable():
+    assert webhook_secret(SECRET, "s1") == webhook_secret(SECRET, "s1") != webhook_secret(SECRET, "s2")
+
+
+def _event(pipeline_id: int) -> Envelope:
+    data = PipelineSucceeded(service_id="s1", project="p", service="s", pipeline_id=pipeline_id, ref="main", sha="a")
+    return new_event(Topic.PIPELINE_SUCCEEDED, data, source="test", subject="p/s")
+
+
+async def test_relay_publishes_in_order_and_keeps_rows_when_the_broker_fails(make_uow):
+    uow = await make_uow("relaytest", [])
+    async with uow.begin() as session:
+        for pipeline_id in (1, 2, 3):
+            add_event(session, Topic.PIPELINE_SUCCEEDED, _event(pipeline_id), key="s1")
+    sent: list[tuple[str, str, bytes]] = []
+
+    async def broker_down(records):
+        raise ConnectionError("broker unreachable")
+
+    with pytest.raises(ConnectionError):
+        await OutboxRelay(uow.sessions, broker_down).relay_once()
+    assert all(row.published_at is None for row in await outbox(uow)), "nothing marked published, nothing lost"
+
+    async def broker(records):
+        sent.extend(records)
+
+    assert await OutboxRelay(uow.sessions, broker).relay_once() == 3
+    assert [json.loads(value)["data"]["pipeline_id"] for _topic, _key, value in sent] == [1, 2, 3]
+    assert {key for _t, key, _v in sent} == {"s1"}
+    assert await OutboxRelay(uow.sessions, broker).relay_once() == 0, "published rows are not sent again"
+
+
+class FakeDeadLetters:
+    """Stands in for the producer's dead-letter path; records what would be sent."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, str]] = []
+
+    async def dead_letter(self, topic, key, raw, reason):
+        self.records.append((topic, raw, reason))
+
+
+async def test_undecodable_and_poison_events_go_to_the_dead_letter_topic():
+    dlq = FakeDeadLetters()
+
+    async def never_called(envelope):
+        raise AssertionError("a record that is not an envelope reaches no handler")
+
+    await bus.handle_record("pipeline.succeeded", b"k", b"{oops", never_called, dlq)
+
+    async def poison(envelope):
+        raise PoisonEvent("unknown service s1")
+
+    await bus.handle_record("pipeline.succeeded", b"k", _event(1).model_dump_json().encode(), poison, dlq)
+    assert [reason.split(":")[0] for _t, _raw, reason in dlq.records] == ["undecodable", "poison"]
+
+
+async def test_transient_failures_are_retried_and_logged_with_the_event_ids(monkeypatch, capsys):
+    monkeypatch.setattr(bus, "RETRY_DELAYS", (0.0, 0.0))
+    configure_logging("testsvc")
+    dlq, calls = FakeDeadLetters(), []
+    event = _event(2)
+
+    async def flaky(envelope):
+        calls.append(envelope.id)
+        if len(calls) < 2:
+            raise ConnectionError("database restarting")
+
+    await bus.handle_record("pipeline.succeeded", b"k", event.model_dump_json().encode(), flaky, dlq)
+    assert calls == [event.id, event.id] and dlq.records == []
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    retry = next(line for line in lines if line["event"] == "event handling failed, retrying")
+    assert (retry["service"], retry["event_id"], retry["correlation_id"]) == ("testsvc", event.id, event.correlation_id)
+    logging.getLogger().handlers.clear()
+
+
+async def test_a_handler_that_keeps_failing_is_dead_lettered(monkeypatch):
+    monkeypatch.setattr(bus, "RETRY_DELAYS", (0.0,))
+    dlq = FakeDeadLetters()
+
+    async def broken(envelope):
+        raise KeyError("bug")
+
+    await bus.handle_record("version.created", None, _event(3).model_dump_json().encode(), broken, dlq)
+    assert dlq.records[0][2].startswith("failed after retries")
