@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     public_url: str | None = None
     kubeconfig: str | None = None
     image_registry: str = "registry.gantry.local"
+    progress_deadline_seconds: int = Field(default=600, ge=5, le=86_400)
     secret: str | None = None
     log_level: str = "info"
     # Where each service answers, when not on this host's port range (containers, Kubernetes).

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from services.deploy import handlers, worker
 from services.deploy.api import router
+from services.deploy.kubernetes import KubernetesDriver
 from services.deploy.manifests import ClusterDriver, RenderedManifestsDriver
 from services.deploy.models import DEPLOY_TABLES
 from shared.bus import Handler
@@ -17,12 +19,15 @@ from shared.settings import Settings
 
 
 def build_driver(settings: Settings) -> ClusterDriver:
-    """The cluster to deploy to: rendered manifests unless a kubeconfig is set."""
+    """The cluster to deploy to: Kubernetes when a kubeconfig is set, else rendered manifests."""
     if settings.kubeconfig:
-        raise RuntimeError(
-            f"GANTRY_KUBECONFIG (or KUBECONFIG) is set to {settings.kubeconfig!r}, but deploying "
-            "to Kubernetes is not available in this version: unset it to render manifests under "
-            f"{settings.home / 'manifests'}"
+        if not Path(settings.kubeconfig).is_file():
+            raise RuntimeError(
+                f"GANTRY_KUBECONFIG (or KUBECONFIG) names {settings.kubeconfig!r}, which is not a file: "
+                f"fix the path, or unset it to render manifests under {settings.home / 'manifests'}"
+            )
+        return KubernetesDriver(
+            settings.kubeconfig, progress_deadline_seconds=settings.progress_deadline_seconds
         )
     return RenderedManifestsDriver(settings.home / "manifests")
 

@@ -17,6 +17,7 @@ from sqlmodel import col, select
 
 from services.deploy import handlers, queries, worker
 from services.deploy.app import build_driver
+from services.deploy.kubernetes import KubernetesDriver
 from services.deploy.manifests import RenderedManifestsDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import DEPLOY_TABLES, Deployment, DeploymentCreate, ResourceCreate
 from shared.db import create_tables, make_engine, session_factory
@@ -498,10 +499,14 @@ async def test_auto_deploy_off_or_other_environment_deploys_nothing(
 # --- composition ------------------------------------------------------------------------------
 
 
-def test_the_embedded_cluster_renders_manifests_and_kubeconfig_fails_fast(tmp_path: Path) -> None:
+def test_the_driver_is_chosen_by_the_kubeconfig(tmp_path: Path) -> None:
     driver = build_driver(Settings(home=tmp_path, secret="s", kubeconfig=None))
     assert isinstance(driver, RenderedManifestsDriver)
     assert driver.root == tmp_path / "manifests"
-    with pytest.raises(RuntimeError, match="unset it to render manifests"):
+    with pytest.raises(RuntimeError, match="not a file"):
         build_driver(Settings(home=tmp_path, secret="s", kubeconfig=str(tmp_path / "kubeconfig")))
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    kube = build_driver(Settings(home=tmp_path, secret="s", kubeconfig=str(tmp_path / "kubeconfig"),
+                                 progress_deadline_seconds=30))
+    assert isinstance(kube, KubernetesDriver) and kube.progress_deadline_seconds == 30
 

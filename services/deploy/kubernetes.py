@@ -1,0 +1,120 @@
+"""The Kubernetes cluster driver: server-side apply of the rendered objects, rollout status.
+
+The objects are exactly those of ``manifests.render_objects`` (the embedded driver writes the
+same ones to disk). Apply uses field manager ``gantry`` without forcing: a field owned by another
+manager is a conflict, reported as a failed deployment with the API server's reason. Status
+follows kubectl's "rollout complete" rule (observedGeneration, updated/available replicas,
+``ProgressDeadlineExceeded`` = failed). The official client is blocking, so every call runs in a
+worker thread and the event loop never waits on the cluster.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+
+from services.deploy.manifests import SHARED_KINDS, RolloutStatus, WorkloadSpec, render_objects
+from shared.naming import suffixed_name, workload_name
+
+FIELD_MANAGER = "gantry"
+
+
+class KubernetesDriver:
+    def __init__(self, kubeconfig: str, *, progress_deadline_seconds: int = 600) -> None:
+        self.kubeconfig = kubeconfig
+        self.progress_deadline_seconds = progress_deadline_seconds
+        self._client: DynamicClient | None = None
+
+    def _dynamic(self) -> DynamicClient:
+        if self._client is None:
+            api = kube_config.new_client_from_config(config_file=self.kubeconfig)
+            self._client = DynamicClient(api)
+        return self._client
+
+    async def apply(self, spec: WorkloadSpec) -> RolloutStatus:
+        objects = render_objects(spec, progress_deadline_seconds=self.progress_deadline_seconds)
+        try:
+            await asyncio.to_thread(self._apply_all, objects)
+        except ConflictError as exc:
+            return RolloutStatus("failed", spec.replicas, 0, 0, 0, f"conflict: {_reason(exc)}")
+        found = await self.status(spec.project, spec.service, spec.environment, spec.namespace, spec.track)
+        return found or RolloutStatus("progressing", spec.replicas, 0, 0, 0, "applied")
+
+    def _apply_all(self, objects: list[dict[str, Any]]) -> None:
+        client = self._dynamic()
+        for obj in objects:
+            resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+            namespace = obj["metadata"].get("namespace")
+            client.server_side_apply(
+                resource, body=obj, name=obj["metadata"]["name"], namespace=namespace,
+                field_manager=FIELD_MANAGER,  # no force: another manager's field is a conflict
+            )  # fmt: skip
+
+    async def status(
+        self, project: str, service: str, environment: str, namespace: str, track: str = "stable"
+    ) -> RolloutStatus | None:
+        name = workload_name(project, service, track)
+        deployment = await asyncio.to_thread(self._read, "apps/v1", "Deployment", name, namespace)
+        return None if deployment is None else rollout_status(deployment)
+
+    def _read(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        resource = self._dynamic().resources.get(api_version=api_version, kind=kind)
+        try:
+            return resource.get(name=name, namespace=namespace).to_dict()  # type: ignore[no-any-return]
+        except NotFoundError:
+            return None
+
+    async def delete(
+        self, project: str, service: str, environment: str, namespace: str, track: str = "stable"
+    ) -> None:
+        """Remove one track's objects; the Namespace and the Service the tracks share stay."""
+        workload = workload_name(project, service, track)
+        owned = [("apps/v1", "Deployment", workload), ("v1", "ConfigMap", suffixed_name(workload, "config")),
+                 ("v1", "Secret", suffixed_name(workload, "secret"))]
+        assert not {kind for _v, kind, _n in owned} & set(SHARED_KINDS)
+        await asyncio.to_thread(self._delete_all, owned, namespace)
+
+    def _delete_all(self, owned: list[tuple[str, str, str]], namespace: str) -> None:
+        for api_version, kind, name in owned:
+            resource = self._dynamic().resources.get(api_version=api_version, kind=kind)
+            try:
+                resource.delete(name=name, namespace=namespace)
+            except NotFoundError:
+                pass
+
+
+def rollout_status(deployment: dict[str, Any]) -> RolloutStatus:
+    """kubectl's rollout-complete rule, with the counts the running state shows."""
+    spec, status = deployment.get("spec", {}), deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1))
+    current = int(status.get("replicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+
+    def answer(state: str, message: str) -> RolloutStatus:
+        return RolloutStatus(state, desired, current, updated, available, message)
+
+    if deployment["metadata"].get("generation", 0) > (status.get("observedGeneration") or 0):
+        return answer("progressing", "waiting for the deployment controller to see the change")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return answer("failed", f"progress deadline exceeded: {condition.get('message', '')}".strip())
+    if updated < desired:
+        return answer("progressing", f"{updated} of {desired} new replicas updated")
+    if current > updated:
+        return answer("progressing", f"{current - updated} old replicas are pending termination")
+    if available < updated:
+        return answer("progressing", f"{available} of {updated} updated replicas are available")
+    return answer("succeeded", f"{available} of {desired} replicas available")
+
+
+def _reason(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc)
