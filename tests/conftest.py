@@ -44,3 +44,14 @@ def postgres() -> Iterator[PostgresServer]:
 def unique_id() -> str:
     """A short random hex string for per-test topic, group and database names."""
     return uuid.uuid4().hex[:10]
+
+
+from tests.harness.k8s_control_plane import ControlPlane  # noqa: E402  (kept beside its fixture)
+
+
+@pytest.fixture(scope="session")
+def k8s_control_plane() -> Iterator[ControlPlane]:
+    """A real Kubernetes control plane (etcd, apiserver, controller-manager, scheduler, kwok) with
+    3 fake kwok nodes: ``.kubeconfig`` (path) and ``.server`` (URL). Built and started on first use."""
+    with ControlPlane(nodes=3) as plane:
+        yield plane
