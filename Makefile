@@ -1,7 +1,8 @@
 # The two commands of the README: `make up` starts Gantry, `make test` runs every test.
 # Both do all set-up from a fresh clone: a virtualenv with the project installed from pyproject.toml;
-# the tests also fetch Apache Kafka's jars with Maven (tools/kafka/pom.xml) and install PostgreSQL
-# from Debian's packages when missing.
+# the tests also fetch Apache Kafka's jars with Maven (tools/kafka/pom.xml), build a Kubernetes
+# control plane from Go modules (tools/k8s, about 10 minutes the first time, cached after) and
+# install PostgreSQL from Debian's packages when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +22,7 @@ up: install
 
 test: install
 	bash tools/kafka/fetch.sh
+	bash tools/k8s/build.sh
 	$(BIN)/python -m pytest -ra
 
 unit: install

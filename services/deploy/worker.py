@@ -29,7 +29,7 @@ from shared.outbox import InboxEntry, UnitOfWork, add_event, claim_inbox
 log = get_logger(__name__)
 APPLY_TIMEOUT_SECONDS = 120.0
 ROLLOUT_DEADLINE_SECONDS = 660.0  # the Deployment's progressDeadlineSeconds (600) and a margin
-FOLLOW_INTERVAL_SECONDS = 2.0
+FOLLOW_INTERVAL_SECONDS = 0.5
 
 Follow = Callable[[str], None]
 

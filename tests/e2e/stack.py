@@ -37,19 +37,26 @@ def free_port_range(size: int = len(SERVICES)) -> int:
 
 
 class Stack:
-    def __init__(self, home: Path, *, kafka_bootstrap: str | None = None, database_url: str | None = None):
+    def __init__(self, home: Path, *, kafka_bootstrap: str | None = None, database_url: str | None = None,
+                 kubeconfig: str | None = None):
         self.home = home / "gantry"
         self.port_base = free_port_range()
         self.kind = f"{'apache' if kafka_bootstrap else 'embedded'}+{'postgres' if database_url else 'sqlite'}"
+        self.kubeconfig = kubeconfig
+        if kubeconfig:
+            self.kind += "+kubernetes"
         self.env = {**os.environ, "GANTRY_HOME": str(self.home), "GANTRY_PORT_BASE": str(self.port_base),
                     "GANTRY_SECRET": SECRET, "GANTRY_LOG_LEVEL": "info"}
-        for key in ("GANTRY_KAFKA_BOOTSTRAP", "GANTRY_DATABASE_URL", "GANTRY_GITLAB_URL", "GANTRY_KUBECONFIG"):
+        for key in ("GANTRY_KAFKA_BOOTSTRAP", "GANTRY_DATABASE_URL", "GANTRY_GITLAB_URL", "GANTRY_KUBECONFIG",
+                    "KUBECONFIG"):
             self.env.pop(key, None)
         if kafka_bootstrap:
             self.env["GANTRY_KAFKA_BOOTSTRAP"] = kafka_bootstrap
             self.env["GANTRY_KAFKA_FETCH_MAX_WAIT_MS"] = "100"
         if database_url:
             self.env["GANTRY_DATABASE_URL"] = database_url
+        if kubeconfig:
+            self.env["GANTRY_KUBECONFIG"] = kubeconfig
         self.gateway = f"http://127.0.0.1:{self.port_base}"
         self.bootstrap = kafka_bootstrap or ""
         self.output: list[str] = []

@@ -28,11 +28,16 @@ pytestmark = pytest.mark.e2e
 PROJECT, SERVICE, ENV = "shop", "web service", "staging"
 
 
-@pytest.fixture(scope="module", params=["embedded+sqlite", "apache+postgres"])
+@pytest.fixture(scope="module", params=["embedded+sqlite", "apache+postgres", "embedded+sqlite+kubernetes"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     tmp_path = tmp_path_factory.mktemp(request.param)
     if request.param == "embedded+sqlite":
         with Stack(tmp_path) as running:
+            yield running
+        return
+    if request.param == "embedded+sqlite+kubernetes":
+        plane = request.getfixturevalue("k8s_control_plane")
+        with Stack(tmp_path, kubeconfig=str(plane.kubeconfig)) as running:
             yield running
         return
     kafka = request.getfixturevalue("apache_kafka")
@@ -89,24 +94,33 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
         running = f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}"
         assert (await api.put(f"{running}/auto-deploy", json={"enabled": True})).status_code == 200
 
-        async with TopicReader(stack.bootstrap, "pipeline.succeeded", "deploy.status") as statuses:
+        final = "succeeded" if stack.kubeconfig else "rendered"
+        async with TopicReader(stack.bootstrap, "pipeline.succeeded", "deploy.requested", "deploy.status") as statuses:
             posted_at = time.monotonic()
             second, duplicate = report(stack, 202), report(stack, 202)
             assert second["announced"] is True and duplicate["announced"] is False
             v2 = await stack.wait_for_version(api, PROJECT, SERVICE, 202)
             status = await statuses.wait_for(
                 lambda topic, value: topic == "deploy.status" and value["data"]["version"] == v2["name"]
-                and value["data"]["state"] == "rendered",
+                and value["data"]["state"] == final,
                 timeout=60,
             )
             elapsed = time.monotonic() - posted_at
             hook = await statuses.wait_for(
                 lambda topic, value: topic == "pipeline.succeeded" and value["data"]["pipeline_id"] == 202)
+            requested = await statuses.wait_for(
+                lambda topic, value: topic == "deploy.requested" and value["correlation_id"] == hook["correlation_id"])
         chain = datetime.fromisoformat(status["time"]) - datetime.fromisoformat(hook["time"])
-        print(f"\n{stack.kind}: webhook accepted → deploy.status {chain.total_seconds():.3f}s "
-              f"(event times); CLI report → deploy.status seen {elapsed:.3f}s")
+        rollout = datetime.fromisoformat(status["time"]) - datetime.fromisoformat(requested["time"])
+        print(f"\n{stack.kind}: webhook accepted → deploy.status {final} {chain.total_seconds():.3f}s, "
+              f"deploy.requested → {final} {rollout.total_seconds():.3f}s (event times); "
+              f"CLI report → deploy.status seen {elapsed:.3f}s")
         assert status["correlation_id"] == hook["correlation_id"], "one correlation id for the whole chain"
         assert status["data"]["desired"] == 2
+        if stack.kubeconfig:
+            assert status["data"]["available"] == 2, "Kubernetes rolled it out: available = desired"
+            running_state = (await api.get(f"{running}")).json()
+            assert running_state["stable"]["version"] == v2["name"] and running_state["stable"]["available"] == 2
 
         versions = (await api.get(f"/api/versioning/projects/{PROJECT}/services/{SERVICE}/versions")).json()
         assert [v["pipeline_id"] for v in versions].count(202) == 1, "same pipeline twice → one version"
@@ -114,11 +128,28 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
         autos = [d for d in history if d["version"] == v2["name"]]
         assert len(autos) == 1 and autos[0]["trigger"] == "auto", history
 
+    if stack.kubeconfig:
+        await _check_cluster(stack, v2)
+        return
     documents = [doc for path in (stack.home / "manifests").rglob("*.yaml")
                  for doc in yaml.safe_load_all(path.read_text()) if doc]
     deployments = [d for d in documents if d["kind"] == "Deployment"]
     assert deployments, "the embedded cluster driver writes the rendered manifests"
     assert any(d["spec"]["template"]["spec"]["containers"][0]["image"] == v2["image"] for d in deployments)
+
+
+async def _check_cluster(stack: Stack, version: dict) -> None:
+    from kubernetes import client as k8s
+    from kubernetes import config as kube_config
+
+    api = kube_config.new_client_from_config(config_file=stack.kubeconfig)
+    try:
+        deployment = k8s.AppsV1Api(api).read_namespaced_deployment("shop-web-service", "staging")
+        assert deployment.spec.template.spec.containers[0].image == version["image"]
+        assert deployment.status.available_replicas == 2
+        assert deployment.metadata.managed_fields[0].manager == "gantry"
+    finally:
+        api.close()
 
 
 async def _announced(stack: Stack, pipeline_id: int) -> bool:
