@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.db import UtcDateTime
 from shared.events import Envelope, Topic, utcnow
 from shared.logging import get_logger
 
@@ -30,15 +31,15 @@ class OutboxMessage(SQLModel, table=True):
     topic: str = Field(max_length=128)
     key: str = Field(max_length=256)
     payload: str
-    created_at: datetime = Field(default_factory=utcnow)
-    published_at: datetime | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    published_at: datetime | None = Field(default=None, index=True, sa_type=UtcDateTime)
 
 
 class InboxEntry(SQLModel, table=True):
     __tablename__ = "inbox"
     event_id: str = Field(primary_key=True, max_length=64)
     topic: str = Field(max_length=128)
-    applied_at: datetime = Field(default_factory=utcnow)
+    applied_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 OUTBOX_TABLES: tuple[type[SQLModel], ...] = (OutboxMessage, InboxEntry)

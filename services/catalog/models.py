@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from shared.db import UtcDateTime
 from shared.events import utcnow
 
 
@@ -22,7 +23,7 @@ class ProjectCreate(ProjectBase):
 class Project(ProjectBase, table=True):
     __tablename__ = "projects"
     code: str = Field(primary_key=True, max_length=40)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
 
 
@@ -55,7 +56,7 @@ class Service(ServiceBase, table=True):
     repository_path: str
     scm_project_id: str = Field(max_length=255)
     enabled: bool = True
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
 
 

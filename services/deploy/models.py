@@ -8,16 +8,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import JSON, DateTime, UniqueConstraint
+from sqlalchemy import JSON, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from shared.db import UtcDateTime
 from shared.events import DeployAction, utcnow
 
 Strategy = Literal["rolling", "canary"]
 Track = Literal["stable", "canary"]
 DeploymentState = Literal["requested", "rendered", "progressing", "succeeded", "failed"]
 Trigger = Literal["manual", "auto"]
-TIMESTAMP = DateTime(timezone=True)
+TIMESTAMP = UtcDateTime
 
 
 def _created() -> Any:

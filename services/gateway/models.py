@@ -5,6 +5,7 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
+from shared.db import UtcDateTime
 from shared.events import utcnow
 
 
@@ -35,9 +36,9 @@ class Route(RouteBase, table=True):
     name: str = Field(max_length=64, unique=True)
     path: str = Field(max_length=255, unique=True)
     builtin: bool = False
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class RoutePublic(RouteBase):

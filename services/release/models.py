@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from shared.db import UtcDateTime
 from shared.events import utcnow
 
 
@@ -30,7 +31,7 @@ class Environment(EnvironmentBase, table=True):
     name: str = Field(max_length=128)
     tier: str = Field(max_length=16)
     namespace: str = Field(unique=True, max_length=63)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
 
 
@@ -53,7 +54,7 @@ class KnownService(SQLModel, table=True):
     # Bumped by every use case that reads bindings and versions together, so that concurrent
     # ones on the same service serialize (a row lock on PostgreSQL, the write lock on SQLite).
     revision: int = 0
-    registered_at: datetime = Field(default_factory=utcnow)
+    registered_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class KnownVersion(SQLModel, table=True):
@@ -69,7 +70,7 @@ class KnownVersion(SQLModel, table=True):
     ref: str = Field(max_length=255)
     pipeline_id: int
     pipeline_url: str | None = None
-    recorded_at: datetime = Field(default_factory=utcnow)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class Binding(SQLModel, table=True):
@@ -80,7 +81,7 @@ class Binding(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     service_id: str = Field(foreign_key="release_services.id", index=True, max_length=64)
     environment: str = Field(foreign_key="environments.code", max_length=40)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
 
 
@@ -107,7 +108,7 @@ class Release(ReleaseBase, table=True):
     image: str = Field(max_length=512)
     trigger: str = Field(max_length=16)
     by: str = Field(max_length=128)
-    released_at: datetime = Field(default_factory=utcnow)
+    released_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     correlation_id: str = Field(max_length=64)
     deployment_files: str = Field(sa_column=Column(Text, nullable=False))
 

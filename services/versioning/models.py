@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from shared.db import UtcDateTime
 from shared.events import utcnow
 
 
@@ -29,7 +30,7 @@ class PipelineBase(SQLModel):
     sha: str = Field(max_length=64)
     url: str | None = None
     stages: str = ""  # comma separated, in order
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class Pipeline(PipelineBase, table=True):
@@ -64,7 +65,7 @@ class Version(VersionBase, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     service_id: str = Field(index=True, max_length=32)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class VersionPublic(VersionBase):

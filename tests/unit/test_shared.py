@@ -144,3 +144,11 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered(monkeypatch):
 
     await bus.handle_record("version.created", None, _event(3).model_dump_json().encode(), broken, dlq)
     assert dlq.records[0][2].startswith("failed after retries")
+
+
+async def test_times_come_back_from_sqlite_as_aware_utc(make_uow):
+    uow = await make_uow("timetest", [])
+    async with uow.begin() as session:
+        add_event(session, Topic.PIPELINE_SUCCEEDED, _event(9), key="s1")
+    [row] = await outbox(uow)
+    assert row.created_at.tzinfo is not None and row.created_at.utcoffset().total_seconds() == 0
