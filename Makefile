@@ -20,7 +20,7 @@ install: $(BIN)/.installed
 up: install
 	$(BIN)/gantry up
 
-test: install
+test: install lint
 	bash tools/kafka/fetch.sh
 	bash tools/k8s/build.sh
 	$(BIN)/python -m pytest -ra
@@ -30,3 +30,4 @@ unit: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy

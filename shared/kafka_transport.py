@@ -3,7 +3,7 @@
 faust-streaming builds its worker consumer with ``fetch_max_wait_ms=1500`` hard-coded. Apache
 Kafka answers a fetch as soon as data arrives, so there it costs nothing; the embedded broker
 holds every fetch for the full wait, so each hop would take up to 1.5 s. This transport is
-registered under the ``gantry://`` broker scheme (entry point ``faust.transports``) and applies
+registered by ``shared.bus`` under the ``gantry://`` broker scheme and applies
 ``GANTRY_KAFKA_FETCH_MAX_WAIT_MS`` (kept on the app by ``shared.bus.make_faust_app``) to the
 consumer before it starts.
 """

@@ -115,6 +115,6 @@ def rollout_status(deployment: dict[str, Any]) -> RolloutStatus:
 
 def _reason(exc: ApiException) -> str:
     try:
-        return str(json.loads(exc.body)["message"])
+        return str(json.loads(exc.body or "")["message"])
     except (TypeError, ValueError, KeyError):
         return str(exc)
