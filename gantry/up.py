@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from gantry.embedded_broker import EmbeddedBroker, log_tail, terminate
+from gantry.embedded_broker import EmbeddedBroker
+from gantry.processes import log_tail, terminate
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import create_topics
 from shared.settings import SERVICES, Settings

@@ -21,10 +21,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from gantry.embedded_broker import free_port, log_tail, port_open, terminate
+from gantry.processes import ServerProcess, free_port, log_tail, port_open, terminate
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "k8s" / "build.sh"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -130,7 +129,7 @@ def fake_node(name: str) -> dict[str, Any]:
     }
 
 
-class ControlPlane:
+class ControlPlane(ServerProcess):
     """etcd + kube-apiserver + controller-manager + scheduler + kwok with ``nodes`` fake nodes.
 
     Call start() from a thread that outlives the control plane (pytest's main thread does): the
@@ -185,17 +184,6 @@ class ControlPlane:
         self._procs.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> ControlPlane:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- processes -----------------------------------------------------------------------------
 

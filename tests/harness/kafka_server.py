@@ -12,9 +12,9 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from types import TracebackType
 
-from gantry.embedded_broker import free_port, log_tail, terminate, wait_for_kafka
+from gantry.embedded_broker import wait_for_kafka
+from gantry.processes import ServerProcess, free_port, log_tail, terminate
 
 FETCH_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "kafka" / "fetch.sh"
 
@@ -73,7 +73,7 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-class ApacheKafka:
+class ApacheKafka(ServerProcess):
     """Apache Kafka on 127.0.0.1, with its data and log in a throwaway directory."""
 
     def __init__(self) -> None:
@@ -122,14 +122,3 @@ class ApacheKafka:
             self._proc = None
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> ApacheKafka:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

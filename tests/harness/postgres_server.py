@@ -11,9 +11,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
-from gantry.embedded_broker import free_port, log_tail
+from gantry.processes import ServerProcess, free_port, log_tail
 
 SERVER_SETTINGS = """
 listen_addresses = '127.0.0.1'
@@ -43,7 +42,7 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-class LocalPostgres:
+class LocalPostgres(ServerProcess):
     """PostgreSQL on 127.0.0.1 with trust auth, its data in a throwaway directory."""
 
     def __init__(self) -> None:
@@ -91,14 +90,3 @@ class LocalPostgres:
                 f"{program} failed ({result.returncode}):\n{result.stdout}\n{self.log_path}:\n{log_tail(self.log_path)}"
             )
 
-    def __enter__(self) -> LocalPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
