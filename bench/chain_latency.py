@@ -19,10 +19,9 @@ from pathlib import Path
 
 import httpx
 
-from shared.auth import webhook_secret
 from shared.settings import SERVICES
-from tests.e2e.stack import Stack
-from tests.support import SECRET, TopicReader, eventually
+from tests.e2e.stack import Stack, post_pipeline_hook
+from tests.support import TopicReader, eventually
 
 PROJECT, SERVICE, ENV = "bench", "api", "perf"
 
@@ -38,7 +37,7 @@ async def prepare(api: httpx.AsyncClient, stack: Stack) -> dict:
         return (await api.post(f"{base}/releases", json={"environment": ENV})).status_code == 201
     await eventually(released, timeout=60, interval=0.1)
     await api.put(f"{base}/auto-release", json={"enabled": True})
-    await post_hook(api, service, 1)
+    await post_pipeline_hook(api, service, 1)
     version = await eventually(lambda: _version(api, 1), timeout=60)
     await api.post(f"/api/deploy/environments/{ENV}/resources", json={"name": "cfg", "type": "config", "data": {}})
 
@@ -59,16 +58,6 @@ async def _version(api: httpx.AsyncClient, pipeline_id: int) -> dict | None:
     return found[0] if found else None
 
 
-async def post_hook(api: httpx.AsyncClient, service: dict, pipeline_id: int) -> None:
-    body = {"object_kind": "pipeline",
-            "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": f"{pipeline_id:040x}",
-                                  "status": "success"},
-            "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]}}
-    answer = await api.post("/webhooks/gitlab", json=body, headers={
-        "X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["id"])})
-    answer.raise_for_status()
-
-
 CHAIN = ("pipeline.succeeded", "version.created", "version.released", "deploy.requested", "deploy.status")
 
 
@@ -81,7 +70,7 @@ async def measure(stack: Stack, pipelines: int) -> tuple[list[float], dict[str, 
         async with TopicReader(stack.bootstrap, *CHAIN) as topics:
             for pipeline_id in range(100, 100 + pipelines):
                 started = time.monotonic()
-                await post_hook(api, service, pipeline_id)
+                await post_pipeline_hook(api, service, pipeline_id)
                 first = await topics.wait_for(
                     lambda t, v, p=pipeline_id: t == CHAIN[0] and v["data"]["pipeline_id"] == p)
                 events = [first]

@@ -20,7 +20,7 @@ import httpx
 from gantry.embedded_broker import EmbeddedBroker
 from gantry.processes import log_tail, terminate
 from shared.events import ALL_TOPICS
-from shared.kafka_admin import create_topics
+from shared.kafka_admin import consumer_lag, create_topics
 from shared.settings import SERVICES, Settings
 
 # The embedded broker holds each fetch for the whole wait, and answers a group join after about half
@@ -31,6 +31,7 @@ EMBEDDED_DEFAULTS = {
     "GANTRY_KAFKA_IDEMPOTENCE": "false",  # it refuses idempotent producers
 }
 READY_TIMEOUT_SECONDS = 120
+DRAIN_TIMEOUT_SECONDS = 20
 
 
 @dataclass
@@ -99,7 +100,45 @@ class Supervisor:
                 self.check_alive(name)
             time.sleep(1)
 
-    def stop(self) -> None:
+    def drain(self) -> None:
+        """The embedded broker keeps events in memory only: before stopping it, let the events in
+        flight reach their consumers. New webhooks stop first (the gateway), then we wait until
+        every outbox is published and every consumer group has committed all it was sent."""
+        if self.broker is None or not self.processes:
+            return  # a Kafka cluster keeps them; consumers resume where they left off
+        terminate(self.processes["gateway"], timeout=15)
+        deadline, quiet = time.monotonic() + DRAIN_TIMEOUT_SECONDS, 0
+        while time.monotonic() < deadline:
+            try:
+                pending, groups = self._in_flight()
+                lag = consumer_lag(self.broker.bootstrap, groups)
+            except (httpx.HTTPError, KeyError, ValueError, OSError) as exc:
+                self.say(f"cannot tell what is in flight ({exc}); stopping")
+                return
+            quiet = quiet + 1 if pending + lag == 0 else 0
+            if quiet >= 2:  # twice in a row: nothing was mid-way between two services
+                self.say("drained: every event reached its consumers")
+                return
+            if pending + lag:
+                self.say(f"draining: {pending} events to publish, {lag} to consume")
+            time.sleep(0.3)
+        self.say(f"gave up draining after {DRAIN_TIMEOUT_SECONDS}s: events still in flight are lost "
+                 "with the embedded broker (GANTRY_KAFKA_BOOTSTRAP keeps them)")
+
+    def _in_flight(self) -> tuple[int, dict[str, list[str]]]:
+        pending, groups = 0, {}
+        with httpx.Client(timeout=5) as client:
+            for name in SERVICES:
+                if name == "gateway" or self.processes[name].poll() is not None:
+                    continue
+                state = client.get(f"{self.settings.service_url(name)}/readyz").json()
+                pending += state["outbox_pending"] or 0
+                groups[f"gantry-{name}"] = state["consumes"]
+        return pending, groups
+
+    def stop(self, *, drain: bool = True) -> None:
+        if drain:
+            self.drain()
         for proc in self.processes.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -152,7 +191,7 @@ def run_up(settings: Settings) -> int:
         supervisor.say("stopping…")
     except RuntimeError as exc:
         print(f"gantry up failed: {exc}", file=sys.stderr)
-        supervisor.stop()
+        supervisor.stop(drain=False)
         return 1
     supervisor.stop()
     return 0

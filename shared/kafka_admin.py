@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
@@ -50,4 +51,53 @@ async def _metadata_ready(bootstrap: str, timeout: float) -> bool:
     except (TimeoutError, KafkaError, OSError):
         return False
     finally:
+        await admin.close()
+
+
+async def ready_partitions(bootstrap: str, wanted: list[str]) -> tuple[list[TopicPartition], list[str]]:
+    """The partitions of those of ``wanted`` that are ready, and the names of the others."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        # Only existing topics are described: a broker may create the ones it is asked about.
+        present = [topic for topic in wanted if topic in existing]
+        described = await admin.describe_topics(present) if present else []
+    finally:
+        await admin.close()
+    ready = {
+        entry["topic"]: sorted(p["partition"] for p in entry["partitions"])
+        for entry in described
+        if entry["error_code"] == 0 and entry["partitions"]
+        and all(p.get("error_code", 0) == 0 for p in entry["partitions"])
+    }
+    partitions = [TopicPartition(t, p) for t in wanted if t in ready for p in ready[t]]
+    return partitions, [topic for topic in wanted if topic not in ready]
+
+
+
+def consumer_lag(bootstrap: str, groups: dict[str, list[str]]) -> int:
+    """Records on ``groups``' topics ({group: topics}) that the group has not committed yet."""
+    return asyncio.run(_consumer_lag(bootstrap, groups))
+
+
+async def _consumer_lag(bootstrap: str, groups: dict[str, list[str]]) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await reader.start()
+    try:
+        lag = 0
+        for group, topics in groups.items():
+            partitions, _missing = await ready_partitions(bootstrap, topics)
+            if not partitions:
+                continue
+            ends = await reader.end_offsets(partitions)
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            for tp in partitions:
+                done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
+                lag += max(0, ends[tp] - done)
+        return lag
+    finally:
+        await reader.stop()
         await admin.close()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -139,6 +140,12 @@ class OutboxRelay:
             except TimeoutError:
                 pass
             self._wake.clear()
+
+    async def pending(self) -> int:
+        """Outbox rows not yet published."""
+        async with self.sessions() as session:
+            query = select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.published_at).is_(None))
+            return int((await session.exec(query)).one())
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""

@@ -44,6 +44,7 @@ class Runtime:
     relay: OutboxRelay
     secret: str
     faust_app: faust.App | None = None
+    consumes: list[str] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,16 +116,11 @@ async def run_service(
             runtime.faust_app = make_faust_app(name, settings)
             for topic, handler in subscriptions(runtime).items():
                 subscribe(runtime.faust_app, topic, handler, producer, f"{name}.on_{topic}")
+                runtime.consumes.append(str(topic))
             await stack.enter_async_context(faust_app_running(runtime.faust_app, stop_timeout=15))
-        log.info("service started", port=settings.port(name) if name in _known() else None)
+        log.info("service started", port=settings.port(name))
         yield runtime
         log.info("service stopping")
-
-
-def _known() -> tuple[str, ...]:
-    from shared.settings import SERVICES
-
-    return SERVICES
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -180,12 +176,17 @@ def _health_router() -> APIRouter:
 
     @router.get("/readyz")
     async def readyz(runtime: RuntimeDep) -> JSONResponse:
-        """Ready when the database answers, the producer is connected and the agents are assigned."""
+        """Ready when the database answers, the producer is connected and the agents are assigned.
+
+        Also says what is still in flight: outbox rows not yet published, and the topics this
+        service consumes (its consumer group is ``gantry-<service>``), so a supervisor can drain."""
         checks = {"database": await _database_ok(runtime.engine), "kafka": runtime.producer.started}
         if runtime.faust_app is not None:
             checks["agents"] = bool(runtime.faust_app.consumer.assignment())
         ready = all(checks.values())
-        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "checks": checks})
+        pending = await runtime.relay.pending() if checks["database"] else None
+        content = {"ready": ready, "checks": checks, "outbox_pending": pending, "consumes": runtime.consumes}
+        return JSONResponse(status_code=200 if ready else 503, content=content)
 
     return router
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from shared.events import ALL_TOPICS
+from shared.kafka_admin import ready_partitions
 from shared.logging import get_logger
 from shared.service import Runtime
 
@@ -132,7 +132,7 @@ async def _assigned_consumer(
     wanted = list(dict.fromkeys(topics))
     deadline = time.monotonic() + patience
     while True:
-        partitions, missing = await _partitions(bootstrap, wanted)
+        partitions, missing = await ready_partitions(bootstrap, wanted)
         if not missing or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.25)
@@ -142,27 +142,6 @@ async def _assigned_consumer(
     await consumer.start()
     consumer.assign(partitions)
     return consumer, partitions
-
-
-async def _partitions(bootstrap: str, wanted: list[str]) -> tuple[list[TopicPartition], list[str]]:
-    """The partitions of those of ``wanted`` that are ready, and the names of the others."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        # Only existing topics are described: a broker may create the ones it is asked about.
-        present = [topic for topic in wanted if topic in existing]
-        described = await admin.describe_topics(present) if present else []
-    finally:
-        await admin.close()
-    ready = {
-        entry["topic"]: sorted(p["partition"] for p in entry["partitions"])
-        for entry in described
-        if entry["error_code"] == 0 and entry["partitions"]
-        and all(p.get("error_code", 0) == 0 for p in entry["partitions"])
-    }
-    partitions = [TopicPartition(t, p) for t in wanted if t in ready for p in ready[t]]
-    return partitions, [topic for topic in wanted if topic not in ready]
 
 
 class EventStream:

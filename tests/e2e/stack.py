@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from shared.auth import webhook_secret
 from shared.settings import SERVICES
 from tests.support import ADMIN, SECRET, eventually
 
@@ -135,3 +136,15 @@ class Stack:
             found = [v for v in answer.json() if v["pipeline_id"] == pipeline_id] if answer.status_code == 200 else []
             return found[0] if found else None
         return await eventually(probe, timeout=60, interval=0.1)
+
+
+async def post_pipeline_hook(api: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int) -> dict[str, Any]:
+    """Post a successful Pipeline Hook for ``service`` (as GitLab would) through the gateway."""
+    body = {"object_kind": "pipeline",
+            "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": f"{pipeline_id:040x}",
+                                  "status": "success"},
+            "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]}}
+    answer = await api.post("/webhooks/gitlab", json=body, headers={
+        "X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["id"])})
+    answer.raise_for_status()
+    return answer.json()  # type: ignore[no-any-return]
