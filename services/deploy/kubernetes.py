@@ -89,7 +89,8 @@ class KubernetesDriver:
 
 
 def rollout_status(deployment: dict[str, Any]) -> RolloutStatus:
-    """kubectl's rollout-complete rule, with the counts the running state shows."""
+    """kubectl's rollout-complete rule, with the counts the running state shows; a scale-down is
+    complete only once the surplus replicas are gone, so "done" means current = desired."""
     spec, status = deployment.get("spec", {}), deployment.get("status") or {}
     desired = int(spec.get("replicas", 1))
     current = int(status.get("replicas") or 0)
@@ -108,6 +109,8 @@ def rollout_status(deployment: dict[str, Any]) -> RolloutStatus:
         return answer("progressing", f"{updated} of {desired} new replicas updated")
     if current > updated:
         return answer("progressing", f"{current - updated} old replicas are pending termination")
+    if current > desired:  # stricter than kubectl, which calls a scale-down done at once
+        return answer("progressing", f"scaling down: {current} replicas, {desired} desired")
     if available < updated:
         return answer("progressing", f"{available} of {updated} updated replicas are available")
     return answer("succeeded", f"{available} of {desired} replicas available")

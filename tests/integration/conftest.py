@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from shared.events import Envelope, Topic, VersionReleased, new_event
 from shared.settings import Settings
 from tests.support import SECRET
 
@@ -25,3 +29,37 @@ def service_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings
     postgres.create_database(database)
     return Settings(home=tmp_path, kafka_bootstrap=bootstrap, secret=SECRET, kafka_fetch_max_wait_ms=100,
                     kafka_idempotence=True, database_url=postgres.url(database))
+
+
+Publish = Callable[[Envelope], Awaitable[None]]
+
+
+@pytest.fixture
+async def publish(service_settings: Settings) -> AsyncIterator[Publish]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=service_settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=service_settings.kafka_idempotence,
+    )
+    await producer.start()
+
+    async def send(envelope: Envelope) -> None:
+        key = envelope.data["service_id"].encode()
+        await producer.send_and_wait(envelope.type, envelope.model_dump_json().encode(), key=key)
+
+    yield send
+    await producer.stop()
+
+
+def released(
+    service_id: str, project: str, service: str, version: str, environment: str
+) -> Envelope:
+    data = VersionReleased(
+        service_id=service_id, project=project, service=service, environment=environment,
+        namespace=f"{project}-{environment}", version=version,
+        image=f"registry.local/{project}/{service}:{version}", trigger="auto", by="auto-release",
+    )
+    return new_event(
+        Topic.VERSION_RELEASED, data, source="gantry/release", subject=f"{project}/{service}",
+        correlation_id=f"chain-{uuid.uuid4().hex[:8]}",
+    )

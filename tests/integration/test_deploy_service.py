@@ -3,53 +3,20 @@ deployment and an auto-deployment out, manifests rendered on disk."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from services.deploy.app import create_app
 from services.deploy.manifests import RenderedManifestsDriver
-from shared.events import Envelope, Topic, VersionReleased, new_event
+from shared.events import Topic
 from shared.settings import Settings
+from tests.integration.conftest import Publish, released
 from tests.support import TopicReader, eventually, running, token
 
 pytestmark = pytest.mark.integration
 
 DEPLOYER = token("deploy-admin", user="dora")
-Publish = Callable[[Envelope], Awaitable[None]]
-
-
-@pytest.fixture
-async def publish(service_settings: Settings) -> AsyncIterator[Publish]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=service_settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=service_settings.kafka_idempotence,
-    )
-    await producer.start()
-
-    async def send(envelope: Envelope) -> None:
-        key = envelope.data["service_id"].encode()
-        await producer.send_and_wait(envelope.type, envelope.model_dump_json().encode(), key=key)
-
-    yield send
-    await producer.stop()
-
-
-def released(
-    service_id: str, project: str, service: str, version: str, environment: str
-) -> Envelope:
-    data = VersionReleased(
-        service_id=service_id, project=project, service=service, environment=environment,
-        namespace=f"{project}-{environment}", version=version,
-        image=f"registry.local/{project}/{service}:{version}", trigger="auto", by="auto-release",
-    )
-    return new_event(
-        Topic.VERSION_RELEASED, data, source="gantry/release", subject=f"{project}/{service}",
-        correlation_id=f"chain-{uuid.uuid4().hex[:8]}",
-    )
 
 
 def manifest_text(settings: Settings, project: str, service: str, environment: str) -> str | None:

@@ -34,3 +34,9 @@ def test_progress_deadline_exceeded_is_failed():
 def test_a_new_deployment_without_status_is_progressing():
     status = rollout_status({"metadata": {"generation": 1}, "spec": {"replicas": 2}})
     assert (status.state, status.desired, status.available) == ("progressing", 2, 0)
+
+
+def test_a_scale_down_is_done_when_the_surplus_replicas_are_gone():
+    shrinking = deployment(replicas=2, status_replicas=4, updated=4, available=4)
+    assert rollout_status(shrinking).state == "progressing"
+    assert rollout_status(deployment(replicas=2, status_replicas=2, updated=2, available=2)).state == "succeeded"
