@@ -1,9 +1,10 @@
 """The service's connection to Kafka: a faust app for its agents, a producer for its outbox.
 
 Agents stay thin: decode the envelope, bind the log context, call the use case. An event that
-cannot be decoded, or that the use case declares poison, goes to ``<topic>.dlq`` with the reason;
-any other failure is retried with back-off and, if it persists, dead-lettered too, so one bad
-event never blocks a partition forever and is never silently dropped.
+cannot be decoded, or that the use case declares poison, goes to ``<topic>.dlq`` with the reason.
+An outage (database or broker unreachable) is waited out with back-off: the partition waits and
+nothing is dead-lettered. Any other failure is retried a few times and then dead-lettered, so one
+bad event never blocks a partition forever and is never silently dropped.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shared.errors import PoisonEvent
 from shared.events import Envelope, utcnow
@@ -24,6 +27,7 @@ log = get_logger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[object]]
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+OUTAGE_MAX_DELAY = 30.0
 
 
 def _register_transport() -> None:
@@ -129,15 +133,29 @@ async def handle_record(
         unbind_event()
 
 
+def is_transient(exc: BaseException) -> bool:
+    """An outage rather than a bad event: the database or broker is unreachable or restarting."""
+    if isinstance(exc, OperationalError | InterfaceError | KafkaConnectionError | OSError | TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 async def _apply_with_retries(envelope: Envelope, handler: Handler) -> None:
-    for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+    """Outages are waited out (the partition waits, nothing is dead-lettered); any other error is
+    retried a few times and then raised, so the event goes to the dead-letter topic."""
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             await handler(envelope)
             return
         except PoisonEvent:
             raise
         except Exception as exc:
-            if delay is None:
+            transient = is_transient(exc)
+            if not transient and attempt > len(RETRY_DELAYS):
                 raise
-            log.warning("event handling failed, retrying", attempt=attempt, error=repr(exc))
+            delay = min(OUTAGE_MAX_DELAY, 0.5 * 2 ** min(attempt, 6)) if transient else RETRY_DELAYS[attempt - 1]
+            log.warning("event handling failed, retrying", attempt=attempt, transient=transient,
+                        error=repr(exc), retry_in=delay)
             await asyncio.sleep(delay)

@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import PoisonEvent
 
 
 class Topic(StrEnum):
@@ -50,8 +52,12 @@ class Envelope(BaseModel):
     causation_id: str | None = None
     data: dict[str, Any]
 
-    def payload(self, model: builtins.type[EventData]) -> Any:
-        return model.model_validate(self.data)
+    def payload(self, model: builtins.type[BaseModel]) -> Any:
+        """The typed data; data that does not fit the event's model makes the event poison."""
+        try:
+            return model.model_validate(self.data)
+        except ValidationError as exc:
+            raise PoisonEvent(f"{self.type} {self.id} has unusable data: {exc}") from exc
 
 
 class EventData(BaseModel):

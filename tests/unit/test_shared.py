@@ -152,3 +152,31 @@ async def test_times_come_back_from_sqlite_as_aware_utc(make_uow):
         add_event(session, Topic.PIPELINE_SUCCEEDED, _event(9), key="s1")
     [row] = await outbox(uow)
     assert row.created_at.tzinfo is not None and row.created_at.utcoffset().total_seconds() == 0
+
+
+async def test_an_outage_is_waited_out_not_dead_lettered(monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    monkeypatch.setattr(bus, "RETRY_DELAYS", (0.0,))
+    monkeypatch.setattr(bus, "OUTAGE_MAX_DELAY", 0.0)
+    dlq, calls = FakeDeadLetters(), []
+
+    async def database_down_for_a_while(envelope):
+        calls.append(1)
+        if len(calls) < 8:  # far more attempts than a bad event gets
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database restarting"))
+
+    await bus.handle_record("version.created", b"k", _event(4).model_dump_json().encode(),
+                            database_down_for_a_while, dlq)
+    assert len(calls) == 8 and dlq.records == []
+
+
+async def test_event_data_that_does_not_fit_its_model_is_poison():
+    dlq = FakeDeadLetters()
+    broken = _event(5).model_copy(update={"data": {"service_id": "s1"}})
+
+    async def handler(envelope):
+        envelope.payload(PipelineSucceeded)
+
+    await bus.handle_record("pipeline.succeeded", b"k", broken.model_dump_json().encode(), handler, dlq)
+    assert dlq.records[0][2].startswith("poison") and "unusable data" in dlq.records[0][2]
