@@ -89,8 +89,11 @@ async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return
-        if await session.get(KnownService, data.service_id) is not None:
-            return  # announced again under a new event id: nothing new to learn
+        known = await session.get(KnownService, data.service_id)
+        if known is not None:  # learned from its first version already, or announced again
+            known.name = data.name
+            session.add(known)
+            return
         clash = await queries.find_service(session, data.project, data.service)
         if clash is not None:
             raise PoisonEvent(
@@ -108,10 +111,12 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
             return
         service = await queries.lock_service(session, data.service_id)
         if service is None:
-            raise PoisonEvent(
-                f"version {data.version} is for service {data.service_id} "
-                f"({data.project}/{data.service}), which catalog never announced"
-            )
+            # service.created travels on another topic and may come later (a consumer catching
+            # up): the version says enough to know the service; catalog's event fills in the name.
+            service = KnownService(id=data.service_id, project=data.project, code=data.service, name=data.service)
+            session.add(service)
+            await session.flush()
+            log.info("service learned from its first version", project=data.project, service=data.service)
         if await queries.find_version(session, service.id, data.version) is not None:
             log.info("version already known, not released again", version=data.version)
             return

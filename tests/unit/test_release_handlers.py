@@ -218,9 +218,19 @@ async def test_redelivered_events_are_applied_once(uow):
     assert sorted(applied).count(created.id) == 1
 
 
-async def test_events_for_an_unknown_service_are_poison(uow):
-    with pytest.raises(PoisonEvent, match="never announced"):
-        await handlers.on_version_created(version_created(service_created(), "1.0.0"), uow=uow)
+async def test_a_version_before_its_service_announcement_is_kept(uow):
+    """service.created travels on another topic: a consumer catching up may see the version first."""
+    announced = service_created()
+    await handlers.on_version_created(version_created(announced, "1.0.0"), uow=uow)
+    await handlers.on_service_created(announced, uow=uow)
+    await add_environments(uow, "dev")
+    code = announced.data["service"]
+    target = await handlers.release_service(PROJECT, code, "dev", by="bob", correlation_id="r", uow=uow)
+    assert target.latest is not None and target.latest.version == "1.0.0"
+    assert (await handlers.list_releases(PROJECT, code, uow=uow)).service == code
+
+
+async def test_event_data_that_does_not_fit_is_poison(uow):
     broken = Envelope(type="version.created", source="x", subject="x", correlation_id="c", data={})
     with pytest.raises(PoisonEvent, match="invalid data"):
         await handlers.on_version_created(broken, uow=uow)
