@@ -134,7 +134,8 @@ async def request_deployment(
             strategy=data.strategy, action="deploy", track=track, resources=names,
             snapshot=snapshot, trigger="manual", by=by, correlation_id=correlation_id,
         )
-        _remember_choice(session, choice, key, names, snapshot)
+        if track == "stable":  # a canary's resources become "the last choice" only when promoted
+            _remember_choice(session, choice, key, names, snapshot)
         _start(session, deployment)
     return deployment
 
@@ -207,6 +208,9 @@ async def promote_canary(
             action="promote", track="stable", resources=canary.resources,
             snapshot=canary.resource_snapshot, by=by, correlation_id=correlation_id,
         )
+        key = (canary.service_id, environment)
+        _remember_choice(session, await session.get(ResourceChoice, key), key, canary.resources,
+                         canary.resource_snapshot)
         _start(session, deployment)
     return deployment
 
