@@ -32,6 +32,8 @@ def validate_service_code(code: str) -> str:
             f"service code {code!r} may contain only lower-case letters, digits, '_', '.', '-' "
             "and spaces"
         )
+    if not any(ch.isalnum() for ch in code):
+        raise InvalidInput(f"service code {code!r} needs at least one letter or digit")
     return code
 
 

@@ -28,10 +28,11 @@ from shared.auth import webhook_secret
 from shared.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from shared.events import ServiceCreated, Topic, new_event
 from shared.logging import get_logger
-from shared.naming import dns1123_name
+from shared.naming import dns1123_name, workload_name
 from shared.outbox import UnitOfWork, add_event
 
 log = get_logger(__name__)
+CANARY_SUFFIX = "-canary"
 SCM_TIMEOUT_SECONDS = 60
 
 
@@ -70,21 +71,31 @@ async def check_code(project: str, code: str, *, uow: UnitOfWork) -> CodeCheck:
 
 
 async def _find_clash(project: str, code: str, *, uow: UnitOfWork) -> str | None:
-    slug = dns1123_name(code)
+    """Why ``code`` cannot be used in ``project``, or None: the code, the name derived from it in
+    the project, and the Kubernetes name derived with the project must all be free."""
+    slug, workload = dns1123_name(code), workload_name(project, code)
+    if workload.endswith(CANARY_SUFFIX):
+        return f"service code {code!r} ends in '-canary', which Gantry keeps for canary deployments"
     async with uow.sessions() as session:
         rows = await session.exec(
-            select(Service).where(Service.project == project).where(
-                (Service.code == code) | (Service.slug == slug)
+            select(Service).where(
+                ((Service.project == project) & ((Service.code == code) | (Service.slug == slug)))
+                | (Service.workload == workload)
             )
         )
         existing = rows.first()
     if existing is None:
         return None
-    if existing.code == code:
+    if existing.project == project and existing.code == code:
         return f"service code {code!r} is already used in project {project!r}"
+    if existing.project == project and existing.slug == slug:
+        return (
+            f"service code {code!r} derives the name {slug!r}, which service {existing.code!r} "
+            "already uses: choose another code"
+        )
     return (
-        f"service code {code!r} derives the name {slug!r}, which service {existing.code!r} "
-        "already uses: choose another code"
+        f"service code {code!r} derives the Kubernetes name {workload!r}, which clashes with service "
+        f"{existing.code!r} of project {existing.project!r}: choose another code"
     )
 
 
@@ -125,6 +136,7 @@ async def create_service(
             "id": service_id,
             "project": project.code,
             "slug": dns1123_name(data.code),
+            "workload": workload_name(project.code, data.code),
             "repository_url": repository.url,
             "repository_web_url": repository.web_url,
             "repository_path": repository.path_with_namespace,

@@ -47,10 +47,12 @@ class Service(ServiceBase, table=True):
     __table_args__ = (
         UniqueConstraint("project", "code", name="uq_service_code"),
         UniqueConstraint("project", "slug", name="uq_service_slug"),
+        UniqueConstraint("workload", name="uq_service_workload"),
     )
     id: str = Field(primary_key=True, max_length=32)
     project: str = Field(foreign_key="projects.code", index=True, max_length=40)
-    slug: str = Field(max_length=63)  # the derived name (repository path, Kubernetes objects)
+    slug: str = Field(max_length=63)  # the derived name inside the project (repository path)
+    workload: str = Field(max_length=63)  # the Kubernetes name, <project>-<code>, unique everywhere
     repository_url: str
     repository_web_url: str
     repository_path: str

@@ -57,7 +57,7 @@ def test_service_code_accepts_lowercase_letters_digits_and_separators(code):
     assert domain.validate_service_code(code) == code
 
 
-@pytest.mark.parametrize("code", ["Web", "web/api", "web@1", "", "   ", "服务"])
+@pytest.mark.parametrize("code", ["Web", "web/api", "web@1", "", "   ", "服务", "...", "- -", "_"])
 def test_service_code_refuses_anything_else(code):
     with pytest.raises(InvalidInput):
         domain.validate_service_code(code)
@@ -104,6 +104,24 @@ async def test_derived_name_collision_is_a_clear_conflict(uow):
     await create(uow, FakeScm(), code="web-api")
     with pytest.raises(Conflict, match="derives the name 'web-api'"):
         await create(uow, FakeScm(), code="web api")
+
+
+async def test_kubernetes_names_are_unique_across_projects(uow):
+    # "shop" + "a-b" and "shop-a" + "b" would both be the workload "shop-a-b" in one namespace
+    await handlers.create_project(ProjectCreate(code="shop-a", name="Shop A", gitlab_group="acme-a"), by="root", uow=uow)
+    await create(uow, FakeScm(), code="a-b")
+    with pytest.raises(Conflict, match="Kubernetes name 'shop-a-b'.*project 'shop'"):
+        await handlers.create_service("shop-a", ServiceCreate(code="b", name="B", group="g", type="go-http"),
+                                      by="a", correlation_id="c", uow=uow, scm=FakeScm(), secret=SECRET,
+                                      hook_url=HOOK_URL)
+
+
+async def test_codes_that_would_clash_with_canary_names_are_refused(uow):
+    with pytest.raises(Conflict, match="keeps for canary"):
+        await create(uow, FakeScm(), code="web-canary")
+    await create(uow, FakeScm(), code="web")
+    check = await handlers.check_code("shop", "web canary", uow=uow)
+    assert check.available is False
 
 
 async def test_repository_errors_map_to_actionable_answers(uow):
