@@ -90,11 +90,16 @@ async def match_route(path: str, _user: CurrentUser, runtime: RuntimeDep):
 def stream_user(
     request: Request, access_token: Annotated[str | None, Query()] = None
 ) -> Principal:
-    """A bearer token in the header, or ``?access_token=`` (EventSource cannot send headers)."""
+    """A bearer token in the header, or ``?access_token=`` (EventSource cannot send headers).
+
+    Events carry deployment resources (database URLs among them): organization roles only."""
     secret = get_runtime(request).secret
     if access_token and "authorization" not in request.headers:
-        return verify_token(secret, access_token)
-    return parse_authorization(secret, request.headers.get("authorization"))
+        user = verify_token(secret, access_token)
+    else:
+        user = parse_authorization(secret, request.headers.get("authorization"))
+    user.require_org("deploy-admin")
+    return user
 
 
 StreamUser = Annotated[Principal, Depends(stream_user)]

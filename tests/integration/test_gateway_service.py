@@ -279,10 +279,13 @@ async def test_live_events_reach_dashboards(
     settings: Settings, ports: dict[str, socket.socket], publish
 ) -> None:
     url = f"http://127.0.0.1:{settings.port('gateway')}"
-    viewer = token("shop:project-member", user="viewer")["Authorization"].split()[1]
+    viewer = token("deploy-admin", user="viewer")["Authorization"].split()[1]
+    member = token("shop:project-member", user="member")["Authorization"].split()[1]
     async with serving(create_app(settings), ports["gateway"]), httpx.AsyncClient(base_url=url) as http:
         assert (await http.get("/events/recent")).status_code == 401
         assert (await http.get("/events/recent", params={"access_token": "nope"})).status_code == 401
+        # events carry deployment resources (database URLs): organization roles only
+        assert (await http.get("/events/recent", params={"access_token": member})).status_code == 403
         bad_topic = await http.get("/events/recent", params={"access_token": viewer, "topic": "x"})
         assert bad_topic.status_code == 422
 
