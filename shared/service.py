@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from faust.contrib.asgi import faust_app_running
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
@@ -70,6 +71,7 @@ def create_service_app(
     api = FastAPI(title=f"Gantry {name}", lifespan=lifespan, version="0.1.0")
     api.add_exception_handler(GantryError, _gantry_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
+    api.add_exception_handler(IntegrityError, _integrity_error)
     api.middleware("http")(_request_context)
     api.include_router(_health_router())
     for router in routers:
@@ -164,6 +166,15 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
     ]
     return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
+
+
+async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Two requests raced to write the same thing; the database kept one. Nothing half-written."""
+    log.warning("concurrent write refused by the database", error=str(exc).splitlines()[0])
+    return JSONResponse(
+        status_code=409,
+        content={"detail": "another request changed the same thing at the same moment: read it again and retry"},
+    )
 
 
 def _health_router() -> APIRouter:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from shared.db import UtcDateTime
@@ -68,7 +68,7 @@ class KnownVersion(SQLModel, table=True):
     image: str = Field(max_length=512)
     sha: str = Field(max_length=64)
     ref: str = Field(max_length=255)
-    pipeline_id: int
+    pipeline_id: int = Field(sa_type=BigInteger)
     pipeline_url: str | None = None
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 

@@ -14,12 +14,12 @@ GITLAB_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S %Z", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%
 
 class HookAttributes(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    id: int
-    ref: str
+    id: int = Field(ge=1, le=2**63 - 1)
+    ref: str = Field(min_length=1, max_length=255)
     tag: bool = False
-    sha: str
-    status: str
-    url: str | None = None
+    sha: str = Field(min_length=1, max_length=64)
+    status: str = Field(max_length=32)
+    url: str | None = Field(default=None, max_length=2048)
     stages: list[str] = Field(default_factory=list)
     finished_at: str | None = None
 
@@ -27,7 +27,7 @@ class HookAttributes(BaseModel):
 class HookProject(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: int | str | None = None
-    path_with_namespace: str
+    path_with_namespace: str = Field(min_length=1, max_length=255)
 
 
 class HookCommit(BaseModel):

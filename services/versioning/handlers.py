@@ -55,7 +55,10 @@ async def _service_for_hook(session: AsyncSession, hook: domain.PipelineHook) ->
         )
         service = rows.first()
     if service is None:
-        raise NotFound(f"no Gantry service has the repository {path!r}")
+        raise NotFound(
+            f"no Gantry service has the repository {path!r} (yet: a service is known here a moment "
+            "after catalog announces it); resend the hook from GitLab's webhook page once it is"
+        )
     return service
 
 

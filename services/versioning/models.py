@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import BigInteger, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from shared.db import UtcDateTime
@@ -23,7 +23,7 @@ class KnownService(SQLModel, table=True):
 
 
 class PipelineBase(SQLModel):
-    pipeline_id: int
+    pipeline_id: int = Field(sa_type=BigInteger)
     status: str = Field(max_length=32)
     ref: str = Field(max_length=255)
     tag: bool = False
@@ -50,7 +50,7 @@ class VersionBase(SQLModel):
     sha: str = Field(max_length=64)
     ref: str = Field(max_length=255)
     tag: bool = False
-    pipeline_id: int
+    pipeline_id: int = Field(sa_type=BigInteger)
     pipeline_url: str | None = None
     commit_message: str = ""
     commit_author: str = ""

@@ -65,6 +65,13 @@ async def test_wrong_token_and_unknown_repository(uow):
         await receive(uow, other)
     with pytest.raises(InvalidInput, match="object_attributes"):
         await receive(uow, {"object_kind": "pipeline", "project": {"path_with_namespace": "acme/web"}})
+    too_big = hook(pipeline_id=2**70)
+    with pytest.raises(InvalidInput, match="object_attributes.id"):
+        await receive(uow, too_big)
+    long_sha = hook()
+    long_sha["object_attributes"]["sha"] = "a" * 500
+    with pytest.raises(InvalidInput, match="object_attributes.sha"):
+        await receive(uow, long_sha)
 
 
 async def test_version_from_pipeline_is_created_once(uow):
