@@ -188,8 +188,9 @@ async def _create_repository(scm: Scm, spec: RepoSpec):  # type: ignore[no-untyp
         raise UpstreamUnavailable(exc.detail) from exc
     except TimeoutError as exc:
         raise UpstreamUnavailable(
-            f"the repository host did not answer within {SCM_TIMEOUT_SECONDS}s; nothing was recorded, "
-            "try again"
+            f"the repository host did not answer within {SCM_TIMEOUT_SECONDS}s and nothing was recorded; "
+            f"the repository {spec.group}/{spec.code} may still appear there: check it, delete it if so, "
+            "and try again"
         ) from exc
 
 

@@ -22,6 +22,7 @@ from services.deploy.manifests import SHARED_KINDS, RolloutStatus, WorkloadSpec,
 from shared.naming import suffixed_name, workload_name
 
 FIELD_MANAGER = "gantry"
+REQUEST_TIMEOUT = 20.0  # seconds per API call: a stuck call ends instead of outliving its caller
 
 
 class KubernetesDriver:
@@ -53,6 +54,7 @@ class KubernetesDriver:
             client.server_side_apply(
                 resource, body=obj, name=obj["metadata"]["name"], namespace=namespace,
                 field_manager=FIELD_MANAGER,  # no force: another manager's field is a conflict
+                _request_timeout=REQUEST_TIMEOUT,
             )  # fmt: skip
 
     async def status(
@@ -65,7 +67,8 @@ class KubernetesDriver:
     def _read(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         resource = self._dynamic().resources.get(api_version=api_version, kind=kind)
         try:
-            return resource.get(name=name, namespace=namespace).to_dict()  # type: ignore[no-any-return]
+            found = resource.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
+            return found.to_dict()  # type: ignore[no-any-return]
         except NotFoundError:
             return None
 
@@ -83,7 +86,7 @@ class KubernetesDriver:
         for api_version, kind, name in owned:
             resource = self._dynamic().resources.get(api_version=api_version, kind=kind)
             try:
-                resource.delete(name=name, namespace=namespace)
+                resource.delete(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
             except NotFoundError:
                 pass
 
