@@ -98,8 +98,10 @@ class OutboxRelay:
         *,
         poll_interval: float = 1.0,
         batch: int = 200,
+        lock_name: str = "outbox",
     ) -> None:
         self.sessions = sessions
+        self.lock_name = lock_name
         self.publish = publish
         self.poll_interval = poll_interval
         self.batch = batch
@@ -147,9 +149,19 @@ class OutboxRelay:
             query = select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.published_at).is_(None))
             return int((await session.exec(query)).one())
 
+    async def _exclusive(self, session: AsyncSession) -> bool:
+        """On PostgreSQL several instances of a service share one outbox: one relays at a time
+        (a transaction-scoped advisory lock), so each row is published once, in order."""
+        if session.get_bind().dialect.name != "postgresql":
+            return True
+        query = select(func.pg_try_advisory_xact_lock(func.hashtext(self.lock_name)))
+        return bool((await session.exec(query)).one())
+
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
         async with self.sessions() as session:
+            if not await self._exclusive(session):
+                return 0  # another instance of this service is relaying this batch
             rows = (
                 await session.exec(
                     select(OutboxMessage)

@@ -99,7 +99,7 @@ async def run_service(
         engine=engine,
         uow=UnitOfWork(sessions),
         producer=producer,
-        relay=OutboxRelay(sessions, producer.send_batch),
+        relay=OutboxRelay(sessions, producer.send_batch, lock_name=f"gantry-outbox-{name}"),
         secret=settings.installation_secret(),
     )
     runtime.uow.on_outbox_commit(runtime.relay.wake)

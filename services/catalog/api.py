@@ -14,7 +14,6 @@ from services.catalog.models import (
 )
 from services.catalog.scm import SERVICE_TYPES
 from shared.auth import PROJECT_ROLES
-from shared.schemas import Toggle
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["catalog"])
@@ -83,12 +82,3 @@ async def read_service(project: str, service: str, user: CurrentUser, runtime: R
     """One service, with its repository address."""
     user.require_project(project, *PROJECT_ROLES)
     return await handlers.get_service(project, service, uow=runtime.uow)
-
-
-@router.put("/projects/{project}/services/{service}/enabled", response_model=ServicePublic)
-async def update_service_enabled(
-    project: str, service: str, body: Toggle, user: CurrentUser, runtime: RuntimeDep
-):
-    """Enable or disable a service (`{"enabled": false}`)."""
-    user.require_project(project, *WRITERS)
-    return await handlers.set_service_enabled(project, service, body.enabled, uow=runtime.uow)

@@ -212,11 +212,3 @@ async def get_service(project: str, code: str, *, uow: UnitOfWork) -> Service:
     if service is None:
         raise NotFound(f"service {code!r} does not exist in project {project!r}")
     return service
-
-
-async def set_service_enabled(project: str, code: str, enabled: bool, *, uow: UnitOfWork) -> Service:
-    service = await get_service(project, code, uow=uow)
-    async with uow.begin() as session:
-        service.enabled = enabled
-        session.add(service)
-    return service

@@ -57,7 +57,6 @@ class Service(ServiceBase, table=True):
     repository_web_url: str
     repository_path: str
     scm_project_id: str = Field(max_length=255)
-    enabled: bool = True
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
 
@@ -70,7 +69,6 @@ class ServicePublic(ServiceBase):
     repository_web_url: str
     repository_path: str
     scm_project_id: str
-    enabled: bool
     created_at: datetime
     created_by: str
 
