@@ -30,8 +30,8 @@ async def create_topics_async(
 ) -> None:
     """Coroutine form of :func:`create_topics`, for callers already inside an event loop."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         response = await admin.create_topics(
             [NewTopic(name, num_partitions=partitions, replication_factor=replication) for name in names]
         )
@@ -57,8 +57,8 @@ async def _metadata_ready(bootstrap: str, timeout: float) -> bool:
 async def ready_partitions(bootstrap: str, wanted: list[str]) -> tuple[list[TopicPartition], list[str]]:
     """The partitions of those of ``wanted`` that are ready, and the names of the others."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         # Only existing topics are described: a broker may create the ones it is asked about.
         present = [topic for topic in wanted if topic in existing]
@@ -84,9 +84,9 @@ def consumer_lag(bootstrap: str, groups: dict[str, list[str]]) -> int:
 async def _consumer_lag(bootstrap: str, groups: dict[str, list[str]]) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await admin.start()
-    await reader.start()
     try:
+        await admin.start()
+        await reader.start()
         lag = 0
         for group, topics in groups.items():
             partitions, _missing = await ready_partitions(bootstrap, topics)
