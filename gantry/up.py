@@ -133,7 +133,7 @@ class Supervisor:
                     continue
                 state = client.get(f"{self.settings.service_url(name)}/readyz").json()
                 pending += state["outbox_pending"] or 0
-                groups[f"gantry-{name}"] = state["consumes"]
+                groups[state["group"]] = state["consumes"]
         return pending, groups
 
     def stop(self, *, drain: bool = True) -> None:

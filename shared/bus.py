@@ -36,6 +36,11 @@ def _register_transport() -> None:
     TRANSPORTS.aliases.setdefault("gantry", "shared.kafka_transport:Transport")
 
 
+def consumer_group(service: str, settings: Settings) -> str:
+    """The service's consumer group (also its faust app id): ``<GANTRY_KAFKA_GROUP_PREFIX>-<service>``."""
+    return f"{settings.kafka_group_prefix}-{service}"
+
+
 def make_faust_app(service: str, settings: Settings) -> faust.App:
     """A faust app tuned for quick start-up: no web server, no leader topic, short rebalances."""
     _register_transport()
@@ -43,7 +48,7 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
     datadir = settings.home / "faust" / service
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     app = faust.App(
-        f"gantry-{service}",
+        consumer_group(service, settings),
         broker=[f"gantry://{server}" for server in bootstrap.split(",")],
         web_enabled=False,
         autodiscover=False,

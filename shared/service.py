@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from shared.auth import Principal, parse_authorization
-from shared.bus import Handler, Producer, make_faust_app, subscribe
+from shared.bus import Handler, Producer, consumer_group, make_faust_app, subscribe
 from shared.db import create_tables, make_engine, session_factory
 from shared.errors import GantryError
 from shared.events import ALL_TOPICS
@@ -190,13 +190,14 @@ def _health_router() -> APIRouter:
         """Ready when the database answers, the producer is connected and the agents are assigned.
 
         Also says what is still in flight: outbox rows not yet published, and the topics this
-        service consumes (its consumer group is ``gantry-<service>``), so a supervisor can drain."""
+        service consumes with its consumer group, so a supervisor can drain."""
         checks = {"database": await _database_ok(runtime.engine), "kafka": runtime.producer.started}
         if runtime.faust_app is not None:
             checks["agents"] = bool(runtime.faust_app.consumer.assignment())
         ready = all(checks.values())
         pending = await runtime.relay.pending() if checks["database"] else None
-        content = {"ready": ready, "checks": checks, "outbox_pending": pending, "consumes": runtime.consumes}
+        content = {"ready": ready, "checks": checks, "outbox_pending": pending, "consumes": runtime.consumes,
+                   "group": consumer_group(runtime.name, runtime.settings)}
         return JSONResponse(status_code=200 if ready else 503, content=content)
 
     return router

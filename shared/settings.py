@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     kafka_idempotence: bool = True
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     kafka_rebalance_timeout_ms: int = Field(default=4_000, ge=1_000)
+    kafka_group_prefix: str = Field(default="gantry", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     database_url: str | None = None
     gitlab_url: str | None = None
     gitlab_token: str | None = None

@@ -9,6 +9,17 @@ import pytest
 
 from gantry.embedded_broker import EmbeddedBroker
 from tests.harness import PostgresServer, kafka_server, postgres_server
+from tests.harness.k8s_control_plane import ControlPlane
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build their settings themselves: a developer's GANTRY_* or KUBECONFIG must not leak in."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("GANTRY_") or name == "KUBECONFIG":
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +56,6 @@ def unique_id() -> str:
     """A short random hex string for per-test topic, group and database names."""
     return uuid.uuid4().hex[:10]
 
-
-from tests.harness.k8s_control_plane import ControlPlane  # noqa: E402  (kept beside its fixture)
 
 
 @pytest.fixture(scope="session")

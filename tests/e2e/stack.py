@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ class Stack:
         if kubeconfig:
             self.kind += "+kubernetes"
         self.env = {**os.environ, "GANTRY_HOME": str(self.home), "GANTRY_PORT_BASE": str(self.port_base),
-                    "GANTRY_SECRET": SECRET, "GANTRY_LOG_LEVEL": "info"}
+                    "GANTRY_SECRET": SECRET, "GANTRY_LOG_LEVEL": "info",
+                    "GANTRY_KAFKA_GROUP_PREFIX": f"e2e{uuid.uuid4().hex[:8]}"}
         for key in ("GANTRY_KAFKA_BOOTSTRAP", "GANTRY_DATABASE_URL", "GANTRY_GITLAB_URL", "GANTRY_KUBECONFIG",
                     "KUBECONFIG"):
             self.env.pop(key, None)

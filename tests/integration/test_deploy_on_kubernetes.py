@@ -23,6 +23,7 @@ DEPLOYER = token("deploy-admin", user="dora")
 def service_settings(embedded_kafka: str, k8s_control_plane, tmp_path) -> Settings:
     return Settings(home=tmp_path, kafka_bootstrap=embedded_kafka, secret=SECRET,
                     kafka_fetch_max_wait_ms=10, kafka_idempotence=False, kafka_session_timeout_ms=1000,
+                    kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}",
                     kubeconfig=str(k8s_control_plane.kubeconfig), progress_deadline_seconds=60)
 
 
