@@ -515,6 +515,23 @@ async def test_with_auto_deploy_a_released_version_is_deployed(
     assert state.stable is not None and state.stable.version == "1.1.0"
 
 
+async def test_auto_deploy_skips_the_version_already_running_but_retries_a_failed_one(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    await ready(uow, cluster)
+    await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
+    before = len(await outbox(uow, Topic.DEPLOY_REQUESTED))
+    assert await handlers.record_released_version(released_event("1.0.0"), uow=uow) is None
+    assert len(await outbox(uow, Topic.DEPLOY_REQUESTED)) == before, "re-releasing what runs deploys nothing"
+
+    cluster.fail_with = RuntimeError("quota exceeded")  # the running version's last change failed
+    await handlers.scale(PROJECT, SERVICE, ENV, 3, by="alice", correlation_id="s", uow=uow)
+    await work(uow, cluster)
+    cluster.fail_with = None
+    retried = await handlers.record_released_version(released_event("1.0.0", correlation_id="again"), uow=uow)
+    assert retried is not None and retried.trigger == "auto" and retried.version == "1.0.0"
+
+
 async def test_auto_deploy_off_or_other_environment_deploys_nothing(
     uow: UnitOfWork, cluster: FakeCluster
 ) -> None:

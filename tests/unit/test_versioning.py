@@ -1,4 +1,5 @@
-"""Versioning: "a version exists only for a pipeline whose every stage succeeded"."""
+"""Versioning. The guide: "each pushed change produces a new version, but only when every stage of
+the service's CI pipeline succeeded"."""
 from __future__ import annotations
 
 import json
@@ -113,3 +114,17 @@ async def test_same_second_on_one_ref_gets_distinct_names(uow):
                                              uow=uow, registry="r")
     names = sorted(v.name for v in await handlers.list_versions("shop", "web", uow=uow))
     assert names == ["2026.3.10-080509-main", "2026.3.10-080509-main.8"]
+
+
+@pytest.mark.parametrize("status", ["failed", "canceled", "skipped", "manual", "created", "pending", "running"])
+async def test_a_pipeline_that_did_not_succeed_makes_no_version(uow, status):
+    receipt = await receive(uow, hook(status=status))
+    assert receipt.announced is False and receipt.status == status
+    assert await outbox(uow, "pipeline.succeeded") == []
+
+
+async def test_a_retried_pipeline_is_announced_once_it_succeeds(uow):
+    # GitLab keeps the pipeline id on retry: failed → running → success
+    for status, announced in (("failed", False), ("running", False), ("success", True), ("success", False)):
+        assert (await receive(uow, hook(pipeline_id=11, status=status))).announced is announced
+    assert len(await outbox(uow, "pipeline.succeeded")) == 1
