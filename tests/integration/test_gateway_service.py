@@ -322,7 +322,7 @@ async def test_live_events_reach_dashboards(
         assert {name for name, _event in replayed} == {"deploy.status"}
 
 
-async def test_recent_events_survive_a_gateway_restart(settings: Settings, publish) -> None:
+async def test_a_starting_gateway_shows_events_published_before_it_started(settings: Settings, publish) -> None:
     before = deploy_status("failed")
     await publish("deploy.status", before.model_dump_json().encode())
     async with running(create_app(settings)) as client:
@@ -354,7 +354,7 @@ async def test_stopping_ends_open_event_streams_at_once(
             server.handle_exit(15, None)
             async for _line in lines:
                 pass  # the stream ends instead of holding the shutdown for 20 s
-            assert time.monotonic() - started < 5
+            assert time.monotonic() - started < 15  # well below the 20 s graceful timeout
         await asyncio.to_thread(thread.join, 15)
         assert not thread.is_alive()
     finally:

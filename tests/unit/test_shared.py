@@ -116,9 +116,17 @@ async def test_undecodable_and_poison_events_go_to_the_dead_letter_topic():
     assert [reason.split(":")[0] for _t, _raw, reason in dlq.records] == ["undecodable", "poison"]
 
 
-async def test_transient_failures_are_retried_and_logged_with_the_event_ids(monkeypatch, capsys):
+@pytest.fixture
+def json_logs():
+    """JSON logging as a service configures it, undone after the test."""
+    yield lambda: configure_logging("testsvc")
+    logging.getLogger().handlers.clear()
+
+
+async def test_transient_failures_are_retried_and_logged_with_the_event_ids(monkeypatch, capsys, json_logs):
     monkeypatch.setattr(bus, "RETRY_DELAYS", (0.0, 0.0))
-    configure_logging("testsvc")
+    monkeypatch.setattr(bus, "OUTAGE_MAX_DELAY", 0.0)
+    json_logs()  # after capsys took stderr over
     dlq, calls = FakeDeadLetters(), []
     event = _event(2)
 
@@ -132,7 +140,6 @@ async def test_transient_failures_are_retried_and_logged_with_the_event_ids(monk
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     retry = next(line for line in lines if line["event"] == "event handling failed, retrying")
     assert (retry["service"], retry["event_id"], retry["correlation_id"]) == ("testsvc", event.id, event.correlation_id)
-    logging.getLogger().handlers.clear()
 
 
 async def test_a_handler_that_keeps_failing_is_dead_lettered(monkeypatch):
