@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -73,21 +74,25 @@ class Stack:
             [sys.executable, "-m", "gantry.cli", "up"], env=self.env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            if "Kafka: embedded broker at " in line:
-                self.bootstrap = line.split("Kafka: embedded broker at ", 1)[1].split()[0]
-            if "Gantry is up" in line:
-                break
-            if time.monotonic() - started > START_TIMEOUT:
-                break
-        if self.process.poll() is not None or not any("Gantry is up" in line for line in self.output):
+        self._up = threading.Event()
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
+        self._up.wait(START_TIMEOUT)  # a silent hang ends here too, not only a printed line
+        if self.process.poll() is not None or not self._up.is_set():
             self.stop()
             raise RuntimeError("gantry up did not come up:\n" + "".join(self.output) + self._logs())
         self.startup_seconds = time.monotonic() - started
         print(f"\ngantry up ({self.kind}) ready in {self.startup_seconds:.1f}s")
         return self
+
+    def _read_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            if "Kafka: embedded broker at " in line:
+                self.bootstrap = line.split("Kafka: embedded broker at ", 1)[1].split()[0]
+            if "Gantry is up" in line:
+                self._up.set()
 
     def __exit__(self, *exc: object) -> None:
         code = self.stop()
@@ -99,11 +104,11 @@ class Stack:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
             try:
-                out, _ = self.process.communicate(timeout=60)
-                self.output.append(out or "")
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.communicate()
+                self.process.wait()
+        self._reader.join(timeout=10)  # the rest of the output, up to the end of the stream
         return self.process.returncode
 
     def _logs(self) -> str:

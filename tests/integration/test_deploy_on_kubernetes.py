@@ -83,7 +83,9 @@ async def test_deploy_canary_promote_abort_rollback_scale(service_settings, publ
 
     api_client = kube_config.new_client_from_config(config_file=str(k8s_control_plane.kubeconfig))
     try:
-        names = [d.metadata.name for d in k8s.AppsV1Api(api_client).list_namespaced_deployment(f"{project}-qa").items]
+        apps = k8s.AppsV1Api(api_client)
+        listed = apps.list_namespaced_deployment(f"{project}-qa", label_selector=f"app=shop-{service}").items
+        names = [d.metadata.name for d in listed]
     finally:
         api_client.close()
     assert names == [f"shop-{service}"], "after promote and abort only the stable Deployment is left"

@@ -64,6 +64,7 @@ async def test_manual_then_auto_deployment_render_manifests(
         await publish(second)
         requested = await reader.wait_for(
             lambda t, v: t == "deploy.requested" and v["data"]["version"] == "1.1.0"
+            and v["data"]["service_id"] == service_id
         )
         assert (requested["data"]["trigger"], requested["data"]["by"]) == ("auto", "auto-deploy")
         assert requested["data"]["replicas"] == 2
