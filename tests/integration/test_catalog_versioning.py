@@ -95,3 +95,37 @@ async def test_poison_event_goes_to_dead_letter_topic(service_settings: Settings
         assert dead["topic"] == "pipeline.succeeded" and dead["reason"].startswith("undecodable")
 
 
+
+
+async def test_the_rest_apis_answer_people_clearly(service_settings: Settings) -> None:
+    async with running(create_catalog(service_settings)) as catalog, \
+            running(create_versioning(service_settings)) as versioning:
+        types = await catalog.get("/service-types", headers=token("shop:project-member"))
+        assert {t["code"] for t in types.json()} == {"python-fastapi", "java-spring", "go-http", "static-web"}
+        body = {"code": "shop", "name": "Shop", "gitlab_group": "acme"}
+        assert (await catalog.post("/projects", json=body, headers=token("shop:project-owner"))).status_code == 403
+        assert (await catalog.post("/projects", json=body, headers=ADMIN)).status_code == 201
+        again = await catalog.post("/projects", json=body, headers=ADMIN)
+        assert again.status_code == 409 and "already exists" in again.json()["detail"]
+        bad = await catalog.post("/projects", json={**body, "code": "Shop!"}, headers=ADMIN)
+        assert bad.status_code == 422 and "project code" in bad.json()["detail"]
+        missing = await catalog.post("/projects", json={"code": "x"}, headers=ADMIN)
+        assert missing.status_code == 422 and "body.name: Field required" in missing.json()["detail"]
+        assert (await catalog.post("/projects", json={**body, "code": "other"}, headers=ADMIN)).status_code == 201
+        seen = await catalog.get("/projects", headers=token("shop:project-member"))
+        assert [p["code"] for p in seen.json()] == ["shop"], "a member sees only their projects"
+        assert len((await catalog.get("/projects", headers=ADMIN)).json()) == 2
+        unknown = await catalog.get("/projects/shop/services/nope", headers=ADMIN)
+        assert unknown.status_code == 404 and "'nope'" in unknown.json()["detail"]
+
+        push = await versioning.post("/webhooks/gitlab", json={"object_kind": "push"},
+                                     headers={"X-Gitlab-Event": "Push Hook"})
+        assert push.status_code == 200 and push.json()["accepted"] is False
+        garbled = await versioning.post("/webhooks/gitlab", content=b"{not json",
+                                        headers={"X-Gitlab-Event": "Pipeline Hook"})
+        assert garbled.status_code == 422 and "not JSON" in garbled.json()["detail"]
+        stranger = await versioning.post("/webhooks/gitlab", json=pipeline_hook("acme/ghost", 1, "success"),
+                                         headers={"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": "x"})
+        assert stranger.status_code == 404 and "acme/ghost" in stranger.json()["detail"]
+        unauthenticated = await versioning.get("/projects/shop/services/web/pipelines")
+        assert unauthenticated.status_code == 401 and "gantry token issue" in unauthenticated.json()["detail"]
