@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,20 @@ class Supervisor:
         for key, value in EMBEDDED_DEFAULTS.items():
             env.setdefault(key, value)
         self.say(f"Kafka: embedded broker at {self.broker.bootstrap} (in memory)")
+
+    def check_ports(self) -> None:
+        """A port already taken would make "ready" answer from someone else's process."""
+        for name in SERVICES:
+            port = self.settings.port(name)
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.settings.host, port))
+                except OSError as exc:
+                    raise RuntimeError(
+                        f"port {port} ({name}) on {self.settings.host} is in use ({exc.strerror}): is another "
+                        "Gantry running? Stop it, or choose other ports with GANTRY_PORT_BASE"
+                    ) from exc
 
     def start_services(self, env: dict[str, str]) -> None:
         for name in SERVICES:
@@ -176,6 +191,7 @@ def run_up(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     env = child_env(settings)
     try:
+        supervisor.check_ports()
         supervisor.start_broker(env)
         create_topics(
             env["GANTRY_KAFKA_BOOTSTRAP"],

@@ -3,6 +3,8 @@ nothing: events in flight reach their consumers before the broker stops, as a re
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,11 @@ async def test_ctrl_c_drains_events_in_flight(tmp_path: Path) -> None:
             releases = (await api.get(f"{base}/releases/qa/versions")).json()
     assert sorted(v["pipeline_id"] for v in versions) == list(PIPELINES)
     assert len(releases) == len(PIPELINES), "every version.created reached release before the broker stopped"
+
+
+def test_a_second_gantry_on_taken_ports_says_so(tmp_path: Path) -> None:
+    with Stack(tmp_path / "first") as first:
+        second = subprocess.run([sys.executable, "-m", "gantry.cli", "up"], capture_output=True, text=True,
+                                timeout=60, env={**first.env, "GANTRY_HOME": str(tmp_path / "second")})
+    assert second.returncode == 1
+    assert f"port {first.port_base} (gateway)" in second.stderr and "GANTRY_PORT_BASE" in second.stderr
