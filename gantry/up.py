@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from gantry.embedded_broker import EmbeddedBroker
-from gantry.processes import log_tail, terminate
+from gantry.processes import die_with_parent, log_tail, terminate
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import consumer_lag, create_topics
 from shared.settings import SERVICES, Settings
@@ -84,6 +84,7 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
+                preexec_fn=die_with_parent,  # and if we are killed outright, they stop too
             )
             log.close()
 
@@ -127,8 +128,8 @@ class Supervisor:
             try:
                 pending, groups = self._in_flight()
                 lag = consumer_lag(self.broker.bootstrap, groups)
-            except (httpx.HTTPError, KeyError, ValueError, OSError) as exc:
-                self.say(f"cannot tell what is in flight ({exc}); stopping")
+            except Exception as exc:  # whatever went wrong, stopping must go on
+                self.say(f"cannot tell what is in flight ({exc!r}); stopping")
                 return
             quiet = quiet + 1 if pending + lag == 0 else 0
             if quiet >= 2:  # twice in a row: nothing was mid-way between two services

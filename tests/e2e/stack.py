@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,13 +23,12 @@ START_TIMEOUT = 180
 
 
 def free_port_range(size: int = len(SERVICES)) -> int:
-    """A base port such that base .. base+size-1 are free on loopback right now."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size > 65000:
-            continue
+    """A base port such that base .. base+size-1 are free on loopback right now.
+
+    Chosen below Linux's ephemeral range (32768+), where the many client connections of a test
+    run take their source ports and could otherwise land on a port picked here."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - size)
         try:
             for port in range(base, base + size):
                 with socket.socket() as sock:
@@ -73,6 +73,7 @@ class Stack:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gantry.cli", "up"], env=self.env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a process group of its own, like a command in a terminal
         )
         self._up = threading.Event()
         self._reader = threading.Thread(target=self._read_output, daemon=True)
@@ -102,7 +103,7 @@ class Stack:
         if self.process is None:
             return None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            os.killpg(self.process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -9,10 +9,8 @@ Every file (certs, keys, etcd data, logs, kubeconfig) lives in one throwaway dir
 from __future__ import annotations
 
 import base64
-import ctypes
 import json
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -23,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gantry.processes import ServerProcess, free_port, log_tail, port_open, terminate
+from gantry.processes import ServerProcess, die_with_parent, free_port, log_tail, port_open, terminate
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "k8s" / "build.sh"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -37,15 +35,6 @@ def control_plane_bin() -> Path:
     """The directory holding the five binaries and kwok's stages, built on first use."""
     result = subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
     return Path(result.stdout.strip().splitlines()[-1])
-
-
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child after fork must not import or load
-
-
-def _die_with_parent() -> None:
-    """Have the kernel SIGTERM the child if pytest is killed before it can run stop()."""
-    PR_SET_PDEATHSIG = 1
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _openssl(*args: str | Path) -> None:
@@ -190,7 +179,7 @@ class ControlPlane(ServerProcess):
     def _spawn(self, name: str, argv: list[str]) -> None:
         with (self.workdir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=self.workdir, preexec_fn=_die_with_parent)
+                                    cwd=self.workdir, preexec_fn=die_with_parent)
         self._procs.append((name, proc))
 
     def _start_etcd(self, bin_dir: Path) -> str:
