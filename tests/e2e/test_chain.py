@@ -90,7 +90,7 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
         assert resource.status_code == 201, resource.text
         first = await until(lambda: api.post("/api/deploy/deployments", json={
             "project": PROJECT, "service": SERVICE, "environment": ENV, "version": v1["name"],
-            "resources": ["shop-db"], "replicas": 2, "strategy": "rolling"}), 202)
+            "resources": ["shop-db"], "replicas": 3, "strategy": "rolling"}), 202)
         assert first.json()["trigger"] == "manual"
         running = f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}"
         assert (await api.put(f"{running}/auto-deploy", json={"enabled": True})).status_code == 200
@@ -123,9 +123,9 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
               f"deploy.requested → {final} {rollout.total_seconds():.3f}s (event times); "
               f"CLI report → deploy.status seen {elapsed:.3f}s")
         assert status["correlation_id"] == hook["correlation_id"], "one correlation id for the whole chain"
-        assert status["data"]["desired"] == 2
+        assert status["data"]["desired"] == 3
         if stack.kubeconfig:
-            assert status["data"]["available"] == 2, "Kubernetes rolled it out: available = desired"
+            assert status["data"]["available"] == 3, "Kubernetes rolled it out: available = desired"
 
         versions = (await api.get(f"/api/versioning/projects/{PROJECT}/services/{SERVICE}/versions")).json()
         assert [v["pipeline_id"] for v in versions].count(202) == 1, "same pipeline twice → one version"
@@ -153,7 +153,7 @@ async def _check_cluster(stack: Stack, version: dict) -> None:
         deployment = k8s.AppsV1Api(api).read_namespaced_deployment("shop-web-service", "staging")
         assert deployment.metadata.labels["version"] == label_value(version["name"])
         assert deployment.spec.template.spec.containers[0].image == version["image"]
-        assert deployment.status.available_replicas == 2
+        assert deployment.status.available_replicas == 3
         assert deployment.metadata.managed_fields[0].manager == "gantry"
     finally:
         api.close()
