@@ -4,7 +4,9 @@ The gateway forwards ``/api/deploy/…`` here; paths start at ``/environments``,
 """
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header
 
 from services.deploy import handlers, queries
 from services.deploy.models import (
@@ -21,9 +23,17 @@ from shared.schemas import Toggle
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["deploy"])
+IdempotencyKey = Annotated[
+    str | None, Header(max_length=200, description="resend-safe: the same key returns the same deployment")
+]
 RESOURCES = "/environments/{environment}/resources"
 SERVICE = "/environments/{environment}/projects/{project}/services/{service}"
 DEPLOY_ADMIN = "deploy-admin"
+
+
+def request_key(user: str, idempotency_key: str | None) -> str | None:
+    """Keys are per user: two people's keys never meet."""
+    return f"{user}:{idempotency_key}" if idempotency_key else None
 
 
 @router.post(RESOURCES, status_code=201, response_model=ResourcePublic)
@@ -44,12 +54,14 @@ async def read_resources(environment: str, user: CurrentUser, runtime: RuntimeDe
 
 @router.post("/deployments", status_code=202, response_model=DeploymentPublic)
 async def create_deployment(
-    data: DeploymentCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+    data: DeploymentCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId,
+    idempotency_key: IdempotencyKey = None,
 ):
     """Deploy a released version; the worker applies it and reports deploy.status."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.request_deployment(
-        data, by=user.user, correlation_id=cid, uow=runtime.uow
+        data, by=user.user, correlation_id=cid, uow=runtime.uow,
+        request_key=request_key(user.user, idempotency_key),
     )
 
 
@@ -67,50 +79,52 @@ async def read_running_state(
 @router.put(f"{SERVICE}/replicas", status_code=202, response_model=DeploymentPublic)
 async def update_replicas(
     environment: str, project: str, service: str, body: ReplicasUpdate,
-    user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId,
+    user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId, idempotency_key: IdempotencyKey = None,
 ):
     """Change the desired pod count (1 or more) of the stable track."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.scale(
         project, service, environment, body.replicas,
-        by=user.user, correlation_id=cid, uow=runtime.uow,
+        by=user.user, correlation_id=cid, uow=runtime.uow, request_key=request_key(user.user, idempotency_key),
     )
 
 
 @router.post(f"{SERVICE}/rollback", status_code=202, response_model=DeploymentPublic)
 async def rollback(
     environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep,
-    cid: CorrelationId, body: RollbackRequest | None = None,
+    cid: CorrelationId, body: RollbackRequest | None = None, idempotency_key: IdempotencyKey = None,
 ):
     """Deploy an earlier version (default: the one deployed before the current one)."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.rollback(
         project, service, environment, body.version if body else None,
-        by=user.user, correlation_id=cid, uow=runtime.uow,
+        by=user.user, correlation_id=cid, uow=runtime.uow, request_key=request_key(user.user, idempotency_key),
     )
 
 
 @router.post(f"{SERVICE}/canary/promote", status_code=202, response_model=DeploymentPublic)
 async def promote_canary(
     environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep,
-    cid: CorrelationId,
+    cid: CorrelationId, idempotency_key: IdempotencyKey = None,
 ):
     """Make the canary's version the stable one and remove the canary track."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.promote_canary(
-        project, service, environment, by=user.user, correlation_id=cid, uow=runtime.uow
+        project, service, environment, by=user.user, correlation_id=cid, uow=runtime.uow,
+        request_key=request_key(user.user, idempotency_key),
     )
 
 
 @router.post(f"{SERVICE}/canary/abort", status_code=202, response_model=DeploymentPublic)
 async def abort_canary(
     environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep,
-    cid: CorrelationId,
+    cid: CorrelationId, idempotency_key: IdempotencyKey = None,
 ):
     """Remove the canary track; the stable version keeps serving."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.abort_canary(
-        project, service, environment, by=user.user, correlation_id=cid, uow=runtime.uow
+        project, service, environment, by=user.user, correlation_id=cid, uow=runtime.uow,
+        request_key=request_key(user.user, idempotency_key),
     )
 
 

@@ -103,13 +103,15 @@ async def _auto_deployment(
 
 
 async def request_deployment(
-    data: DeploymentCreate, *, by: str, correlation_id: str, uow: UnitOfWork
+    data: DeploymentCreate, *, by: str, correlation_id: str, uow: UnitOfWork, request_key: str | None = None
 ) -> Deployment:
     """Deploy a released version (rolling on the stable track, or a canary beside it)."""
     if data.replicas is not None:
         domain.validate_replicas(data.replicas)
     what = f"{domain.subject(data.project, data.service)} to {data.environment}"
     async with uow.begin() as session:
+        if (resent := await _already_made(session, request_key)) is not None:
+            return resent
         release = await lookups.released(
             session, data.project, data.service, data.environment, data.version
         )
@@ -136,7 +138,7 @@ async def request_deployment(
         )
         if track == "stable":  # a canary's resources become "the last choice" only when promoted
             _remember_choice(session, choice, key, names, snapshot)
-        _start(session, deployment)
+        _start(session, deployment, request_key=request_key)
     return deployment
 
 
@@ -154,27 +156,31 @@ def _remember_choice(
 
 async def scale(
     project: str, service: str, environment: str, replicas: int,
-    *, by: str, correlation_id: str, uow: UnitOfWork,
+    *, by: str, correlation_id: str, uow: UnitOfWork, request_key: str | None = None,
 ) -> Deployment:
     """Change the desired pod count of the stable track (same version, same resources)."""
     domain.validate_replicas(replicas)
     async with uow.begin() as session:
+        if (resent := await _already_made(session, request_key)) is not None:
+            return resent
         stable = await lookups.running(session, project, service, environment, "stable")
         deployment = _deployment(
             stable, version=stable.version, image=stable.image, replicas=replicas,
             action="scale", track="stable", resources=stable.resources,
             snapshot=stable.resource_snapshot, by=by, correlation_id=correlation_id,
         )
-        _start(session, deployment)
+        _start(session, deployment, request_key=request_key)
     return deployment
 
 
 async def rollback(
     project: str, service: str, environment: str, version: str | None,
-    *, by: str, correlation_id: str, uow: UnitOfWork,
+    *, by: str, correlation_id: str, uow: UnitOfWork, request_key: str | None = None,
 ) -> Deployment:
     """Deploy an earlier version on the stable track (default: the one before the current)."""
     async with uow.begin() as session:
+        if (resent := await _already_made(session, request_key)) is not None:
+            return resent
         stable = await lookups.running(session, project, service, environment, "stable")
         if version is None:
             history = await lookups.track_history(session, stable.service_id, environment, "stable")
@@ -191,15 +197,18 @@ async def rollback(
             action="rollback", track="stable", resources=stable.resources,
             snapshot=stable.resource_snapshot, by=by, correlation_id=correlation_id,
         )
-        _start(session, deployment)
+        _start(session, deployment, request_key=request_key)
     return deployment
 
 
 async def promote_canary(
-    project: str, service: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork
+    project: str, service: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork,
+    request_key: str | None = None,
 ) -> Deployment:
     """The canary's version becomes the stable one; the canary track is then removed."""
     async with uow.begin() as session:
+        if (resent := await _already_made(session, request_key)) is not None:
+            return resent
         canary = await lookups.running(session, project, service, environment, "canary")
         stable = await lookups.instance(session, canary.service_id, environment, "stable")
         deployment = _deployment(
@@ -211,22 +220,25 @@ async def promote_canary(
         key = (canary.service_id, environment)
         _remember_choice(session, await session.get(ResourceChoice, key), key, canary.resources,
                          canary.resource_snapshot)
-        _start(session, deployment)
+        _start(session, deployment, request_key=request_key)
     return deployment
 
 
 async def abort_canary(
-    project: str, service: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork
+    project: str, service: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork,
+    request_key: str | None = None,
 ) -> Deployment:
     """Remove the canary track; the stable track keeps serving."""
     async with uow.begin() as session:
+        if (resent := await _already_made(session, request_key)) is not None:
+            return resent
         canary = await lookups.running(session, project, service, environment, "canary")
         deployment = _deployment(
             canary, version=canary.version, image=canary.image, replicas=canary.replicas,
             strategy="canary", action="abort", track="canary", resources=canary.resources,
             snapshot=canary.resource_snapshot, by=by, correlation_id=correlation_id,
         )
-        _start(session, deployment)
+        _start(session, deployment, request_key=request_key)
     return deployment
 
 
@@ -285,8 +297,19 @@ def _deployment(
     )
 
 
-def _start(session: AsyncSession, deployment: Deployment, cause: Envelope | None = None) -> None:
+async def _already_made(session: AsyncSession, request_key: str | None) -> Deployment | None:
+    """The deployment a resent request (same user, same Idempotency-Key) made the first time."""
+    if request_key is None:
+        return None
+    rows = await session.exec(select(Deployment).where(Deployment.request_key == request_key))
+    return rows.first()
+
+
+def _start(
+    session: AsyncSession, deployment: Deployment, cause: Envelope | None = None, request_key: str | None = None
+) -> None:
     """Record the deployment and queue its ``deploy.requested`` in the same transaction."""
+    deployment.request_key = request_key
     request = DeployRequested(
         service_id=deployment.service_id, project=deployment.project, service=deployment.service,
         deployment_id=deployment.id, environment=deployment.environment,

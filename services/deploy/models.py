@@ -105,6 +105,8 @@ class Deployment(SQLModel, table=True):
     trigger: str = Field(max_length=16)
     by: str = Field(max_length=128)
     correlation_id: str = Field(max_length=64)
+    # "<user>:<Idempotency-Key>" of the request that made it: a resent request returns this one
+    request_key: str | None = Field(default=None, unique=True, max_length=300)
     state: str = Field(default="requested", max_length=16)
     desired: int = 0
     current: int = 0

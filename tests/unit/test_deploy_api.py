@@ -163,3 +163,28 @@ async def test_service_actions(
         ("deploy", "2.0.0"),
         ("deploy", "1.0.0"),
     ]
+
+
+async def test_a_resent_request_makes_one_deployment(
+    client: httpx.AsyncClient,
+    uow: UnitOfWork,  # noqa: F811
+    cluster: FakeCluster,
+) -> None:
+    """A client that times out and resends (same Idempotency-Key) gets the same deployment back."""
+    await release(uow, "1.0.0")
+    await add_resource(uow, "orders-db", "database", url="postgres://db/orders")
+    body = deployment("1.0.0", resources=["orders-db"], replicas=2)
+    first = await client.post("/deployments", json=body, headers=DEPLOYER | {"Idempotency-Key": "k-1"})
+    again = await client.post("/deployments", json=body, headers=DEPLOYER | {"Idempotency-Key": "k-1"})
+    other = await client.post("/deployments", json=body, headers=DEPLOYER | {"Idempotency-Key": "k-2"})
+    assert first.status_code == again.status_code == other.status_code == 202
+    assert first.json()["id"] == again.json()["id"] != other.json()["id"]
+    await work(uow, cluster)
+    scaled = [await client.put(f"{BASE}/replicas", json={"replicas": 3}, headers=DEPLOYER | {"Idempotency-Key": "s"})
+              for _ in range(2)]
+    assert scaled[0].json()["id"] == scaled[1].json()["id"]
+    history = (await client.get(f"{BASE}/deployments", headers=DEPLOYER)).json()
+    assert [d["action"] for d in history] == ["scale", "deploy", "deploy"]
+    someone_else = await client.post("/deployments", json=body,
+                                     headers=token("deploy-admin", user="eve") | {"Idempotency-Key": "k-1"})
+    assert someone_else.json()["id"] != first.json()["id"], "keys are per user"
