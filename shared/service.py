@@ -46,6 +46,8 @@ class Runtime:
     secret: str
     faust_app: faust.App | None = None
     consumes: list[str] = field(default_factory=list)
+    # what else readyz reports (not part of "ready"): name -> async probe, e.g. the cluster
+    probes: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -197,7 +199,8 @@ def _health_router() -> APIRouter:
         ready = all(checks.values())
         pending = await runtime.relay.pending() if checks["database"] else None
         content = {"ready": ready, "checks": checks, "outbox_pending": pending, "consumes": runtime.consumes,
-                   "group": consumer_group(runtime.name, runtime.settings)}
+                   "group": consumer_group(runtime.name, runtime.settings),
+                   "reachable": {name: await probe() for name, probe in runtime.probes.items()}}
         return JSONResponse(status_code=200 if ready else 503, content=content)
 
     return router

@@ -37,6 +37,7 @@ async def _cluster(runtime: Runtime) -> AsyncIterator[None]:
     driver = build_driver(runtime.settings)
     watcher = worker.RolloutWatcher(runtime.uow, driver)
     runtime.extras["driver"] = driver
+    runtime.probes["cluster"] = driver.reachable
     runtime.extras["rollouts"] = watcher
     await watcher.resume()
     try:

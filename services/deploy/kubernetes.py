@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from kubernetes import config as kube_config
+from kubernetes.client import VersionApi
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
@@ -56,6 +57,16 @@ class KubernetesDriver:
                 field_manager=FIELD_MANAGER,  # no force: another manager's field is a conflict
                 _request_timeout=REQUEST_TIMEOUT,
             )  # fmt: skip
+
+    async def reachable(self) -> bool:
+        """The API server answers (its /version)."""
+        def version() -> bool:
+            VersionApi(self._dynamic().client).get_code(_request_timeout=3)
+            return True
+        try:
+            return await asyncio.to_thread(version)
+        except Exception:  # unreachable, refused, timed out: all mean "not now"
+            return False
 
     async def status(
         self, project: str, service: str, environment: str, namespace: str, track: str = "stable"

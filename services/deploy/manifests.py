@@ -83,6 +83,8 @@ class ClusterDriver(Protocol):
     async def delete(self, project: str, service: str, environment: str, namespace: str,
                      track: str = "stable") -> None: ...
 
+    async def reachable(self) -> bool: ...
+
 
 def env_name(resource: str, key: str) -> str:
     """The variable for ``key`` of ``resource``: ``orders-db``, ``url`` → ``ORDERS_DB_URL``."""
@@ -227,6 +229,13 @@ class RenderedManifestsDriver:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    async def reachable(self) -> bool:
+        """The manifests folder can be written."""
+        def writable() -> bool:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return os.access(self.root, os.W_OK)
+        return await asyncio.to_thread(writable)
 
     def path(self, project: str, service: str, environment: str, namespace: str,
              track: str = "stable") -> Path:

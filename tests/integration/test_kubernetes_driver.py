@@ -143,3 +143,11 @@ async def test_a_field_owned_by_another_manager_is_a_failed_deployment(driver, c
     assert conflict.state == "failed"
     assert "conflict" in conflict.message and "ops-console" in conflict.message
     assert apps.read_namespaced_deployment("shop-web", namespace).spec.replicas == 5, "nothing overwritten"
+
+
+async def test_readyz_tells_whether_the_cluster_answers(driver, k8s_control_plane, tmp_path):
+    """A cluster that stopped answering is reported, not discovered at the next deployment."""
+    assert await driver.reachable() is True
+    config = k8s_control_plane.kubeconfig.read_text().replace(k8s_control_plane.server, "https://127.0.0.1:1")
+    (tmp_path / "gone").write_text(config)
+    assert await KubernetesDriver(str(tmp_path / "gone")).reachable() is False

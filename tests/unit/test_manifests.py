@@ -218,3 +218,7 @@ async def test_concurrent_applies_stay_consistent(tmp_path: Path) -> None:
 def test_environment_must_be_a_safe_folder(tmp_path: Path, environment: str) -> None:
     with pytest.raises(ValueError, match="folder"):
         RenderedManifestsDriver(tmp_path).path("shop", "web", environment, "ns")
+
+
+async def test_the_manifests_folder_is_reachable_when_writable(tmp_path: Path) -> None:
+    assert await RenderedManifestsDriver(tmp_path / "manifests").reachable() is True
