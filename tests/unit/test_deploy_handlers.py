@@ -294,15 +294,20 @@ async def test_an_aborted_canary_is_removed_and_stable_keeps_serving(
         await handlers.abort_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
 
 
-async def test_an_aborted_canary_on_another_database_leaves_the_guard_on_stables_choice(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
-    """"A wrong choice can lose database data": the canary's confirmed database is not stable's."""
+async def canary_on_another_database(uow: UnitOfWork, cluster: FakeCluster) -> None:
+    """Stable 1.0.0 on orders-db; a canary 2.0.0 on other-db, confirmed."""
     await ready(uow, cluster)
     await release(uow, "2.0.0")
     await add_resource(uow, "other-db", "database", url="postgres://db-b/orders")
     await deploy(uow, "2.0.0", strategy="canary", resources=["other-db"], confirm_resource_change=True)
     await work(uow, cluster)
+
+
+async def test_an_aborted_canary_on_another_database_leaves_the_guard_on_stables_choice(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    """"A wrong choice can lose database data": the canary's confirmed database is not stable's."""
+    await canary_on_another_database(uow, cluster)
     await handlers.abort_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
     await work(uow, cluster)
 
@@ -315,11 +320,7 @@ async def test_an_aborted_canary_on_another_database_leaves_the_guard_on_stables
 async def test_a_promoted_canary_makes_its_resources_the_last_choice(
     uow: UnitOfWork, cluster: FakeCluster
 ) -> None:
-    await ready(uow, cluster)
-    await release(uow, "2.0.0")
-    await add_resource(uow, "other-db", "database", url="postgres://db-b/orders")
-    await deploy(uow, "2.0.0", strategy="canary", resources=["other-db"], confirm_resource_change=True)
-    await work(uow, cluster)
+    await canary_on_another_database(uow, cluster)
     await handlers.promote_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
     await work(uow, cluster)
     assert (await deploy(uow, "2.0.0")).resources == ["other-db"]
