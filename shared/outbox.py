@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import delete, func
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,6 +24,7 @@ from shared.events import Envelope, Topic, utcnow
 from shared.logging import get_logger
 
 log = get_logger(__name__)
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -99,9 +101,12 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         batch: int = 200,
         lock_name: str = "outbox",
+        retention: timedelta = timedelta(days=7),
     ) -> None:
         self.sessions = sessions
         self.lock_name = lock_name
+        self.retention = retention
+        self._pruned_at = 0.0
         self.publish = publish
         self.poll_interval = poll_interval
         self.batch = batch
@@ -129,6 +134,8 @@ class OutboxRelay:
             try:
                 while await self.relay_once():
                     pass
+                if time.monotonic() - self._pruned_at > PRUNE_EVERY_SECONDS:
+                    await self.prune()
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -142,6 +149,22 @@ class OutboxRelay:
             except TimeoutError:
                 pass
             self._wake.clear()
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Forget published outbox rows and applied inbox ids older than the retention: Kafka has
+        long dropped what could be redelivered by then. Returns how many rows went."""
+        cutoff = (now or utcnow()) - self.retention
+        async with self.sessions() as session:
+            published = await session.exec(
+                delete(OutboxMessage).where(col(OutboxMessage.published_at) < cutoff)
+            )
+            applied = await session.exec(delete(InboxEntry).where(col(InboxEntry.applied_at) < cutoff))
+            await session.commit()
+        self._pruned_at = time.monotonic()
+        removed = int(published.rowcount or 0) + int(applied.rowcount or 0)
+        if removed:
+            log.info("outbox and inbox pruned", removed=removed, older_than=cutoff.isoformat())
+        return removed
 
     async def pending(self) -> int:
         """Outbox rows not yet published."""

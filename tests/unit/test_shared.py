@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
+from sqlmodel import select
 
 from shared import bus
 from shared.auth import Principal, issue_token, parse_authorization, verify_token, webhook_secret
 from shared.errors import Forbidden, InvalidInput, NotAuthenticated, PoisonEvent
 from shared.events import Envelope, PipelineSucceeded, Topic, new_event
 from shared.logging import configure_logging
-from shared.outbox import OutboxRelay, add_event
+from shared.outbox import InboxEntry, OutboxMessage, OutboxRelay, add_event, claim_inbox
 from shared.settings import Settings
 from tests.support import SECRET
 from tests.unit.conftest import outbox
@@ -187,3 +189,30 @@ async def test_event_data_that_does_not_fit_its_model_is_poison():
 
     await bus.handle_record("pipeline.succeeded", b"k", broken.model_dump_json().encode(), handler, dlq)
     assert dlq.records[0][2].startswith("poison") and "unusable data" in dlq.records[0][2]
+
+
+async def test_published_and_applied_rows_are_pruned_after_the_retention(make_uow):
+    uow = await make_uow("prunetest", [])
+    old, fresh, unpublished = _event(20), _event(21), _event(22)
+    async with uow.begin() as session:
+        for event in (old, fresh, unpublished):
+            add_event(session, Topic.PIPELINE_SUCCEEDED, event, key="s1")
+        for event in (old, fresh):
+            assert await claim_inbox(session, event)
+
+    async def broker(records):
+        pass
+
+    relay = OutboxRelay(uow.sessions, broker, retention=timedelta(days=7))
+    async with uow.begin() as session:  # two were published, one long ago
+        rows = {row.event_id: row for row in (await session.exec(select(OutboxMessage))).all()}
+        rows[old.id].published_at = rows[old.id].created_at - timedelta(days=30)
+        rows[fresh.id].published_at = rows[fresh.id].created_at
+        inbox = await session.get(InboxEntry, old.id)
+        inbox.applied_at -= timedelta(days=30)
+    assert await relay.prune() == 2
+    remaining = {row.event_id for row in await outbox(uow)}
+    assert remaining == {fresh.id, unpublished.id}, "unpublished rows are never pruned"
+    async with uow.sessions() as session:
+        assert await session.get(InboxEntry, old.id) is None and await session.get(InboxEntry, fresh.id)
+
