@@ -92,7 +92,7 @@ def _pipeline_report(args: argparse.Namespace, settings: Settings) -> int:
             "User-Agent": "gantry-cli",
         }
         answer = client.post(f"{gateway}/webhooks/gitlab", json=body, headers=headers)
-    if answer.status_code != 200:
+    if answer.status_code not in (200, 202):  # 202: kept until versioning knows the service
         raise RuntimeError(_detail(answer))
     print(json.dumps({"pipeline_id": body["object_attributes"]["id"], **answer.json()}, indent=2))
     return 0

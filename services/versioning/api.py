@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 
 from services.versioning import handlers
 from services.versioning.models import HookReceipt, PipelinePublic, VersionPublic
@@ -18,6 +18,7 @@ PIPELINE_HOOK = "Pipeline Hook"
 @router.post("/webhooks/gitlab", response_model=HookReceipt)
 async def receive_gitlab_hook(
     request: Request,
+    response: Response,
     runtime: RuntimeDep,
     cid: CorrelationId,
     x_gitlab_event: str | None = Header(default=None),
@@ -32,13 +33,16 @@ async def receive_gitlab_hook(
         body = json.loads(await request.body())
     except ValueError as exc:
         raise InvalidInput(f"the hook body is not JSON: {exc}") from exc
-    return await handlers.receive_pipeline_hook(
+    receipt = await handlers.receive_pipeline_hook(
         body,
         token=x_gitlab_token,
         delivery_id=idempotency_key or x_gitlab_event_uuid or cid,
         uow=runtime.uow,
         secret=runtime.secret,
     )
+    if receipt.parked:
+        response.status_code = 202  # kept until its service is known
+    return receipt
 
 
 @router.get("/projects/{project}/services/{service}/versions", response_model=list[VersionPublic])

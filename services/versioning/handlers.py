@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.versioning import domain
+from services.versioning import domain, parking
 from services.versioning.models import HookReceipt, KnownService, Pipeline, Version
 from shared.auth import webhook_secret
 from shared.errors import NotAuthenticated, NotFound, PoisonEvent
@@ -28,24 +28,30 @@ log = get_logger(__name__)
 SOURCE = "gantry/versioning"
 
 
-async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
+async def on_service_created(envelope: Envelope, *, uow: UnitOfWork, secret: str) -> None:
+    """Learn the service's repository, then apply the hooks that arrived before this did."""
     data: ServiceCreated = envelope.payload(ServiceCreated)
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return
-        session.add(
-            KnownService(
-                service_id=data.service_id,
-                project=data.project,
-                code=data.service,
-                repository_path=data.repository_path,
-                scm_project_id=data.scm_project_id,
-                repository_url=data.repository_url,
-            )
+        service = KnownService(
+            service_id=data.service_id,
+            project=data.project,
+            code=data.service,
+            repository_path=data.repository_path,
+            scm_project_id=data.scm_project_id,
+            repository_url=data.repository_url,
         )
+        session.add(service)
+        await session.flush()
+        for parked in await parking.take(session, data.repository_path, data.scm_project_id):
+            try:
+                await _apply_hook(session, service, parking.hook_of(parked), parked.token, parked.delivery_id, secret)
+            except NotAuthenticated:
+                log.warning("a parked hook had the wrong token and was dropped", repository=data.repository_path)
 
 
-async def _service_for_hook(session: AsyncSession, hook: domain.PipelineHook) -> KnownService:
+async def _service_for_hook(session: AsyncSession, hook: domain.PipelineHook) -> KnownService | None:
     path = hook.project.path_with_namespace
     rows = await session.exec(select(KnownService).where(KnownService.repository_path == path))
     service = rows.first()
@@ -54,11 +60,6 @@ async def _service_for_hook(session: AsyncSession, hook: domain.PipelineHook) ->
             select(KnownService).where(KnownService.scm_project_id == str(hook.project.id))
         )
         service = rows.first()
-    if service is None:
-        raise NotFound(
-            f"no Gantry service has the repository {path!r} (yet: a service is known here a moment "
-            "after catalog announces it); resend the hook from GitLab's webhook page once it is"
-        )
     return service
 
 
@@ -84,28 +85,48 @@ async def _receive(
     attrs = hook.object_attributes
     async with uow.begin() as session:
         service = await _service_for_hook(session, hook)
-        expected = webhook_secret(secret, service.service_id)
-        if not token or not hmac.compare_digest(token.encode(), expected.encode()):
-            raise NotAuthenticated(
-                "X-Gitlab-Token does not match this service's webhook secret: "
-                "re-register the hook (its token is derived from the installation secret)"
-            )
-        pipeline = await _record_status(session, service, attrs)
-        if attrs.status != "success" or pipeline.succeeded:
-            detail = f"status {attrs.status} recorded"
-            if pipeline.succeeded and attrs.status == "success":
-                detail = "this pipeline's success was already received: nothing new to do"
-            return HookReceipt(accepted=True, pipeline_id=attrs.id, status=attrs.status, detail=detail)
-        pipeline.succeeded = True
-        session.add(pipeline)
-        event = new_event(
-            Topic.PIPELINE_SUCCEEDED,
-            _succeeded(service, hook),
-            source=SOURCE,
-            subject=f"{service.project}/{service.code}",
-            correlation_id=delivery_id or str(uuid.uuid4()),
+        if service is None:
+            await parking.park(session, hook, token, delivery_id)
+            return HookReceipt(
+                accepted=True, pipeline_id=attrs.id, status=attrs.status, parked=True,
+                detail=f"no service has the repository {hook.project.path_with_namespace!r} yet: the hook "
+                f"is kept for {parking.KEPT_FOR} and applied when its service is announced",
+            )  # fmt: skip
+        return await _apply_hook(session, service, hook, token, delivery_id, secret)
+
+
+async def _apply_hook(
+    session: AsyncSession,
+    service: KnownService,
+    hook: domain.PipelineHook,
+    token: str | None,
+    delivery_id: str | None,
+    secret: str,
+) -> HookReceipt:
+    """Check the hook's token, record the pipeline's status, announce a first success."""
+    attrs = hook.object_attributes
+    expected = webhook_secret(secret, service.service_id)
+    if not token or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise NotAuthenticated(
+            "X-Gitlab-Token does not match this service's webhook secret: "
+            "re-register the hook (its token is derived from the installation secret)"
         )
-        add_event(session, Topic.PIPELINE_SUCCEEDED, event, key=service.service_id)
+    pipeline = await _record_status(session, service, attrs)
+    if attrs.status != "success" or pipeline.succeeded:
+        detail = f"status {attrs.status} recorded"
+        if pipeline.succeeded and attrs.status == "success":
+            detail = "this pipeline's success was already received: nothing new to do"
+        return HookReceipt(accepted=True, pipeline_id=attrs.id, status=attrs.status, detail=detail)
+    pipeline.succeeded = True
+    session.add(pipeline)
+    event = new_event(
+        Topic.PIPELINE_SUCCEEDED,
+        _succeeded(service, hook),
+        source=SOURCE,
+        subject=f"{service.project}/{service.code}",
+        correlation_id=delivery_id or str(uuid.uuid4()),
+    )
+    add_event(session, Topic.PIPELINE_SUCCEEDED, event, key=service.service_id)
     log.info("pipeline succeeded", pipeline_id=attrs.id, service=service.code)
     return HookReceipt(
         accepted=True,

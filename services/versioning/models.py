@@ -72,9 +72,23 @@ class VersionPublic(VersionBase):
     created_at: datetime
 
 
+class ParkedHook(SQLModel, table=True):
+    """A hook for a repository not known yet, kept until its service is announced."""
+
+    __tablename__ = "parked_hooks"
+    id: int | None = Field(default=None, primary_key=True)
+    repository_path: str = Field(index=True, max_length=255)
+    scm_project_id: str | None = Field(default=None, index=True, max_length=255)
+    body: str
+    token: str | None = Field(default=None, max_length=255)
+    delivery_id: str | None = Field(default=None, max_length=255)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
 class HookReceipt(SQLModel):
     accepted: bool
     pipeline_id: int | None = None
     status: str | None = None
     announced: bool = False
+    parked: bool = False
     detail: str

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from services.versioning import domain, handlers
-from services.versioning.models import KnownService, Pipeline, Version
+from services.versioning.models import KnownService, ParkedHook, Pipeline, Version
 from shared.auth import webhook_secret
-from shared.errors import InvalidInput, NotAuthenticated, NotFound, PoisonEvent
+from shared.errors import InvalidInput, NotAuthenticated, PoisonEvent
 from shared.events import PipelineSucceeded, ServiceCreated, Topic, new_event
 from tests.support import SECRET
 from tests.unit.conftest import outbox
@@ -32,12 +32,17 @@ def hook(pipeline_id=7, status="success", ref="main", tag=False):
 
 @pytest.fixture
 async def uow(make_uow):
-    uow = await make_uow("versioning", [KnownService, Pipeline, Version])
-    created = ServiceCreated(service_id=SERVICE_ID, project="shop", service="web", name="Web", group="g",
-                             type="python-fastapi", repository_url="file:///r", repository_web_url="file:///r",
-                             repository_path="acme/web", scm_project_id="42")
-    await handlers.on_service_created(new_event(Topic.SERVICE_CREATED, created, source="t", subject="shop/web"), uow=uow)
+    uow = await make_uow("versioning", [KnownService, Pipeline, Version, ParkedHook])
+    await announce(uow, SERVICE_ID, "acme/web", "42")
     return uow
+
+
+async def announce(uow, service_id: str, path: str, project_id: str) -> None:
+    created = ServiceCreated(service_id=service_id, project="shop", service=path.split("/")[-1], name="Web",
+                             group="g", type="python-fastapi", repository_url="file:///r",
+                             repository_web_url="file:///r", repository_path=path, scm_project_id=project_id)
+    await handlers.on_service_created(new_event(Topic.SERVICE_CREATED, created, source="t", subject="shop/web"),
+                                      uow=uow, secret=SECRET)
 
 
 async def receive(uow, body, token=TOKEN, delivery="d-1"):
@@ -60,10 +65,6 @@ async def test_only_success_announces_and_only_once(uow):
 async def test_wrong_token_and_unknown_repository(uow):
     with pytest.raises(NotAuthenticated):
         await receive(uow, hook(), token="guess")
-    other = hook()
-    other["project"] = {"id": 9, "path_with_namespace": "acme/other"}
-    with pytest.raises(NotFound):
-        await receive(uow, other)
     with pytest.raises(InvalidInput, match="object_attributes"):
         await receive(uow, {"object_kind": "pipeline", "project": {"path_with_namespace": "acme/web"}})
     too_big = hook(pipeline_id=2**70)
@@ -128,3 +129,29 @@ async def test_a_retried_pipeline_is_announced_once_it_succeeds(uow):
     for status, announced in (("failed", False), ("running", False), ("success", True), ("success", False)):
         assert (await receive(uow, hook(pipeline_id=11, status=status))).announced is announced
     assert len(await outbox(uow, "pipeline.succeeded")) == 1
+
+
+def hook_for(path: str, project_id: int, pipeline_id: int = 1, status: str = "success") -> dict:
+    body = hook(pipeline_id=pipeline_id, status=status)
+    body["project"] = {"id": project_id, "path_with_namespace": path}
+    return body
+
+
+async def test_a_hook_that_overtakes_its_service_is_kept_and_applied_when_it_is_announced(uow):
+    token = webhook_secret(SECRET, "s2")
+    for status, delivery in (("running", "d-run"), ("success", "d-ok")):
+        receipt = await receive(uow, hook_for("acme/api", 77, status=status), token=token, delivery=delivery)
+        assert receipt.parked and not receipt.announced
+    assert await outbox(uow, "pipeline.succeeded") == []
+    await announce(uow, "s2", "acme/api", "77")
+    [row] = await outbox(uow, "pipeline.succeeded")
+    assert json.loads(row.payload)["correlation_id"] == "d-ok" and row.key == "s2"
+    [pipeline] = await handlers.list_pipelines("shop", "api", uow=uow)
+    assert (pipeline.status, pipeline.succeeded) == ("success", True)
+
+
+async def test_a_parked_hook_with_a_wrong_token_is_dropped(uow):
+    assert (await receive(uow, hook_for("acme/api", 77), token="guess")).parked
+    await announce(uow, "s2", "acme/api", "77")
+    assert await outbox(uow, "pipeline.succeeded") == []
+    assert await handlers.list_pipelines("shop", "api", uow=uow) == []
