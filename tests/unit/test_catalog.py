@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from services.catalog import domain, handlers
 from services.catalog.models import Project, ProjectCreate, Service, ServiceCreate
 from services.catalog.scm import (
     GroupNotFound,
+    LocalGitScm,
     Repository,
     RepositoryExists,
     RepoSpec,
@@ -22,20 +24,32 @@ from tests.unit.conftest import outbox
 HOOK_URL = "http://127.0.0.1:8000/webhooks/gitlab"
 
 
-class FakeScm:
-    """Stands in for GitLab / local git: records what it was asked to create."""
+class RecordingScm(LocalGitScm):
+    """The real local-git repository host, remembering what it was asked to create."""
 
-    def __init__(self, error: Exception | None = None) -> None:
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
         self.specs: list[RepoSpec] = []
-        self.error = error
 
     def create_repository(self, spec: RepoSpec) -> Repository:
         self.specs.append(spec)
-        if self.error:
-            raise self.error
-        path = f"{spec.group}/{spec.code.replace(' ', '-')}"
-        return Repository(url=f"file:///repos/{path}.git", web_url=f"file:///repos/{path}.git",
-                          path_with_namespace=path, scm_project_id=path)
+        return super().create_repository(spec)
+
+
+class FailingGitLab:
+    """Stands in for GitLab's refusals (GitLab cannot be reached from here; the GitLab adapter's
+    own mapping of its HTTP answers to these errors is tested in test_scm_gitlab.py)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def create_repository(self, spec: RepoSpec) -> Repository:
+        raise self.error
+
+
+@pytest.fixture
+def scm(tmp_path: Path) -> RecordingScm:
+    return RecordingScm(tmp_path / "repos")
 
 
 @pytest.fixture
@@ -77,10 +91,10 @@ def test_service_group_rules(group, why):
         domain.validate_service_group(group)
 
 
-async def test_create_service_makes_repository_and_announces_it(uow):
-    scm = FakeScm()
+async def test_create_service_makes_repository_and_announces_it(uow, scm):
     service = await create(uow, scm, code="web service")
     assert service.repository_url.endswith("acme/web-service.git")
+    assert (scm.root / "acme" / "web-service.git" / "HEAD").is_file(), "a real bare repository"
     assert service.slug == "web-service"
     spec = scm.specs[0]
     assert (spec.group, spec.type, spec.hook_url) == ("acme", "python-fastapi", HOOK_URL)
@@ -92,60 +106,60 @@ async def test_create_service_makes_repository_and_announces_it(uow):
     assert event["subject"] == "shop/web service"
 
 
-async def test_service_code_unique_per_project(uow):
-    await create(uow, FakeScm())
-    scm = FakeScm()
+async def test_service_code_unique_per_project(uow, scm):
+    await create(uow, scm)
+    scm.specs.clear()
     with pytest.raises(Conflict, match="already used"):
         await create(uow, scm)
     assert scm.specs == [], "no repository is made for a refused service"
 
 
-async def test_derived_name_collision_is_a_clear_conflict(uow):
-    await create(uow, FakeScm(), code="web-api")
+async def test_derived_name_collision_is_a_clear_conflict(uow, scm):
+    await create(uow, scm, code="web-api")
     with pytest.raises(Conflict, match="derives the name 'web-api'"):
-        await create(uow, FakeScm(), code="web api")
+        await create(uow, scm, code="web api")
 
 
-async def test_kubernetes_names_are_unique_across_projects(uow):
+async def test_kubernetes_names_are_unique_across_projects(uow, scm):
     # "shop" + "a-b" and "shop-a" + "b" would both be the workload "shop-a-b" in one namespace
     await handlers.create_project(ProjectCreate(code="shop-a", name="Shop A", gitlab_group="acme-a"), by="root", uow=uow)
-    await create(uow, FakeScm(), code="a-b")
+    await create(uow, scm, code="a-b")
     with pytest.raises(Conflict, match="Kubernetes name 'shop-a-b'.*project 'shop'"):
         await handlers.create_service("shop-a", ServiceCreate(code="b", name="B", group="g", type="go-http"),
-                                      by="a", correlation_id="c", uow=uow, scm=FakeScm(), secret=SECRET,
+                                      by="a", correlation_id="c", uow=uow, scm=scm, secret=SECRET,
                                       hook_url=HOOK_URL)
 
 
-async def test_codes_that_would_clash_with_canary_names_are_refused(uow):
+async def test_codes_that_would_clash_with_canary_names_are_refused(uow, scm):
     with pytest.raises(Conflict, match="keeps for canary"):
-        await create(uow, FakeScm(), code="web-canary")
-    await create(uow, FakeScm(), code="web")
+        await create(uow, scm, code="web-canary")
+    await create(uow, scm, code="web")
     check = await handlers.check_code("shop", "web canary", uow=uow)
     assert check.available is False
 
 
 async def test_repository_errors_map_to_actionable_answers(uow):
     with pytest.raises(Conflict):
-        await create(uow, FakeScm(RepositoryExists("acme/web is taken")))
+        await create(uow, FailingGitLab(RepositoryExists("acme/web is taken")))
     with pytest.raises(InvalidInput, match="group"):
-        await create(uow, FakeScm(GroupNotFound("GitLab group acme not found")))
+        await create(uow, FailingGitLab(GroupNotFound("GitLab group acme not found")))
     with pytest.raises(UpstreamUnavailable):
-        await create(uow, FakeScm(ScmUnavailable("GitLab rejected the token")))
+        await create(uow, FailingGitLab(ScmUnavailable("GitLab rejected the token")))
     assert await handlers.list_services("shop", uow=uow) == []
     assert await outbox(uow) == [], "nothing half-written when the repository host fails"
 
 
-async def test_unknown_type_and_project(uow):
+async def test_unknown_type_and_project(uow, scm):
     with pytest.raises(InvalidInput, match="unknown service type"):
-        await create(uow, FakeScm(), type="cobol")
+        await create(uow, scm, type="cobol")
     with pytest.raises(NotFound, match="create it"):
         await handlers.create_service("nope", ServiceCreate(code="x", name="X", group="g", type="python-fastapi"),
-                                      by="a", correlation_id="c", uow=uow, scm=FakeScm(), secret=SECRET,
+                                      by="a", correlation_id="c", uow=uow, scm=scm, secret=SECRET,
                                       hook_url=HOOK_URL)
 
 
-async def test_check_code(uow):
-    await create(uow, FakeScm())
+async def test_check_code(uow, scm):
+    await create(uow, scm)
     assert (await handlers.check_code("shop", "web", uow=uow)).available is False
     assert (await handlers.check_code("shop", "api", uow=uow)).available is True
     bad = await handlers.check_code("shop", "Web", uow=uow)
