@@ -34,11 +34,7 @@ async def test_deploy_canary_promote_abort_rollback_scale(service_settings, publ
         for version in ("v1", "v2", "v3"):
             await publish(released(service_id, project, service, version, "qa"))
 
-        async def all_released() -> bool:
-            answer = await api.post("/deployments", headers=DEPLOYER, json={
-                "project": project, "service": service, "environment": "qa", "version": "v3", "replicas": 0})
-            return answer.status_code == 422  # known version: only the replica count is refused now
-        await eventually(all_released, timeout=30)
+        await api_ready_for(api, project, service, "v3")  # v1 and v2 came before it, in order
         assert (await api.post("/environments/qa/resources", headers=DEPLOYER, json={
             "name": "cfg", "type": "config", "data": {"LOG_LEVEL": "info"}})).status_code == 201
 
@@ -89,3 +85,52 @@ async def test_deploy_canary_promote_abort_rollback_scale(service_settings, publ
     finally:
         api_client.close()
     assert names == [f"shop-{service}"], "after promote and abort only the stable Deployment is left"
+
+
+async def test_a_restarted_deploy_service_follows_the_rollouts_it_left(service_settings, publish, k8s_control_plane):
+    """A rollout still progressing when the service stops is followed to its end after a restart."""
+    project, service, service_id = f"p{uuid.uuid4().hex[:6]}", "web", uuid.uuid4().hex
+    namespace = f"{project}-qa"
+    api_client = kube_config.new_client_from_config(config_file=str(k8s_control_plane.kubeconfig))
+    core = k8s.CoreV1Api(api_client)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+    core.create_namespaced_resource_quota(namespace, k8s.V1ResourceQuota(  # no pod can start yet
+        metadata=k8s.V1ObjectMeta(name="hold"), spec=k8s.V1ResourceQuotaSpec(hard={"pods": "0"})))
+    state_url = f"/environments/qa/projects/{project}/services/{service}"
+    try:
+        async with running(create_app(service_settings)) as api:
+            await publish(released(service_id, project, service, "v1", "qa"))
+            await api_ready_for(api, project, service)
+            answer = await api.post("/deployments", headers=DEPLOYER, json={
+                "project": project, "service": service, "environment": "qa", "version": "v1",
+                "resources": [], "replicas": 2})
+            assert answer.status_code == 202, answer.text
+
+            async def progressing() -> bool:
+                history = (await api.get(f"{state_url}/deployments", headers=DEPLOYER)).json()
+                return bool(history) and history[0]["state"] == "progressing"
+            await eventually(progressing, timeout=30)
+        core.delete_namespaced_resource_quota("hold", namespace)  # while the service is down
+
+        async with running(create_app(service_settings)) as api:
+            async def finished() -> dict[str, Any] | None:
+                history = (await api.get(f"{state_url}/deployments", headers=DEPLOYER)).json()
+                return history[0] if history[0]["state"] == "succeeded" else None
+            done = await eventually(finished, timeout=60)
+            assert (done["desired"], done["available"]) == (2, 2)
+    finally:
+        api_client.close()
+
+
+async def api_ready_for(api, project: str, service: str, version: str = "v1") -> None:
+    """The released version has reached the deploy service (it learns of it through an event).
+
+    Asked with a resource that does not exist, so the answer is a refusal either way, and nothing
+    is deployed: "not released" until the event has arrived, "unknown resource" after."""
+    async def known() -> bool:
+        probe = await api.post("/deployments", headers=DEPLOYER, json={
+            "project": project, "service": service, "environment": "qa", "version": version,
+            "resources": ["no-such-resource"]})
+        assert probe.status_code in (404, 409, 422), probe.text
+        return "not released" not in probe.text
+    await eventually(known, timeout=30)
