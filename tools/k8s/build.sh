@@ -29,7 +29,11 @@ if ! built; then
   flock 9
   if ! built; then
     staging="$(mktemp -d "$cache/bin.XXXXXX")"
-    trap 'rm -rf "$staging"' EXIT
+    start=$SECONDS
+    # A first build takes about ten minutes: say so, and show it is still going.
+    (while sleep 30; do echo "  still building the control plane: $((SECONDS - start)) s" >&2; done) &
+    ticker=$!
+    trap 'kill "$ticker" 2>/dev/null; rm -rf "$staging"' EXIT
     # Static, stripped, path-free binaries; the upstream release builds are also CGO-free.
     export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=readonly"
     flags=(-trimpath)
@@ -39,8 +43,7 @@ if ! built; then
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ld+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
     done
-    start=$SECONDS
-    echo "building the control plane ($k8s_version) into $cache/bin ..." >&2
+    echo "building the control plane ($k8s_version) into $cache/bin (about 10 minutes the first time) ..." >&2
     (cd "$here" && go build "${flags[@]}" -ldflags "$ld" -o "$staging/" ./cmd/etcd \
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -54,6 +57,7 @@ if ! built; then
       echo "---"
       cat "$kwok_src/kustomize/stage/$stage.yaml"
     done >"$staging/kwok-stages.yaml"
+    kill "$ticker" 2>/dev/null || true
     echo "built in $((SECONDS - start)) s" >&2
     rm -rf "$cache/bin"
     mv "$staging" "$cache/bin"
