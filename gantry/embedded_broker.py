@@ -45,12 +45,13 @@ from shared.kafka_admin import metadata_ready
 
 
 def wait_for_kafka(proc: subprocess.Popen[bytes], bootstrap: str, log_path: Path, timeout: float) -> None:
-    """Return once ``bootstrap`` answers a metadata request; raise with the log tail if
-    ``proc`` exits or ``timeout`` seconds pass first."""
+    """Return once ``bootstrap`` answers a metadata request. If ``proc`` exits or ``timeout``
+    seconds pass first, stop it and raise with the log tail."""
     deadline = time.monotonic() + timeout
     while not (port_open(bootstrap) and metadata_ready(bootstrap)):
         if proc.poll() is not None or time.monotonic() > deadline:
             state = "exited" if proc.poll() is not None else f"not ready after {timeout:.0f}s"
+            terminate(proc)
             raise RuntimeError(f"Kafka broker on {bootstrap} {state}; {log_path}:\n{log_tail(log_path)}")
         time.sleep(0.05)
 
@@ -88,7 +89,6 @@ class EmbeddedBroker(ServerProcess):
         try:
             wait_for_kafka(self._proc, self.bootstrap, self.log_path, timeout)
         except RuntimeError:
-            terminate(self._proc)
             self._proc = None
             raise
 

@@ -111,7 +111,6 @@ class ApacheKafka(ServerProcess):
         try:
             wait_for_kafka(self._proc, self.bootstrap, self.log_path, timeout)
         except RuntimeError:
-            terminate(self._proc)
             self._proc = None
             raise
 
