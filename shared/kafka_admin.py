@@ -59,12 +59,18 @@ async def ready_partitions(bootstrap: str, wanted: list[str]) -> tuple[list[Topi
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         await admin.start()
-        existing = set(await admin.list_topics())
-        # Only existing topics are described: a broker may create the ones it is asked about.
-        present = [topic for topic in wanted if topic in existing]
-        described = await admin.describe_topics(present) if present else []
+        return await _ready_partitions(admin, wanted)
     finally:
         await admin.close()
+
+
+async def _ready_partitions(
+    admin: AIOKafkaAdminClient, wanted: list[str]
+) -> tuple[list[TopicPartition], list[str]]:
+    existing = set(await admin.list_topics())
+    # Only existing topics are described: a broker may create the ones it is asked about.
+    present = [topic for topic in wanted if topic in existing]
+    described = await admin.describe_topics(present) if present else []
     ready = {
         entry["topic"]: sorted(p["partition"] for p in entry["partitions"])
         for entry in described
@@ -73,7 +79,6 @@ async def ready_partitions(bootstrap: str, wanted: list[str]) -> tuple[list[Topi
     }
     partitions = [TopicPartition(t, p) for t in wanted if t in ready for p in ready[t]]
     return partitions, [topic for topic in wanted if topic not in ready]
-
 
 
 def consumer_lag(bootstrap: str, groups: dict[str, list[str]]) -> int:
@@ -89,7 +94,7 @@ async def _consumer_lag(bootstrap: str, groups: dict[str, list[str]]) -> int:
         await reader.start()
         lag = 0
         for group, topics in groups.items():
-            partitions, _missing = await ready_partitions(bootstrap, topics)
+            partitions, _missing = await _ready_partitions(admin, topics)  # the client already open
             if not partitions:
                 continue
             ends = await reader.end_offsets(partitions)
