@@ -5,6 +5,7 @@ import ctypes
 import signal
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -44,6 +45,47 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# A process that dies is started again after 1 s, 2 s, 4 s … at most MAX_RESTART_DELAY_SECONDS;
+# one that dies again after MAX_RESTARTS restarts in a row keeps dying: restarting it only hides why.
+FIRST_RESTART_DELAY_SECONDS = 1.0
+MAX_RESTART_DELAY_SECONDS = 10.0
+MAX_RESTARTS = 5
+# A run that lasted this long was healthy: the next death starts the count of restarts in a row over.
+HEALTHY_RUN_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How soon a process that died is started again, and when to stop trying."""
+
+    first_delay: float = FIRST_RESTART_DELAY_SECONDS
+    max_delay: float = MAX_RESTART_DELAY_SECONDS
+    max_restarts: int = MAX_RESTARTS
+    healthy_run: float = HEALTHY_RUN_SECONDS
+
+    def delay(self, restart: int) -> float:
+        """The wait before the ``restart``-th restart in a row: it doubles each time, up to ``max_delay``."""
+        return float(min(self.first_delay * 2 ** (restart - 1), self.max_delay))
+
+
+@dataclass
+class RestartCount:
+    """The restarts in a row of one process, from the moments it was started and died."""
+
+    policy: RestartPolicy
+    started_at: float
+    in_a_row: int = 0
+
+    def after_death(self, died_at: float) -> int | None:
+        """The number of the restart to make now (1, 2, …), or None when the process keeps dying."""
+        if died_at - self.started_at >= self.policy.healthy_run:
+            self.in_a_row = 0
+        if self.in_a_row >= self.policy.max_restarts:
+            return None
+        self.in_a_row += 1
+        return self.in_a_row
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: the child after fork must not load anything

@@ -1,11 +1,13 @@
 """``gantry up``: the embedded broker (unless a Kafka cluster is configured) and the five services.
 
 Each service runs as its own process (``python -m services.<name>``), logs to
-``<home>/logs/<name>.log``; ``gantry up`` shows their progress until all are ready, then waits.
+``<home>/logs/<name>.log``; ``gantry up`` shows their progress until all are ready, then watches them:
+a service that dies is started again after a growing pause, one that keeps dying stops everything.
 Ctrl-C (or SIGTERM) stops every process it started, services first, then the broker.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -13,13 +15,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
 from gantry.embedded_broker import EmbeddedBroker
-from gantry.processes import die_with_parent, log_tail, terminate
+from gantry.processes import RestartCount, RestartPolicy, die_with_parent, log_tail, terminate
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import consumer_lag, create_topics
 from shared.settings import SERVICES, Settings
@@ -33,14 +37,29 @@ EMBEDDED_DEFAULTS = {
 }
 READY_TIMEOUT_SECONDS = 120
 DRAIN_TIMEOUT_SECONDS = 20
+WATCH_INTERVAL_SECONDS = 0.5
+
+
+class ServiceKeepsDying(RuntimeError):
+    """A service died again after as many restarts in a row as the restart policy allows."""
+
+
+def service_command(name: str) -> list[str]:
+    return [sys.executable, "-m", f"services.{name}"]
 
 
 @dataclass
 class Supervisor:
     settings: Settings
+    command: Callable[[str], list[str]] = field(default=service_command)
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
     started_at: float = field(default_factory=time.monotonic)
+    env: dict[str, str] = field(default_factory=dict)
+    restarts: dict[str, RestartCount] = field(default_factory=dict)
+    down_until: dict[str, float] = field(default_factory=dict)  # died: when its restart is due
+    coming_back: dict[str, int] = field(default_factory=dict)  # restarted, not ready yet: restart number
 
     @property
     def logs(self) -> Path:
@@ -74,21 +93,32 @@ class Supervisor:
                         "Gantry running? Stop it, or choose other ports with GANTRY_PORT_BASE"
                     ) from exc
 
+    def log_path(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
     def start_services(self, env: dict[str, str]) -> None:
+        self.env = env
         for name in SERVICES:
-            log = (self.logs / f"{name}.log").open("ab")
+            self.restarts[name] = RestartCount(self.restart_policy, started_at=time.monotonic())
+            self.spawn(name)
+
+    def spawn(self, name: str) -> None:
+        with self.log_path(name).open("ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                env=env,
+                self.command(name),
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
                 preexec_fn=die_with_parent,  # and if we are killed outright, they stop too
             )
-            log.close()
+        self.restarts[name].started_at = time.monotonic()
 
     def wait_ready(self) -> None:
+        # No restarts here: a service that dies before it was ever ready has nearly always hit a
+        # configuration error (a bad setting, an unreachable database) that a restart would hit again.
+        # Failing at once shows its log while the user is looking, not after half a minute of retries.
         pending = set(SERVICES)
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         with httpx.Client(timeout=2) as client:
@@ -107,14 +137,64 @@ class Supervisor:
         if proc.poll() is not None:
             raise RuntimeError(
                 f"{name} exited with code {proc.returncode}; its log ends with:\n"
-                + log_tail(self.logs / f"{name}.log")
+                + log_tail(self.log_path(name))
             )
 
     def watch(self) -> None:
-        while True:
-            for name in SERVICES:
-                self.check_alive(name)
-            time.sleep(1)
+        """Keep the services running until Ctrl-C; raises ServiceKeepsDying when one keeps dying."""
+        with httpx.Client(timeout=2) as client:
+            while True:
+                self.check_services(client)
+                time.sleep(WATCH_INTERVAL_SECONDS)
+
+    def check_services(self, client: httpx.Client) -> None:
+        """One look at every service: restart those that died once their pause is over, and say
+        when a restarted one is ready again."""
+        for name in SERVICES:
+            if name in self.down_until:
+                if time.monotonic() >= self.down_until[name]:
+                    self.restart(name)
+            elif self.processes[name].poll() is not None:
+                self.schedule_restart(name)
+            elif name in self.coming_back and _ready(client, f"{self.settings.service_url(name)}/readyz"):
+                restart = self.coming_back.pop(name)
+                self.say(f"{name:<10} ready again at {self.settings.service_url(name)} (restart {restart})")
+
+    def schedule_restart(self, name: str) -> None:
+        code, tail = self.processes[name].returncode, log_tail(self.log_path(name))
+        self.coming_back.pop(name, None)
+        restart = self.restarts[name].after_death(time.monotonic())
+        if restart is None:
+            policy = self.restart_policy
+            why = (f"{name} exited with code {code} after {policy.max_restarts} restarts in a row, none of "
+                   f"which ran {policy.healthy_run:g} s: it keeps dying")
+            self.note_in_log(name, f"{why}; gantry up stops")
+            raise ServiceKeepsDying(f"{why}; its log ends with:\n{tail}")
+        delay = self.restart_policy.delay(restart)
+        message = f"{name} exited with code {code}; restarting in {delay:g} s (restart {restart})"
+        self.say(f"{message}; its log ends with:\n{tail}")
+        self.note_in_log(name, message)
+        self.down_until[name] = time.monotonic() + delay
+
+    def restart(self, name: str) -> None:
+        number = self.restarts[name].in_a_row
+        del self.down_until[name]
+        self.note_in_log(name, f"restarted by gantry up (restart {number})")
+        self.spawn(name)
+        self.coming_back[name] = number
+        self.say(f"{name:<10} restarted, pid {self.processes[name].pid} (restart {number})")
+
+    def note_in_log(self, name: str, message: str) -> None:
+        """A line in the service's own log, shaped like its other lines, so whoever reads only that
+        log learns why its process changed."""
+        line = {"event": message, "service": name, "logger": "gantry.up", "level": "warning",
+                "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+        with self.log_path(name).open("a") as log:
+            log.write(json.dumps(line) + "\n")
+
+    def serving(self, name: str) -> bool:
+        """Running and past its start: neither waiting for its restart nor restarted and still starting."""
+        return self.processes[name].poll() is None and name not in self.coming_back
 
     def drain(self) -> None:
         """The embedded broker keeps events in memory only: before stopping it, let the events in
@@ -123,6 +203,10 @@ class Supervisor:
         if self.broker is None or not self.processes:
             return  # a Kafka cluster keeps them; consumers resume where they left off
         terminate(self.processes["gateway"], timeout=15)
+        absent = [name for name in SERVICES if name != "gateway" and not self.serving(name)]
+        if absent:
+            self.say(f"not waiting for {', '.join(absent)} (down or restarting): events not yet consumed there "
+                     "are lost with the embedded broker")
         deadline, quiet = time.monotonic() + DRAIN_TIMEOUT_SECONDS, 0
         while time.monotonic() < deadline:
             try:
@@ -133,7 +217,7 @@ class Supervisor:
                 return
             quiet = quiet + 1 if pending + lag == 0 else 0
             if quiet >= 2:  # twice in a row: nothing was mid-way between two services
-                self.say("drained: every event reached its consumers")
+                self.say(f"drained: every event reached its {'running ' if absent else ''}consumers")
                 return
             if pending + lag:
                 self.say(f"draining: {pending} events to publish, {lag} to consume")
@@ -145,7 +229,7 @@ class Supervisor:
         pending, groups = 0, {}
         with httpx.Client(timeout=5) as client:
             for name in SERVICES:
-                if name == "gateway" or self.processes[name].poll() is not None:
+                if name == "gateway" or not self.serving(name):
                     continue
                 state = client.get(f"{self.settings.service_url(name)}/readyz").json()
                 pending += state["outbox_pending"] or 0
