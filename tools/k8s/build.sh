@@ -33,7 +33,9 @@ if ! built; then
     # A first build takes about ten minutes: say so, and show it is still going.
     (while sleep 30; do echo "  still building the control plane: $((SECONDS - start)) s" >&2; done) &
     ticker=$!
-    trap 'kill "$ticker" 2>/dev/null; rm -rf "$staging"' EXIT
+    # Under set -e a failing command in a trap becomes the script's status: the ticker is
+    # usually gone by now (killed below and reaped), so its kill must not count.
+    trap 'kill "$ticker" 2>/dev/null || true; rm -rf "$staging"' EXIT
     # Static, stripped, path-free binaries; the upstream release builds are also CGO-free.
     export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=readonly"
     flags=(-trimpath)

@@ -11,12 +11,17 @@ cache="${GANTRY_CACHE:-$HOME/.cache/gantry}/kafka-$version"
 
 if [[ ! -f "$cache/libs/.complete" ]]; then
   mkdir -p "$cache"
-  staging="$(mktemp -d "$cache/libs.XXXXXX")"
-  trap 'rm -rf "$staging"' EXIT
-  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DoutputDirectory="$staging" >&2
-  touch "$staging/.complete"
-  rm -rf "$cache/libs"
-  mv "$staging" "$cache/libs"
+  # Two test runs starting together must not fetch twice, nor swap libs/ under a running broker.
+  exec 9>"$cache/.lock"
+  flock 9
+  if [[ ! -f "$cache/libs/.complete" ]]; then
+    staging="$(mktemp -d "$cache/libs.XXXXXX")"
+    trap 'rm -rf "$staging"' EXIT
+    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DoutputDirectory="$staging" >&2
+    touch "$staging/.complete"
+    rm -rf "$cache/libs"
+    mv "$staging" "$cache/libs"
+  fi
 fi
 
 echo "$cache"
