@@ -58,7 +58,8 @@ async def _version(api: httpx.AsyncClient, pipeline_id: int) -> dict | None:
     return found[0] if found else None
 
 
-CHAIN = ("pipeline.succeeded", "version.created", "version.released", "deploy.requested", "deploy.status")
+CHAIN = ("gitlab.hook.received", "pipeline.succeeded", "version.created", "version.released", "deploy.requested",
+         "deploy.status")
 
 
 async def measure(stack: Stack, pipelines: int) -> tuple[list[float], dict[str, list[float]]]:
@@ -70,9 +71,8 @@ async def measure(stack: Stack, pipelines: int) -> tuple[list[float], dict[str, 
         async with TopicReader(stack.bootstrap, *CHAIN) as topics:
             for pipeline_id in range(100, 100 + pipelines):
                 started = time.monotonic()
-                await post_pipeline_hook(api, service, pipeline_id)
-                first = await topics.wait_for(
-                    lambda t, v, p=pipeline_id: t == CHAIN[0] and v["data"]["pipeline_id"] == p)
+                receipt = await post_pipeline_hook(api, service, pipeline_id)
+                first = await topics.wait_for(lambda t, v, e=receipt["event_id"]: t == CHAIN[0] and v["id"] == e)
                 events = [first]
                 for topic in CHAIN[1:]:
                     events.append(await topics.wait_for(

@@ -1,4 +1,4 @@
-"""The ``gantry`` command: ``up``, ``token issue``, ``pipeline report``."""
+"""The ``gantry`` command: ``up``, ``token issue``, ``pipeline report``, ``outbox``."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from shared.auth import issue_token, webhook_secret
 from shared.errors import GantryError
-from shared.settings import Settings
+from shared.settings import SERVICES, Settings
 
 PIPELINE_STATUSES = ("created", "waiting_for_resource", "preparing", "pending", "running",
                      "success", "failed", "canceled", "skipped", "manual", "scheduled")  # fmt: skip
@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     issue.add_argument("--user", required=True)
     issue.add_argument("--role", action="append", required=True, dest="roles",
                        help="org-admin, deploy-admin or <project>:project-owner|source-code-admin|project-member")
-    issue.add_argument("--hours", type=int, default=12, help="validity (default 12)")
+    issue.add_argument("--hours", type=_positive_hours, default=12, help="validity in hours, at least 1 (default 12)")
     issue.set_defaults(run=_token_issue)
     pipeline = commands.add_parser("pipeline", help="CI pipelines").add_subparsers(required=True, metavar="ACTION")
     report = pipeline.add_parser("report", help="post a GitLab-format Pipeline Hook for a service")
@@ -58,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--pipeline-id", type=int, help="report on an existing pipeline (default: a new one)")
     report.add_argument("--gateway", help="Gantry's address (default: the gateway's URL)")
     report.set_defaults(run=_pipeline_report)
+    outbox = commands.add_parser("outbox", help="outbox rows that failed for good (org admins)")
+    outbox_actions = outbox.add_subparsers(required=True, metavar="ACTION")
+    for action, text in (("list", "list every service's dead-lettered rows"),
+                         ("retry", "send a dead-lettered row again, before the rows of its key that wait"),
+                         ("discard", "drop a dead-lettered row for good; the rows of its key go on")):
+        command = outbox_actions.add_parser(action, help=text)
+        if action != "list":
+            command.add_argument("--service", required=True, choices=SERVICES)
+            command.add_argument("row", type=int, help="the row's outbox_id (from `gantry outbox list`)")
+        command.add_argument("--gateway", help="Gantry's address (default: the gateway's URL)")
+        command.set_defaults(run=_outbox, action=action)
     return parser
 
 
@@ -67,8 +78,39 @@ def _up(_args: argparse.Namespace, settings: Settings) -> int:
     return run_up(settings)
 
 
+def _positive_hours(text: str) -> int:
+    try:
+        hours = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of hours") from None
+    if hours < 1:
+        raise argparse.ArgumentTypeError(f"{hours} hours would make a token that is already expired: give 1 or more")
+    return hours
+
+
 def _token_issue(args: argparse.Namespace, settings: Settings) -> int:
     print(issue_token(settings.installation_secret(), args.user, args.roles, args.hours * 3600))
+    return 0
+
+
+def _outbox(args: argparse.Namespace, settings: Settings) -> int:
+    gateway = (args.gateway or settings.gateway_url).rstrip("/")
+    admin = {"Authorization": f"Bearer {issue_token(settings.installation_secret(), 'gantry-cli', ['org-admin'], 300)}"}
+    with httpx.Client(timeout=30, headers=admin) as client:
+        if args.action == "list":
+            found = {}
+            for service in SERVICES:
+                answer = client.get(f"{gateway}/api/{service}/outbox/dead-letters")
+                if answer.status_code != 200:
+                    raise RuntimeError(f"{service}: {_detail(answer)}")
+                found[service] = answer.json()
+            print(json.dumps(found, indent=2))
+            return 0
+        url = f"{gateway}/api/{args.service}/outbox/dead-letters/{args.row}"
+        answer = client.post(f"{url}/retry") if args.action == "retry" else client.delete(url)
+    if answer.status_code != 200:
+        raise RuntimeError(_detail(answer))
+    print(json.dumps(answer.json(), indent=2))
     return 0
 
 
@@ -86,13 +128,13 @@ def _pipeline_report(args: argparse.Namespace, settings: Settings) -> int:
         delivery = str(uuid.uuid4())
         headers = {
             "X-Gitlab-Event": "Pipeline Hook",
-            "X-Gitlab-Token": webhook_secret(secret, service["id"]),
+            "X-Gitlab-Token": webhook_secret(secret, service["scm_project_id"]),
             "X-Gitlab-Event-UUID": delivery,
             "Idempotency-Key": delivery,
             "User-Agent": "gantry-cli",
         }
         answer = client.post(f"{gateway}/webhooks/gitlab", json=body, headers=headers)
-    if answer.status_code not in (200, 202):  # 202: kept until versioning knows the service
+    if answer.status_code != 202:  # 202: checked and queued for versioning
         raise RuntimeError(_detail(answer))
     print(json.dumps({"pipeline_id": body["object_attributes"]["id"], **answer.json()}, indent=2))
     return 0

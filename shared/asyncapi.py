@@ -13,14 +13,17 @@ import yaml
 from shared.events import EVENT_DATA, Envelope, Topic
 
 PRODUCERS = {
-    Topic.SERVICE_CREATED: "catalog",
-    Topic.PIPELINE_SUCCEEDED: "versioning",
-    Topic.VERSION_CREATED: "versioning",
-    Topic.VERSION_RELEASED: "release",
-    Topic.DEPLOY_REQUESTED: "deploy",
-    Topic.DEPLOY_STATUS: "deploy",
-    Topic.ROUTE_CHANGED: "gateway",
+    Topic.HOOK_RECEIVED: "the webhook door (gateway or versioning) as it answers the hook, without an outbox",
+    Topic.SERVICE_CREATED: "catalog through its outbox",
+    Topic.PIPELINE_SUCCEEDED: "versioning through its outbox",
+    Topic.VERSION_CREATED: "versioning through its outbox",
+    Topic.VERSION_RELEASED: "release through its outbox",
+    Topic.DEPLOY_REQUESTED: "deploy through its outbox",
+    Topic.DEPLOY_STATUS: "deploy through its outbox",
+    Topic.ROUTE_CHANGED: "gateway through its outbox",
 }
+
+KEYS = {Topic.HOOK_RECEIVED: "the GitLab project id", Topic.ROUTE_CHANGED: "the route name"}
 
 
 def _message_name(topic: Topic) -> str:
@@ -40,13 +43,13 @@ def build_document() -> dict[str, Any]:
         channel_id = topic.value.replace(".", "_")
         channels[channel_id] = {
             "address": topic.value,
-            "description": f"Key: the service id (route changes: the route name). Poison records go to {topic.dlq}.",
+            "description": f"Key: {KEYS.get(topic, 'the service id')}. Poison records go to {topic.dlq}.",
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
         }
         operations[f"publish_{channel_id}"] = {
             "action": "send",
             "channel": {"$ref": f"#/channels/{channel_id}"},
-            "summary": f"published by {PRODUCERS[topic]} through its outbox",
+            "summary": f"published by {PRODUCERS[topic]}",
         }
     messages = {
         _message_name(topic): {

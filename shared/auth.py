@@ -53,6 +53,8 @@ def validate_role(role: str) -> str:
 def issue_token(secret: str, user: str, roles: list[str], ttl_seconds: int = 12 * 3600) -> str:
     if not user:
         raise InvalidInput("a token needs a user name")
+    if ttl_seconds <= 0:
+        raise InvalidInput(f"a token must be valid for some time, not {ttl_seconds} s: give a positive duration")
     now = int(time.time())
     claims = {
         "iss": ISSUER,
@@ -66,7 +68,7 @@ def issue_token(secret: str, user: str, roles: list[str], ttl_seconds: int = 12 
 
 def verify_token(secret: str, token: str) -> Principal:
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER)
+        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER, options={"require": ["exp", "sub"]})
     except jwt.ExpiredSignatureError as exc:
         raise NotAuthenticated("the token has expired: issue a new one with `gantry token issue`") from exc
     except jwt.InvalidTokenError as exc:
@@ -83,7 +85,9 @@ def parse_authorization(secret: str, header: str | None) -> Principal:
     return verify_token(secret, header.split(" ", 1)[1].strip())
 
 
-def webhook_secret(installation_secret: str, service_id: str) -> str:
-    """Per-service webhook secret: catalog registers it, versioning checks it, nothing carries it."""
-    message = f"gitlab-webhook:{service_id}".encode()
+def webhook_secret(installation_secret: str, scm_project_id: str) -> str:
+    """A repository's webhook secret, from the GitLab project id every hook carries (and which
+    survives renames): catalog registers it, the webhook door checks it before it stores anything,
+    even for a repository whose service is not known yet; no event ever carries it."""
+    message = f"gitlab-webhook:{scm_project_id}".encode()
     return hmac.new(installation_secret.encode(), message, hashlib.sha256).hexdigest()

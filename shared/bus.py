@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 
 import faust
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shared.errors import PoisonEvent
 from shared.events import Envelope, utcnow
 from shared.logging import bind_event, get_logger, unbind_event
-from shared.outbox import decode_envelope
+from shared.outbox import HeldBack, decode_envelope
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -28,6 +28,7 @@ log = get_logger(__name__)
 Handler = Callable[[Envelope], Awaitable[object]]
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 OUTAGE_MAX_DELAY = 30.0
+STOP_TIMEOUT = 5.0
 
 
 def _register_transport() -> None:
@@ -68,31 +69,69 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
 
 
 class Producer:
-    """acks=all, idempotent where the broker supports it; sends a batch and awaits every ack."""
+    """acks=all, idempotent where the broker supports it; sends a batch and awaits every ack.
+
+    A broker that refuses idempotent producers (the embedded one does) is detected at start: the
+    producer warns, says which setting silences the warning, and goes on without idempotence
+    (acks=all still; the consumers' inbox absorbs a duplicate a retry may make)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.require_bootstrap(),
-            acks="all",
-            enable_idempotence=settings.kafka_idempotence,
-            linger_ms=0,
-        )
+        self.settings = settings
+        self.idempotent = settings.kafka_idempotence
+        self._producer = self._make(self.idempotent)
         self.started = False
 
+    def _make(self, idempotent: bool) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.require_bootstrap(),
+            acks="all",
+            enable_idempotence=idempotent,
+            linger_ms=0,
+            max_request_size=self.settings.kafka_max_message_bytes,
+        )
+
     async def start(self) -> None:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            if not self.idempotent or isinstance(exc, KafkaConnectionError):
+                raise
+            await self._producer.stop()
+            log.warning(
+                "the Kafka broker refuses idempotent producers; going on without idempotence "
+                "(set GANTRY_KAFKA_IDEMPOTENCE=false for this broker to start without trying)",
+                bootstrap=self.settings.kafka_bootstrap, error=repr(exc),
+            )
+            self.idempotent = False
+            self._producer = self._make(False)
+            await self._producer.start()
         self.started = True
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        """Flush and close; with the broker gone, give up after ``STOP_TIMEOUT`` seconds (what was
+        not acknowledged is still in the outbox, or was answered 503 at the webhook door)."""
         self.started = False
+        await stop_within(self._producer.stop(), "the producer")
 
-    async def send_batch(self, records: list[tuple[str, str, bytes]]) -> None:
-        futures = [
-            await self._producer.send(topic, value=value, key=key.encode())
-            for topic, key, value in records
-        ]
-        await asyncio.gather(*futures)
+    async def send_batch(self, records: list[tuple[str, str, bytes]]) -> list[BaseException | None]:
+        """Send every record, then wait for each answer: None when acknowledged, else the error.
+        A record the producer refuses before sending (too large, say) holds back the records of
+        its key behind it, so a key's records never overtake one another."""
+        pending: list[asyncio.Future[object] | BaseException] = []
+        refused: set[str] = set()
+        for topic, key, value in records:
+            if key in refused:
+                pending.append(HeldBack(key))
+                continue
+            try:
+                pending.append(await self._producer.send(topic, value=value, key=key.encode()))
+            except KafkaError as exc:
+                pending.append(exc)
+                refused.add(key)
+        return [item if isinstance(item, BaseException) else await _outcome(item) for item in pending]
+
+    async def send_and_wait(self, topic: str, key: str, value: bytes) -> None:
+        await self._producer.send_and_wait(topic, value=value, key=key.encode())
 
     async def dead_letter(self, topic: str, key: bytes | None, raw: bytes | None, reason: str) -> None:
         record = {
@@ -102,6 +141,29 @@ class Producer:
             "value": raw.decode(errors="replace") if raw is not None else None,
         }
         await self._producer.send_and_wait(f"{topic}.dlq", json.dumps(record).encode(), key=key)
+
+
+async def stop_within(closing: Awaitable[object], what: str) -> None:
+    """Close a Kafka client without hanging or failing the shutdown when the broker is gone:
+    give up after ``STOP_TIMEOUT`` seconds. (aiokafka's consumer re-raises the cancellation of its
+    own fetch tasks from ``stop()``; only a cancellation of the caller itself goes on.)"""
+    try:
+        await asyncio.wait_for(closing, STOP_TIMEOUT)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning(f"{what} stopped without the broker")
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning(f"{what} stopped without the broker", error=repr(exc))
+
+
+async def _outcome(future: asyncio.Future[object]) -> BaseException | None:
+    try:
+        await future
+    except KafkaError as exc:
+        return exc
+    return None
 
 
 def subscribe(app: faust.App, topic: str, handler: Handler, producer: Producer, name: str) -> None:

@@ -13,6 +13,12 @@ class GantryError(Exception):
         self.detail = detail
 
 
+class BadRequest(GantryError):
+    """The request cannot be read at all (not JSON, nested too deeply)."""
+
+    status_code = 400
+
+
 class InvalidInput(GantryError):
     status_code = 422
 
@@ -31,6 +37,10 @@ class NotFound(GantryError):
 
 class Conflict(GantryError):
     status_code = 409
+
+
+class TooLarge(GantryError):
+    status_code = 413
 
 
 class UpstreamUnavailable(GantryError):

@@ -17,6 +17,7 @@ from shared.errors import PoisonEvent
 
 
 class Topic(StrEnum):
+    HOOK_RECEIVED = "gitlab.hook.received"
     SERVICE_CREATED = "service.created"
     PIPELINE_SUCCEEDED = "pipeline.succeeded"
     VERSION_CREATED = "version.created"
@@ -65,6 +66,15 @@ class EventData(BaseModel):
     service_id: str
     project: str
     service: str
+
+
+class HookReceived(BaseModel):
+    """A GitLab hook as the front door received it, its token checked; keyed by the GitLab project."""
+
+    scm_project_id: str = Field(max_length=255)
+    event: str = Field(max_length=64)
+    delivery_id: str = Field(max_length=255)
+    hook: dict[str, Any]  # the body as received, free text trimmed (shared.gitlab_hook.bounded)
 
 
 class ServiceCreated(EventData):
@@ -146,6 +156,7 @@ class RouteChanged(BaseModel):
 
 
 EVENT_DATA: dict[str, type[BaseModel]] = {
+    Topic.HOOK_RECEIVED: HookReceived,
     Topic.SERVICE_CREATED: ServiceCreated,
     Topic.PIPELINE_SUCCEEDED: PipelineSucceeded,
     Topic.VERSION_CREATED: VersionCreated,

@@ -14,12 +14,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func
+from aiokafka.errors import (
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+from sqlalchemy import ColumnElement, delete, func
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import UtcDateTime
+from shared.errors import NotFound
 from shared.events import Envelope, Topic, utcnow
 from shared.logging import get_logger
 
@@ -45,7 +52,22 @@ class InboxEntry(SQLModel, table=True):
     applied_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
-OUTBOX_TABLES: tuple[type[SQLModel], ...] = (OutboxMessage, InboxEntry)
+class OutboxDeadLetter(SQLModel, table=True):
+    """An outbox row that failed for a permanent reason, kept with the reason until retried or discarded."""
+
+    __tablename__ = "outbox_dead_letters"
+    outbox_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    event_id: str = Field(max_length=64)
+    topic: str = Field(max_length=128)
+    key: str = Field(index=True, max_length=256)
+    payload: str
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    failed_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    attempts: int
+    reason: str
+
+
+OUTBOX_TABLES: tuple[type[SQLModel], ...] = (OutboxMessage, InboxEntry, OutboxDeadLetter)
 
 
 def add_event(session: AsyncSession, topic: Topic, envelope: Envelope, key: str) -> None:
@@ -86,12 +108,28 @@ class UnitOfWork:
                     listener()
 
 
-# Sends (topic, key, value) records in order and returns once the broker acknowledged all.
-Publish = Callable[[list[tuple[str, str, bytes]]], Awaitable[None]]
+class HeldBack(Exception):
+    """Not sent: an earlier record of the same key was refused, and a key's records keep their order."""
+
+
+# Sends (topic, key, value) records in order and returns, once the broker answered each, what
+# became of each: None when acknowledged, else the error (``HeldBack`` for the records of a key
+# behind one the producer refused before sending).
+Publish = Callable[[list[tuple[str, str, bytes]]], Awaitable[list[BaseException | None]]]
+# Failures that no retry mends: the record is too large for the producer or the broker.
+PERMANENT_FAILURES: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidTopicError,
+)
+MAX_ATTEMPTS = 3  # tries of a permanently failing row before it is dead-lettered
 
 
 class OutboxRelay:
-    """Publishes outbox rows in id order: woken on commit, with a poll as a safety net."""
+    """Publishes outbox rows in id order: woken on commit, with a poll as a safety net.
+
+    A row that fails for a permanent reason is tried ``MAX_ATTEMPTS`` times, then moved to the
+    dead-letter table with the reason: it never blocks the rows behind it. Rows with the same key
+    wait behind it (one service's events stay in order) until an org admin retries or discards it.
+    """
 
     def __init__(
         self,
@@ -112,7 +150,7 @@ class OutboxRelay:
         self.batch = batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.published = 0
+        self._attempts: dict[int, int] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -167,9 +205,15 @@ class OutboxRelay:
         return removed
 
     async def pending(self) -> int:
-        """Outbox rows not yet published."""
+        """Outbox rows waiting to be published (not those held behind a dead-lettered row)."""
         async with self.sessions() as session:
-            query = select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.published_at).is_(None))
+            query = select(func.count()).select_from(OutboxMessage).where(*_unpublished(held=False))
+            return int((await session.exec(query)).one())
+
+    async def held(self) -> int:
+        """Outbox rows waiting behind a dead-lettered row of the same key."""
+        async with self.sessions() as session:
+            query = select(func.count()).select_from(OutboxMessage).where(*_unpublished(held=True))
             return int((await session.exec(query)).one())
 
     async def _exclusive(self, session: AsyncSession) -> bool:
@@ -181,29 +225,100 @@ class OutboxRelay:
         return bool((await session.exec(query)).one())
 
     async def relay_once(self) -> int:
-        """Publish one batch of pending rows; returns how many were published."""
+        """Publish one batch of pending rows; returns how many rows left the outbox (published or
+        dead-lettered). Raises after recording what went out when the broker failed for a while."""
         async with self.sessions() as session:
             if not await self._exclusive(session):
                 return 0  # another instance of this service is relaying this batch
             rows = (
                 await session.exec(
-                    select(OutboxMessage)
-                    .where(col(OutboxMessage.published_at).is_(None))
-                    .order_by(col(OutboxMessage.id))
-                    .limit(self.batch)
+                    select(OutboxMessage).where(*_unpublished(held=False)).order_by(col(OutboxMessage.id)).limit(self.batch)
                 )
             ).all()
             if not rows:
                 return 0
-            await self.publish([(row.topic, row.key, row.payload.encode()) for row in rows])
-            published_at = utcnow()
-            for row in rows:
-                row.published_at = published_at
-                session.add(row)
+            outcomes = await self.publish([(row.topic, row.key, row.payload.encode()) for row in rows])
+            published_at, done, outage = utcnow(), 0, None
+            for row, outcome in zip(rows, outcomes, strict=True):
+                if outage is not None:
+                    break  # what follows an outage goes again, after it: no key overtakes itself
+                if outcome is None:
+                    row.published_at = published_at
+                    session.add(row)
+                    self._attempts.pop(row.id or 0, None)
+                    done += 1
+                elif isinstance(outcome, PERMANENT_FAILURES):
+                    done += await self._failed_for_good(session, row, outcome)
+                elif not isinstance(outcome, HeldBack):
+                    outage = outcome
             await session.commit()
-        self.published += len(rows)
-        log.debug("outbox published", count=len(rows))
-        return len(rows)
+        log.debug("outbox published", count=done)
+        if outage is not None and not done:
+            raise outage
+        return done
+
+    async def _failed_for_good(self, session: AsyncSession, row: OutboxMessage, error: BaseException) -> int:
+        """Count a permanent failure; at ``MAX_ATTEMPTS`` move the row to the dead-letter table."""
+        assert row.id is not None
+        attempts = self._attempts[row.id] = self._attempts.get(row.id, 0) + 1
+        reason = f"{error.__class__.__name__}: {error}"
+        if attempts < MAX_ATTEMPTS:
+            log.warning("outbox row refused, will try again", row_id=row.id, event_id=row.event_id,
+                        topic=row.topic, attempt=attempts, reason=reason)
+            return 0
+        self._attempts.pop(row.id, None)
+        session.add(OutboxDeadLetter(
+            outbox_id=row.id, event_id=row.event_id, topic=row.topic, key=row.key, payload=row.payload,
+            created_at=row.created_at, attempts=attempts, reason=reason[:2000],
+        ))  # fmt: skip
+        await session.delete(row)
+        log.error("outbox row dead-lettered: the rows of its key wait until an org admin retries or "
+                  "discards it (gantry outbox)", row_id=row.id, event_id=row.event_id, topic=row.topic,
+                  key=row.key, reason=reason)
+        return 1
+
+
+def _unpublished(*, held: bool) -> tuple[ColumnElement[bool], ...]:
+    """Unpublished rows whose key is (``held``) or is not behind a dead-lettered row."""
+    behind = col(OutboxMessage.key).in_(select(OutboxDeadLetter.key))
+    return col(OutboxMessage.published_at).is_(None), behind if held else ~behind
+
+
+async def dead_letters(sessions: async_sessionmaker[AsyncSession], limit: int = 100) -> list[OutboxDeadLetter]:
+    """Dead-lettered outbox rows, oldest first."""
+    async with sessions() as session:
+        query = select(OutboxDeadLetter).order_by(col(OutboxDeadLetter.outbox_id)).limit(limit)
+        return list((await session.exec(query)).all())
+
+
+async def retry_dead_letter(uow: UnitOfWork, outbox_id: int) -> OutboxDeadLetter:
+    """Put a dead-lettered row back in the outbox under its own id, so it goes before the rows of
+    its key that waited behind it; the relay tries it again at once."""
+    async with uow.begin() as session:
+        dead = await _dead_letter(session, outbox_id)
+        session.add(OutboxMessage(
+            id=dead.outbox_id, event_id=dead.event_id, topic=dead.topic, key=dead.key,
+            payload=dead.payload, created_at=dead.created_at,
+        ))  # fmt: skip
+        await session.delete(dead)
+        session.info["outbox"] = True
+    return dead
+
+
+async def discard_dead_letter(uow: UnitOfWork, outbox_id: int) -> OutboxDeadLetter:
+    """Drop a dead-lettered row for good; the rows of its key that waited go on."""
+    async with uow.begin() as session:
+        dead = await _dead_letter(session, outbox_id)
+        await session.delete(dead)
+        session.info["outbox"] = True  # wake the relay: the held rows are free now
+    return dead
+
+
+async def _dead_letter(session: AsyncSession, outbox_id: int) -> OutboxDeadLetter:
+    dead = await session.get(OutboxDeadLetter, outbox_id)
+    if dead is None:
+        raise NotFound(f"no dead-lettered outbox row {outbox_id}: list them with `gantry outbox list`")
+    return dead
 
 
 def decode_envelope(raw: bytes | None) -> Envelope:

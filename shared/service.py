@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any
 
 import faust
@@ -28,8 +29,9 @@ from shared.db import create_tables, make_engine, session_factory
 from shared.errors import GantryError
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import create_topics_async
+from shared.limits import BodyLimit
 from shared.logging import configure_logging, get_logger
-from shared.outbox import OUTBOX_TABLES, OutboxRelay, UnitOfWork
+from shared.outbox import OUTBOX_TABLES, OutboxRelay, UnitOfWork, dead_letters
 from shared.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -75,6 +77,7 @@ def create_service_app(
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(IntegrityError, _integrity_error)
     api.middleware("http")(_request_context)
+    api.add_middleware(BodyLimit, limit_for=partial(_body_limit, settings or get_settings()))
     api.include_router(_health_router())
     for router in routers:
         api.include_router(router)
@@ -125,6 +128,12 @@ async def run_service(
         log.info("service started", port=settings.port(name))
         yield runtime
         log.info("service stopping")
+
+
+def _body_limit(settings: Settings, path: str) -> tuple[int, str]:
+    if path == "/webhooks/gitlab":
+        return settings.webhook_max_bytes, "GANTRY_WEBHOOK_MAX_BYTES"
+    return settings.request_max_bytes, "GANTRY_REQUEST_MAX_BYTES"
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -192,18 +201,34 @@ def _health_router() -> APIRouter:
         """Ready when the database answers, the producer is connected and the agents are assigned.
 
         Also says what is still in flight: outbox rows not yet published, and the topics this
-        service consumes with its consumer group, so a supervisor can drain."""
+        service consumes with its consumer group, so a supervisor can drain; and any outbox rows
+        dead-lettered, with their reason and how many rows of their keys wait behind them."""
         checks = {"database": await _database_ok(runtime.engine), "kafka": runtime.producer.started}
         if runtime.faust_app is not None:
             checks["agents"] = bool(runtime.faust_app.consumer.assignment())
         ready = all(checks.values())
-        pending = await runtime.relay.pending() if checks["database"] else None
-        content = {"ready": ready, "checks": checks, "outbox_pending": pending, "consumes": runtime.consumes,
-                   "group": consumer_group(runtime.name, runtime.settings),
+        content = {"ready": ready, "checks": checks, **await _outbox_state(runtime, checks["database"]),
+                   "consumes": runtime.consumes, "group": consumer_group(runtime.name, runtime.settings),
                    "reachable": {name: await probe() for name, probe in runtime.probes.items()}}
         return JSONResponse(status_code=200 if ready else 503, content=content)
 
     return router
+
+
+async def _outbox_state(runtime: Runtime, database_ok: bool) -> dict[str, Any]:
+    """What waits in the outbox: rows to publish, rows dead-lettered (with why) and the rows of
+    their keys held behind them, until an org admin retries or discards them (``gantry outbox``)."""
+    if not database_ok:
+        return {"outbox_pending": None, "outbox_held": None, "outbox_dead_letters": None}
+    dead = await dead_letters(runtime.uow.sessions, limit=20)
+    return {
+        "outbox_pending": await runtime.relay.pending(),
+        "outbox_held": await runtime.relay.held() if dead else 0,
+        "outbox_dead_letters": [
+            {"outbox_id": row.outbox_id, "event_id": row.event_id, "topic": row.topic, "reason": row.reason}
+            for row in dead
+        ],
+    }
 
 
 async def _database_ok(engine: AsyncEngine) -> bool:

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     kafka_rebalance_timeout_ms: int = Field(default=4_000, ge=1_000)
     kafka_group_prefix: str = Field(default="gantry", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    # The producer's max_request_size: keep it at or below the brokers' message.max.bytes
+    # (Kafka's default is 1 MiB + 12 bytes), so what the producer accepts the broker takes.
+    kafka_max_message_bytes: int = Field(default=1_048_576, ge=65_536, le=100 * 1_048_576)
+    # Request bodies: read up to this, refused with 413 past it (checked while reading).
+    request_max_bytes: int = Field(default=1_048_576, ge=1_024, le=100 * 1_048_576)
+    # GitLab's pipeline hooks take a few KiB; GitLab itself sends at most 25 MB.
+    webhook_max_bytes: int = Field(default=4 * 1_048_576, ge=1_024, le=25 * 1_048_576)
     database_url: str | None = None
     gitlab_url: str | None = None
     gitlab_token: str | None = None

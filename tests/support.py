@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
+import uvicorn
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
@@ -95,3 +97,25 @@ class TopicReader:
 
     def of_type(self, topic: str) -> list[dict[str, Any]]:
         return [value for t, _k, value in self.records if t == topic]
+
+
+@asynccontextmanager
+async def serving(
+    api: FastAPI, *sockets: socket.socket, lifespan: Literal["on", "off"] = "on"
+) -> AsyncIterator[None]:
+    """Serve ``api`` with uvicorn on already-bound sockets, in a background task."""
+    server = uvicorn.Server(uvicorn.Config(api, log_config=None, lifespan=lifespan, access_log=False))
+    task = asyncio.create_task(server.serve(sockets=list(sockets)))
+    await eventually(lambda: _started(server, task), timeout=60)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
+    if task.done():
+        task.result()  # surface the start-up error
+        raise AssertionError("the server stopped during start-up")
+    return server.started

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.catalog.api import router
 from services.catalog.models import Project, Service
 from services.catalog.scm import build_scm
+from shared import outbox_api
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
@@ -24,7 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "catalog",
         tables=[Project, Service],
-        routers=[router],
+        routers=[router, outbox_api.router],
         extensions=[_scm],
         settings=settings,
     )

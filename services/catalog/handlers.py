@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -127,7 +128,7 @@ async def create_service(
         name=data.name,
         type=data.type,
         hook_url=hook_url,
-        hook_token=webhook_secret(secret, service_id),
+        hook_token=partial(webhook_secret, secret),
     )
     repository = await _create_repository(scm, spec)
     service = Service.model_validate(

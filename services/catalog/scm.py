@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,7 @@ class RepoSpec:
     name: str
     type: str
     hook_url: str
-    hook_token: str
+    hook_token: Callable[[str], str]  # the hook's secret, from the repository's scm_project_id
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,9 @@ class LocalGitScm:
     def create_repository(self, spec: RepoSpec) -> Repository:
         path, files = _prepare(spec)
         full_path = f"{spec.group}/{path}"
+        # GitLab numbers its projects; a local repository gets an id no other installation shares,
+        # since hooks are keyed and their tokens derived by it.
+        project_id = f"local-{uuid.uuid4().hex}"
         target = self.root.joinpath(*spec.group.split("/"), f"{path}.git")
         if target.exists():
             raise RepositoryExists(_exists_detail(full_path, str(target)))
@@ -193,14 +197,13 @@ class LocalGitScm:
             _git(work, "commit", "-q", "-m", _commit_message(spec))
             _git(Path(tmp), "init", "-q", "--bare", "-b", "main", str(bare))
             _git(work, "push", "-q", str(bare), "main")
-            _write_hook(bare / "hook.json", spec, full_path)
+            _write_hook(bare / "hook.json", spec, full_path, project_id)
             try:
                 os.rename(bare, target)  # atomic: a repository appears whole or not at all
             except OSError as exc:
                 raise RepositoryExists(_exists_detail(full_path, str(target))) from exc
         url = target.resolve().as_uri()
-        return Repository(url=url, web_url=url, path_with_namespace=full_path,
-                          scm_project_id=full_path)
+        return Repository(url=url, web_url=url, path_with_namespace=full_path, scm_project_id=project_id)
 
 
 def _exists_detail(full_path: str, where: str) -> str:
@@ -233,11 +236,11 @@ def _git(cwd: Path, *args: str) -> None:
         raise ScmError(f"git {args[0]} failed: {exc.stderr.strip() or exc}") from exc
 
 
-def _write_hook(path: Path, spec: RepoSpec, full_path: str) -> None:
-    """Record the pipeline webhook (with its per-service secret: owner-only file)."""
-    hook = {"url": spec.hook_url, "token": spec.hook_token, "pipeline_events": True,
+def _write_hook(path: Path, spec: RepoSpec, full_path: str, project_id: str) -> None:
+    """Record the pipeline webhook (with its per-repository secret: owner-only file)."""
+    hook = {"url": spec.hook_url, "token": spec.hook_token(project_id), "pipeline_events": True,
             "push_events": False, "project": spec.project, "service": spec.code,
-            "path_with_namespace": full_path}
+            "path_with_namespace": full_path, "project_id": project_id}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(hook, handle, indent=2, sort_keys=True)
@@ -277,7 +280,7 @@ class GitLabScm:
             {"action": "create", "file_path": p, "content": c} for p, c in files.items()]}
         self._finish("commit the template files", repo, lambda: project.commits.create(commit))
         hook = {"url": spec.hook_url, "pipeline_events": True, "push_events": False,
-                "token": spec.hook_token, "enable_ssl_verification": True}
+                "token": spec.hook_token(repo.scm_project_id), "enable_ssl_verification": True}
         self._finish("register the pipeline webhook", repo, lambda: project.hooks.create(hook))
         return repo
 

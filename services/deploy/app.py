@@ -12,6 +12,7 @@ from services.deploy.api import router
 from services.deploy.kubernetes import KubernetesDriver
 from services.deploy.manifests import ClusterDriver, RenderedManifestsDriver
 from services.deploy.models import DEPLOY_TABLES
+from shared import outbox_api
 from shared.bus import Handler
 from shared.events import Envelope, Topic
 from shared.service import Runtime, create_service_app
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "deploy",
         tables=DEPLOY_TABLES,
-        routers=[router],
+        routers=[router, outbox_api.router],
         subscriptions=_subscriptions,
         extensions=[_cluster],
         settings=settings,

@@ -12,6 +12,7 @@ from services.gateway import handlers, proxy
 from services.gateway.api import events_router, page_router, router
 from services.gateway.events_stream import event_stream
 from services.gateway.models import Route
+from shared import outbox_api, webhook_door
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
@@ -27,6 +28,7 @@ def _front_door_copy() -> APIRouter:
     prefixed = APIRouter(prefix="/api/gateway", include_in_schema=False)
     prefixed.include_router(router)
     prefixed.include_router(events_router)
+    prefixed.include_router(outbox_api.router)
     return prefixed
 
 
@@ -35,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "gateway",
         tables=[Route],
-        routers=[router, events_router, _front_door_copy(), page_router, proxy.router],
+        routers=[router, events_router, outbox_api.router, _front_door_copy(), page_router, webhook_door.router,
+                 proxy.router],
         subscriptions=None,
         extensions=[proxy.http_client, _builtin_routes, event_stream],
         settings=settings,

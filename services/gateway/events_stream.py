@@ -21,6 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from shared.bus import stop_within
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import ready_partitions
 from shared.logging import get_logger
@@ -182,7 +183,7 @@ class EventStream:
             except asyncio.CancelledError:
                 pass
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_within(self._consumer.stop(), "the event stream")
 
     @property
     def clients(self) -> int:

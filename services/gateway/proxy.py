@@ -1,4 +1,5 @@
-"""The front door: forwards ``/api/<service>/…`` and ``/webhooks/gitlab`` to the platform's services.
+"""The front door: forwards ``/api/<service>/…`` to the platform's services (GitLab's webhook is
+taken here too, by ``shared.webhook_door``).
 
 One shared ``httpx.AsyncClient`` (opened with the service, closed on stop) carries every call;
 the upstream answer is streamed back as it arrives, so nothing here holds the event loop.
@@ -58,19 +59,6 @@ async def forward_api(service: str, path: str, request: Request, runtime: Runtim
         request, runtime, service, _raw_rest(request, f"/api/{service}"), extra_headers=(),
         timeout=SLOW_TIMEOUT_SECONDS if slow else TIMEOUT_SECONDS,
     )
-
-
-@router.post("/webhooks/gitlab", include_in_schema=False)
-async def forward_gitlab_webhook(request: Request, runtime: RuntimeDep):
-    """Hand GitLab's hooks to versioning, with every X-Gitlab-* header and the Idempotency-Key."""
-    # The chain's correlation id comes from the hook's own ids when the caller sent none.
-    headers = request.headers
-    if "x-correlation-id" not in headers:
-        chosen = headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid")
-        if chosen:
-            request.state.correlation_id = chosen
-    gitlab = tuple(name for name in headers if name.lower().startswith("x-gitlab-"))
-    return await forward(request, runtime, "versioning", "/webhooks/gitlab", extra_headers=gitlab)
 
 
 async def forward(

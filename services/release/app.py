@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.release import handlers
 from services.release.api import router
 from services.release.models import TABLES
+from shared import outbox_api
 from shared.bus import Handler
 from shared.events import Topic
 from shared.service import Runtime, create_service_app
@@ -26,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "release",
         tables=TABLES,
-        routers=[router],
+        routers=[router, outbox_api.router],
         subscriptions=_subscriptions,
         settings=settings,
     )

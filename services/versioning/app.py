@@ -1,4 +1,4 @@
-"""Versioning's composition root: webhook intake, pipelines and versions."""
+"""Versioning's composition root: hooks from the bus (and its own webhook door), pipelines, versions."""
 from __future__ import annotations
 
 from functools import partial
@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from services.versioning import handlers
 from services.versioning.api import router
 from services.versioning.models import KnownService, ParkedHook, Pipeline, Version
+from shared import outbox_api, webhook_door
 from shared.events import Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
@@ -15,7 +16,8 @@ from shared.settings import Settings
 
 def _subscriptions(runtime: Runtime):  # type: ignore[no-untyped-def]
     return {
-        Topic.SERVICE_CREATED: partial(handlers.on_service_created, uow=runtime.uow, secret=runtime.secret),
+        Topic.HOOK_RECEIVED: partial(handlers.on_hook_received, uow=runtime.uow),
+        Topic.SERVICE_CREATED: partial(handlers.on_service_created, uow=runtime.uow),
         Topic.PIPELINE_SUCCEEDED: partial(
             handlers.on_pipeline_succeeded, uow=runtime.uow, registry=runtime.settings.image_registry
         ),
@@ -26,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "versioning",
         tables=[KnownService, Pipeline, Version, ParkedHook],
-        routers=[router],
+        routers=[router, webhook_door.router, outbox_api.router],
         subscriptions=_subscriptions,
         settings=settings,
     )

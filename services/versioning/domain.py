@@ -1,58 +1,13 @@
-"""Pure rules: reading GitLab's Pipeline Hook and naming versions."""
+"""Pure rules: naming versions and their images (the hook itself: ``shared.gitlab_hook``)."""
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import UTC, datetime
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from shared.errors import InvalidInput
 from shared.naming import slugify
 
 GITLAB_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S %Z", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ")
-
-
-class HookAttributes(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: int = Field(ge=1, le=2**63 - 1)
-    ref: str = Field(min_length=1, max_length=255)
-    tag: bool = False
-    sha: str = Field(min_length=1, max_length=64)
-    status: str = Field(max_length=32)
-    url: str | None = Field(default=None, max_length=2048)
-    stages: list[str] = Field(default_factory=list)
-    finished_at: str | None = None
-
-
-class HookProject(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: int | str | None = None
-    path_with_namespace: str = Field(min_length=1, max_length=255)
-
-
-class HookCommit(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    message: str = ""
-    author: dict[str, Any] = Field(default_factory=dict)
-
-
-class PipelineHook(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    object_kind: str
-    object_attributes: HookAttributes
-    project: HookProject
-    commit: HookCommit | None = None
-
-
-def parse_pipeline_hook(body: Any) -> PipelineHook:
-    try:
-        hook = PipelineHook.model_validate(body)
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        raise InvalidInput(f"not a GitLab Pipeline Hook body: missing or invalid {fields}") from exc
-    if hook.object_kind != "pipeline":
-        raise InvalidInput(f"object_kind is {hook.object_kind!r}; only 'pipeline' hooks are read")
-    return hook
 
 
 def parse_gitlab_time(value: str | None) -> datetime | None:
@@ -70,14 +25,37 @@ def parse_gitlab_time(value: str | None) -> datetime | None:
         return None
 
 
-def version_name(*, ref: str, tag: bool, finished_at: datetime | None, now: datetime) -> str:
-    """The tag for tag pipelines, else ``YYYY.M.D-HHMMSS-<ref-slug>``."""
-    if tag:
+# A version name is also an image tag, so it follows the registries' tag grammar.
+TAG_GRAMMAR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+MAX_NAME = 128
+_NOT_TAG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def tag_name(ref: str) -> str:
+    """A git tag as a registry tag: kept when it already is one (``v1.2.0``), else every run of
+    other characters becomes ``-``, leading ``.``/``-`` go and it is cut to 128 characters
+    (``v1/../../x`` → ``v1-..-..-x``). The version keeps the original ref beside it."""
+    if TAG_GRAMMAR.match(ref):
         return ref
+    name = _NOT_TAG.sub("-", ref).lstrip(".-")[:MAX_NAME]
+    return name or f"tag-{hashlib.sha256(ref.encode()).hexdigest()[:8]}"
+
+
+def version_name(*, ref: str, tag: bool, finished_at: datetime | None, now: datetime) -> str:
+    """The tag for tag pipelines (as a registry tag), else ``YYYY.M.D-HHMMSS-<ref-slug>``."""
+    if tag:
+        return tag_name(ref)
     moment = (finished_at or now).astimezone(UTC)
-    return f"{moment.year}.{moment.month}.{moment.day}-{moment:%H%M%S}-{slugify(ref) or 'ref'}"
+    stamp = f"{moment.year}.{moment.month}.{moment.day}-{moment:%H%M%S}-"
+    return stamp + ((slugify(ref) or "ref")[: MAX_NAME - len(stamp)]).rstrip("-")
+
+
+def with_pipeline(name: str, pipeline_id: int) -> str:
+    """Two pipelines that would take one name are told apart by the pipeline id."""
+    suffix = f".{pipeline_id}"
+    return name[: MAX_NAME - len(suffix)] + suffix
 
 
 def image_reference(registry: str, repository_path: str, *, ref: str, tag: bool, sha: str) -> str:
     """The image the template's CI pushes: tagged with the git tag, else the short sha."""
-    return f"{registry}/{repository_path.lower()}:{ref if tag else sha[:8]}"
+    return f"{registry}/{repository_path.lower()}:{tag_name(ref) if tag else sha[:8]}"

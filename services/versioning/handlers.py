@@ -1,19 +1,18 @@
 """Versioning's use cases: webhook intake, pipelines, versions."""
 from __future__ import annotations
 
-import hmac
 import uuid
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.versioning import domain, parking
-from services.versioning.models import HookReceipt, KnownService, Pipeline, Version
-from shared.auth import webhook_secret
-from shared.errors import NotAuthenticated, NotFound, PoisonEvent
+from services.versioning.models import KnownService, Pipeline, Version
+from shared import gitlab_hook
+from shared.errors import InvalidInput, NotFound, PoisonEvent
 from shared.events import (
     Envelope,
+    HookReceived,
     PipelineSucceeded,
     ServiceCreated,
     Topic,
@@ -28,7 +27,7 @@ log = get_logger(__name__)
 SOURCE = "gantry/versioning"
 
 
-async def on_service_created(envelope: Envelope, *, uow: UnitOfWork, secret: str) -> None:
+async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
     """Learn the service's repository, then apply the hooks that arrived before this did."""
     data: ServiceCreated = envelope.payload(ServiceCreated)
     async with uow.begin() as session:
@@ -44,79 +43,44 @@ async def on_service_created(envelope: Envelope, *, uow: UnitOfWork, secret: str
         )
         session.add(service)
         await session.flush()
-        for parked in await parking.take(session, data.repository_path, data.scm_project_id):
-            try:
-                await _apply_hook(session, service, parking.hook_of(parked), parked.token, parked.delivery_id, secret)
-            except NotAuthenticated:
-                log.warning("a parked hook had the wrong token and was dropped", repository=data.repository_path)
+        for parked in await parking.take(session, data.scm_project_id):
+            await _apply_hook(session, service, parking.hook_of(parked), parked.delivery_id)
 
 
-async def _service_for_hook(session: AsyncSession, hook: domain.PipelineHook) -> KnownService | None:
-    path = hook.project.path_with_namespace
-    rows = await session.exec(select(KnownService).where(KnownService.repository_path == path))
-    service = rows.first()
-    if service is None and hook.project.id is not None:
-        rows = await session.exec(
-            select(KnownService).where(KnownService.scm_project_id == str(hook.project.id))
-        )
-        service = rows.first()
-    return service
-
-
-async def receive_pipeline_hook(
-    body: object,
-    *,
-    token: str | None,
-    delivery_id: str | None,
-    uow: UnitOfWork,
-    secret: str,
-) -> HookReceipt:
-    """Record a pipeline status; announce ``pipeline.succeeded`` once per successful pipeline."""
-    hook = domain.parse_pipeline_hook(body)
+async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
+    """A pipeline hook the front door checked: record the pipeline's status and announce its first
+    success; a hook whose service is not known yet is kept until the service is announced."""
+    data: HookReceived = envelope.payload(HookReceived)
+    if data.event != gitlab_hook.PIPELINE_HOOK:
+        return
     try:
-        return await _receive(hook, token, delivery_id, uow, secret)
-    except IntegrityError:  # the same pipeline's first hook raced another delivery: read it again
-        return await _receive(hook, token, delivery_id, uow, secret)
-
-
-async def _receive(
-    hook: domain.PipelineHook, token: str | None, delivery_id: str | None, uow: UnitOfWork, secret: str
-) -> HookReceipt:
-    attrs = hook.object_attributes
+        hook = gitlab_hook.parse_pipeline_hook(data.hook)
+    except InvalidInput as exc:
+        raise PoisonEvent(f"{envelope.id} is not a pipeline hook: {exc.detail}") from exc
+    if hook.scm_project_id != data.scm_project_id:
+        raise PoisonEvent(f"{envelope.id} names GitLab project {data.scm_project_id}, its hook {hook.scm_project_id}")
     async with uow.begin() as session:
-        service = await _service_for_hook(session, hook)
+        if not await claim_inbox(session, envelope):
+            return
+        # The token was derived from this project id: it alone says whose hook this is.
+        rows = await session.exec(select(KnownService).where(KnownService.scm_project_id == data.scm_project_id))
+        service = rows.first()
         if service is None:
-            await parking.park(session, hook, token, delivery_id)
-            return HookReceipt(
-                accepted=True, pipeline_id=attrs.id, status=attrs.status, parked=True,
-                detail=f"no service has the repository {hook.project.path_with_namespace!r} yet: the hook "
-                f"is kept for {parking.KEPT_FOR} and applied when its service is announced",
-            )  # fmt: skip
-        return await _apply_hook(session, service, hook, token, delivery_id, secret)
+            await parking.park(session, hook, data.delivery_id)
+            log.info("hook kept until its service is announced", scm_project_id=data.scm_project_id,
+                     kept_for=str(parking.KEPT_FOR))
+            return
+        await _apply_hook(session, service, hook, data.delivery_id)
 
 
 async def _apply_hook(
-    session: AsyncSession,
-    service: KnownService,
-    hook: domain.PipelineHook,
-    token: str | None,
-    delivery_id: str | None,
-    secret: str,
-) -> HookReceipt:
-    """Check the hook's token, record the pipeline's status, announce a first success."""
+    session: AsyncSession, service: KnownService, hook: gitlab_hook.PipelineHook, delivery_id: str | None
+) -> None:
+    """Record the pipeline's status; announce its first success (``pipeline.succeeded``)."""
     attrs = hook.object_attributes
-    expected = webhook_secret(secret, service.service_id)
-    if not token or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise NotAuthenticated(
-            "X-Gitlab-Token does not match this service's webhook secret: "
-            "re-register the hook (its token is derived from the installation secret)"
-        )
     pipeline = await _record_status(session, service, attrs)
     if attrs.status != "success" or pipeline.succeeded:
-        detail = f"status {attrs.status} recorded"
-        if pipeline.succeeded and attrs.status == "success":
-            detail = "this pipeline's success was already received: nothing new to do"
-        return HookReceipt(accepted=True, pipeline_id=attrs.id, status=attrs.status, detail=detail)
+        return
     pipeline.succeeded = True
     session.add(pipeline)
     event = new_event(
@@ -128,17 +92,10 @@ async def _apply_hook(
     )
     add_event(session, Topic.PIPELINE_SUCCEEDED, event, key=service.service_id)
     log.info("pipeline succeeded", pipeline_id=attrs.id, service=service.code)
-    return HookReceipt(
-        accepted=True,
-        pipeline_id=attrs.id,
-        status=attrs.status,
-        announced=True,
-        detail="pipeline succeeded: a version will be created",
-    )
 
 
 async def _record_status(
-    session: AsyncSession, service: KnownService, attrs: domain.HookAttributes
+    session: AsyncSession, service: KnownService, attrs: gitlab_hook.HookAttributes
 ) -> Pipeline:
     rows = await session.exec(
         select(Pipeline)
@@ -157,8 +114,8 @@ async def _record_status(
     return pipeline
 
 
-def _succeeded(service: KnownService, hook: domain.PipelineHook) -> PipelineSucceeded:
-    attrs, commit = hook.object_attributes, hook.commit or domain.HookCommit()
+def _succeeded(service: KnownService, hook: gitlab_hook.PipelineHook) -> PipelineSucceeded:
+    attrs, commit = hook.object_attributes, hook.commit or gitlab_hook.HookCommit()
     return PipelineSucceeded(
         service_id=service.service_id,
         project=service.project,
@@ -169,7 +126,7 @@ def _succeeded(service: KnownService, hook: domain.PipelineHook) -> PipelineSucc
         tag=attrs.tag,
         sha=attrs.sha,
         commit_message=commit.message,
-        commit_author=str(commit.author.get("name", "")),
+        commit_author=commit.author_name,
         finished_at=domain.parse_gitlab_time(attrs.finished_at),
     )
 
@@ -193,7 +150,7 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
         version = _new_version(service, data, registry)
         if await _name_taken(session, data.service_id, version.name):
             # two pipelines of one ref finished within the same second: the pipeline id tells them apart
-            version.name = f"{version.name}.{data.pipeline_id}"
+            version.name = domain.with_pipeline(version.name, data.pipeline_id)
         session.add(version)
         created = VersionCreated(
             service_id=data.service_id,

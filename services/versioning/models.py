@@ -80,15 +80,5 @@ class ParkedHook(SQLModel, table=True):
     repository_path: str = Field(index=True, max_length=255)
     scm_project_id: str | None = Field(default=None, index=True, max_length=255)
     body: str
-    token: str | None = Field(default=None, max_length=255)
     delivery_id: str | None = Field(default=None, max_length=255)
     received_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
-
-
-class HookReceipt(SQLModel):
-    accepted: bool
-    pipeline_id: int | None = None
-    status: str | None = None
-    announced: bool = False
-    parked: bool = False
-    detail: str

@@ -153,6 +153,6 @@ async def post_pipeline_hook(api: httpx.AsyncClient, service: dict[str, Any], pi
                                   "status": "success"},
             "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]}}
     answer = await api.post("/webhooks/gitlab", json=body, headers={
-        "X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["id"])})
+        "X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"])})
     answer.raise_for_status()
     return answer.json()  # type: ignore[no-any-return]

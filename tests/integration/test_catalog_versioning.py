@@ -19,10 +19,10 @@ from tests.support import ADMIN, SECRET, TopicReader, eventually, running, token
 pytestmark = pytest.mark.integration
 
 
-def pipeline_hook(path: str, pipeline_id: int, status: str) -> dict:
+def pipeline_hook(service: dict, pipeline_id: int, status: str) -> dict:
     return {"object_kind": "pipeline",
             "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": "f" * 40, "status": status},
-            "project": {"id": path, "path_with_namespace": path},
+            "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
             "commit": {"message": "Fix", "author": {"name": "Ada"}}}
 
 
@@ -47,31 +47,32 @@ async def test_service_to_version(service_settings: Settings) -> None:
             lambda t, v: t == "service.created" and v["data"]["service_id"] == service["id"])
         assert announced["data"]["repository_path"] == service["repository_path"]
 
-        headers = {"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["id"]),
-                   "Idempotency-Key": "delivery-1"}
-        body = pipeline_hook(service["repository_path"], 5, "running")
+        def headers(delivery: str) -> dict[str, str]:
+            return {"X-Gitlab-Event": "Pipeline Hook", "Idempotency-Key": delivery,
+                    "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"])}
 
-        async def hook_accepted():
-            answer = await versioning.post("/webhooks/gitlab", json=body, headers=headers)
-            return answer.status_code == 200
-        await eventually(hook_accepted, timeout=30)
-        success = pipeline_hook(service["repository_path"], 5, "success")
-        first = await versioning.post("/webhooks/gitlab", json=success, headers=headers)
-        second = await versioning.post("/webhooks/gitlab", json=success, headers=headers)
-        assert first.json()["announced"] and not second.json()["announced"]
+        running_hook = await versioning.post("/webhooks/gitlab", headers=headers("delivery-0"),
+                                             json=pipeline_hook(service, 5, "running"))
+        assert running_hook.status_code == 202, running_hook.text
+        success = pipeline_hook(service, 5, "success")
+        first = await versioning.post("/webhooks/gitlab", json=success, headers=headers("delivery-1"))
+        resent = await versioning.post("/webhooks/gitlab", json=success, headers=headers("delivery-1"))
+        twice = await versioning.post("/webhooks/gitlab", json=success, headers=headers("delivery-2"))
+        assert [a.status_code for a in (first, resent, twice)] == [202, 202, 202]
+        assert first.json()["event_id"] == resent.json()["event_id"] == "delivery-1"
 
         version = await topics.wait_for(
             lambda t, v: t == "version.created" and v["data"]["service_id"] == service["id"])
         assert version["correlation_id"] == "delivery-1"
         assert version["data"]["image"].endswith(":ffffffff")
         # a later pipeline of the same service: its events are ordered after any duplicate of the first
-        later = pipeline_hook(service["repository_path"], 6, "success")
-        assert (await versioning.post("/webhooks/gitlab", json=later, headers=headers)).json()["announced"]
+        later = pipeline_hook(service, 6, "success")
+        assert (await versioning.post("/webhooks/gitlab", json=later, headers=headers("delivery-3"))).status_code == 202
         await topics.wait_for(lambda t, v: t == "version.created" and v["data"]["pipeline_id"] == 6
                               and v["data"]["service_id"] == service["id"])
         created = [v["data"]["pipeline_id"] for v in topics.of_type("version.created")
                    if v["data"]["service_id"] == service["id"]]
-        assert created == [5, 6], "the same pipeline twice → one version"
+        assert created == [5, 6], "the same hook resent, and the same pipeline's success twice → one version"
         listed = await eventually(lambda: _versions(versioning, member))
         assert sorted(v["pipeline_id"] for v in listed) == [5, 6]
 
@@ -121,11 +122,15 @@ async def test_the_rest_apis_answer_people_clearly(service_settings: Settings) -
         push = await versioning.post("/webhooks/gitlab", json={"object_kind": "push"},
                                      headers={"X-Gitlab-Event": "Push Hook"})
         assert push.status_code == 200 and push.json()["accepted"] is False
+        anonymous = await versioning.post("/webhooks/gitlab", content=b"{not json",
+                                          headers={"X-Gitlab-Event": "Pipeline Hook"})
+        assert anonymous.status_code == 401 and "X-Gitlab-Token is missing" in anonymous.json()["detail"]
         garbled = await versioning.post("/webhooks/gitlab", content=b"{not json",
-                                        headers={"X-Gitlab-Event": "Pipeline Hook"})
-        assert garbled.status_code == 422 and "not JSON" in garbled.json()["detail"]
-        stranger = await versioning.post("/webhooks/gitlab", json=pipeline_hook("acme/ghost", 1, "success"),
+                                        headers={"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": "x"})
+        assert garbled.status_code == 400 and "not JSON" in garbled.json()["detail"]
+        ghost = {"scm_project_id": "local-ghost", "repository_path": "acme/ghost"}
+        stranger = await versioning.post("/webhooks/gitlab", json=pipeline_hook(ghost, 1, "success"),
                                          headers={"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": "x"})
-        assert stranger.status_code == 202 and stranger.json()["parked"] and "acme/ghost" in stranger.json()["detail"]
+        assert stranger.status_code == 401 and "GitLab project local-ghost" in stranger.json()["detail"]
         unauthenticated = await versioning.get("/projects/shop/services/web/pipelines")
         assert unauthenticated.status_code == 401 and "gantry token issue" in unauthenticated.json()["detail"]

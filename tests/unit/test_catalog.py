@@ -98,7 +98,7 @@ async def test_create_service_makes_repository_and_announces_it(uow, scm):
     assert service.slug == "web-service"
     spec = scm.specs[0]
     assert (spec.group, spec.type, spec.hook_url) == ("acme", "python-fastapi", HOOK_URL)
-    assert spec.hook_token == webhook_secret(SECRET, service.id)
+    assert spec.hook_token(service.scm_project_id) == webhook_secret(SECRET, service.scm_project_id)
     [row] = await outbox(uow, "service.created")
     event = json.loads(row.payload)
     assert row.key == service.id and event["correlation_id"] == "corr-1"

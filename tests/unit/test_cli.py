@@ -47,7 +47,7 @@ def report_args(**overrides) -> argparse.Namespace:
 
 def test_the_hook_body_has_gitlabs_shape_and_the_repository_head(tmp_path):
     repository = LocalGitScm(tmp_path / "repos").create_repository(RepoSpec(
-        project="shop", group="acme", code="web", name="Web", type="go-http", hook_url="http://x", hook_token="t"))
+        project="shop", group="acme", code="web", name="Web", type="go-http", hook_url="http://x", hook_token=lambda _id: "t"))
     service = {"id": "s1", "code": "web", "scm_project_id": repository.scm_project_id,
                "repository_path": repository.path_with_namespace, "repository_web_url": repository.web_url,
                "repository_url": repository.url}

@@ -36,7 +36,7 @@ PROJECT = {
 }
 SPEC = RepoSpec(project="shop", group="acme/shop", code="web service", name="Web Service",
                 type="python-fastapi", hook_url="https://gantry.example/webhooks/gitlab",
-                hook_token="hook-secret")
+                hook_token=lambda project_id: f"hook-secret-of-{project_id}")
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_creates_project_commits_template_and_registers_hook(
     assert "# Web Service" in by_path["README.md"]["content"]
     hook = body_of(fake, "POST", f"{API}/projects/42/hooks")
     assert hook == {"url": SPEC.hook_url, "pipeline_events": True, "push_events": False,
-                    "token": "hook-secret", "enable_ssl_verification": True}
+                    "token": "hook-secret-of-42", "enable_ssl_verification": True}
 
 
 def test_taken_name_is_repository_exists(scm: GitLabScm, fake: responses.RequestsMock) -> None:

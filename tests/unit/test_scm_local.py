@@ -33,9 +33,9 @@ CONTEXT = {"service_code": "web", "service_name": "Web Shop", "project": "shop",
 def spec(**overrides: str) -> RepoSpec:
     values = {"project": "shop", "group": "acme/shop", "code": "web service",
               "name": "Web Service", "type": "python-fastapi",
-              "hook_url": "http://127.0.0.1:8000/webhooks/gitlab", "hook_token": "s3cret"}
+              "hook_url": "http://127.0.0.1:8000/webhooks/gitlab", }
     values.update(overrides)
-    return RepoSpec(**values)
+    return RepoSpec(**values, hook_token=lambda project_id: f"s3cret-of-{project_id}")
 
 
 def clone(url: str, into: Path) -> Path:
@@ -101,7 +101,7 @@ def test_creates_a_bare_repository_from_the_template(tmp_path: Path) -> None:
     bare = tmp_path / "repos" / "acme" / "shop" / "web-service.git"
     assert git_out(bare, "rev-parse", "--is-bare-repository") == "true"
     assert repo.path_with_namespace == "acme/shop/web-service"
-    assert repo.scm_project_id == "acme/shop/web-service"
+    assert repo.scm_project_id.startswith("local-") and repo.path_with_namespace == "acme/shop/web-service"
     assert repo.url == bare.resolve().as_uri() and repo.url.startswith("file://")
     assert repo.web_url == repo.url
 
@@ -122,7 +122,8 @@ def test_hook_json_records_the_webhook(tmp_path: Path) -> None:
     hook_file = tmp_path / "acme" / "shop" / "web-service.git" / "hook.json"
     hook = json.loads(hook_file.read_text())
     assert hook["url"] == "http://127.0.0.1:8000/webhooks/gitlab"
-    assert hook["token"] == "s3cret"
+    assert hook["project_id"].startswith("local-")
+    assert hook["token"] == f"s3cret-of-{hook['project_id']}", "derived from the repository's scm_project_id"
     assert hook["pipeline_events"] is True and hook["push_events"] is False
     assert hook_file.stat().st_mode & 0o077 == 0  # the secret is readable by its owner only
 

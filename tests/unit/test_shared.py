@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
 
+import jwt
 import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from pydantic import ValidationError
 from sqlmodel import select
 
@@ -14,7 +17,18 @@ from shared.auth import Principal, issue_token, parse_authorization, verify_toke
 from shared.errors import Forbidden, InvalidInput, NotAuthenticated, PoisonEvent
 from shared.events import Envelope, PipelineSucceeded, Topic, new_event
 from shared.logging import configure_logging
-from shared.outbox import InboxEntry, OutboxMessage, OutboxRelay, add_event, claim_inbox
+from shared.outbox import (
+    MAX_ATTEMPTS,
+    HeldBack,
+    InboxEntry,
+    OutboxMessage,
+    OutboxRelay,
+    add_event,
+    claim_inbox,
+    dead_letters,
+    discard_dead_letter,
+    retry_dead_letter,
+)
 from shared.settings import Settings
 from tests.support import SECRET
 from tests.unit.conftest import outbox
@@ -55,14 +69,26 @@ def test_bad_tokens_are_401_with_a_way_out():
         parse_authorization(SECRET, None)
     with pytest.raises(NotAuthenticated, match="not valid"):
         parse_authorization(SECRET, "Bearer " + issue_token("another-secret-of-32-bytes-length!!", "a", []))
+    expired = jwt.encode({"iss": "gantry", "sub": "a", "roles": [], "exp": int(time.time()) - 10}, SECRET,
+                         algorithm="HS256")
     with pytest.raises(NotAuthenticated, match="expired"):
-        verify_token(SECRET, issue_token(SECRET, "a", [], ttl_seconds=-10))
+        verify_token(SECRET, expired)
     with pytest.raises(InvalidInput, match="unknown role"):
         issue_token(SECRET, "a", ["admin"])
 
 
-def test_webhook_secret_is_per_service_and_stable():
-    assert webhook_secret(SECRET, "s1") == webhook_secret(SECRET, "s1") != webhook_secret(SECRET, "s2")
+def test_webhook_secret_is_per_gitlab_project_and_stable():
+    assert webhook_secret(SECRET, "42") == webhook_secret(SECRET, "42") != webhook_secret(SECRET, "43")
+    assert webhook_secret(SECRET, "42") != webhook_secret("another-installation-secret", "42")
+
+
+def test_a_token_without_expiry_is_refused_and_none_is_issued_already_expired():
+    forever = jwt.encode({"iss": "gantry", "sub": "eve", "roles": ["org-admin"]}, SECRET, algorithm="HS256")
+    with pytest.raises(NotAuthenticated, match="exp"):
+        verify_token(SECRET, forever)
+    for hours in (0, -1):
+        with pytest.raises(InvalidInput, match="valid for some time"):
+            issue_token(SECRET, "a", ["org-admin"], ttl_seconds=hours * 3600)
 
 
 def _event(pipeline_id: int) -> Envelope:
@@ -78,19 +104,103 @@ async def test_relay_publishes_in_order_and_keeps_rows_when_the_broker_fails(mak
     sent: list[tuple[str, str, bytes]] = []
 
     async def broker_down(records):
-        raise ConnectionError("broker unreachable")
+        return [KafkaConnectionError("broker unreachable") for _ in records]
 
-    with pytest.raises(ConnectionError):
+    with pytest.raises(KafkaConnectionError):
         await OutboxRelay(uow.sessions, broker_down).relay_once()
     assert all(row.published_at is None for row in await outbox(uow)), "nothing marked published, nothing lost"
 
     async def broker(records):
         sent.extend(records)
+        return [None for _ in records]
 
     assert await OutboxRelay(uow.sessions, broker).relay_once() == 3
     assert [json.loads(value)["data"]["pipeline_id"] for _topic, _key, value in sent] == [1, 2, 3]
     assert {key for _t, key, _v in sent} == {"s1"}
     assert await OutboxRelay(uow.sessions, broker).relay_once() == 0, "published rows are not sent again"
+
+
+async def test_rows_after_an_outage_in_a_batch_are_sent_again_after_it(make_uow):
+    uow = await make_uow("relaytest", [])
+    async with uow.begin() as session:
+        for pipeline_id in (1, 2, 3):
+            add_event(session, Topic.PIPELINE_SUCCEEDED, _event(pipeline_id), key="s1")
+
+    async def second_times_out(records):
+        return [None, KafkaConnectionError("timed out"), None][: len(records)]
+
+    assert await OutboxRelay(uow.sessions, second_times_out).relay_once() == 1
+    unpublished = [json.loads(row.payload)["data"]["pipeline_id"] for row in await outbox(uow) if not row.published_at]
+    assert unpublished == [2, 3], "the row after the failed one is not marked: it goes again, after it"
+
+
+class SizeLimitedBroker:
+    """Answers as ``bus.Producer.send_batch`` does: a record over the limit is refused before it is
+    sent, and holds back the records of its key behind it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sent: list[tuple[str, str, bytes]] = []
+
+    async def __call__(self, records):
+        outcomes, refused = [], set()
+        for record in records:
+            if record[1] in refused:
+                outcomes.append(HeldBack(record[1]))
+            elif len(record[2]) > self.limit:
+                outcomes.append(MessageSizeTooLargeError(f"{len(record[2])} bytes"))
+                refused.add(record[1])
+            else:
+                self.sent.append(record)
+                outcomes.append(None)
+        return outcomes
+
+
+async def _relay_until_quiet(relay: OutboxRelay, rounds: int = MAX_ATTEMPTS + 2) -> None:
+    for _ in range(rounds):
+        await relay.relay_once()
+
+
+async def test_a_row_too_large_is_dead_lettered_and_blocks_only_its_own_key(make_uow):
+    # "nothing stuck behind one bad event": other services' events go on, the key's own wait in order
+    uow = await make_uow("relaytest", [])
+    huge = PipelineSucceeded(service_id="big", project="p", service="s", pipeline_id=1, ref="main", sha="a",
+                             commit_message="x" * 5000)
+    async with uow.begin() as session:
+        add_event(session, Topic.PIPELINE_SUCCEEDED, new_event(Topic.PIPELINE_SUCCEEDED, huge, source="t", subject="p/s"),
+                  key="big")
+        add_event(session, Topic.PIPELINE_SUCCEEDED, _event(2), key="big")
+        add_event(session, Topic.PIPELINE_SUCCEEDED, _event(3), key="other")
+    broker = SizeLimitedBroker(limit=2000)
+    relay = OutboxRelay(uow.sessions, broker)
+    await _relay_until_quiet(relay)
+    assert [(key, json.loads(v)["data"]["pipeline_id"]) for _t, key, v in broker.sent] == [("other", 3)]
+    [dead] = await dead_letters(uow.sessions)
+    assert dead.key == "big" and dead.attempts == MAX_ATTEMPTS and "MessageSizeTooLargeError" in dead.reason
+    assert (await relay.pending(), await relay.held()) == (0, 1), "the key's next row waits behind it"
+
+    await discard_dead_letter(uow, dead.outbox_id)
+    await _relay_until_quiet(relay, rounds=1)
+    assert [json.loads(v)["data"]["pipeline_id"] for _t, _k, v in broker.sent] == [3, 2]
+    assert await dead_letters(uow.sessions) == []
+
+
+async def test_a_retried_dead_letter_goes_before_the_rows_that_waited_behind_it(make_uow):
+    uow = await make_uow("relaytest", [])
+    big = PipelineSucceeded(service_id="s1", project="p", service="s", pipeline_id=1, ref="main", sha="a",
+                            commit_message="x" * 5000)
+    async with uow.begin() as session:
+        add_event(session, Topic.PIPELINE_SUCCEEDED, new_event(Topic.PIPELINE_SUCCEEDED, big, source="t", subject="p/s"),
+                  key="s1")
+        add_event(session, Topic.PIPELINE_SUCCEEDED, _event(2), key="s1")
+    broker = SizeLimitedBroker(limit=2000)
+    await _relay_until_quiet(OutboxRelay(uow.sessions, broker))
+    [dead] = await dead_letters(uow.sessions)
+    broker.limit = 100_000  # the broker's limit was raised: the row now fits
+    await retry_dead_letter(uow, dead.outbox_id)
+    await _relay_until_quiet(OutboxRelay(uow.sessions, broker), rounds=1)
+    assert [json.loads(v)["data"]["pipeline_id"] for _t, _k, v in broker.sent] == [1, 2], "the key's order is kept"
+    assert all(row.published_at for row in await outbox(uow))
 
 
 class FakeDeadLetters:

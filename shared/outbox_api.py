@@ -1,0 +1,58 @@
+"""Every service's dead-lettered outbox rows, for org admins: list, retry, discard.
+
+Through the gateway: ``/api/<service>/outbox/dead-letters``; ``gantry outbox`` calls these.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from shared import outbox
+from shared.logging import get_logger
+from shared.service import CurrentUser, RuntimeDep
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/outbox", tags=["outbox"])
+
+
+class DeadLetterPublic(BaseModel):
+    outbox_id: int
+    event_id: str
+    topic: str
+    key: str
+    payload_bytes: int
+    created_at: datetime
+    failed_at: datetime
+    attempts: int
+    reason: str
+
+    @classmethod
+    def of(cls, row: outbox.OutboxDeadLetter) -> DeadLetterPublic:
+        return cls(payload_bytes=len(row.payload.encode(errors="replace")), **row.model_dump(exclude={"payload"}))
+
+
+@router.get("/dead-letters", response_model=list[DeadLetterPublic])
+async def read_dead_letters(user: CurrentUser, runtime: RuntimeDep):
+    """Outbox rows that failed for a permanent reason, oldest first; the rows of their key wait."""
+    user.require_org()
+    return [DeadLetterPublic.of(row) for row in await outbox.dead_letters(runtime.uow.sessions)]
+
+
+@router.post("/dead-letters/{outbox_id}/retry", response_model=DeadLetterPublic)
+async def retry_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep):
+    """Put the row back in the outbox, before the rows of its key that waited: it is sent again at once."""
+    user.require_org()
+    row = await outbox.retry_dead_letter(runtime.uow, outbox_id)
+    log.warning("dead-lettered outbox row retried", row_id=outbox_id, event_id=row.event_id, by=user.user)
+    return DeadLetterPublic.of(row)
+
+
+@router.delete("/dead-letters/{outbox_id}", response_model=DeadLetterPublic)
+async def discard_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep):
+    """Drop the row for good (its event is never published); the rows of its key go on."""
+    user.require_org()
+    row = await outbox.discard_dead_letter(runtime.uow, outbox_id)
+    log.warning("dead-lettered outbox row discarded", row_id=outbox_id, event_id=row.event_id, by=user.user)
+    return DeadLetterPublic.of(row)

@@ -1,0 +1,131 @@
+"""GitLab's webhook, as the front door takes it: check, queue on the bus, answer 202 at once.
+
+The cheap checks come first: the event kind and the token's presence (nothing read yet), the body's
+size (while it is read, ``shared.limits``), its nesting depth, then the token itself — derived from
+the installation secret and the GitLab project id the hook carries, so it is checked before
+anything is stored, whether or not the repository's service is known yet. A checked hook is
+published as received (free text trimmed) on ``gitlab.hook.received``, keyed by its GitLab project,
+its delivery id as the event id; versioning applies it from there with its inbox. A database outage
+therefore never fails a hook (GitLab does not redeliver one and disables a hook that keeps failing);
+only a broker outage does, with 503 and ``Retry-After``.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import uuid
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from shared import gitlab_hook
+from shared.auth import webhook_secret
+from shared.errors import NotAuthenticated
+from shared.events import Envelope, HookReceived, Topic
+from shared.logging import get_logger
+from shared.service import Runtime, RuntimeDep
+
+log = get_logger(__name__)
+router = APIRouter(tags=["webhooks"])
+HOOK_PATH = "/webhooks/gitlab"
+PUBLISH_TIMEOUT_SECONDS = 5.0  # GitLab gives up on a hook after 10 s
+RETRY_AFTER_SECONDS = 30
+ENVELOPE_ROOM = 8_192  # the envelope's own fields around the hook, with room to spare
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class HookReceipt(BaseModel):
+    accepted: bool
+    pipeline_id: int | None = None
+    status: str | None = None
+    event_id: str | None = None
+    detail: str
+
+
+@router.post(
+    HOOK_PATH,
+    response_model=HookReceipt,
+    status_code=202,
+    responses={
+        200: {"description": "not a Pipeline Hook: acknowledged and ignored"},
+        400: {"description": "not JSON, or nested too deeply"},
+        401: {"description": "X-Gitlab-Token missing or not this repository's"},
+        413: {"description": "the body is larger than GANTRY_WEBHOOK_MAX_BYTES"},
+        422: {"description": "not a Pipeline Hook body"},
+        503: {"description": "the broker cannot take the hook now: GitLab may resend it after Retry-After"},
+    },
+)
+async def receive_gitlab_hook(
+    request: Request,
+    runtime: RuntimeDep,
+    x_gitlab_event: str | None = Header(default=None),
+    x_gitlab_token: str | None = Header(default=None),
+    x_gitlab_event_uuid: str | None = Header(default=None),
+    idempotency_key: str | None = Header(default=None),
+    x_correlation_id: str | None = Header(default=None),
+):
+    """GitLab's webhook: a Pipeline Hook is checked, queued for versioning and answered 202."""
+    if x_gitlab_event != gitlab_hook.PIPELINE_HOOK:
+        return JSONResponse(status_code=200, content=HookReceipt(
+            accepted=False, detail=f"{x_gitlab_event or 'no X-Gitlab-Event'} ignored: only Pipeline Hook is read",
+        ).model_dump())  # fmt: skip
+    if not x_gitlab_token:
+        raise NotAuthenticated("X-Gitlab-Token is missing: GitLab sends the secret token the hook was registered with")
+    document = gitlab_hook.read_json(await request.body())
+    project_id = gitlab_hook.project_id_of(document)
+    expected = webhook_secret(runtime.secret, project_id)
+    if not hmac.compare_digest(x_gitlab_token.encode(), expected.encode()):
+        raise NotAuthenticated(
+            f"X-Gitlab-Token is not the webhook secret of GitLab project {project_id}: re-register the "
+            "hook (its token is derived from the installation secret and the project id)"
+        )
+    hook = gitlab_hook.parse_pipeline_hook(document)
+    queued = gitlab_hook.bounded(document, runtime.settings.kafka_max_message_bytes - ENVELOPE_ROOM)
+    delivery = delivery_id(idempotency_key or x_gitlab_event_uuid)
+    envelope = Envelope(
+        id=delivery,
+        type=Topic.HOOK_RECEIVED.value,
+        source=f"gantry/{runtime.name}",
+        subject=hook.project.path_with_namespace,
+        correlation_id=x_correlation_id or delivery,
+        data=HookReceived(scm_project_id=project_id, event=x_gitlab_event, delivery_id=delivery, hook=queued)
+        .model_dump(mode="json"),
+    )
+    request.state.correlation_id = envelope.correlation_id
+    if not await _publish(runtime, envelope, key=project_id):
+        return JSONResponse(
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            content={"detail": "the event bus cannot take the hook now: it was not kept. Resend it from the "
+                     "hook's settings in GitLab (or `gantry pipeline report`) once Kafka answers"},
+        )
+    attrs = hook.object_attributes
+    log.info("hook queued", event_id=delivery, scm_project_id=project_id, pipeline_id=attrs.id, status=attrs.status)
+    return HookReceipt(
+        accepted=True, pipeline_id=attrs.id, status=attrs.status, event_id=delivery,
+        detail=f"queued: versioning records status {attrs.status!r} of pipeline {attrs.id}"
+        + (" and makes a version of its first success" if attrs.status == "success" else ""),
+    )  # fmt: skip
+
+
+def delivery_id(given: str | None) -> str:
+    """The hook's delivery id (GitLab's Idempotency-Key, the same on every resend, or its event
+    UUID) as the event id; one that does not fit an event id is hashed to a stable UUID."""
+    if not given:
+        return str(uuid.uuid4())
+    return given if _PLAIN_ID.match(given) else str(uuid.uuid5(uuid.NAMESPACE_URL, given))
+
+
+async def _publish(runtime: Runtime, envelope: Envelope, *, key: str) -> bool:
+    value = envelope.model_dump_json().encode()
+    try:
+        await asyncio.wait_for(
+            runtime.producer.send_and_wait(Topic.HOOK_RECEIVED.value, key, value), PUBLISH_TIMEOUT_SECONDS
+        )
+    except (KafkaError, TimeoutError) as exc:
+        log.error("hook refused: the broker did not take it", event_id=envelope.id, error=repr(exc))
+        return False
+    return True
