@@ -34,6 +34,15 @@ def test_token_issue_refuses_an_unknown_role(installation, capsys):
     assert "unknown role 'admin'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("hours", ["0", "-3"])
+def test_token_issue_refuses_a_token_that_is_already_expired(installation, capsys, hours):
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "issue", "--user", "ada", "--role", "org-admin", "--hours", hours])
+    assert exited.value.code == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and "already expired: give 1 or more" in printed.err
+
+
 def test_a_bad_setting_is_named(monkeypatch, capsys):
     monkeypatch.setenv("GANTRY_KAFKA_BOOTSTRAP", "no-port")
     assert main(["token", "issue", "--user", "a", "--role", "org-admin"]) == 2
