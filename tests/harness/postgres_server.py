@@ -1,6 +1,9 @@
 """A throwaway PostgreSQL cluster from Debian's packages, installed with apt when missing.
 
 PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user.
+By default the cluster trades durability for speed; ``durable=True`` runs it with the settings
+production needs, and ``crash()`` then ``start_again()`` recover it on the same data directory.
+
 Installing Debian's ``postgresql`` package also creates its ``main`` cluster (and starts it where a
 service manager runs). That cluster is left alone: the test cluster has its own data directory,
 port and socket directory, so the two never meet.
@@ -24,10 +27,20 @@ SERVER_SETTINGS = """
 listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = '{socket_dir}'
+max_connections = 200
+"""
+# Fast and fragile: a crash may lose commits the clients were told about. Fine for throwaway data.
+FAST_SETTINGS = """
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-max_connections = 200
+"""
+# What production needs: a commit is acknowledged only once its WAL is on disk (synchronous_commit,
+# fsync), and a page torn by a power cut can be rebuilt from the WAL (full_page_writes).
+DURABLE_SETTINGS = """
+fsync = on
+synchronous_commit = on
+full_page_writes = on
 """
 
 
@@ -96,11 +109,12 @@ def _as_postgres(command: list[str]) -> list[str]:
 class LocalPostgres(ServerProcess):
     """PostgreSQL on 127.0.0.1 with trust auth, its data in a throwaway directory."""
 
-    def __init__(self, *, installer: Installer = DEBIAN) -> None:
+    def __init__(self, *, durable: bool = False, installer: Installer = DEBIAN) -> None:
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="gantry-postgres-"))
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "postgres.log"
+        self.durable = durable
         self.installer = installer
         self._bin: Path | None = None
 
@@ -117,6 +131,16 @@ class LocalPostgres(ServerProcess):
         self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-N")
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(SERVER_SETTINGS.format(port=self.port, socket_dir=self.workdir))
+            conf.write(DURABLE_SETTINGS if self.durable else FAST_SETTINGS)
+        self.start_again(timeout)
+
+    def crash(self) -> None:
+        """Stop the server the way a crash would (``pg_ctl stop -m immediate``): no checkpoint,
+        sessions cut off; the next start recovers from the WAL."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+
+    def start_again(self, timeout: float = 60) -> None:
+        """Start the server on its existing data directory and wait until it accepts clients."""
         self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w",
                   "-t", str(int(timeout)), "start")  # fmt: skip
 
