@@ -34,6 +34,7 @@ async def test_two_relays_share_the_outbox_without_publishing_twice(postgres, tm
     async def slow_broker(records):
         await asyncio.sleep(0.05)  # long enough for the other instance to try the same rows
         sent.extend(json.loads(value)["data"]["pipeline_id"] for _t, _k, value in records)
+        return [None for _ in records]  # every record acknowledged
 
     relays = [OutboxRelay(session_factory(engine), slow_broker, batch=10, lock_name="gantry-outbox-relaytest")
               for engine in engines]
