@@ -91,8 +91,7 @@ def calls(path: Path) -> list[str]:
 
 
 def run_script(script: Path, env: dict[str, str], workdir: Path) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of ``bash script``. Output goes to files, not pipes:
-    build.sh's progress ticker leaves a ``sleep`` behind that holds a pipe open for 30 s."""
+    """Exit status, stdout and stderr of ``bash script``, its output in files."""
     out, err = workdir / "stdout", workdir / "stderr"
     with out.open("w") as stdout, err.open("w") as stderr:
         status = subprocess.run(["bash", str(script)], env=env, stdout=stdout, stderr=stderr, timeout=60).returncode
@@ -132,6 +131,17 @@ def test_first_control_plane_build_into_an_empty_cache_succeeds(stand_ins: dict[
         f"  name: {stage.rsplit('/', 1)[1]}" for stage in KWOK_STAGES
     ]
     assert [p.name for p in bin_dir.parent.iterdir() if p.name.startswith("bin")] == ["bin"], "no staging left"
+
+
+def test_a_first_build_read_through_a_pipe_ends_with_the_script(stand_ins: dict[str, str]) -> None:
+    # As the test harness reads it: the progress ticker's sleep must not hold the pipe (30 s) after exit.
+    try:
+        result = subprocess.run(["bash", str(BUILD_SCRIPT)], env=stand_ins, capture_output=True, text=True,
+                                timeout=20)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError("the script's stdout stayed open after it exited") from exc
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).name == "bin"
 
 
 def test_second_control_plane_build_is_a_no_op(stand_ins: dict[str, str], tmp_path: Path) -> None:

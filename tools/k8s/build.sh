@@ -31,7 +31,16 @@ if ! built; then
     staging="$(mktemp -d "$cache/bin.XXXXXX")"
     start=$SECONDS
     # A first build takes about ten minutes: say so, and show it is still going.
-    (while sleep 30; do echo "  still building the control plane: $((SECONDS - start)) s" >&2; done) &
+    # Stopped, it takes its sleep with it, and it never holds the lock: a sleep outliving the ticker
+    # would keep the caller's pipes open, and the next run waiting, for up to 30 s after the build.
+    (
+      trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+      while :; do
+        sleep 30 & nap=$!
+        wait "$nap"
+        echo "  still building the control plane: $((SECONDS - start)) s"
+      done
+    ) >&2 9>&- </dev/null &
     ticker=$!
     # Under set -e a failing command in a trap becomes the script's status: the ticker is
     # usually gone by now (killed below and reaped), so its kill must not count.
