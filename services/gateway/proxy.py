@@ -56,7 +56,7 @@ async def forward_api(service: str, path: str, request: Request, runtime: Runtim
         return _detail(404, f"unknown service {service!r}: use one of {', '.join((*UPSTREAMS, 'gateway'))}")
     slow = service == "catalog" and request.method == "POST"
     return await forward(
-        request, runtime, service, _raw_rest(request, f"/api/{service}"), extra_headers=(),
+        request, runtime, service, _raw_rest(request, f"/api/{service}"),
         timeout=SLOW_TIMEOUT_SECONDS if slow else TIMEOUT_SECONDS,
     )
 
@@ -67,13 +67,12 @@ async def forward(
     service: str,
     raw_path: str,
     *,
-    extra_headers: tuple[str, ...],
     timeout: float = TIMEOUT_SECONDS,
 ):
     client: httpx.AsyncClient = runtime.extras["http"]
     base = runtime.settings.service_url(service)
     url = base + raw_path + (f"?{request.url.query}" if request.url.query else "")
-    outgoing = _request_headers(request, extra_headers)
+    outgoing = _request_headers(request)
     upstream_request = client.build_request(
         request.method, url, headers=outgoing, content=await request.body(), timeout=timeout
     )
@@ -102,9 +101,8 @@ async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
         await upstream.aclose()
 
 
-def _request_headers(request: Request, extra: tuple[str, ...]) -> dict[str, str]:
-    wanted = {*REQUEST_HEADERS, *(name.lower() for name in extra)}
-    headers = {k: v for k, v in request.headers.items() if k.lower() in wanted}
+def _request_headers(request: Request) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     headers["x-correlation-id"] = request.state.correlation_id
     if request.client is not None:
         headers["x-forwarded-for"] = request.client.host
