@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up test unit lint
+.PHONY: install up test unit integration e2e lint docs
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ test: install lint
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit
+
+integration: install
+	bash tools/kafka/fetch.sh
+	bash tools/k8s/build.sh
+	$(BIN)/python -m pytest -q tests/integration
+
+e2e: install
+	bash tools/k8s/build.sh
+	$(BIN)/python -m pytest -q tests/e2e
+
+docs: install
+	$(BIN)/python -m shared.asyncapi > docs/asyncapi.yaml
 
 lint: install
 	$(BIN)/ruff check .
