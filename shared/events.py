@@ -9,11 +9,13 @@ import builtins
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import PoisonEvent
+
+DataT = TypeVar("DataT", bound=BaseModel)
 
 
 class Topic(StrEnum):
@@ -53,12 +55,15 @@ class Envelope(BaseModel):
     causation_id: str | None = None
     data: dict[str, Any]
 
-    def payload(self, model: builtins.type[BaseModel]) -> Any:
+    def payload(self, model: builtins.type[DataT]) -> DataT:
         """The typed data; data that does not fit the event's model makes the event poison."""
         try:
             return model.model_validate(self.data)
         except ValidationError as exc:
-            raise PoisonEvent(f"{self.type} {self.id} has unusable data: {exc}") from exc
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'data'}: {error['msg']}" for error in exc.errors()
+            )
+            raise PoisonEvent(f"{self.type} {self.id} has unusable data for {model.__name__}: {problems}") from exc
 
 
 class EventData(BaseModel):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -34,7 +31,6 @@ from shared.logging import get_logger
 from shared.outbox import UnitOfWork, add_event, claim_inbox
 
 log = get_logger(__name__)
-M = TypeVar("M", bound=BaseModel)
 SOURCE = "gantry/release"
 
 
@@ -85,7 +81,7 @@ async def get_environment(code: str, *, uow: UnitOfWork) -> Environment:
 
 async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
     """Learn a service from catalog's announcement, so it can be released."""
-    data = _payload(envelope, ServiceCreated)
+    data = envelope.payload(ServiceCreated)
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return
@@ -105,7 +101,7 @@ async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
 
 async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
     """Record a new version; with auto-release on, release it to every bound environment."""
-    data = _payload(envelope, VersionCreated)
+    data = envelope.payload(VersionCreated)
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return
@@ -311,10 +307,3 @@ def _target(binding: Binding, environment: Environment, release: Release | None)
         released_by=binding.created_by,
         latest=latest,
     )
-
-
-def _payload(envelope: Envelope, model: type[M]) -> M:
-    try:
-        return model.model_validate(envelope.data)
-    except ValidationError as exc:
-        raise PoisonEvent(f"{envelope.type} event {envelope.id} has invalid data: {exc}") from exc

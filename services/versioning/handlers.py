@@ -29,7 +29,7 @@ SOURCE = "gantry/versioning"
 
 async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
     """Learn the service's repository, then apply the hooks that arrived before this did."""
-    data: ServiceCreated = envelope.payload(ServiceCreated)
+    data = envelope.payload(ServiceCreated)
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return
@@ -50,7 +50,7 @@ async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
 async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
     """A pipeline hook the front door checked: record the pipeline's status and announce its first
     success; a hook whose service is not known yet is kept until the service is announced."""
-    data: HookReceived = envelope.payload(HookReceived)
+    data = envelope.payload(HookReceived)
     if data.event != gitlab_hook.PIPELINE_HOOK:
         return
     try:
@@ -133,7 +133,7 @@ def _succeeded(service: KnownService, hook: gitlab_hook.PipelineHook) -> Pipelin
 
 async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry: str) -> None:
     """One version per successful pipeline, announced with ``version.created``."""
-    data: PipelineSucceeded = envelope.payload(PipelineSucceeded)
+    data = envelope.payload(PipelineSucceeded)
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return

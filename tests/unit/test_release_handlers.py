@@ -232,7 +232,7 @@ async def test_a_version_before_its_service_announcement_is_kept(uow):
 
 async def test_event_data_that_does_not_fit_is_poison(uow):
     broken = Envelope(type="version.created", source="x", subject="x", correlation_id="c", data={})
-    with pytest.raises(PoisonEvent, match="invalid data"):
+    with pytest.raises(PoisonEvent, match="unusable data for VersionCreated: service_id: Field required; project"):
         await handlers.on_version_created(broken, uow=uow)
     async with uow.sessions() as session:
         assert (await session.exec(select(InboxEntry))).all() == []
