@@ -4,14 +4,17 @@ Through the gateway: ``/api/<service>/outbox/dead-letters``; ``gantry outbox`` c
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from shared import outbox
+from shared.auth import Principal
 from shared.logging import get_logger
-from shared.service import CurrentUser, RuntimeDep
+from shared.outbox import UnitOfWork
+from shared.service import CurrentUser, Runtime, RuntimeDep
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/outbox", tags=["outbox"])
@@ -43,16 +46,20 @@ async def read_dead_letters(user: CurrentUser, runtime: RuntimeDep):
 @router.post("/dead-letters/{outbox_id}/retry", response_model=DeadLetterPublic)
 async def retry_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep):
     """Put the row back in the outbox, before the rows of its key that waited: it is sent again at once."""
-    user.require_org()
-    row = await outbox.retry_dead_letter(runtime.uow, outbox_id)
-    log.warning("dead-lettered outbox row retried", row_id=outbox_id, event_id=row.event_id, by=user.user)
-    return DeadLetterPublic.of(row)
+    return await _decide(outbox.retry_dead_letter, "retried", outbox_id, user, runtime)
 
 
 @router.delete("/dead-letters/{outbox_id}", response_model=DeadLetterPublic)
 async def discard_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep):
     """Drop the row for good (its event is never published); the rows of its key go on."""
+    return await _decide(outbox.discard_dead_letter, "discarded", outbox_id, user, runtime)
+
+
+async def _decide(
+    decision: Callable[[UnitOfWork, int], Awaitable[outbox.OutboxDeadLetter]],
+    done: str, outbox_id: int, user: Principal, runtime: Runtime,
+) -> DeadLetterPublic:
     user.require_org()
-    row = await outbox.discard_dead_letter(runtime.uow, outbox_id)
-    log.warning("dead-lettered outbox row discarded", row_id=outbox_id, event_id=row.event_id, by=user.user)
+    row = await decision(runtime.uow, outbox_id)
+    log.warning(f"dead-lettered outbox row {done}", row_id=outbox_id, event_id=row.event_id, by=user.user)
     return DeadLetterPublic.of(row)

@@ -161,16 +161,22 @@ async def _relay_until_quiet(relay: OutboxRelay, rounds: int = MAX_ATTEMPTS + 2)
         await relay.relay_once()
 
 
+def _huge_event() -> Envelope:
+    data = PipelineSucceeded(service_id="s1", project="p", service="s", pipeline_id=1, ref="main", sha="a",
+                             commit_message="x" * 5000)
+    return new_event(Topic.PIPELINE_SUCCEEDED, data, source="test", subject="p/s")
+
+
+async def _queue(uow, *keyed: tuple[str, Envelope]) -> None:
+    async with uow.begin() as session:
+        for key, envelope in keyed:
+            add_event(session, Topic.PIPELINE_SUCCEEDED, envelope, key=key)
+
+
 async def test_a_row_too_large_is_dead_lettered_and_blocks_only_its_own_key(make_uow):
     # "nothing stuck behind one bad event": other services' events go on, the key's own wait in order
     uow = await make_uow("relaytest", [])
-    huge = PipelineSucceeded(service_id="big", project="p", service="s", pipeline_id=1, ref="main", sha="a",
-                             commit_message="x" * 5000)
-    async with uow.begin() as session:
-        add_event(session, Topic.PIPELINE_SUCCEEDED, new_event(Topic.PIPELINE_SUCCEEDED, huge, source="t", subject="p/s"),
-                  key="big")
-        add_event(session, Topic.PIPELINE_SUCCEEDED, _event(2), key="big")
-        add_event(session, Topic.PIPELINE_SUCCEEDED, _event(3), key="other")
+    await _queue(uow, ("big", _huge_event()), ("big", _event(2)), ("other", _event(3)))
     broker = SizeLimitedBroker(limit=2000)
     relay = OutboxRelay(uow.sessions, broker)
     await _relay_until_quiet(relay)
@@ -187,12 +193,7 @@ async def test_a_row_too_large_is_dead_lettered_and_blocks_only_its_own_key(make
 
 async def test_a_retried_dead_letter_goes_before_the_rows_that_waited_behind_it(make_uow):
     uow = await make_uow("relaytest", [])
-    big = PipelineSucceeded(service_id="s1", project="p", service="s", pipeline_id=1, ref="main", sha="a",
-                            commit_message="x" * 5000)
-    async with uow.begin() as session:
-        add_event(session, Topic.PIPELINE_SUCCEEDED, new_event(Topic.PIPELINE_SUCCEEDED, big, source="t", subject="p/s"),
-                  key="s1")
-        add_event(session, Topic.PIPELINE_SUCCEEDED, _event(2), key="s1")
+    await _queue(uow, ("s1", _huge_event()), ("s1", _event(2)))
     broker = SizeLimitedBroker(limit=2000)
     await _relay_until_quiet(OutboxRelay(uow.sessions, broker))
     [dead] = await dead_letters(uow.sessions)
