@@ -5,11 +5,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, event, text
+from sqlalchemy import DateTime, event, func, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.schema import Table
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.settings import Settings
@@ -73,6 +73,17 @@ async def create_tables(engine: AsyncEngine, service: str, tables: Sequence[type
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": service})
             await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{service}"'))
         await conn.run_sync(SQLModel.metadata.create_all, tables=table_objects)
+
+
+async def serialize_on(session: AsyncSession, name: str) -> None:
+    """Make transactions about the same ``name`` take turns, until this one ends.
+
+    PostgreSQL (read committed) lets two transactions each miss the other's uncommitted row: a
+    transaction-scoped advisory lock makes the second wait, then read what the first committed.
+    SQLite (WAL) needs nothing: a transaction that read before another one's commit cannot write
+    after it, fails as busy and is retried whole."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.exec(select(func.pg_advisory_xact_lock(func.hashtext(name))))
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -9,6 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.versioning import domain, parking
 from services.versioning.models import KnownService, Pipeline, Version
 from shared import gitlab_hook
+from shared.db import serialize_on
 from shared.errors import InvalidInput, NotFound, PoisonEvent
 from shared.events import (
     Envelope,
@@ -31,6 +32,7 @@ async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
     """Learn the service's repository, then apply the hooks that arrived before this did."""
     data = envelope.payload(ServiceCreated)
     async with uow.begin() as session:
+        await serialize_on(session, _repository_lock(data.scm_project_id))  # a hook may be parking now
         if not await claim_inbox(session, envelope):
             return
         service = KnownService(
@@ -47,6 +49,11 @@ async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
             await _apply_hook(session, service, parking.hook_of(parked), parked.delivery_id)
 
 
+def _repository_lock(scm_project_id: str) -> str:
+    """Hooks and the announcement of one repository take turns: else each could miss the other."""
+    return f"versioning-repository:{scm_project_id}"
+
+
 async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
     """A pipeline hook the front door checked: record the pipeline's status and announce its first
     success; a hook whose service is not known yet is kept until the service is announced."""
@@ -60,6 +67,7 @@ async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
     if hook.scm_project_id != data.scm_project_id:
         raise PoisonEvent(f"{envelope.id} names GitLab project {data.scm_project_id}, its hook {hook.scm_project_id}")
     async with uow.begin() as session:
+        await serialize_on(session, _repository_lock(data.scm_project_id))  # its service may be arriving now
         if not await claim_inbox(session, envelope):
             return
         # The token was derived from this project id: it alone says whose hook this is.
