@@ -15,7 +15,6 @@ import jwt
 
 from shared.errors import Forbidden, InvalidInput, NotAuthenticated
 
-ORG_ROLES = ("org-admin", "deploy-admin")
 PROJECT_ROLES = ("project-owner", "source-code-admin", "project-member")
 _ROLE = re.compile(r"^(org-admin|deploy-admin|[a-z0-9][a-z0-9_.-]*:(project-owner|source-code-admin|project-member))$")
 ISSUER = "gantry"

@@ -137,7 +137,8 @@ def _body_limit(settings: Settings, path: str) -> tuple[int, str]:
 
 
 def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 def current_user(request: Request) -> Principal:
@@ -151,7 +152,8 @@ CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
 def correlation_id(request: Request) -> str:
-    return request.state.correlation_id  # type: ignore[no-any-return]
+    chosen: str = request.state.correlation_id
+    return chosen
 
 
 CorrelationId = Annotated[str, Depends(correlation_id)]

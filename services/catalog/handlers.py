@@ -20,6 +20,7 @@ from services.catalog.scm import (
     SERVICE_TYPES,
     GroupNotFound,
     InvalidRepositorySpec,
+    Repository,
     RepositoryExists,
     RepoSpec,
     Scm,
@@ -176,7 +177,7 @@ async def create_service(
     return service
 
 
-async def _create_repository(scm: Scm, spec: RepoSpec):  # type: ignore[no-untyped-def]
+async def _create_repository(scm: Scm, spec: RepoSpec) -> Repository:
     try:
         return await asyncio.wait_for(
             asyncio.to_thread(scm.create_repository, spec), SCM_TIMEOUT_SECONDS

@@ -9,12 +9,13 @@ from services.versioning import handlers
 from services.versioning.api import router
 from services.versioning.models import KnownService, ParkedHook, Pipeline, Version
 from shared import outbox_api, webhook_door
+from shared.bus import Handler
 from shared.events import Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
 
-def _subscriptions(runtime: Runtime):  # type: ignore[no-untyped-def]
+def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     return {
         Topic.HOOK_RECEIVED: partial(handlers.on_hook_received, uow=runtime.uow),
         Topic.SERVICE_CREATED: partial(handlers.on_service_created, uow=runtime.uow),
