@@ -87,7 +87,7 @@ async def _auto_deployment(
     if rule is None or not rule.enabled:
         return None
     choice = await session.get(ResourceChoice, key)
-    history = await lookups.track_history(session, *key, "stable")
+    history = await lookups.track_history(session, *key, "stable", limit=1)
     if choice is None or not history or not await lookups.has_manual_deployment(session, *key):
         return None  # the rule applies only after a first manual deployment
     stable = await lookups.instance(session, *key, "stable")
@@ -183,9 +183,8 @@ async def rollback(
             return resent
         stable = await lookups.running(session, project, service, environment, "stable")
         if version is None:
-            history = await lookups.track_history(session, stable.service_id, environment, "stable")
-            applied = ((d.version, d.state) for d in history)
-            version = domain.rollback_target(applied, stable.version)
+            history = await lookups.track_versions(session, stable.service_id, environment, "stable")
+            version = domain.rollback_target(history, stable.version)
             if version is None:
                 raise Conflict(
                     f"{domain.subject(project, service)} has no earlier version deployed to "

@@ -99,13 +99,31 @@ async def has_manual_deployment(session: AsyncSession, service_id: str, environm
 
 
 async def track_history(
-    session: AsyncSession, service_id: str, environment: str, track: str
+    session: AsyncSession, service_id: str, environment: str, track: str, *, limit: int | None = None
 ) -> list[Deployment]:
-    """Deployments of one track, newest first."""
+    """Deployments of one track, newest first; only the newest ``limit`` when given.
+
+    Each event of the auto-deploy chain reads this: without a limit, every past deployment (with
+    its resource snapshot) would be loaded each time, so the work and the memory peak of one
+    event would grow with the history."""
     rows = await session.exec(
         select(Deployment)
         .where(Deployment.service_id == service_id, Deployment.environment == environment)
         .where(Deployment.track == track)
         .order_by(col(Deployment.created_at).desc())
+        .limit(limit)
     )
     return list(rows.all())
+
+
+async def track_versions(
+    session: AsyncSession, service_id: str, environment: str, track: str
+) -> list[tuple[str, str]]:
+    """``(version, state)`` of each deployment of one track, newest first: two columns, no rows."""
+    rows = await session.exec(
+        select(Deployment.version, Deployment.state)
+        .where(Deployment.service_id == service_id, Deployment.environment == environment)
+        .where(Deployment.track == track)
+        .order_by(col(Deployment.created_at).desc())
+    )
+    return [(version, state) for version, state in rows.all()]

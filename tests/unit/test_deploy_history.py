@@ -1,0 +1,116 @@
+"""With a long deployment history, deploy's use cases give the same answers and load only what they use.
+
+Every event of the auto-deploy chain reads the stable track's history; a use case that loaded the
+whole history each time would grow its work and its memory with every deployment ever made.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+
+from services.deploy import handlers, lookups, worker
+from services.deploy.manifests import RenderedManifestsDriver
+from services.deploy.models import DEPLOY_TABLES, Deployment
+from shared.events import Topic
+from shared.outbox import UnitOfWork, decode_envelope
+from tests.unit.conftest import UowFactory, outbox
+from tests.unit.test_deploy_handlers import (
+    ENV,
+    PROJECT,
+    SERVICE,
+    SERVICE_ID,
+    add_resource,
+    deploy,
+    release,
+    released_event,
+)
+
+PAST_DEPLOYMENTS = 40
+
+
+@pytest.fixture
+async def uow(make_uow: UowFactory) -> UnitOfWork:
+    return await make_uow("deploy", DEPLOY_TABLES)  # type: ignore[misc]
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> RenderedManifestsDriver:
+    return RenderedManifestsDriver(tmp_path / "manifests")
+
+
+@contextmanager
+def deployments_loaded() -> Iterator[list[str]]:
+    """The ids of the Deployment rows read from the database inside the block."""
+    loaded: list[str] = []
+
+    def on_load(target: Deployment, _context: object) -> None:
+        loaded.append(target.id)
+
+    event.listen(Deployment, "load", on_load)
+    try:
+        yield loaded
+    finally:
+        event.remove(Deployment, "load", on_load)
+
+
+async def apply_newest_request(uow: UnitOfWork, driver: RenderedManifestsDriver) -> None:
+    newest = (await outbox(uow, Topic.DEPLOY_REQUESTED))[-1]
+    await worker.apply_deploy_request(decode_envelope(newest.payload.encode()), uow=uow, driver=driver)
+
+
+async def long_history(uow: UnitOfWork, driver: RenderedManifestsDriver) -> None:
+    """1.0.0 deployed by hand, then 1.1.0, then many scalings of 1.1.0; the last to 3 replicas."""
+    await release(uow, "1.0.0", "1.1.0")
+    await add_resource(uow, "orders-db", "database", url="postgres://db-a/orders")
+    await deploy(uow, "1.0.0", resources=["orders-db"], replicas=2)
+    await apply_newest_request(uow, driver)
+    await deploy(uow, "1.1.0")
+    await apply_newest_request(uow, driver)
+    for replicas in [1, 2] * (PAST_DEPLOYMENTS // 2) + [3]:
+        await handlers.scale(PROJECT, SERVICE, ENV, replicas, by="alice", correlation_id="s", uow=uow)
+        await apply_newest_request(uow, driver)
+
+
+async def test_the_newest_of_a_long_track_history_is_the_same_with_a_limit(
+    uow: UnitOfWork, driver: RenderedManifestsDriver
+) -> None:
+    await long_history(uow, driver)
+    async with uow.sessions() as session:
+        everything = await lookups.track_history(session, SERVICE_ID, ENV, "stable")
+        newest = await lookups.track_history(session, SERVICE_ID, ENV, "stable", limit=1)
+        few = await lookups.track_history(session, SERVICE_ID, ENV, "stable", limit=5)
+
+    assert len(everything) == PAST_DEPLOYMENTS + 3
+    assert [d.id for d in newest] == [everything[0].id]
+    assert [d.id for d in few] == [d.id for d in everything[:5]]
+    assert (newest[0].action, newest[0].replicas) == ("scale", 3)
+
+
+async def test_auto_deploy_after_a_long_history_reads_only_the_newest_deployment(
+    uow: UnitOfWork, driver: RenderedManifestsDriver
+) -> None:
+    await long_history(uow, driver)
+    await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
+
+    with deployments_loaded() as loaded:
+        auto = await handlers.record_released_version(released_event("1.2.0"), uow=uow)
+
+    assert auto is not None and (auto.trigger, auto.version) == ("auto", "1.2.0")
+    assert auto.replicas == 3, "the newest stable deployment's replicas"
+    assert len(loaded) <= 1, f"{len(loaded)} past deployments read to auto-deploy one version"
+
+
+async def test_rollback_after_a_long_history_finds_the_previous_version_without_loading_it(
+    uow: UnitOfWork, driver: RenderedManifestsDriver
+) -> None:
+    await long_history(uow, driver)
+
+    with deployments_loaded() as loaded:
+        back = await handlers.rollback(PROJECT, SERVICE, ENV, None, by="a", correlation_id="c", uow=uow)
+
+    assert (back.action, back.version, back.replicas) == ("rollback", "1.0.0", 3)
+    assert loaded == [], f"{len(loaded)} past deployments read to choose the rollback target"
