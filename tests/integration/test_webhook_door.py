@@ -9,6 +9,7 @@ import asyncio
 import json
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,19 +44,20 @@ def hook_headers(service: dict[str, Any], delivery: str) -> dict[str, str]:
 
 
 async def make_services(catalog, *codes: str) -> list[dict[str, Any]]:
+    """Services whose codes no other test uses: a new versioning learns every service on the topics."""
     assert (await catalog.post("/projects", json={"code": "shop", "name": "Shop", "gitlab_group": "acme"},
                                headers=ADMIN)).status_code == 201
     made = []
     for code in codes:
         answer = await catalog.post("/projects/shop/services", headers=ADMIN, json={
-            "code": code, "name": code.title(), "group": "com.acme", "type": "go-http"})
+            "code": f"{code}-{uuid.uuid4().hex[:8]}", "name": code.title(), "group": "com.acme", "type": "go-http"})
         assert answer.status_code == 201, answer.text
         made.append(answer.json())
     return made
 
 
-async def versions_of(versioning, code: str, count: int) -> list[dict[str, Any]] | None:
-    answer = await versioning.get(f"/projects/shop/services/{code}/versions", headers=ADMIN)
+async def versions_of(versioning, service: dict[str, Any], count: int) -> list[dict[str, Any]] | None:
+    answer = await versioning.get(f"/projects/shop/services/{service['code']}/versions", headers=ADMIN)
     return answer.json() if answer.status_code == 200 and len(answer.json()) >= count else None
 
 
@@ -72,9 +74,9 @@ async def test_one_huge_hook_stops_nothing(service_settings: Settings) -> None:
             answer = await versioning.post("/webhooks/gitlab", headers=hook_headers(other, f"other-{pipeline_id}"),
                                            json=pipeline_hook(other, pipeline_id))
             assert answer.status_code == 202, answer.text
-        found = await eventually(lambda: versions_of(versioning, "other", 3), timeout=60)
+        found = await eventually(lambda: versions_of(versioning, other, 3), timeout=60)
         assert sorted(v["pipeline_id"] for v in found) == [1, 2, 3]
-        [version] = await eventually(lambda: versions_of(versioning, "big", 1), timeout=60)
+        [version] = await eventually(lambda: versions_of(versioning, big, 1), timeout=60)
         assert len(version["commit_message"]) == MAX_TEXT
         assert version["commit_message"].endswith("more characters]") and "trimmed by Gantry" in version["commit_message"]
         ready = (await versioning.get("/readyz")).json()
@@ -90,18 +92,18 @@ async def test_an_outbox_row_too_large_is_set_aside_and_an_admin_decides(service
     async with running(create_catalog(settings)) as catalog, running(versioning_app) as versioning, \
             TopicReader(settings.kafka_bootstrap, "pipeline.succeeded") as topic:
         stuck, other = await make_services(catalog, "stuck", "flowing")
-        await eventually(lambda: _known(versioning, "stuck"))
+        await eventually(lambda: _known(versioning, stuck))
         runtime = versioning_app.state.runtime
         async with runtime.uow.begin() as session:  # as an older Gantry, without the bounds, wrote them
             for pipeline_id, message in ((1, "y" * 200_000), (2, "small")):
-                data = PipelineSucceeded(service_id=stuck["id"], project="shop", service="stuck",
+                data = PipelineSucceeded(service_id=stuck["id"], project="shop", service=stuck["code"],
                                          pipeline_id=pipeline_id, ref="main", sha="a" * 40, commit_message=message)
-                event = new_event(Topic.PIPELINE_SUCCEEDED, data, source="gantry/versioning", subject="shop/stuck")
+                event = new_event(Topic.PIPELINE_SUCCEEDED, data, source="gantry/versioning", subject=f"shop/{stuck['code']}")
                 add_event(session, Topic.PIPELINE_SUCCEEDED, event, key=stuck["id"])
         answer = await versioning.post("/webhooks/gitlab", headers=hook_headers(other, "flow-1"),
                                        json=pipeline_hook(other, 7))
         assert answer.status_code == 202
-        await eventually(lambda: versions_of(versioning, "flowing", 1), timeout=60)
+        await eventually(lambda: versions_of(versioning, other, 1), timeout=60)
 
         ready = await eventually(lambda: _with_dead_letter(versioning), timeout=30)
         [dead] = ready["outbox_dead_letters"]
@@ -118,7 +120,7 @@ async def test_an_outbox_row_too_large_is_set_aside_and_an_admin_decides(service
         assert discarded.status_code == 200
         held = await topic.wait_for(lambda _t, v: (v.get("data") or {}).get("service_id") == stuck["id"], timeout=30)
         assert held["data"]["pipeline_id"] == 2, "the row that waited behind it went on"
-        await eventually(lambda: versions_of(versioning, "stuck", 1), timeout=30)
+        await eventually(lambda: versions_of(versioning, stuck, 1), timeout=30)
         assert (await versioning.get("/readyz")).json()["outbox_dead_letters"] == []
         async with runtime.uow.sessions() as session:
             rows = (await session.exec(select(OutboxMessage).where(OutboxMessage.key == stuck["id"])
@@ -126,8 +128,9 @@ async def test_an_outbox_row_too_large_is_set_aside_and_an_admin_decides(service
         assert [json.loads(r.payload)["data"]["pipeline_id"] for r in rows] == [2], "the discarded row is gone"
 
 
-async def _known(versioning, code: str) -> bool:
-    return (await versioning.get(f"/projects/shop/services/{code}/versions", headers=ADMIN)).status_code == 200
+async def _known(versioning, service: dict[str, Any]) -> bool:
+    answer = await versioning.get(f"/projects/shop/services/{service['code']}/versions", headers=ADMIN)
+    return answer.status_code == 200
 
 
 async def _with_dead_letter(versioning) -> dict[str, Any] | None:
@@ -148,7 +151,7 @@ async def test_hooks_wait_on_the_bus_while_versioning_is_down(service_settings: 
                                         json=pipeline_hook(service, pipeline_id, status))
             assert answer.status_code == 202 and answer.json()["accepted"], answer.text
     async with running(create_versioning(service_settings)) as versioning:
-        found = await eventually(lambda: versions_of(versioning, "web", 2), timeout=60)
+        found = await eventually(lambda: versions_of(versioning, service, 2), timeout=60)
         assert sorted(v["pipeline_id"] for v in found) == [1, 2]
 
 
