@@ -79,7 +79,8 @@ class KubernetesDriver:
         resource = self._dynamic().resources.get(api_version=api_version, kind=kind)
         try:
             found = resource.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
-            return found.to_dict()  # type: ignore[no-any-return]
+            manifest: dict[str, Any] = found.to_dict()
+            return manifest
         except NotFoundError:
             return None
 

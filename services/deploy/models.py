@@ -5,9 +5,11 @@ service code to its service id, per environment. The other tables are keyed by s
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import field_validator
 from sqlalchemy import JSON, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -19,6 +21,10 @@ Track = Literal["stable", "canary"]
 DeploymentState = Literal["requested", "rendered", "progressing", "succeeded", "failed"]
 Trigger = Literal["manual", "auto"]
 TIMESTAMP = UtcDateTime
+# A deploy.requested carries the data of each resource it names: these bounds keep it well inside
+# the broker's message limit (16 × 16 KiB), whatever people put in their resources.
+MAX_RESOURCE_DATA_BYTES = 16_384
+MAX_RESOURCES_PER_DEPLOYMENT = 16
 
 
 def _created() -> Any:
@@ -35,7 +41,16 @@ class ResourceBase(SQLModel):
 
 
 class ResourceCreate(ResourceBase):
-    pass
+    @field_validator("data")
+    @classmethod
+    def _bounded(cls, data: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(data, ensure_ascii=False).encode())
+        if size > MAX_RESOURCE_DATA_BYTES:
+            raise ValueError(
+                f"takes {size} bytes as JSON, more than the {MAX_RESOURCE_DATA_BYTES} a resource may hold: "
+                "keep connection settings here, and larger configuration in the service's own files"
+            )
+        return data
 
 
 class Resource(ResourceBase, table=True):
@@ -80,7 +95,8 @@ class DeploymentCreate(SQLModel):
     service: str
     environment: str
     version: str
-    resources: list[str] | None = None  # default: the resources of the last deployment
+    # default: the resources of the last deployment
+    resources: list[str] | None = Field(default=None, max_length=MAX_RESOURCES_PER_DEPLOYMENT)
     replicas: int | None = None  # default: what the track runs now, else 1
     strategy: Strategy = "rolling"
     confirm_resource_change: bool = False

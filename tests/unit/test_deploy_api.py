@@ -87,6 +87,17 @@ async def test_resources_are_created_and_listed(client: httpx.AsyncClient) -> No
     assert [r["name"] for r in listed.json()] == ["orders-db"]
 
 
+async def test_resources_and_deployments_are_bounded_so_every_deploy_event_fits_the_broker(
+    client: httpx.AsyncClient,
+) -> None:
+    huge = {"name": "blob", "type": "config", "data": {"text": "x" * 20_000}}
+    refused = await client.post(f"/environments/{ENV}/resources", json=huge, headers=DEPLOYER)
+    assert refused.status_code == 422 and "more than the 16384 a resource may hold" in refused.json()["detail"]
+    many = await client.post("/deployments", json=deployment("1.0.0", resources=[f"r{n}" for n in range(17)]),
+                             headers=DEPLOYER)
+    assert many.status_code == 422 and "body.resources" in many.json()["detail"]
+
+
 async def test_deploying_answers_with_the_guide_rules(
     client: httpx.AsyncClient,
     uow: UnitOfWork,  # noqa: F811
