@@ -72,6 +72,15 @@ class EventData(BaseModel):
     project: str
     service: str
 
+    @property
+    def record_key(self) -> str:
+        """One service's events share a key, so they stay in order."""
+        return self.service_id
+
+    @property
+    def subject(self) -> str:
+        return f"{self.project}/{self.service}"
+
 
 class HookReceived(BaseModel):
     """A GitLab hook as the front door received it, its token checked; keyed by the GitLab project."""
@@ -159,6 +168,14 @@ class RouteChanged(BaseModel):
     service: str
     change: Literal["created", "updated", "deleted"]
 
+    @property
+    def record_key(self) -> str:
+        return self.name
+
+    @property
+    def subject(self) -> str:
+        return self.name
+
 
 EVENT_DATA: dict[str, type[BaseModel]] = {
     Topic.HOOK_RECEIVED: HookReceived,
@@ -170,6 +187,9 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     Topic.DEPLOY_STATUS: DeployStatus,
     Topic.ROUTE_CHANGED: RouteChanged,
 }
+
+
+TOPIC_OF: dict[type[BaseModel], Topic] = {model: Topic(topic) for topic, model in EVENT_DATA.items()}
 
 
 def new_event(

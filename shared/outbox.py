@@ -27,7 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import UtcDateTime
 from shared.errors import NotFound
-from shared.events import Envelope, Topic, utcnow
+from shared.events import TOPIC_OF, Envelope, EventData, RouteChanged, Topic, new_event, utcnow
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -80,6 +80,25 @@ def add_event(session: AsyncSession, topic: Topic, envelope: Envelope, key: str)
     session.info["outbox"] = True
 
 
+def emit(
+    session: AsyncSession,
+    data: EventData | RouteChanged,
+    *,
+    cause: Envelope | None = None,
+    correlation_id: str | None = None,
+) -> Envelope:
+    """Queue an event in the caller's transaction: its topic from the data's type, its key and
+    subject from the data, its source from the unit of work, its correlation (and causation) from
+    the event that caused it, else from ``correlation_id`` (a request's, a hook's)."""
+    topic = TOPIC_OF[type(data)]
+    envelope = new_event(
+        topic, data, source=session.info.get("source", "gantry"), subject=data.subject,
+        correlation_id=correlation_id, cause=cause,
+    )  # fmt: skip
+    add_event(session, topic, envelope, key=data.record_key)
+    return envelope
+
+
 async def claim_inbox(session: AsyncSession, envelope: Envelope) -> bool:
     """Record ``envelope`` as applied; False when it already was (a redelivery to skip)."""
     if await session.get(InboxEntry, envelope.id) is not None:
@@ -89,10 +108,13 @@ async def claim_inbox(session: AsyncSession, envelope: Envelope) -> bool:
 
 
 class UnitOfWork:
-    """One transaction per use case; wakes the relay when it committed outgoing events."""
+    """One transaction per use case; wakes the relay when it committed outgoing events.
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    ``source`` names the service whose events its transactions emit (``gantry/<service>``)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, source: str = "gantry") -> None:
         self.sessions = sessions
+        self.source = source
         self._listeners: list[Callable[[], None]] = []
 
     def on_outbox_commit(self, listener: Callable[[], None]) -> None:
@@ -101,6 +123,7 @@ class UnitOfWork:
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
+            session.info["source"] = self.source
             async with session.begin():
                 yield session
             if session.info.pop("outbox", False):

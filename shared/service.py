@@ -102,7 +102,7 @@ async def run_service(
         name=name,
         settings=settings,
         engine=engine,
-        uow=UnitOfWork(sessions),
+        uow=UnitOfWork(sessions, source=f"gantry/{name}"),
         producer=producer,
         relay=OutboxRelay(sessions, producer.send_batch, lock_name=f"gantry-outbox-{name}"),
         secret=settings.installation_secret(),

@@ -28,10 +28,10 @@ from services.catalog.scm import (
 )
 from shared.auth import webhook_secret
 from shared.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
-from shared.events import ServiceCreated, Topic, new_event
+from shared.events import ServiceCreated
 from shared.logging import get_logger
 from shared.naming import dns1123_name, workload_name
-from shared.outbox import UnitOfWork, add_event
+from shared.outbox import UnitOfWork, emit
 
 log = get_logger(__name__)
 CANARY_SUFFIX = "-canary"
@@ -146,28 +146,22 @@ async def create_service(
             "created_by": by,
         },
     )
-    event = new_event(
-        Topic.SERVICE_CREATED,
-        ServiceCreated(
-            service_id=service_id,
-            project=project.code,
-            service=data.code,
-            name=service.name,
-            group=service.group,
-            type=service.type,
-            repository_url=repository.url,
-            repository_web_url=repository.web_url,
-            repository_path=repository.path_with_namespace,
-            scm_project_id=repository.scm_project_id,
-        ),
-        source="gantry/catalog",
-        subject=f"{project.code}/{data.code}",
-        correlation_id=correlation_id,
+    created = ServiceCreated(
+        service_id=service_id,
+        project=project.code,
+        service=data.code,
+        name=service.name,
+        group=service.group,
+        type=service.type,
+        repository_url=repository.url,
+        repository_web_url=repository.web_url,
+        repository_path=repository.path_with_namespace,
+        scm_project_id=repository.scm_project_id,
     )
     try:
         async with uow.begin() as session:
             session.add(service)
-            add_event(session, Topic.SERVICE_CREATED, event, key=service_id)
+            emit(session, created, correlation_id=correlation_id)
     except IntegrityError as exc:
         raise Conflict(
             f"service {data.code!r} was created concurrently in project {project.code!r}; "

@@ -8,7 +8,6 @@ from typing import Any
 from services.deploy.manifests import split_resource_env
 from shared.errors import Conflict, InvalidInput
 
-SOURCE = "gantry/deploy"  # the source of the events this service publishes
 MAX_REPLICAS = 100
 RESOURCE_NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$")
 RESOURCE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")

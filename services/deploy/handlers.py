@@ -23,9 +23,9 @@ from services.deploy.models import (
     ResourceCreate,
 )
 from shared.errors import Conflict
-from shared.events import DeployRequested, Envelope, Topic, VersionReleased, new_event, utcnow
+from shared.events import DeployRequested, Envelope, VersionReleased, utcnow
 from shared.logging import get_logger
-from shared.outbox import UnitOfWork, add_event, claim_inbox
+from shared.outbox import UnitOfWork, claim_inbox, emit
 
 log = get_logger(__name__)
 AUTO_DEPLOY_USER = "auto-deploy"
@@ -319,10 +319,5 @@ def _start(
         trigger=deployment.trigger,  # type: ignore[arg-type]
         by=deployment.by,
     )
-    event = new_event(
-        Topic.DEPLOY_REQUESTED, request, source=domain.SOURCE,
-        subject=domain.subject(deployment.project, deployment.service),
-        correlation_id=deployment.correlation_id, cause=cause,
-    )
     session.add(deployment)
-    add_event(session, Topic.DEPLOY_REQUESTED, event, key=deployment.service_id)
+    emit(session, request, correlation_id=deployment.correlation_id, cause=cause)

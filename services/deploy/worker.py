@@ -22,9 +22,9 @@ from services.deploy import domain, lookups
 from services.deploy.manifests import ClusterDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import Deployment, Instance
 from shared.errors import PoisonEvent
-from shared.events import DeployRequested, DeployStatus, Envelope, Topic, new_event, utcnow
+from shared.events import DeployRequested, DeployStatus, Envelope, utcnow
 from shared.logging import get_logger
-from shared.outbox import InboxEntry, UnitOfWork, add_event, claim_inbox
+from shared.outbox import InboxEntry, UnitOfWork, claim_inbox, emit
 
 log = get_logger(__name__)
 APPLY_TIMEOUT_SECONDS = 120.0
@@ -127,8 +127,8 @@ async def record_outcome(
     session.add(deployment)
     if touch_track:
         await _record_track(session, deployment, status)
-    event = new_event(
-        Topic.DEPLOY_STATUS,
+    emit(
+        session,
         DeployStatus(
             service_id=deployment.service_id, project=deployment.project,
             service=deployment.service, deployment_id=deployment.id,
@@ -138,10 +138,8 @@ async def record_outcome(
             desired=status.desired, current=status.current, updated=status.updated,
             available=status.available, message=status.message,
         ),
-        source=domain.SOURCE, subject=domain.subject(deployment.project, deployment.service),
         correlation_id=deployment.correlation_id, cause=cause,
     )
-    add_event(session, Topic.DEPLOY_STATUS, event, key=deployment.service_id)
 
 
 async def _record_track(

@@ -16,26 +16,19 @@ from services.gateway.models import (
     RouteUpdate,
 )
 from shared.errors import Conflict, NotFound
-from shared.events import RouteChanged, Topic, new_event, utcnow
+from shared.events import RouteChanged, utcnow
 from shared.logging import get_logger
-from shared.outbox import UnitOfWork, add_event
+from shared.outbox import UnitOfWork, emit
 
 log = get_logger(__name__)
-SOURCE = "gantry/gateway"
 READ_ONLY = "built-in routes are read-only"
 
 Change = Literal["created", "updated", "deleted"]
 
 
 def _announce(session: AsyncSession, route: Route, change: Change, correlation_id: str | None) -> None:
-    event = new_event(
-        Topic.ROUTE_CHANGED,
-        RouteChanged(name=route.name, path=route.path, service=route.service, change=change),
-        source=SOURCE,
-        subject=route.name,
-        correlation_id=correlation_id,
-    )
-    add_event(session, Topic.ROUTE_CHANGED, event, key=route.name)
+    changed = RouteChanged(name=route.name, path=route.path, service=route.service, change=change)
+    emit(session, changed, correlation_id=correlation_id)
 
 
 async def _refuse_clash(session: AsyncSession, name: str | None, path: str, own_id: int | None) -> None:

@@ -22,16 +22,13 @@ from shared.errors import Conflict, NotFound, PoisonEvent
 from shared.events import (
     Envelope,
     ServiceCreated,
-    Topic,
     VersionCreated,
     VersionReleased,
-    new_event,
 )
 from shared.logging import get_logger
-from shared.outbox import UnitOfWork, add_event, claim_inbox
+from shared.outbox import UnitOfWork, claim_inbox, emit
 
 log = get_logger(__name__)
-SOURCE = "gantry/release"
 
 
 # Environments (organization level)
@@ -255,14 +252,7 @@ def _release(
         trigger=trigger,
         by=by,
     )
-    event = new_event(
-        Topic.VERSION_RELEASED,
-        data,
-        source=SOURCE,
-        subject=f"{service.project}/{service.code}",
-        correlation_id=correlation_id,
-        cause=cause,
-    )
+    event = emit(session, data, correlation_id=correlation_id, cause=cause)
     files = domain.render_deployment_files(
         domain.ReleaseFacts(
             **data.model_dump(),
@@ -283,7 +273,6 @@ def _release(
         },
     )
     session.add(release)
-    add_event(session, Topic.VERSION_RELEASED, event, key=service.id)
     log.info(
         "version released", service=service.code, environment=environment.code,
         version=version.version, trigger=trigger,

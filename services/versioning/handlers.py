@@ -1,8 +1,6 @@
 """Versioning's use cases: webhook intake, pipelines, versions."""
 from __future__ import annotations
 
-import uuid
-
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,16 +14,13 @@ from shared.events import (
     HookReceived,
     PipelineSucceeded,
     ServiceCreated,
-    Topic,
     VersionCreated,
-    new_event,
     utcnow,
 )
 from shared.logging import get_logger
-from shared.outbox import UnitOfWork, add_event, claim_inbox
+from shared.outbox import UnitOfWork, claim_inbox, emit
 
 log = get_logger(__name__)
-SOURCE = "gantry/versioning"
 
 
 async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
@@ -91,14 +86,7 @@ async def _apply_hook(
         return
     pipeline.succeeded = True
     session.add(pipeline)
-    event = new_event(
-        Topic.PIPELINE_SUCCEEDED,
-        _succeeded(service, hook),
-        source=SOURCE,
-        subject=f"{service.project}/{service.code}",
-        correlation_id=delivery_id or str(uuid.uuid4()),
-    )
-    add_event(session, Topic.PIPELINE_SUCCEEDED, event, key=service.service_id)
+    emit(session, _succeeded(service, hook), correlation_id=delivery_id)
     log.info("pipeline succeeded", pipeline_id=attrs.id, service=service.code)
 
 
@@ -173,10 +161,7 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
             commit_message=version.commit_message,
             commit_author=version.commit_author,
         )
-        event = new_event(
-            Topic.VERSION_CREATED, created, source=SOURCE, subject=envelope.subject, cause=envelope
-        )
-        add_event(session, Topic.VERSION_CREATED, event, key=data.service_id)
+        emit(session, created, cause=envelope)
     log.info("version created", version=version.name, service=data.service)
 
 

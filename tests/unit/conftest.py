@@ -28,7 +28,7 @@ async def make_uow(settings: Settings):
         engine = make_engine(service, settings)
         engines.append(engine)
         await create_tables(engine, service, [*OUTBOX_TABLES, *tables])
-        return UnitOfWork(session_factory(engine))
+        return UnitOfWork(session_factory(engine), source=f"gantry/{service}")
 
     yield build
     for engine in engines:

@@ -15,7 +15,7 @@ from sqlmodel import select
 from shared import bus
 from shared.auth import Principal, issue_token, parse_authorization, verify_token, webhook_secret
 from shared.errors import Forbidden, InvalidInput, NotAuthenticated, PoisonEvent
-from shared.events import Envelope, PipelineSucceeded, Topic, new_event
+from shared.events import Envelope, PipelineSucceeded, RouteChanged, Topic, VersionCreated, new_event
 from shared.logging import configure_logging
 from shared.outbox import (
     MAX_ATTEMPTS,
@@ -27,6 +27,7 @@ from shared.outbox import (
     claim_inbox,
     dead_letters,
     discard_dead_letter,
+    emit,
     retry_dead_letter,
 )
 from shared.settings import Settings
@@ -327,3 +328,22 @@ async def test_published_and_applied_rows_are_pruned_after_the_retention(make_uo
     async with uow.sessions() as session:
         assert await session.get(InboxEntry, old.id) is None and await session.get(InboxEntry, fresh.id)
 
+
+
+async def test_emit_takes_topic_key_subject_source_and_chain_from_the_data_and_its_cause(make_uow):
+    uow = await make_uow("versioning", [])
+    cause = new_event(Topic.PIPELINE_SUCCEEDED, PipelineSucceeded(
+        service_id="s9", project="shop", service="web", pipeline_id=1, ref="main", sha="a"),
+        source="gantry/versioning", subject="shop/web", correlation_id="hook-1")
+    data = VersionCreated(service_id="s9", project="shop", service="web", version="1.0", sha="a", ref="main",
+                          pipeline_id=1, image="reg/shop/web:1.0")
+    async with uow.begin() as session:
+        caused = emit(session, data, cause=cause)
+        route = emit(session, RouteChanged(name="orders", path="/orders/**", service="shop/orders", change="created"),
+                     correlation_id="request-7")
+    version_row, route_row = await outbox(uow)
+    assert (version_row.topic, version_row.key) == ("version.created", "s9")
+    assert (caused.source, caused.subject, caused.correlation_id, caused.causation_id) == (
+        "gantry/versioning", "shop/web", "hook-1", cause.id)
+    assert (route_row.topic, route_row.key, route.subject, route.correlation_id) == (
+        "gateway.route.changed", "orders", "orders", "request-7")
