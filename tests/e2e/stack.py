@@ -125,7 +125,10 @@ class Stack:
         pid = self.process.pid
         found = {}
         for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            args = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
+            try:
+                args = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # it ended (and was reaped) since the list was read
             for arg in args:
                 if arg.startswith("services."):
                     found[arg.removeprefix("services.")] = int(child)
