@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 import faust
 import structlog
@@ -35,6 +35,7 @@ from shared.outbox import OUTBOX_TABLES, OutboxRelay, UnitOfWork, dead_letters
 from shared.settings import Settings, get_settings
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,7 +51,25 @@ class Runtime:
     consumes: list[str] = field(default_factory=list)
     # what else readyz reports (not part of "ready"): name -> async probe, e.g. the cluster
     probes: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    # each service's own parts (its SCM, cluster driver, …), set by its extensions: see Part
+    parts: dict[str, object] = field(default_factory=dict)
+
+
+class Part(Generic[T]):
+    """A typed key for one of a service's own parts: ``SCM: Part[Scm] = Part("scm")``; an extension
+    sets it with ``SCM.provide(runtime, scm)``, a route takes it as ``Annotated[Scm, Depends(SCM)]``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def provide(self, runtime: Runtime, part: T) -> None:
+        runtime.parts[self.name] = part
+
+    def of(self, runtime: Runtime) -> T:
+        return cast(T, runtime.parts[self.name])
+
+    def __call__(self, request: Request) -> T:
+        return self.of(get_runtime(request))
 
 
 Subscriptions = Callable[[Runtime], Mapping[str, Handler]]

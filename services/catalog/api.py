@@ -12,7 +12,7 @@ from services.catalog.models import (
     ServicePublic,
     ServiceTypePublic,
 )
-from services.catalog.scm import SERVICE_TYPES
+from services.catalog.scm import SERVICE_TYPES, ScmDep
 from shared.auth import PROJECT_ROLES
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
@@ -47,7 +47,7 @@ async def read_service_types(_user: CurrentUser):
 
 @router.post("/projects/{project}/services", status_code=201, response_model=ServicePublic)
 async def create_service(
-    project: str, data: ServiceCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+    project: str, data: ServiceCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId, scm: ScmDep
 ):
     """Create a service and its repository from the service type's template."""
     user.require_project(project, *WRITERS)
@@ -57,7 +57,7 @@ async def create_service(
         by=user.user,
         correlation_id=cid,
         uow=runtime.uow,
-        scm=runtime.extras["scm"],
+        scm=scm,
         secret=runtime.secret,
         hook_url=runtime.settings.hook_url,
     )

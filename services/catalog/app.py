@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from services.catalog.api import router
 from services.catalog.models import Project, Service
-from services.catalog.scm import build_scm
+from services.catalog.scm import SCM, build_scm
 from shared import outbox_api
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
@@ -17,7 +17,7 @@ from shared.settings import Settings
 @asynccontextmanager
 async def _scm(runtime: Runtime) -> AsyncIterator[None]:
     s = runtime.settings
-    runtime.extras["scm"] = build_scm(s.gitlab_url, s.gitlab_token, s.home)
+    SCM.provide(runtime, build_scm(s.gitlab_url, s.gitlab_token, s.home))
     yield
 
 

@@ -20,13 +20,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 import gitlab as _gitlab
 import requests
 import yaml
+from fastapi import Depends
 
 from shared.naming import gitlab_path
+from shared.service import Part
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 PLACEHOLDERS = ("service_code", "service_name", "project", "group")
@@ -334,3 +336,7 @@ def build_scm(gitlab_url: str | None, gitlab_token: str | None, home: Path) -> S
     if gitlab_url and gitlab_token:
         return GitLabScm(gitlab_url, gitlab_token)
     return LocalGitScm(Path(home) / "repos")
+
+
+SCM: Part[Scm] = Part("scm")  # the service's repository host, set at start (services/catalog/app.py)
+ScmDep = Annotated[Scm, Depends(SCM)]

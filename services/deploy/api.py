@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 
 from services.deploy import handlers, queries
+from services.deploy.manifests import ClusterDep
 from services.deploy.models import (
     AutoDeployPublic,
     DeploymentCreate,
@@ -67,12 +68,12 @@ async def create_deployment(
 
 @router.get(SERVICE, response_model=RunningState)
 async def read_running_state(
-    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep
+    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep, cluster: ClusterDep
 ):
     """Running and deploying versions with desired / current / available counts."""
     user.require_org(DEPLOY_ADMIN)
     return await queries.running_state(
-        project, service, environment, uow=runtime.uow, driver=runtime.extras["driver"]
+        project, service, environment, uow=runtime.uow, driver=cluster
     )
 
 

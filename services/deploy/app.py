@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from services.deploy import handlers, worker
 from services.deploy.api import router
 from services.deploy.kubernetes import KubernetesDriver
-from services.deploy.manifests import ClusterDriver, RenderedManifestsDriver
+from services.deploy.manifests import CLUSTER, ClusterDriver, RenderedManifestsDriver
 from services.deploy.models import DEPLOY_TABLES
 from shared import outbox_api
 from shared.bus import Handler
 from shared.events import Envelope, Topic
-from shared.service import Runtime, create_service_app
+from shared.service import Part, Runtime, create_service_app
 from shared.settings import Settings
 
 
@@ -33,13 +33,16 @@ def build_driver(settings: Settings) -> ClusterDriver:
     return RenderedManifestsDriver(settings.home / "manifests")
 
 
+ROLLOUTS: Part[worker.RolloutWatcher] = Part("rollouts")
+
+
 @asynccontextmanager
 async def _cluster(runtime: Runtime) -> AsyncIterator[None]:
     driver = build_driver(runtime.settings)
     watcher = worker.RolloutWatcher(runtime.uow, driver)
-    runtime.extras["driver"] = driver
+    CLUSTER.provide(runtime, driver)
     runtime.probes["cluster"] = driver.reachable
-    runtime.extras["rollouts"] = watcher
+    ROLLOUTS.provide(runtime, watcher)
     await watcher.resume()
     try:
         yield
@@ -48,7 +51,7 @@ async def _cluster(runtime: Runtime) -> AsyncIterator[None]:
 
 
 def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
-    uow, driver, rollouts = runtime.uow, runtime.extras["driver"], runtime.extras["rollouts"]
+    uow, driver, rollouts = runtime.uow, CLUSTER.of(runtime), ROLLOUTS.of(runtime)
 
     async def on_version_released(envelope: Envelope) -> None:
         await handlers.record_released_version(envelope, uow=uow)

@@ -32,11 +32,13 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import yaml
+from fastapi import Depends
 
 from shared.naming import DNS1123_LABEL, label_value, suffixed_name, workload_name
+from shared.service import Part
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gantry"}
 SHARED_KINDS = ("Namespace", "Service")
@@ -84,6 +86,10 @@ class ClusterDriver(Protocol):
                      track: str = "stable") -> None: ...
 
     async def reachable(self) -> bool: ...
+
+
+CLUSTER: Part[ClusterDriver] = Part("cluster")  # the deploy service's driver, set at start (app.py)
+ClusterDep = Annotated[ClusterDriver, Depends(CLUSTER)]
 
 
 def env_name(resource: str, key: str) -> str:

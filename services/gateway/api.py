@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from services.gateway import domain, handlers
-from services.gateway.events_stream import EventStream
+from services.gateway.events_stream import EventsDep, EventStream
 from services.gateway.models import (
     RouteCreate,
     RouteMatch,
@@ -116,12 +116,11 @@ def chosen_topics(topic: list[str] | None) -> frozenset[str]:
 
 @events_router.get("/events")
 async def stream_events(
-    _user: StreamUser, runtime: RuntimeDep, topic: TopicsQuery = None,
+    _user: StreamUser, stream: EventsDep, topic: TopicsQuery = None,
     since: Annotated[str | None, Query(pattern="^(beginning|now)$")] = None,
 ):
     """Server-sent events from every topic (`?topic=` filters, `?since=beginning` replays)."""
     topics = chosen_topics(topic)
-    stream: EventStream = runtime.extras["events"]
     return StreamingResponse(
         _frames(stream, topics, since == "beginning"),
         media_type="text/event-stream",
@@ -145,11 +144,10 @@ async def _frames(stream: EventStream, topics: frozenset[str], from_beginning: b
 
 @events_router.get("/events/recent")
 async def read_recent_events(
-    _user: StreamUser, runtime: RuntimeDep, topic: TopicsQuery = None,
+    _user: StreamUser, stream: EventsDep, topic: TopicsQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 200,
 ) -> list[dict[str, object]]:
     """The latest events (oldest first), for the dashboard's first paint."""
-    stream: EventStream = runtime.extras["events"]
     return stream.recent(chosen_topics(topic), limit)
 
 

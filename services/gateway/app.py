@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from services.gateway import handlers, proxy
 from services.gateway.api import events_router, page_router, router
-from services.gateway.events_stream import event_stream
+from services.gateway.events_stream import EVENTS, event_stream
 from services.gateway.models import Route
 from shared import outbox_api, webhook_door
 from shared.service import Runtime, create_service_app
@@ -51,6 +51,6 @@ class GatewayServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         api = self.config.app
         runtime = getattr(getattr(api, "state", None), "runtime", None)
-        if runtime is not None and "events" in runtime.extras:
-            runtime.extras["events"].close_clients_threadsafe()
+        if runtime is not None and EVENTS.name in runtime.parts:
+            EVENTS.of(runtime).close_clients_threadsafe()
         super().handle_exit(sig, frame)

@@ -16,16 +16,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from fastapi import Depends
 
 from shared.bus import stop_within
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import ready_partitions
 from shared.logging import get_logger
-from shared.service import Runtime
+from shared.service import Part, Runtime
 
 log = get_logger(__name__)
 
@@ -263,13 +264,17 @@ async def _feed(consumer: AIOKafkaConsumer, client: ClientQueue) -> None:
                 await client.put(StreamItem.from_record(record))
 
 
+EVENTS: Part[EventStream] = Part("events")  # the gateway's one shared consumer of every topic
+EventsDep = Annotated[EventStream, Depends(EVENTS)]
+
+
 @asynccontextmanager
 async def event_stream(runtime: Runtime) -> AsyncIterator[None]:
     """Start the shared consumer with the service, stop it (and end every stream) on stop."""
     settings = runtime.settings
     stream = EventStream(settings.require_bootstrap(), settings.kafka_fetch_max_wait_ms)
     await stream.start()
-    runtime.extras["events"] = stream
+    EVENTS.provide(runtime, stream)
     try:
         yield
     finally:

@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from shared.logging import get_logger
-from shared.service import Runtime, RuntimeDep
+from shared.service import Part, Runtime, RuntimeDep
 
 log = get_logger(__name__)
+HTTP: Part[httpx.AsyncClient] = Part("http")  # the one client every forwarded call shares
 router = APIRouter(tags=["proxy"])
 
 UPSTREAMS = ("catalog", "versioning", "release", "deploy")
@@ -39,7 +40,7 @@ async def http_client(runtime: Runtime) -> AsyncIterator[None]:
         follow_redirects=False,
         trust_env=False,  # the services are on loopback: never through an HTTP proxy
     ) as client:
-        runtime.extras["http"] = client
+        HTTP.provide(runtime, client)
         yield
 
 
@@ -69,7 +70,7 @@ async def forward(
     *,
     timeout: float = TIMEOUT_SECONDS,
 ):
-    client: httpx.AsyncClient = runtime.extras["http"]
+    client = HTTP.of(runtime)
     base = runtime.settings.service_url(service)
     url = base + raw_path + (f"?{request.url.query}" if request.url.query else "")
     outgoing = _request_headers(request)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from services.deploy.app import create_app
+from services.deploy.manifests import CLUSTER
 from shared.outbox import UnitOfWork
 from shared.settings import Settings
 from tests.support import ADMIN, SECRET, token
@@ -43,7 +44,7 @@ async def client(
     tmp_path: Path,
 ) -> AsyncIterator[httpx.AsyncClient]:
     api = create_app(Settings(home=tmp_path, secret=SECRET))
-    api.state.runtime = SimpleNamespace(uow=uow, secret=SECRET, extras={"driver": cluster})
+    api.state.runtime = SimpleNamespace(uow=uow, secret=SECRET, parts={CLUSTER.name: cluster})
     transport = httpx.ASGITransport(app=api)
     async with httpx.AsyncClient(transport=transport, base_url="http://deploy") as http:
         yield http
