@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from services.deploy.manifests import split_resource_env
 from shared.errors import Conflict, InvalidInput
@@ -98,7 +98,7 @@ def guard_database_change(
         )
 
 
-def track_of(action: str, strategy: str) -> str:
+def track_of(action: str, strategy: str) -> Literal["stable", "canary"]:
     """The track a request changes: a canary deploy or abort the canary, anything else stable."""
     if action == "abort" or (action == "deploy" and strategy == "canary"):
         return "canary"

@@ -21,9 +21,12 @@ from services.deploy.models import (
     Resource,
     ResourceChoice,
     ResourceCreate,
+    Strategy,
+    Track,
+    Trigger,
 )
 from shared.errors import Conflict
-from shared.events import DeployRequested, Envelope, VersionReleased, utcnow
+from shared.events import DeployAction, DeployRequested, Envelope, VersionReleased, utcnow
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork, claim_inbox, emit
 
@@ -278,14 +281,14 @@ def _deployment(
     version: str,
     image: str,
     replicas: int,
-    action: str,
-    track: str,
+    action: DeployAction,
+    track: Track,
     resources: list[str],
     snapshot: dict[str, Any],
     by: str,
     correlation_id: str,
-    strategy: str = "rolling",
-    trigger: str = "manual",
+    strategy: Strategy = "rolling",
+    trigger: Trigger = "manual",
 ) -> Deployment:
     return Deployment(
         id=uuid.uuid4().hex, service_id=origin.service_id, project=origin.project,
@@ -313,10 +316,10 @@ def _start(
         service_id=deployment.service_id, project=deployment.project, service=deployment.service,
         deployment_id=deployment.id, environment=deployment.environment,
         namespace=deployment.namespace, version=deployment.version, image=deployment.image,
-        replicas=deployment.replicas, strategy=deployment.strategy,  # type: ignore[arg-type]
-        action=deployment.action,  # type: ignore[arg-type]
+        replicas=deployment.replicas, strategy=deployment.strategy,
+        action=deployment.action,
         resources=deployment.resource_snapshot,
-        trigger=deployment.trigger,  # type: ignore[arg-type]
+        trigger=deployment.trigger,
         by=deployment.by,
     )
     session.add(deployment)

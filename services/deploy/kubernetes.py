@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
-from services.deploy.manifests import SHARED_KINDS, RolloutStatus, WorkloadSpec, render_objects
+from services.deploy.manifests import SHARED_KINDS, RolloutState, RolloutStatus, WorkloadSpec, render_objects
 from shared.naming import suffixed_name, workload_name
 
 FIELD_MANAGER = "gantry"
@@ -112,7 +112,7 @@ def rollout_status(deployment: dict[str, Any]) -> RolloutStatus:
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
 
-    def answer(state: str, message: str) -> RolloutStatus:
+    def answer(state: RolloutState, message: str) -> RolloutStatus:
         return RolloutStatus(state, desired, current, updated, available, message)
 
     if deployment["metadata"].get("generation", 0) > (status.get("observedGeneration") or 0):

@@ -32,7 +32,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from fastapi import Depends
@@ -49,6 +49,9 @@ _SECRET_KEY = re.compile(
 )
 _DATABASE_URL_KEYS = {"url", "uri", "dsn"}
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+RolloutState = Literal["rendered", "progressing", "succeeded", "failed"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class WorkloadSpec:
 
 @dataclass(frozen=True)
 class RolloutStatus:
-    state: str  # "rendered" | "progressing" | "succeeded" | "failed"
+    state: RolloutState
     desired: int
     current: int
     updated: int

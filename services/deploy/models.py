@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import field_validator
-from sqlalchemy import JSON, UniqueConstraint
+from sqlalchemy import JSON, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from shared.db import UtcDateTime
@@ -113,17 +113,17 @@ class Deployment(SQLModel, table=True):
     version: str = Field(max_length=128)
     image: str
     replicas: int
-    strategy: str = Field(max_length=16)
-    action: str = Field(max_length=16)
-    track: str = Field(max_length=16)
+    strategy: Strategy = Field(sa_type=String(16))
+    action: DeployAction = Field(sa_type=String(16))
+    track: Track = Field(sa_type=String(16))
     resources: list[str] = Field(default_factory=list, sa_type=JSON)
     resource_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
-    trigger: str = Field(max_length=16)
+    trigger: Trigger = Field(sa_type=String(16))
     by: str = Field(max_length=128)
     correlation_id: str = Field(max_length=64)
     # "<user>:<Idempotency-Key>" of the request that made it: a resent request returns this one
     request_key: str | None = Field(default=None, unique=True, max_length=300)
-    state: str = Field(default="requested", max_length=16)
+    state: DeploymentState = Field(default="requested", sa_type=String(16))
     desired: int = 0
     current: int = 0
     updated: int = 0
@@ -187,7 +187,7 @@ class Instance(SQLModel, table=True):
     __tablename__ = "instances"
     service_id: str = Field(primary_key=True, max_length=64)
     environment: str = Field(primary_key=True, max_length=63)
-    track: str = Field(primary_key=True, max_length=16)
+    track: Track = Field(primary_key=True, sa_type=String(16))
     project: str = Field(max_length=40)
     service: str = Field(max_length=64)
     namespace: str = Field(max_length=63)
@@ -197,7 +197,7 @@ class Instance(SQLModel, table=True):
     resources: list[str] = Field(default_factory=list, sa_type=JSON)
     resource_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     deployment_id: str = Field(max_length=32)
-    state: str = Field(max_length=16)
+    state: DeploymentState = Field(sa_type=String(16))
     message: str = ""
     updated_at: datetime = _created()
 

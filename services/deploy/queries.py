@@ -83,7 +83,7 @@ async def _track_state(instance: Instance | None, driver: ClusterDriver) -> Trac
     live = await _live_status(instance, driver)
     failed = instance.state == "failed"  # the last change failed; what ran before still runs
     return TrackState(
-        track=instance.track,  # type: ignore[arg-type]
+        track=instance.track,
         version=instance.version,
         image=instance.image,
         state=instance.state if failed or live is None else live.state,

@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.deploy import domain, lookups
 from services.deploy.manifests import ClusterDriver, RolloutStatus, WorkloadSpec
-from services.deploy.models import Deployment, Instance
+from services.deploy.models import Deployment, Instance, Track
 from shared.errors import PoisonEvent
 from shared.events import DeployRequested, DeployStatus, Envelope, utcnow
 from shared.logging import get_logger
@@ -100,7 +100,7 @@ async def _apply(driver: ClusterDriver, request: DeployRequested, track: str) ->
     return status
 
 
-def _from_request(request: DeployRequested, track: str, correlation_id: str) -> Deployment:
+def _from_request(request: DeployRequested, track: Track, correlation_id: str) -> Deployment:
     return Deployment(
         id=request.deployment_id, service_id=request.service_id, project=request.project,
         service=request.service, environment=request.environment, namespace=request.namespace,
@@ -133,8 +133,8 @@ async def record_outcome(
             service_id=deployment.service_id, project=deployment.project,
             service=deployment.service, deployment_id=deployment.id,
             environment=deployment.environment, version=deployment.version,
-            track=deployment.track,  # type: ignore[arg-type]
-            state=status.state,  # type: ignore[arg-type]
+            track=deployment.track,
+            state=status.state,
             desired=status.desired, current=status.current, updated=status.updated,
             available=status.available, message=status.message,
         ),
