@@ -13,8 +13,8 @@ import asyncio
 import statistics
 import time
 
+from services.deploy.cluster import WorkloadSpec
 from services.deploy.kubernetes import KubernetesDriver
-from services.deploy.manifests import WorkloadSpec
 from tests.harness.k8s_control_plane import ControlPlane
 
 

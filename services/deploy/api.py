@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from services.deploy import handlers, queries
-from services.deploy.manifests import ClusterDep
+from services.deploy import handlers, views
+from services.deploy.cluster import ClusterDep
 from services.deploy.models import (
     AutoDeployPublic,
     DeploymentCreate,
@@ -50,7 +50,7 @@ async def create_resource(
 async def read_resources(environment: str, user: CurrentUser, runtime: RuntimeDep):
     """The resources defined in an environment."""
     user.require_org(DEPLOY_ADMIN)
-    return await queries.list_resources(environment, uow=runtime.uow)
+    return await views.list_resources(environment, uow=runtime.uow)
 
 
 @router.post("/deployments", status_code=202, response_model=DeploymentPublic)
@@ -72,7 +72,7 @@ async def read_running_state(
 ):
     """Running and deploying versions with desired / current / available counts."""
     user.require_org(DEPLOY_ADMIN)
-    return await queries.running_state(
+    return await views.running_state(
         project, service, environment, uow=runtime.uow, driver=cluster
     )
 
@@ -151,4 +151,4 @@ async def read_deployments(
 ):
     """The deployment history, newest first, with who or what triggered each one."""
     user.require_org(DEPLOY_ADMIN)
-    return await queries.list_deployments(project, service, environment, uow=runtime.uow)
+    return await views.list_deployments(project, service, environment, uow=runtime.uow)

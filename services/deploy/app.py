@@ -9,9 +9,10 @@ from fastapi import FastAPI
 
 from services.deploy import handlers, worker
 from services.deploy.api import router
+from services.deploy.cluster import CLUSTER, ClusterDriver
 from services.deploy.kubernetes import KubernetesDriver
-from services.deploy.manifests import CLUSTER, ClusterDriver, RenderedManifestsDriver
 from services.deploy.models import DEPLOY_TABLES
+from services.deploy.rendered import RenderedManifestsDriver
 from shared import outbox_api
 from shared.bus import Handler
 from shared.events import Envelope, Topic

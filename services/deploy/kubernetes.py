@@ -19,7 +19,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
-from services.deploy.manifests import SHARED_KINDS, RolloutState, RolloutStatus, WorkloadSpec, render_objects
+from services.deploy.cluster import RolloutState, RolloutStatus, WorkloadSpec
+from services.deploy.manifests import SHARED_KINDS, render_objects
 from shared.naming import suffixed_name, workload_name
 
 FIELD_MANAGER = "gantry"

@@ -1,8 +1,9 @@
-"""The Kubernetes objects of a deployment, rendered in one place, and the embedded cluster driver.
+"""The Kubernetes objects of a deployment, rendered in one place.
 
-``render_objects`` is the single source of what Gantry puts in a cluster; a Kubernetes driver
-server-side-applies exactly these objects, and ``RenderedManifestsDriver`` (the embedded default)
-writes them to ``<root>/<environment>/<namespace>/<workload>.yaml`` for ``kubectl`` or GitOps.
+``render_objects`` is the single source of what Gantry puts in a cluster: the Kubernetes driver
+(``kubernetes.py``) server-side-applies exactly these objects, and the embedded driver
+(``rendered.py``) writes them to ``<root>/<environment>/<namespace>/<workload>.yaml`` for
+``kubectl`` or GitOps. The drivers' interface is in ``cluster.py``.
 
 Per workload (one service, one track) the objects are, in this order:
 
@@ -24,21 +25,15 @@ Per workload (one service, one track) the objects are, in this order:
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import os
 import re
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any
 
 import yaml
-from fastapi import Depends
 
+from services.deploy.cluster import WorkloadSpec
 from shared.naming import DNS1123_LABEL, label_value, suffixed_name, workload_name
-from shared.service import Part
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gantry"}
 SHARED_KINDS = ("Namespace", "Service")
@@ -48,51 +43,6 @@ _SECRET_KEY = re.compile(
     r"password|passwd|secret|token|credential|api_?key|private_?key", re.IGNORECASE
 )
 _DATABASE_URL_KEYS = {"url", "uri", "dsn"}
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-RolloutState = Literal["rendered", "progressing", "succeeded", "failed"]
-
-
-@dataclass(frozen=True)
-class WorkloadSpec:
-    project: str
-    service: str
-    environment: str
-    namespace: str
-    version: str
-    image: str
-    replicas: int
-    track: str = "stable"  # or "canary"
-    # resource name -> {"type": "database", "data": {"url": ..., "username": ..., ...}}
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    port: int = 8080
-
-
-@dataclass(frozen=True)
-class RolloutStatus:
-    state: RolloutState
-    desired: int
-    current: int
-    updated: int
-    available: int
-    message: str
-
-
-class ClusterDriver(Protocol):
-    async def apply(self, spec: WorkloadSpec) -> RolloutStatus: ...
-
-    async def status(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> RolloutStatus | None: ...
-
-    async def delete(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> None: ...
-
-    async def reachable(self) -> bool: ...
-
-
-CLUSTER: Part[ClusterDriver] = Part("cluster")  # the deploy service's driver, set at start (app.py)
-ClusterDep = Annotated[ClusterDriver, Depends(CLUSTER)]
 
 
 def env_name(resource: str, key: str) -> str:
@@ -227,81 +177,3 @@ def render_yaml(objects: list[dict], filename: str) -> str:
     body = yaml.safe_dump_all(objects, explicit_start=True, sort_keys=True,
                               default_flow_style=False, allow_unicode=True)
     return f"{HEADER} {filename}\n{body}"
-
-
-class RenderedManifestsDriver:
-    """The embedded cluster: manifests written per environment, nothing runs them.
-
-    Files are ``<root>/<environment>/<namespace>/<workload>.yaml``, written atomically (temp file
-    + rename) with mode 0600 because the Secret's data is only base64-encoded.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    async def reachable(self) -> bool:
-        """The manifests folder can be written."""
-        def writable() -> bool:
-            self.root.mkdir(parents=True, exist_ok=True)
-            return os.access(self.root, os.W_OK)
-        return await asyncio.to_thread(writable)
-
-    def path(self, project: str, service: str, environment: str, namespace: str,
-             track: str = "stable") -> Path:
-        for label, segment in (("environment", environment), ("namespace", namespace)):
-            if not _PATH_SEGMENT.match(segment):
-                raise ValueError(f"{label} {segment!r} cannot name a folder: use letters, "
-                                 "digits, '_', '.', '-'")
-        workload = workload_name(project, service, track)
-        return self.root / environment / namespace / f"{workload}.yaml"
-
-    async def apply(self, spec: WorkloadSpec) -> RolloutStatus:
-        objects = render_objects(spec)
-        path = self.path(spec.project, spec.service, spec.environment, spec.namespace,
-                         spec.track)
-        await asyncio.to_thread(_write_atomically, path, render_yaml(objects, path.name))
-        return _rendered(spec.replicas, path)
-
-    async def status(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> RolloutStatus | None:
-        path = self.path(project, service, environment, namespace, track)
-        return await asyncio.to_thread(_read_status, path)
-
-    async def delete(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> None:
-        path = self.path(project, service, environment, namespace, track)
-        await asyncio.to_thread(path.unlink, missing_ok=True)
-
-
-def _rendered(replicas: int, path: Path) -> RolloutStatus:
-    return RolloutStatus(state="rendered", desired=replicas, current=0, updated=0, available=0,
-                         message=f"manifests written to {path}")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_status(path: Path) -> RolloutStatus | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    try:
-        objects = [obj for obj in yaml.safe_load_all(text) if obj]
-        deployment = next(obj for obj in objects if obj.get("kind") == "Deployment")
-        replicas = int(deployment["spec"]["replicas"])
-    except (yaml.YAMLError, StopIteration, KeyError, TypeError, ValueError) as exc:
-        return RolloutStatus(state="failed", desired=0, current=0, updated=0, available=0,
-                             message=f"cannot read the manifests in {path}: {exc!r}")
-    return _rendered(replicas, path)

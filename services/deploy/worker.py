@@ -19,7 +19,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.deploy import domain, lookups
-from services.deploy.manifests import ClusterDriver, RolloutStatus, WorkloadSpec
+from services.deploy.cluster import ClusterDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import Deployment, Instance, Track
 from shared.errors import PoisonEvent
 from shared.events import DeployRequested, DeployStatus, Envelope, utcnow

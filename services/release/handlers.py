@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.release import domain, queries
+from services.release import domain, lookups
 from services.release.models import (
     Binding,
     Environment,
@@ -70,7 +70,7 @@ async def list_environments(*, uow: UnitOfWork) -> list[Environment]:
 
 async def get_environment(code: str, *, uow: UnitOfWork) -> Environment:
     async with uow.sessions() as session:
-        return await queries.require_environment(session, code)
+        return await lookups.require_environment(session, code)
 
 
 # Events from the other services
@@ -87,7 +87,7 @@ async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
             known.name = data.name
             session.add(known)
             return
-        clash = await queries.find_service(session, data.project, data.service)
+        clash = await lookups.find_service(session, data.project, data.service)
         if clash is not None:
             raise PoisonEvent(
                 f"service {data.project}/{data.service} is already known with id {clash.id}, not {data.service_id}"
@@ -102,7 +102,7 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return
-        service = await queries.lock_service(session, data.service_id)
+        service = await lookups.lock_service(session, data.service_id)
         if service is None:
             # service.created travels on another topic and may come later (a consumer catching
             # up): the version says enough to know the service; catalog's event fills in the name.
@@ -110,14 +110,14 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
             session.add(service)
             await session.flush()
             log.info("service learned from its first version", project=data.project, service=data.service)
-        if await queries.find_version(session, service.id, data.version) is not None:
+        if await lookups.find_version(session, service.id, data.version) is not None:
             log.info("version already known, not released again", version=data.version)
             return
         version = KnownVersion.model_validate(data.model_dump(exclude={"project", "service"}))
         session.add(version)
         if not service.auto_release:
             return
-        for _binding, environment in await queries.bound_environments(session, service.id):
+        for _binding, environment in await lookups.bound_environments(session, service.id):
             _release(
                 session, service, environment, version,
                 trigger="auto", by=domain.AUTO_RELEASE_BY, cause=envelope,
@@ -133,10 +133,10 @@ async def release_service(
     """Release a service to an environment; its newest version, if any, goes there at once."""
     try:
         async with uow.begin() as session:
-            service = await queries.require_service(session, project, code)
-            target = await queries.require_environment(session, environment)
-            await queries.lock_service(session, service.id)
-            if await queries.find_binding(session, service.id, target.code) is not None:
+            service = await lookups.require_service(session, project, code)
+            target = await lookups.require_environment(session, environment)
+            await lookups.lock_service(session, service.id)
+            if await lookups.find_binding(session, service.id, target.code) is not None:
                 raise Conflict(
                     f"service {code!r} is already released to environment {target.code!r}, and an "
                     "environment a service is already released to cannot be released to again: "
@@ -146,7 +146,7 @@ async def release_service(
             binding = Binding(service_id=service.id, environment=target.code, created_by=by)
             session.add(binding)
             release = None
-            if (newest := await queries.newest_version(session, service.id)) is not None:
+            if (newest := await lookups.newest_version(session, service.id)) is not None:
                 release = _release(
                     session, service, target, newest,
                     trigger="manual", by=by, correlation_id=correlation_id,
@@ -168,17 +168,17 @@ async def release_version(
 ) -> Release:
     """Release one known version to an environment the service is released to."""
     async with uow.begin() as session:
-        service = await queries.require_service(session, project, code)
-        target = await queries.require_environment(session, environment)
-        await queries.lock_service(session, service.id)
-        known = await queries.find_version(session, service.id, version)
+        service = await lookups.require_service(session, project, code)
+        target = await lookups.require_environment(session, environment)
+        await lookups.lock_service(session, service.id)
+        known = await lookups.find_version(session, service.id, version)
         if known is None:
             raise NotFound(
                 f"version {version!r} of service {code!r} is not known to release: list the "
                 f"versions with GET /api/versioning/projects/{project}/services/{code}/versions "
                 "(a version appears once its pipeline succeeded)"
             )
-        if await queries.find_binding(session, service.id, target.code) is None:
+        if await lookups.find_binding(session, service.id, target.code) is None:
             raise Conflict(
                 f"service {code!r} is not released to environment {target.code!r}: release the "
                 f"service to {target.code} first with POST /api/release/projects/{project}/"
@@ -190,7 +190,7 @@ async def release_version(
 async def set_auto_release(project: str, code: str, enabled: bool, *, uow: UnitOfWork) -> ServiceReleases:
     """Turn auto-release on or off; it applies to the next version that arrives."""
     async with uow.begin() as session:
-        service = await queries.require_service(session, project, code)
+        service = await lookups.require_service(session, project, code)
         service.auto_release = enabled
         session.add(service)
     log.info("auto-release set", project=project, service=code, enabled=enabled)
@@ -200,10 +200,10 @@ async def set_auto_release(project: str, code: str, enabled: bool, *, uow: UnitO
 async def list_releases(project: str, code: str, *, uow: UnitOfWork) -> ServiceReleases:
     """The environments the service is released to, each with its latest release."""
     async with uow.sessions() as session:
-        service = await queries.require_service(session, project, code)
+        service = await lookups.require_service(session, project, code)
         targets = []
-        for binding, environment in await queries.bound_environments(session, service.id):
-            latest = await queries.latest_release(session, service.id, environment.code)
+        for binding, environment in await lookups.bound_environments(session, service.id):
+            latest = await lookups.latest_release(session, service.id, environment.code)
             targets.append(_target(binding, environment, latest))
     return ServiceReleases(
         service_id=service.id,
@@ -217,14 +217,14 @@ async def list_releases(project: str, code: str, *, uow: UnitOfWork) -> ServiceR
 async def list_release_history(project: str, code: str, environment: str, *, uow: UnitOfWork) -> list[Release]:
     """Every release of the service to one environment, newest first."""
     async with uow.sessions() as session:
-        service = await queries.require_service(session, project, code)
-        target = await queries.require_environment(session, environment)
-        if await queries.find_binding(session, service.id, target.code) is None:
+        service = await lookups.require_service(session, project, code)
+        target = await lookups.require_environment(session, environment)
+        if await lookups.find_binding(session, service.id, target.code) is None:
             raise NotFound(
                 f"service {code!r} is not released to environment {target.code!r}: release it "
                 f"with POST /api/release/projects/{project}/services/{code}/releases"
             )
-        return await queries.history(session, service.id, target.code)
+        return await lookups.history(session, service.id, target.code)
 
 
 # The one code path that releases a version, whatever triggered it.

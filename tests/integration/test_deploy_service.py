@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from services.deploy.app import create_app
-from services.deploy.manifests import RenderedManifestsDriver
+from services.deploy.rendered import RenderedManifestsDriver
 from shared.events import Topic
 from shared.settings import Settings
 from tests.integration.conftest import Publish, released

@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
 
+from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.kubernetes import KubernetesDriver
-from services.deploy.manifests import RolloutStatus, WorkloadSpec
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from services.deploy.app import create_app
-from services.deploy.manifests import CLUSTER
+from services.deploy.cluster import CLUSTER
 from shared.outbox import UnitOfWork
 from shared.settings import Settings
 from tests.support import ADMIN, SECRET, token

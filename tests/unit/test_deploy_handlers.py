@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from services.deploy import handlers, queries, worker
+from services.deploy import handlers, views, worker
 from services.deploy.app import build_driver
+from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.kubernetes import KubernetesDriver
-from services.deploy.manifests import RenderedManifestsDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import DEPLOY_TABLES, Deployment, DeploymentCreate, ResourceCreate
+from services.deploy.rendered import RenderedManifestsDriver
 from shared.db import create_tables, make_engine, session_factory
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import Envelope, Topic, VersionReleased, new_event
@@ -142,8 +143,8 @@ async def test_resources_are_defined_per_environment(uow: UnitOfWork) -> None:
     await add_resource(uow, "orders-db", "database", url="postgres://db/orders", password="pw")
     await add_resource(uow, "cache", "cache", host="redis")
 
-    assert [r.name for r in await queries.list_resources(ENV, uow=uow)] == ["cache", "orders-db"]
-    assert await queries.list_resources("prod", uow=uow) == []
+    assert [r.name for r in await views.list_resources(ENV, uow=uow)] == ["cache", "orders-db"]
+    assert await views.list_resources("prod", uow=uow) == []
     with pytest.raises(Conflict, match="already exists"):
         await add_resource(uow, "cache", "cache")
     with pytest.raises(InvalidInput, match="resource name"):
@@ -226,7 +227,7 @@ async def test_scaling_deploys_the_same_version_with_a_new_count(
 
     assert (scaled.action, scaled.version, scaled.replicas) == ("scale", "1.0.0", 3)
     assert cluster.applied[-1].replicas == 3
-    state = await queries.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
+    state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert state.stable is not None and state.stable.desired == 3
 
 
@@ -255,7 +256,7 @@ async def test_a_canary_runs_beside_stable_then_is_promoted(
 
     await deploy(uow, "2.0.0", strategy="canary", replicas=1)
     await work(uow, cluster)
-    state = await queries.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
+    state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert state.stable is not None and state.canary is not None
     assert (state.stable.version, state.canary.version) == ("1.0.0", "2.0.0")
     assert cluster.applied[-1].track == "canary"
@@ -268,7 +269,7 @@ async def test_a_canary_runs_beside_stable_then_is_promoted(
     assert (promoted.action, promoted.track, promoted.replicas) == ("promote", "stable", 2)
     assert (cluster.applied[-1].track, cluster.applied[-1].version) == ("stable", "2.0.0")
     assert cluster.deleted[-1][-1] == "canary"
-    state = await queries.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
+    state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert state.stable is not None and state.stable.version == "2.0.0"
     assert state.canary is None
 
@@ -288,7 +289,7 @@ async def test_an_aborted_canary_is_removed_and_stable_keeps_serving(
 
     assert (await deployment(uow, aborted.id)).state == "succeeded"
     assert cluster.deleted == [(PROJECT, SERVICE, ENV, NAMESPACE, "canary")]
-    state = await queries.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
+    state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert state.canary is None and state.stable is not None and state.stable.version == "1.0.0"
     with pytest.raises(Conflict, match="no canary deployment"):
         await handlers.abort_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
@@ -358,7 +359,7 @@ async def test_history_is_newest_first_with_who_triggered_it(
     await ready(uow, cluster)
     await handlers.scale(PROJECT, SERVICE, ENV, 1, by="bob", correlation_id="c", uow=uow)
 
-    history = await queries.list_deployments(PROJECT, SERVICE, ENV, uow=uow)
+    history = await views.list_deployments(PROJECT, SERVICE, ENV, uow=uow)
 
     assert [(d.action, d.by, d.trigger) for d in history] == [
         ("scale", "bob", "manual"),
@@ -419,7 +420,7 @@ async def test_a_cluster_failure_fails_the_deployment_with_its_reason(
     status = (await outbox(uow, Topic.DEPLOY_STATUS))[-1]
     assert status.data["state"] == "failed"
     assert "namespace shop-dev is terminating" in status.data["message"]
-    state = await queries.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
+    state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert state.stable is not None
     assert (state.stable.version, state.stable.deployment_id) == ("1.0.0", first.id)
     assert state.stable.state == "failed" and "2.0.0 failed" in state.stable.message
@@ -450,7 +451,7 @@ async def test_a_progressing_rollout_is_followed_until_it_finishes(
     [requested] = await outbox(uow, Topic.DEPLOY_REQUESTED)
     await worker.apply_deploy_request(requested, uow=uow, driver=cluster, follow=followed.append)
     assert followed == [first.id]
-    state = await queries.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
+    state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert [d.version for d in state.deploying] == ["1.0.0"]
 
     assert not await worker.follow_rollout(first.id, uow=uow, driver=cluster)  # nothing changed
@@ -460,7 +461,7 @@ async def test_a_progressing_rollout_is_followed_until_it_finishes(
     assert (await deployment(uow, first.id)).state == "succeeded"
     states = [e.data["state"] for e in await outbox(uow, Topic.DEPLOY_STATUS)]
     assert states == ["progressing", "succeeded"]
-    state = await queries.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
+    state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert state.deploying == []
     assert state.stable is not None and (state.stable.desired, state.stable.available) == (1, 1)
 
@@ -511,7 +512,7 @@ async def test_with_auto_deploy_a_released_version_is_deployed(
     assert requested.causation_id == event.id and requested.correlation_id == "pipeline-77"
     assert requested.data["trigger"] == "auto"
     assert (cluster.applied[-1].version, cluster.applied[-1].replicas) == ("1.1.0", 2)
-    state = await queries.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
+    state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert state.auto_deploy and state.resources == ["orders-db"]
     assert state.stable is not None and state.stable.version == "1.1.0"
 

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import event
 
 from services.deploy import handlers, lookups, worker
-from services.deploy.manifests import RenderedManifestsDriver
 from services.deploy.models import DEPLOY_TABLES, Deployment
+from services.deploy.rendered import RenderedManifestsDriver
 from shared.events import Topic
 from shared.outbox import UnitOfWork, decode_envelope
 from tests.unit.conftest import UowFactory, outbox

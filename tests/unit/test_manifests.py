@@ -7,16 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.manifests import (
     HEADER,
     SHARED_KINDS,
-    RenderedManifestsDriver,
-    RolloutStatus,
-    WorkloadSpec,
     env_name,
     is_secret_key,
     render_objects,
 )
+from services.deploy.rendered import RenderedManifestsDriver
 from shared.naming import DNS1123_LABEL
 
 DB = {"orders-db": {"type": "database", "data": {

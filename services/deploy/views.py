@@ -1,10 +1,10 @@
-"""Deploy's read side: resources, deployment history and the running state of a service."""
+"""Deploy's read-side use cases, one session each: resources, deployment history, the running state."""
 from __future__ import annotations
 
 from sqlmodel import col, select
 
 from services.deploy import domain, lookups
-from services.deploy.manifests import ClusterDriver, RolloutStatus
+from services.deploy.cluster import ClusterDriver, RolloutStatus
 from services.deploy.models import (
     AutoDeployRule,
     DeployingVersion,

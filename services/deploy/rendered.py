@@ -1,0 +1,94 @@
+"""The embedded cluster driver: each deployment's objects written as manifest files, nothing runs them."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from services.deploy.cluster import RolloutStatus, WorkloadSpec
+from services.deploy.manifests import render_objects, render_yaml
+from shared.naming import workload_name
+
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class RenderedManifestsDriver:
+    """The embedded cluster: manifests written per environment, nothing runs them.
+
+    Files are ``<root>/<environment>/<namespace>/<workload>.yaml``, written atomically (temp file
+    + rename) with mode 0600 because the Secret's data is only base64-encoded.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    async def reachable(self) -> bool:
+        """The manifests folder can be written."""
+        def writable() -> bool:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return os.access(self.root, os.W_OK)
+        return await asyncio.to_thread(writable)
+
+    def path(self, project: str, service: str, environment: str, namespace: str,
+             track: str = "stable") -> Path:
+        for label, segment in (("environment", environment), ("namespace", namespace)):
+            if not _PATH_SEGMENT.match(segment):
+                raise ValueError(f"{label} {segment!r} cannot name a folder: use letters, "
+                                 "digits, '_', '.', '-'")
+        workload = workload_name(project, service, track)
+        return self.root / environment / namespace / f"{workload}.yaml"
+
+    async def apply(self, spec: WorkloadSpec) -> RolloutStatus:
+        objects = render_objects(spec)
+        path = self.path(spec.project, spec.service, spec.environment, spec.namespace,
+                         spec.track)
+        await asyncio.to_thread(_write_atomically, path, render_yaml(objects, path.name))
+        return _rendered(spec.replicas, path)
+
+    async def status(self, project: str, service: str, environment: str, namespace: str,
+                     track: str = "stable") -> RolloutStatus | None:
+        path = self.path(project, service, environment, namespace, track)
+        return await asyncio.to_thread(_read_status, path)
+
+    async def delete(self, project: str, service: str, environment: str, namespace: str,
+                     track: str = "stable") -> None:
+        path = self.path(project, service, environment, namespace, track)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+def _rendered(replicas: int, path: Path) -> RolloutStatus:
+    return RolloutStatus(state="rendered", desired=replicas, current=0, updated=0, available=0,
+                         message=f"manifests written to {path}")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_status(path: Path) -> RolloutStatus | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        objects = [obj for obj in yaml.safe_load_all(text) if obj]
+        deployment = next(obj for obj in objects if obj.get("kind") == "Deployment")
+        replicas = int(deployment["spec"]["replicas"])
+    except (yaml.YAMLError, StopIteration, KeyError, TypeError, ValueError) as exc:
+        return RolloutStatus(state="failed", desired=0, current=0, updated=0, available=0,
+                             message=f"cannot read the manifests in {path}: {exc!r}")
+    return _rendered(replicas, path)
