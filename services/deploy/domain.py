@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.deploy.manifests import split_resource_env
 from shared.errors import Conflict, InvalidInput
 
-MAX_REPLICAS = 100
+MIN_REPLICAS, MAX_REPLICAS = 1, 100
 RESOURCE_NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$")
 RESOURCE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 DATABASE = "database"
@@ -24,7 +25,7 @@ def subject(project: str, service: str) -> str:
 
 def validate_replicas(replicas: int) -> int:
     """Desired count = pod count: at least 1 (the guide: it cannot be 0)."""
-    if replicas < 1:
+    if replicas < MIN_REPLICAS:
         raise InvalidInput(
             f"the desired count cannot be 0 (got {replicas}): set replicas to 1 or more "
             "(2 keeps the service up when one pod dies)"
@@ -111,3 +112,34 @@ def rollback_target(history: Iterable[tuple[str, str]], current: str) -> str | N
         if state in APPLIED_STATES and version != current:
             return version
     return None
+
+
+def require_stable_for_canary(what: str, *, track: str, stable_runs: bool) -> None:
+    """The guide: a canary is a second track beside the stable one, so it needs a stable deployment."""
+    if track == "canary" and not stable_runs:
+        raise Conflict(
+            f"a canary runs beside the stable deployment, and {what} has none yet: "
+            'deploy with "strategy": "rolling" first'
+        )
+
+
+@dataclass(frozen=True)
+class AutoDeployFacts:
+    """What the auto-deploy rule of one (service, environment) looks at when a version is released."""
+
+    rule_enabled: bool
+    manually_deployed: bool  # a first deployment was made by hand (which also chose the resources)
+    last_stable_replicas: int | None
+    running_version: str | None  # what the stable track runs, and how its last rollout ended
+    running_state: str | None
+    released_version: str
+
+
+def auto_deploy_replicas(facts: AutoDeployFacts) -> int | None:
+    """The guide: an auto-deploy rule applies only after a first manual deployment; it deploys each
+    newly released version with the stable track's replicas. None: nothing to deploy."""
+    if not facts.rule_enabled or not facts.manually_deployed or facts.last_stable_replicas is None:
+        return None
+    if facts.running_version == facts.released_version and facts.running_state != "failed":
+        return None  # already running: a re-release is not a new deployment
+    return facts.last_stable_replicas

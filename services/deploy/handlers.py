@@ -91,13 +91,18 @@ async def _auto_deployment(
         return None
     choice = await session.get(ResourceChoice, key)
     history = await lookups.track_history(session, *key, "stable", limit=1)
-    if choice is None or not history or not await lookups.has_manual_deployment(session, *key):
-        return None  # the rule applies only after a first manual deployment
     stable = await lookups.instance(session, *key, "stable")
-    if stable is not None and stable.version == release.version and stable.state != "failed":
-        return None  # already running: a re-release is not a new deployment
+    replicas = domain.auto_deploy_replicas(domain.AutoDeployFacts(
+        rule_enabled=rule.enabled,
+        manually_deployed=choice is not None and await lookups.has_manual_deployment(session, *key),
+        last_stable_replicas=history[0].replicas if history else None,
+        running_version=stable.version if stable else None, running_state=stable.state if stable else None,
+        released_version=release.version,
+    ))  # fmt: skip
+    if replicas is None or choice is None:
+        return None
     deployment = _deployment(
-        release, version=release.version, image=release.image, replicas=history[0].replicas,
+        release, version=release.version, image=release.image, replicas=replicas,
         action="deploy", track="stable", resources=choice.resources, snapshot=choice.snapshot,
         trigger="auto", by=AUTO_DEPLOY_USER, correlation_id=cause.correlation_id,
     )
@@ -127,11 +132,8 @@ async def request_deployment(
             choice.snapshot if choice else None, snapshot, data.confirm_resource_change
         )
         track = domain.track_of("deploy", data.strategy)
-        if track == "canary" and await lookups.instance(session, *key, "stable") is None:
-            raise Conflict(
-                f"a canary runs beside the stable deployment, and {what} has none yet: "
-                'deploy with "strategy": "rolling" first'
-            )
+        stable_runs = track == "stable" or await lookups.instance(session, *key, "stable") is not None
+        domain.require_stable_for_canary(what, track=track, stable_runs=stable_runs)
         running = await lookups.instance(session, *key, track)
         replicas = data.replicas or (running.replicas if running else 1)
         deployment = _deployment(

@@ -13,6 +13,7 @@ from pydantic import field_validator
 from sqlalchemy import JSON, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from services.deploy import domain
 from shared.db import UtcDateTime
 from shared.events import DeployAction, utcnow
 
@@ -23,6 +24,8 @@ Trigger = Literal["manual", "auto"]
 TIMESTAMP = UtcDateTime
 # A deploy.requested carries the data of each resource it names: these bounds keep it well inside
 # the broker's message limit (16 × 16 KiB), whatever people put in their resources.
+# Shown in the API's schema; checked by domain.validate_replicas, whose refusal says what to do.
+REPLICAS_BOUNDS = {"minimum": domain.MIN_REPLICAS, "maximum": domain.MAX_REPLICAS}
 MAX_RESOURCE_DATA_BYTES = 16_384
 MAX_RESOURCES_PER_DEPLOYMENT = 16
 
@@ -97,7 +100,8 @@ class DeploymentCreate(SQLModel):
     version: str
     # default: the resources of the last deployment
     resources: list[str] | None = Field(default=None, max_length=MAX_RESOURCES_PER_DEPLOYMENT)
-    replicas: int | None = None  # default: what the track runs now, else 1
+    # default: what the track runs now, else 1
+    replicas: int | None = Field(default=None, schema_extra={"json_schema_extra": REPLICAS_BOUNDS})
     strategy: Strategy = "rolling"
     confirm_resource_change: bool = False
 
@@ -248,7 +252,7 @@ class AutoDeployPublic(SQLModel):
 
 
 class ReplicasUpdate(SQLModel):
-    replicas: int
+    replicas: int = Field(schema_extra={"json_schema_extra": REPLICAS_BOUNDS})
 
 
 class RollbackRequest(SQLModel):

@@ -9,7 +9,7 @@ from typing import Literal
 
 import yaml
 
-from shared.errors import InvalidInput
+from shared.errors import Conflict, InvalidInput
 from shared.naming import DNS1123_LABEL, DNS1123_MAX, dns1123_name, label_value, workload_name
 
 ENVIRONMENT_CODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -114,3 +114,14 @@ def render_deployment_files(facts: ReleaseFacts) -> str:
         },
     }
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
+def refuse_second_release(project: str, service: str, environment: str, *, already_released: bool) -> None:
+    """The guide: a service is released to an environment once; after that, versions are released to it."""
+    if already_released:
+        raise Conflict(
+            f"service {service!r} is already released to environment {environment!r}, and an "
+            "environment a service is already released to cannot be released to again: "
+            f"release a version to it with POST /api/release/projects/{project}/services/"
+            f"{service}/releases/{environment}/versions"
+        )

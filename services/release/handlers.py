@@ -136,13 +136,8 @@ async def release_service(
             service = await lookups.require_service(session, project, code)
             target = await lookups.require_environment(session, environment)
             await lookups.lock_service(session, service.id)
-            if await lookups.find_binding(session, service.id, target.code) is not None:
-                raise Conflict(
-                    f"service {code!r} is already released to environment {target.code!r}, and an "
-                    "environment a service is already released to cannot be released to again: "
-                    f"release a version to it with POST /api/release/projects/{project}/services/"
-                    f"{code}/releases/{target.code}/versions"
-                )
+            already = await lookups.find_binding(session, service.id, target.code) is not None
+            domain.refuse_second_release(project, code, target.code, already_released=already)
             binding = Binding(service_id=service.id, environment=target.code, created_by=by)
             session.add(binding)
             release = None
