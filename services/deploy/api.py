@@ -4,9 +4,10 @@ The gateway forwards ``/api/deploy/…`` here; paths start at ``/environments``,
 """
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends, Header
 
 from services.deploy import handlers, views
 from services.deploy.cluster import ClusterDep
@@ -20,6 +21,7 @@ from services.deploy.models import (
     RollbackRequest,
     RunningState,
 )
+from shared.outbox import UnitOfWork
 from shared.schemas import Toggle
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
@@ -35,6 +37,34 @@ DEPLOY_ADMIN = "deploy-admin"
 def request_key(user: str, idempotency_key: str | None) -> str | None:
     """Keys are per user: two people's keys never meet."""
     return f"{user}:{idempotency_key}" if idempotency_key else None
+
+
+@dataclass(frozen=True)
+class Action:
+    """A deploy admin acting on one service in one environment: what every service action needs."""
+
+    project: str
+    service: str
+    environment: str
+    by: str
+    correlation_id: str
+    uow: UnitOfWork
+    request_key: str | None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return {"by": self.by, "correlation_id": self.correlation_id, "uow": self.uow, "request_key": self.request_key}
+
+
+async def acting(
+    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId,
+    idempotency_key: IdempotencyKey = None,
+) -> Action:
+    user.require_org(DEPLOY_ADMIN)
+    return Action(project, service, environment, user.user, cid, runtime.uow, request_key(user.user, idempotency_key))
+
+
+ActionDep = Annotated[Action, Depends(acting)]
 
 
 @router.post(RESOURCES, status_code=201, response_model=ResourcePublic)
@@ -78,55 +108,28 @@ async def read_running_state(
 
 
 @router.put(f"{SERVICE}/replicas", status_code=202, response_model=DeploymentPublic)
-async def update_replicas(
-    environment: str, project: str, service: str, body: ReplicasUpdate,
-    user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId, idempotency_key: IdempotencyKey = None,
-):
+async def update_replicas(body: ReplicasUpdate, act: ActionDep):
     """Change the desired pod count (1 or more) of the stable track."""
-    user.require_org(DEPLOY_ADMIN)
-    return await handlers.scale(
-        project, service, environment, body.replicas,
-        by=user.user, correlation_id=cid, uow=runtime.uow, request_key=request_key(user.user, idempotency_key),
-    )
+    return await handlers.scale(act.project, act.service, act.environment, body.replicas, **act.context)
 
 
 @router.post(f"{SERVICE}/rollback", status_code=202, response_model=DeploymentPublic)
-async def rollback(
-    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep,
-    cid: CorrelationId, body: RollbackRequest | None = None, idempotency_key: IdempotencyKey = None,
-):
+async def rollback(act: ActionDep, body: RollbackRequest | None = None):
     """Deploy an earlier version (default: the one deployed before the current one)."""
-    user.require_org(DEPLOY_ADMIN)
-    return await handlers.rollback(
-        project, service, environment, body.version if body else None,
-        by=user.user, correlation_id=cid, uow=runtime.uow, request_key=request_key(user.user, idempotency_key),
-    )
+    version = body.version if body else None
+    return await handlers.rollback(act.project, act.service, act.environment, version, **act.context)
 
 
 @router.post(f"{SERVICE}/canary/promote", status_code=202, response_model=DeploymentPublic)
-async def promote_canary(
-    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep,
-    cid: CorrelationId, idempotency_key: IdempotencyKey = None,
-):
+async def promote_canary(act: ActionDep):
     """Make the canary's version the stable one and remove the canary track."""
-    user.require_org(DEPLOY_ADMIN)
-    return await handlers.promote_canary(
-        project, service, environment, by=user.user, correlation_id=cid, uow=runtime.uow,
-        request_key=request_key(user.user, idempotency_key),
-    )
+    return await handlers.promote_canary(act.project, act.service, act.environment, **act.context)
 
 
 @router.post(f"{SERVICE}/canary/abort", status_code=202, response_model=DeploymentPublic)
-async def abort_canary(
-    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep,
-    cid: CorrelationId, idempotency_key: IdempotencyKey = None,
-):
+async def abort_canary(act: ActionDep):
     """Remove the canary track; the stable version keeps serving."""
-    user.require_org(DEPLOY_ADMIN)
-    return await handlers.abort_canary(
-        project, service, environment, by=user.user, correlation_id=cid, uow=runtime.uow,
-        request_key=request_key(user.user, idempotency_key),
-    )
+    return await handlers.abort_canary(act.project, act.service, act.environment, **act.context)
 
 
 @router.put(f"{SERVICE}/auto-deploy", response_model=AutoDeployPublic)

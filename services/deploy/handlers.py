@@ -6,6 +6,7 @@ worker (``services.deploy.worker``) applies every request the same way, whatever
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
@@ -117,9 +118,8 @@ async def request_deployment(
     if data.replicas is not None:
         domain.validate_replicas(data.replicas)
     what = f"{domain.subject(data.project, data.service)} to {data.environment}"
-    async with uow.begin() as session:
-        if (resent := await _already_made(session, request_key)) is not None:
-            return resent
+
+    async def make(session: AsyncSession) -> Deployment:
         release = await lookups.released(
             session, data.project, data.service, data.environment, data.version
         )
@@ -136,15 +136,15 @@ async def request_deployment(
         domain.require_stable_for_canary(what, track=track, stable_runs=stable_runs)
         running = await lookups.instance(session, *key, track)
         replicas = data.replicas or (running.replicas if running else 1)
-        deployment = _deployment(
+        if track == "stable":  # a canary's resources become "the last choice" only when promoted
+            _remember_choice(session, choice, key, names, snapshot)
+        return _deployment(
             release, version=data.version, image=release.image, replicas=replicas,
             strategy=data.strategy, action="deploy", track=track, resources=names,
             snapshot=snapshot, trigger="manual", by=by, correlation_id=correlation_id,
         )
-        if track == "stable":  # a canary's resources become "the last choice" only when promoted
-            _remember_choice(session, choice, key, names, snapshot)
-        _start(session, deployment, request_key=request_key)
-    return deployment
+
+    return await _act(uow, request_key, make)
 
 
 def _remember_choice(
@@ -165,17 +165,16 @@ async def scale(
 ) -> Deployment:
     """Change the desired pod count of the stable track (same version, same resources)."""
     domain.validate_replicas(replicas)
-    async with uow.begin() as session:
-        if (resent := await _already_made(session, request_key)) is not None:
-            return resent
+
+    async def make(session: AsyncSession) -> Deployment:
         stable = await lookups.running(session, project, service, environment, "stable")
-        deployment = _deployment(
+        return _deployment(
             stable, version=stable.version, image=stable.image, replicas=replicas,
             action="scale", track="stable", resources=stable.resources,
             snapshot=stable.resource_snapshot, by=by, correlation_id=correlation_id,
         )
-        _start(session, deployment, request_key=request_key)
-    return deployment
+
+    return await _act(uow, request_key, make)
 
 
 async def rollback(
@@ -183,26 +182,26 @@ async def rollback(
     *, by: str, correlation_id: str, uow: UnitOfWork, request_key: str | None = None,
 ) -> Deployment:
     """Deploy an earlier version on the stable track (default: the one before the current)."""
-    async with uow.begin() as session:
-        if (resent := await _already_made(session, request_key)) is not None:
-            return resent
+
+    async def make(session: AsyncSession) -> Deployment:
         stable = await lookups.running(session, project, service, environment, "stable")
-        if version is None:
+        target = version
+        if target is None:
             history = await lookups.track_versions(session, stable.service_id, environment, "stable")
-            version = domain.rollback_target(history, stable.version)
-            if version is None:
+            target = domain.rollback_target(history, stable.version)
+            if target is None:
                 raise Conflict(
                     f"{domain.subject(project, service)} has no earlier version deployed to "
                     f'{environment}: name one with {{"version": "…"}}'
                 )
-        release = await lookups.released(session, project, service, environment, version)
-        deployment = _deployment(
-            stable, version=version, image=release.image, replicas=stable.replicas,
+        release = await lookups.released(session, project, service, environment, target)
+        return _deployment(
+            stable, version=target, image=release.image, replicas=stable.replicas,
             action="rollback", track="stable", resources=stable.resources,
             snapshot=stable.resource_snapshot, by=by, correlation_id=correlation_id,
         )
-        _start(session, deployment, request_key=request_key)
-    return deployment
+
+    return await _act(uow, request_key, make)
 
 
 async def promote_canary(
@@ -210,22 +209,21 @@ async def promote_canary(
     request_key: str | None = None,
 ) -> Deployment:
     """The canary's version becomes the stable one; the canary track is then removed."""
-    async with uow.begin() as session:
-        if (resent := await _already_made(session, request_key)) is not None:
-            return resent
+
+    async def make(session: AsyncSession) -> Deployment:
         canary = await lookups.running(session, project, service, environment, "canary")
         stable = await lookups.instance(session, canary.service_id, environment, "stable")
-        deployment = _deployment(
+        key = (canary.service_id, environment)
+        _remember_choice(session, await session.get(ResourceChoice, key), key, canary.resources,
+                         canary.resource_snapshot)
+        return _deployment(
             canary, version=canary.version, image=canary.image,
             replicas=stable.replicas if stable else canary.replicas, strategy="canary",
             action="promote", track="stable", resources=canary.resources,
             snapshot=canary.resource_snapshot, by=by, correlation_id=correlation_id,
         )
-        key = (canary.service_id, environment)
-        _remember_choice(session, await session.get(ResourceChoice, key), key, canary.resources,
-                         canary.resource_snapshot)
-        _start(session, deployment, request_key=request_key)
-    return deployment
+
+    return await _act(uow, request_key, make)
 
 
 async def abort_canary(
@@ -233,17 +231,16 @@ async def abort_canary(
     request_key: str | None = None,
 ) -> Deployment:
     """Remove the canary track; the stable track keeps serving."""
-    async with uow.begin() as session:
-        if (resent := await _already_made(session, request_key)) is not None:
-            return resent
+
+    async def make(session: AsyncSession) -> Deployment:
         canary = await lookups.running(session, project, service, environment, "canary")
-        deployment = _deployment(
+        return _deployment(
             canary, version=canary.version, image=canary.image, replicas=canary.replicas,
             strategy="canary", action="abort", track="canary", resources=canary.resources,
             snapshot=canary.resource_snapshot, by=by, correlation_id=correlation_id,
         )
-        _start(session, deployment, request_key=request_key)
-    return deployment
+
+    return await _act(uow, request_key, make)
 
 
 async def set_auto_deploy(
@@ -299,6 +296,19 @@ def _deployment(
         track=track, resources=list(resources), resource_snapshot=dict(snapshot),
         trigger=trigger, by=by, correlation_id=correlation_id, desired=replicas,
     )
+
+
+async def _act(
+    uow: UnitOfWork, request_key: str | None, make: Callable[[AsyncSession], Awaitable[Deployment]]
+) -> Deployment:
+    """One deployment action in one transaction, once: a resent request (same user, same
+    Idempotency-Key) gets the deployment its first sending made."""
+    async with uow.begin() as session:
+        if (resent := await _already_made(session, request_key)) is not None:
+            return resent
+        deployment = await make(session)
+        _start(session, deployment, request_key=request_key)
+    return deployment
 
 
 async def _already_made(session: AsyncSession, request_key: str | None) -> Deployment | None:

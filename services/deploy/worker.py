@@ -14,14 +14,12 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from pydantic import ValidationError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.deploy import domain, lookups
 from services.deploy.cluster import ClusterDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import Deployment, Instance, Track
-from shared.errors import PoisonEvent
 from shared.events import DeployRequested, DeployStatus, Envelope, utcnow
 from shared.logging import get_logger
 from shared.outbox import InboxEntry, UnitOfWork, claim_inbox, emit
@@ -43,10 +41,7 @@ async def apply_deploy_request(
     timeout: float = APPLY_TIMEOUT_SECONDS,
 ) -> Deployment | None:
     """Apply one request; returns the deployment as recorded, None for a redelivery."""
-    try:
-        request = envelope.payload(DeployRequested)
-    except ValidationError as exc:
-        raise PoisonEvent(f"deploy.requested with unusable data: {exc}") from exc
+    request = envelope.payload(DeployRequested)  # data that does not fit: PoisonEvent
     async with uow.sessions() as session:
         if await session.get(InboxEntry, envelope.id) is not None:
             log.info("deploy request already applied", deployment_id=request.deployment_id)
