@@ -7,6 +7,7 @@ prepares a service released to an environment with auto-release and auto-deploy 
 ``--pipelines`` successful Pipeline Hooks one after another and prints, for each, the time from
 the hook's answer to the ``deploy.status`` event of its version, plus each service's memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,18 @@ PROJECT, SERVICE, ENV = "bench", "api", "perf"
 
 async def prepare(api: httpx.AsyncClient, stack: Stack) -> dict:
     await api.post("/api/catalog/projects", json={"code": PROJECT, "name": "Bench", "gitlab_group": "bench"})
-    service = (await api.post(f"/api/catalog/projects/{PROJECT}/services", json={
-        "code": SERVICE, "name": "Api", "group": "bench", "type": "go-http"})).json()
+    service = (
+        await api.post(
+            f"/api/catalog/projects/{PROJECT}/services",
+            json={"code": SERVICE, "name": "Api", "group": "bench", "type": "go-http"},
+        )
+    ).json()
     await api.post("/api/release/environments", json={"code": ENV, "name": "Perf", "tier": "test"})
     base = f"/api/release/projects/{PROJECT}/services/{SERVICE}"
 
     async def released() -> bool:
         return (await api.post(f"{base}/releases", json={"environment": ENV})).status_code == 201
+
     await eventually(released, timeout=60, interval=0.1)
     await api.put(f"{base}/auto-release", json={"enabled": True})
     await post_pipeline_hook(api, service, 1)
@@ -42,13 +48,23 @@ async def prepare(api: httpx.AsyncClient, stack: Stack) -> dict:
     await api.post(f"/api/deploy/environments/{ENV}/resources", json={"name": "cfg", "type": "config", "data": {}})
 
     async def deployed() -> bool:
-        answer = await api.post("/api/deploy/deployments", json={
-            "project": PROJECT, "service": SERVICE, "environment": ENV, "version": version["name"],
-            "resources": ["cfg"], "replicas": 1})
+        answer = await api.post(
+            "/api/deploy/deployments",
+            json={
+                "project": PROJECT,
+                "service": SERVICE,
+                "environment": ENV,
+                "version": version["name"],
+                "resources": ["cfg"],
+                "replicas": 1,
+            },
+        )
         return answer.status_code == 202
+
     await eventually(deployed, timeout=60, interval=0.1)
-    await api.put(f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}/auto-deploy",
-                  json={"enabled": True})
+    await api.put(
+        f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}/auto-deploy", json={"enabled": True}
+    )
     return service
 
 
@@ -58,8 +74,14 @@ async def _version(api: httpx.AsyncClient, pipeline_id: int) -> dict | None:
     return found[0] if found else None
 
 
-CHAIN = ("gitlab.hook.received", "pipeline.succeeded", "version.created", "version.released", "deploy.requested",
-         "deploy.status")
+CHAIN = (
+    "gitlab.hook.received",
+    "pipeline.succeeded",
+    "version.created",
+    "version.released",
+    "deploy.requested",
+    "deploy.status",
+)
 
 
 async def measure(stack: Stack, pipelines: int) -> tuple[list[float], dict[str, list[float]]]:
@@ -75,12 +97,18 @@ async def measure(stack: Stack, pipelines: int) -> tuple[list[float], dict[str, 
                 first = await topics.wait_for(lambda t, v, e=receipt["event_id"]: t == CHAIN[0] and v["id"] == e)
                 events = [first]
                 for topic in CHAIN[1:]:
-                    events.append(await topics.wait_for(
-                        lambda t, v, want=topic, cid=first["correlation_id"]: t == want and v["correlation_id"] == cid))
+                    events.append(
+                        await topics.wait_for(
+                            lambda t, v, want=topic, cid=first["correlation_id"]: (
+                                t == want and v["correlation_id"] == cid
+                            )
+                        )
+                    )
                 latencies.append(time.monotonic() - started)
                 for values, before, after in zip(hops.values(), events, events[1:], strict=False):
-                    values.append((datetime.fromisoformat(after["time"]) - datetime.fromisoformat(before["time"]))
-                                  .total_seconds())
+                    values.append(
+                        (datetime.fromisoformat(after["time"]) - datetime.fromisoformat(before["time"])).total_seconds()
+                    )
     return latencies, hops
 
 
@@ -101,9 +129,11 @@ def main() -> None:
         memory = {name: rss_mb(pid) for name, pid in stack.service_pids().items()}
     latencies.sort()
     print(f"broker: {stack.kind}; gantry up ready in {stack.startup_seconds:.1f}s")
-    print(f"hook → deploy.status over {len(latencies)} pipelines: "
-          f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
-          f"p90 {latencies[int(len(latencies) * 0.9) - 1] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+    print(
+        f"hook → deploy.status over {len(latencies)} pipelines: "
+        f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"p90 {latencies[int(len(latencies) * 0.9) - 1] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
+    )
     for name, values in hops.items():
         print(f"  {name}: p50 {statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms")
     print("memory (RSS): " + ", ".join(f"{name} {memory.get(name, 0):.0f} MB" for name in SERVICES))

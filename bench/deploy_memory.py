@@ -9,6 +9,7 @@ posts ``--rate`` successful Pipeline Hooks per second for ``--minutes`` minutes.
 events the chain has produced so far, so a service whose memory keeps growing shows as a rising
 column while the others stay flat.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,11 @@ class StatusCounter:
     def __init__(self, bootstrap: str) -> None:
         self.count = 0
         self._consumer = AIOKafkaConsumer(
-            "deploy.status", bootstrap_servers=bootstrap, group_id=None,
-            auto_offset_reset="earliest", client_id=f"bench-counter-{uuid.uuid4().hex[:6]}",
+            "deploy.status",
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            client_id=f"bench-counter-{uuid.uuid4().hex[:6]}",
         )
         self._task: asyncio.Task[None] | None = None
 

@@ -6,6 +6,7 @@ Starts the control plane (built by tools/k8s/build.sh), then times, for each rol
 driver's apply of a new version until kubectl's rollout-complete rule holds (available = desired).
 Prints the control plane's start time and the rollout times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,15 @@ async def rollouts(kubeconfig: str, count: int, replicas: int) -> list[float]:
     driver = KubernetesDriver(kubeconfig)
     timings = []
     for number in range(count):
-        spec = WorkloadSpec(project="bench", service="api", environment="perf", namespace="perf",
-                            version=f"v{number}", image=f"registry.local/bench/api:v{number}", replicas=replicas)
+        spec = WorkloadSpec(
+            project="bench",
+            service="api",
+            environment="perf",
+            namespace="perf",
+            version=f"v{number}",
+            image=f"registry.local/bench/api:v{number}",
+            replicas=replicas,
+        )
         started = time.monotonic()
         status = await driver.apply(spec)
         while status.state == "progressing":
@@ -45,9 +53,11 @@ def main() -> None:
         ready = time.monotonic() - started
         timings = asyncio.run(rollouts(str(plane.kubeconfig), args.rollouts, args.replicas))
     print(f"control plane: ready in {ready:.1f}s (processes started → 3 nodes Ready)")
-    print(f"{args.replicas}-replica rollouts, apply → available = desired, over {len(timings)}: "
-          f"first {timings[0] * 1000:.0f} ms, median {statistics.median(timings) * 1000:.0f} ms, "
-          f"max {max(timings) * 1000:.0f} ms")
+    print(
+        f"{args.replicas}-replica rollouts, apply → available = desired, over {len(timings)}: "
+        f"first {timings[0] * 1000:.0f} ms, median {statistics.median(timings) * 1000:.0f} ms, "
+        f"max {max(timings) * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The ``gantry`` command: ``up``, ``token issue``, ``pipeline report``, ``outbox``."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,19 @@ from shared.auth import issue_token, webhook_secret
 from shared.errors import GantryError
 from shared.settings import SERVICES, Settings
 
-PIPELINE_STATUSES = ("created", "waiting_for_resource", "preparing", "pending", "running",
-                     "success", "failed", "canceled", "skipped", "manual", "scheduled")  # fmt: skip
+PIPELINE_STATUSES = (
+    "created",
+    "waiting_for_resource",
+    "preparing",
+    "pending",
+    "running",
+    "success",
+    "failed",
+    "canceled",
+    "skipped",
+    "manual",
+    "scheduled",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="API tokens").add_subparsers(required=True, metavar="ACTION")
     issue = token.add_parser("issue", help="print a signed token for a user and roles")
     issue.add_argument("--user", required=True)
-    issue.add_argument("--role", action="append", required=True, dest="roles",
-                       help="org-admin, deploy-admin or <project>:project-owner|source-code-admin|project-member")
+    issue.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        dest="roles",
+        help="org-admin, deploy-admin or <project>:project-owner|source-code-admin|project-member",
+    )
     issue.add_argument("--hours", type=_positive_hours, default=12, help="validity in hours, at least 1 (default 12)")
     issue.set_defaults(run=_token_issue)
     pipeline = commands.add_parser("pipeline", help="CI pipelines").add_subparsers(required=True, metavar="ACTION")
@@ -60,9 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     report.set_defaults(run=_pipeline_report)
     outbox = commands.add_parser("outbox", help="outbox rows that failed for good (org admins)")
     outbox_actions = outbox.add_subparsers(required=True, metavar="ACTION")
-    for action, text in (("list", "list every service's dead-lettered rows"),
-                         ("retry", "send a dead-lettered row again, before the rows of its key that wait"),
-                         ("discard", "drop a dead-lettered row for good; the rows of its key go on")):
+    for action, text in (
+        ("list", "list every service's dead-lettered rows"),
+        ("retry", "send a dead-lettered row again, before the rows of its key that wait"),
+        ("discard", "drop a dead-lettered row for good; the rows of its key go on"),
+    ):
         command = outbox_actions.add_parser(action, help=text)
         if action != "list":
             command.add_argument("--service", required=True, choices=SERVICES)
@@ -166,17 +185,18 @@ def pipeline_hook_body(service: dict, args: argparse.Namespace) -> dict:
             "web_url": service["repository_web_url"],
             "git_http_url": service["repository_url"],
         },
-        "commit": {"id": sha[:40], "message": f"{args.ref} reported by gantry pipeline report",
-                   "author": {"name": "gantry-cli", "email": "gantry@localhost"}},
+        "commit": {
+            "id": sha[:40],
+            "message": f"{args.ref} reported by gantry pipeline report",
+            "author": {"name": "gantry-cli", "email": "gantry@localhost"},
+        },
     }
 
 
 def _head_sha(repository_url: str, ref: str) -> str | None:
     if not repository_url.startswith("file://"):
         return None
-    result = subprocess.run(
-        ["git", "ls-remote", repository_url, ref], capture_output=True, text=True, timeout=10
-    )
+    result = subprocess.run(["git", "ls-remote", repository_url, ref], capture_output=True, text=True, timeout=10)
     line = result.stdout.split("\n", 1)[0]
     return line.split("\t", 1)[0] if result.returncode == 0 and line else None
 

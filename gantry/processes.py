@@ -1,4 +1,5 @@
 """Small process helpers shared by `gantry up` and the test harness's servers."""
+
 from __future__ import annotations
 
 import ctypes

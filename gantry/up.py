@@ -5,6 +5,7 @@ Each service runs as its own process (``python -m services.<name>``), logs to
 a service that dies is started again after a growing pause, one that keeps dying stops everything.
 Ctrl-C (or SIGTERM) stops every process it started, services first, then the broker.
 """
+
 from __future__ import annotations
 
 import json
@@ -136,8 +137,7 @@ class Supervisor:
         proc = self.processes[name]
         if proc.poll() is not None:
             raise RuntimeError(
-                f"{name} exited with code {proc.returncode}; its log ends with:\n"
-                + log_tail(self.log_path(name))
+                f"{name} exited with code {proc.returncode}; its log ends with:\n" + log_tail(self.log_path(name))
             )
 
     def watch(self) -> None:
@@ -166,8 +166,10 @@ class Supervisor:
         restart = self.restarts[name].after_death(time.monotonic())
         if restart is None:
             policy = self.restart_policy
-            why = (f"{name} exited with code {code} after {policy.max_restarts} restarts in a row, none of "
-                   f"which ran {policy.healthy_run:g} s: it keeps dying")
+            why = (
+                f"{name} exited with code {code} after {policy.max_restarts} restarts in a row, none of "
+                f"which ran {policy.healthy_run:g} s: it keeps dying"
+            )
             self.note_in_log(name, f"{why}; gantry up stops")
             raise ServiceKeepsDying(f"{why}; its log ends with:\n{tail}")
         delay = self.restart_policy.delay(restart)
@@ -187,8 +189,13 @@ class Supervisor:
     def note_in_log(self, name: str, message: str) -> None:
         """A line in the service's own log, shaped like its other lines, so whoever reads only that
         log learns why its process changed."""
-        line = {"event": message, "service": name, "logger": "gantry.up", "level": "warning",
-                "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+        line = {
+            "event": message,
+            "service": name,
+            "logger": "gantry.up",
+            "level": "warning",
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
         with self.log_path(name).open("a") as log:
             log.write(json.dumps(line) + "\n")
 
@@ -205,8 +212,10 @@ class Supervisor:
         terminate(self.processes["gateway"], timeout=15)
         absent = [name for name in SERVICES if name != "gateway" and not self.serving(name)]
         if absent:
-            self.say(f"not waiting for {', '.join(absent)} (down or restarting): events not yet consumed there "
-                     "are lost with the embedded broker")
+            self.say(
+                f"not waiting for {', '.join(absent)} (down or restarting): events not yet consumed there "
+                "are lost with the embedded broker"
+            )
         deadline, quiet = time.monotonic() + DRAIN_TIMEOUT_SECONDS, 0
         while time.monotonic() < deadline:
             try:
@@ -222,8 +231,10 @@ class Supervisor:
             if pending + lag:
                 self.say(f"draining: {pending} events to publish, {lag} to consume")
             time.sleep(0.3)
-        self.say(f"gave up draining after {DRAIN_TIMEOUT_SECONDS}s: events still in flight are lost "
-                 "with the embedded broker (GANTRY_KAFKA_BOOTSTRAP keeps them)")
+        self.say(
+            f"gave up draining after {DRAIN_TIMEOUT_SECONDS}s: events still in flight are lost "
+            "with the embedded broker (GANTRY_KAFKA_BOOTSTRAP keeps them)"
+        )
 
     def _in_flight(self) -> tuple[int, dict[str, list[str]]]:
         pending, groups = 0, {}
@@ -300,9 +311,7 @@ def run_up(settings: Settings) -> int:
 
 def _print_summary(settings: Settings, supervisor: Supervisor) -> None:
     database = (
-        "PostgreSQL (GANTRY_DATABASE_URL)"
-        if settings.database_url
-        else f"SQLite files in {settings.home.resolve()}"
+        "PostgreSQL (GANTRY_DATABASE_URL)" if settings.database_url else f"SQLite files in {settings.home.resolve()}"
     )
     supervisor.say(
         "Gantry is up.\n"
@@ -313,4 +322,3 @@ def _print_summary(settings: Settings, supervisor: Supervisor) -> None:
         f"  a token:                    gantry token issue --user you --role org-admin\n"
         "Press Ctrl-C to stop."
     )
-

@@ -3,6 +3,7 @@
 ``python -m shared.asyncapi > docs/asyncapi.yaml`` rewrites the committed file; a test keeps the
 two equal, so the document never drifts from the code.
 """
+
 from __future__ import annotations
 
 import sys
@@ -58,8 +59,12 @@ def build_document() -> dict[str, Any]:
             "payload": {
                 "allOf": [
                     {"$ref": "#/components/schemas/Envelope"},
-                    {"properties": {"type": {"const": topic.value},
-                                    "data": {"$ref": f"#/components/schemas/{_message_name(topic)}"}}},
+                    {
+                        "properties": {
+                            "type": {"const": topic.value},
+                            "data": {"$ref": f"#/components/schemas/{_message_name(topic)}"},
+                        }
+                    },
                 ]
             },
         }

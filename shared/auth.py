@@ -3,6 +3,7 @@
 Roles: ``org-admin`` (everything), ``deploy-admin`` (organization level: deploy, resources),
 ``<project>:project-owner|source-code-admin|project-member`` (project level).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,8 +79,7 @@ def verify_token(secret: str, token: str) -> Principal:
 def parse_authorization(secret: str, header: str | None) -> Principal:
     if not header or not header.lower().startswith("bearer "):
         raise NotAuthenticated(
-            "missing 'Authorization: Bearer <token>': issue a token with "
-            "`gantry token issue --user NAME --role ROLE`"
+            "missing 'Authorization: Bearer <token>': issue a token with `gantry token issue --user NAME --role ROLE`"
         )
     return verify_token(secret, header.split(" ", 1)[1].strip())
 

@@ -6,6 +6,7 @@ An outage (database or broker unreachable) is waited out with back-off: the part
 nothing is dead-lettered. Any other failure is retried a few times and then dead-lettered, so one
 bad event never blocks a partition forever and is never silently dropped.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -100,7 +101,8 @@ class Producer:
             log.warning(
                 "the Kafka broker refuses idempotent producers; going on without idempotence "
                 "(set GANTRY_KAFKA_IDEMPOTENCE=false for this broker to start without trying)",
-                bootstrap=self.settings.kafka_bootstrap, error=repr(exc),
+                bootstrap=self.settings.kafka_bootstrap,
+                error=repr(exc),
             )
             self.idempotent = False
             self._producer = self._make(False)
@@ -178,9 +180,7 @@ def subscribe(app: faust.App, topic: str, handler: Handler, producer: Producer, 
     app.agent(channel, name=name)(agent)
 
 
-async def handle_record(
-    topic: str, key: bytes | None, raw: bytes | None, handler: Handler, producer: Producer
-) -> None:
+async def handle_record(topic: str, key: bytes | None, raw: bytes | None, handler: Handler, producer: Producer) -> None:
     try:
         envelope = decode_envelope(raw)
     except ValueError as exc:
@@ -223,6 +223,7 @@ async def _apply_with_retries(envelope: Envelope, handler: Handler) -> None:
             if not transient and attempt > len(RETRY_DELAYS):
                 raise
             delay = min(OUTAGE_MAX_DELAY, 0.5 * 2 ** min(attempt, 6)) if transient else RETRY_DELAYS[attempt - 1]
-            log.warning("event handling failed, retrying", attempt=attempt, transient=transient,
-                        error=repr(exc), retry_in=delay)
+            log.warning(
+                "event handling failed, retrying", attempt=attempt, transient=transient, error=repr(exc), retry_in=delay
+            )
             await asyncio.sleep(delay)

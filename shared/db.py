@@ -1,4 +1,5 @@
 """Async SQLModel engine per service: a SQLite file by default, PostgreSQL (schema per service) by URL."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

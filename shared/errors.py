@@ -2,6 +2,7 @@
 
 The message is for a person: it says what is wrong and how to fix it.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Topic name == event type. The record key is the service id, so one service's events stay in
 order. Commands would be imperative; these are all facts, named in the past tense.
 """
+
 from __future__ import annotations
 
 import builtins

@@ -5,6 +5,7 @@ Everything that enters here is bounded: the body's size (while it is read, see `
 its nesting depth, and every free-text field Gantry keeps (trimmed with a marker), so a queued hook
 and every event made from it fit the broker's message limit by construction.
 """
+
 from __future__ import annotations
 
 import json
@@ -145,9 +146,12 @@ def bounded(document: dict[str, Any], limit: int) -> dict[str, Any]:
     document = dict(document)
     commit = document.get("commit")
     if isinstance(commit, dict):
-        document["commit"] = {**commit, **{
-            name: trim(commit[name], MAX_TEXT) for name in ("message", "title") if isinstance(commit.get(name), str)
-        }}  # fmt: skip
+        document["commit"] = {
+            **commit,
+            **{
+                name: trim(commit[name], MAX_TEXT) for name in ("message", "title") if isinstance(commit.get(name), str)
+            },
+        }
     attributes = document.get("object_attributes")
     if isinstance(attributes, dict) and isinstance(attributes.get("name"), str):
         document["object_attributes"] = {**attributes, "name": trim(attributes["name"], MAX_NAME)}

@@ -25,9 +25,7 @@ def metadata_ready(bootstrap: str, timeout: float = 2.0) -> bool:
     return asyncio.run(_metadata_ready(bootstrap, timeout))
 
 
-async def create_topics_async(
-    bootstrap: str, names: list[str], partitions: int = 1, replication: int = 1
-) -> None:
+async def create_topics_async(bootstrap: str, names: list[str], partitions: int = 1, replication: int = 1) -> None:
     """Coroutine form of :func:`create_topics`, for callers already inside an event loop."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
@@ -64,9 +62,7 @@ async def ready_partitions(bootstrap: str, wanted: list[str]) -> tuple[list[Topi
         await admin.close()
 
 
-async def _ready_partitions(
-    admin: AIOKafkaAdminClient, wanted: list[str]
-) -> tuple[list[TopicPartition], list[str]]:
+async def _ready_partitions(admin: AIOKafkaAdminClient, wanted: list[str]) -> tuple[list[TopicPartition], list[str]]:
     existing = set(await admin.list_topics())
     # Only existing topics are described: a broker may create the ones it is asked about.
     present = [topic for topic in wanted if topic in existing]
@@ -74,7 +70,8 @@ async def _ready_partitions(
     ready = {
         entry["topic"]: sorted(p["partition"] for p in entry["partitions"])
         for entry in described
-        if entry["error_code"] == 0 and entry["partitions"]
+        if entry["error_code"] == 0
+        and entry["partitions"]
         and all(p.get("error_code", 0) == 0 for p in entry["partitions"])
     }
     partitions = [TopicPartition(t, p) for t in wanted if t in ready for p in ready[t]]

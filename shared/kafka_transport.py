@@ -7,6 +7,7 @@ registered by ``shared.bus`` under the ``gantry://`` broker scheme and applies
 ``GANTRY_KAFKA_FETCH_MAX_WAIT_MS`` (kept on the app by ``shared.bus.make_faust_app``) to the
 consumer before it starts.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -16,9 +17,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(
-        self, transport: faust_aiokafka.Transport
-    ) -> aiokafka.AIOKafkaConsumer:
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher, so setting it here is enough.
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)

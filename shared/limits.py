@@ -4,6 +4,7 @@ A declared ``Content-Length`` over the limit is answered 413 at once, unread; a 
 the limit while it streams in (chunked, or lying about its length) stops being read at the byte
 that crossed it. Either way the caller learns the limit and the setting that raises it.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,15 +74,18 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _refuse(send: Send, limit: int, setting: str) -> None:
-    detail = (
-        f"the request body is larger than {limit} bytes: send less, or raise {setting} "
-        "if such bodies are expected"
-    )
+    detail = f"the request body is larger than {limit} bytes: send less, or raise {setting} if such bodies are expected"
     body = json.dumps({"detail": detail}).encode()
-    await send({
-        "type": "http.response.start", "status": 413,
-        # the rest of the body is not read: the connection cannot carry another request
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            # the rest of the body is not read: the connection cannot carry another request
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

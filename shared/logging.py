@@ -3,6 +3,7 @@
 Everything (uvicorn, faust, aiokafka, our code) goes out as one JSON object per line on stderr.
 ``bind_event`` binds an event's ids to the current task's context for the lines that follow.
 """
+
 from __future__ import annotations
 
 import logging

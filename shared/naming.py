@@ -5,6 +5,7 @@ here, so the catalog, the SCM adapters and the deploy drivers always agree. The 
 the same name on every machine. A name too long for its limit is cut and suffixed with the first
 8 hex digits of the SHA-256 of the full name, so two long names that share a prefix stay distinct.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,7 @@ def dns1123_name(*parts: str, max_len: int = DNS1123_MAX) -> str:
     slugs = [slug for slug in (slugify(part) for part in parts) if slug]
     if not slugs:
         raise ValueError(
-            f"cannot derive a Kubernetes name from {list(parts)!r}: it needs at least one "
-            "letter or digit (a-z, 0-9)"
+            f"cannot derive a Kubernetes name from {list(parts)!r}: it needs at least one letter or digit (a-z, 0-9)"
         )
     name = _shorten("-".join(slugs), max_len, "-")
     if not DNS1123_LABEL.match(name):  # pragma: no cover - guaranteed by construction
@@ -117,8 +117,7 @@ def gitlab_path(group: str, code: str) -> str:
             path = path[: -len(suffix)] + "-" + suffix[1:]
     if not path:
         raise ValueError(
-            f"cannot derive a GitLab path from service code {code!r}: it needs at least one "
-            "letter or digit"
+            f"cannot derive a GitLab path from service code {code!r}: it needs at least one letter or digit"
         )
     path = _shorten(path, GITLAB_PATH_MAX, "._-")
     if not GITLAB_PATH.match(path):  # pragma: no cover - guaranteed by construction

@@ -5,6 +5,7 @@ after the commit the relay is woken and publishes the outbox in order, marking r
 only once the broker acknowledged them. A crash between publish and mark republishes, which the
 consumers' inbox (event ids applied, written in the same transaction as the effect) makes harmless.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,11 +73,7 @@ OUTBOX_TABLES: tuple[type[SQLModel], ...] = (OutboxMessage, InboxEntry, OutboxDe
 
 def add_event(session: AsyncSession, topic: Topic, envelope: Envelope, key: str) -> None:
     """Queue ``envelope`` for ``topic`` in the caller's transaction."""
-    session.add(
-        OutboxMessage(
-            event_id=envelope.id, topic=topic.value, key=key, payload=envelope.model_dump_json()
-        )
-    )
+    session.add(OutboxMessage(event_id=envelope.id, topic=topic.value, key=key, payload=envelope.model_dump_json()))
     session.info["outbox"] = True
 
 
@@ -92,9 +89,13 @@ def emit(
     the event that caused it, else from ``correlation_id`` (a request's, a hook's)."""
     topic = TOPIC_OF[type(data)]
     envelope = new_event(
-        topic, data, source=session.info.get("source", "gantry"), subject=data.subject,
-        correlation_id=correlation_id, cause=cause,
-    )  # fmt: skip
+        topic,
+        data,
+        source=session.info.get("source", "gantry"),
+        subject=data.subject,
+        correlation_id=correlation_id,
+        cause=cause,
+    )
     add_event(session, topic, envelope, key=data.record_key)
     return envelope
 
@@ -141,7 +142,10 @@ class HeldBack(Exception):
 Publish = Callable[[list[tuple[str, str, bytes]]], Awaitable[list[BaseException | None]]]
 # Failures that no retry mends: the record is too large for the producer or the broker.
 PERMANENT_FAILURES: tuple[type[BaseException], ...] = (
-    MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
 )
 MAX_ATTEMPTS = 3  # tries of a permanently failing row before it is dead-lettered
 
@@ -216,9 +220,7 @@ class OutboxRelay:
         long dropped what could be redelivered by then. Returns how many rows went."""
         cutoff = (now or utcnow()) - self.retention
         async with self.sessions() as session:
-            published = await session.exec(
-                delete(OutboxMessage).where(col(OutboxMessage.published_at) < cutoff)
-            )
+            published = await session.exec(delete(OutboxMessage).where(col(OutboxMessage.published_at) < cutoff))
             applied = await session.exec(delete(InboxEntry).where(col(InboxEntry.applied_at) < cutoff))
             await session.commit()
         self._pruned_at = time.monotonic()
@@ -255,7 +257,10 @@ class OutboxRelay:
                 return 0  # another instance of this service is relaying this batch
             rows = (
                 await session.exec(
-                    select(OutboxMessage).where(*_unpublished(held=False)).order_by(col(OutboxMessage.id)).limit(self.batch)
+                    select(OutboxMessage)
+                    .where(*_unpublished(held=False))
+                    .order_by(col(OutboxMessage.id))
+                    .limit(self.batch)
                 )
             ).all()
             if not rows:
@@ -286,18 +291,38 @@ class OutboxRelay:
         attempts = self._attempts[row.id] = self._attempts.get(row.id, 0) + 1
         reason = f"{error.__class__.__name__}: {error}"
         if attempts < MAX_ATTEMPTS:
-            log.warning("outbox row refused, will try again", row_id=row.id, event_id=row.event_id,
-                        topic=row.topic, attempt=attempts, reason=reason)
+            log.warning(
+                "outbox row refused, will try again",
+                row_id=row.id,
+                event_id=row.event_id,
+                topic=row.topic,
+                attempt=attempts,
+                reason=reason,
+            )
             return 0
         self._attempts.pop(row.id, None)
-        session.add(OutboxDeadLetter(
-            outbox_id=row.id, event_id=row.event_id, topic=row.topic, key=row.key, payload=row.payload,
-            created_at=row.created_at, attempts=attempts, reason=reason[:2000],
-        ))  # fmt: skip
+        session.add(
+            OutboxDeadLetter(
+                outbox_id=row.id,
+                event_id=row.event_id,
+                topic=row.topic,
+                key=row.key,
+                payload=row.payload,
+                created_at=row.created_at,
+                attempts=attempts,
+                reason=reason[:2000],
+            )
+        )
         await session.delete(row)
-        log.error("outbox row dead-lettered: the rows of its key wait until an org admin retries or "
-                  "discards it (gantry outbox)", row_id=row.id, event_id=row.event_id, topic=row.topic,
-                  key=row.key, reason=reason)
+        log.error(
+            "outbox row dead-lettered: the rows of its key wait until an org admin retries or "
+            "discards it (gantry outbox)",
+            row_id=row.id,
+            event_id=row.event_id,
+            topic=row.topic,
+            key=row.key,
+            reason=reason,
+        )
         return 1
 
 
@@ -319,10 +344,16 @@ async def retry_dead_letter(uow: UnitOfWork, outbox_id: int) -> OutboxDeadLetter
     its key that waited behind it; the relay tries it again at once."""
     async with uow.begin() as session:
         dead = await _dead_letter(session, outbox_id)
-        session.add(OutboxMessage(
-            id=dead.outbox_id, event_id=dead.event_id, topic=dead.topic, key=dead.key,
-            payload=dead.payload, created_at=dead.created_at,
-        ))  # fmt: skip
+        session.add(
+            OutboxMessage(
+                id=dead.outbox_id,
+                event_id=dead.event_id,
+                topic=dead.topic,
+                key=dead.key,
+                payload=dead.payload,
+                created_at=dead.created_at,
+            )
+        )
         await session.delete(dead)
         session.info["outbox"] = True
     return dead

@@ -2,6 +2,7 @@
 
 Through the gateway: ``/api/<service>/outbox/dead-letters``; ``gantry outbox`` calls these.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -57,7 +58,10 @@ async def discard_dead_letter(outbox_id: int, user: CurrentUser, runtime: Runtim
 
 async def _decide(
     decision: Callable[[UnitOfWork, int], Awaitable[outbox.OutboxDeadLetter]],
-    done: str, outbox_id: int, user: Principal, runtime: Runtime,
+    done: str,
+    outbox_id: int,
+    user: Principal,
+    runtime: Runtime,
 ) -> DeadLetterPublic:
     user.require_org()
     row = await decision(runtime.uow, outbox_id)

@@ -1,4 +1,5 @@
 """``python -m services.<name>``: serve one service with uvicorn on its port (loopback by default)."""
+
 from __future__ import annotations
 
 import uvicorn

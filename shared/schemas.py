@@ -1,4 +1,5 @@
 """Small request shapes shared by several services."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel

@@ -3,6 +3,7 @@
 ``create_service_app`` is the composition root's common half: database, outbox relay, producer,
 faust app with the service's subscriptions, health and readiness, error mapping, request ids.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -194,9 +195,7 @@ async def _gantry_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's own 422s in the same one-string shape as ours: which field, what is wrong."""
     assert isinstance(exc, RequestValidationError)
-    problems = [
-        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-    ]
+    problems = [f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()]
     return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
 
 
@@ -228,9 +227,14 @@ def _health_router() -> APIRouter:
         if runtime.faust_app is not None:
             checks["agents"] = bool(runtime.faust_app.consumer.assignment())
         ready = all(checks.values())
-        content = {"ready": ready, "checks": checks, **await _outbox_state(runtime, checks["database"]),
-                   "consumes": runtime.consumes, "group": consumer_group(runtime.name, runtime.settings),
-                   "reachable": {name: await probe() for name, probe in runtime.probes.items()}}
+        content = {
+            "ready": ready,
+            "checks": checks,
+            **await _outbox_state(runtime, checks["database"]),
+            "consumes": runtime.consumes,
+            "group": consumer_group(runtime.name, runtime.settings),
+            "reachable": {name: await probe() for name, probe in runtime.probes.items()},
+        }
         return JSONResponse(status_code=200 if ready else 503, content=content)
 
     return router

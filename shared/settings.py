@@ -3,6 +3,7 @@
 Every setting has an embedded default, so ``gantry up`` runs with none set. A bad value stops
 the process at once with a message that names the variable and says how to fix it.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,8 +64,7 @@ class Settings(BaseSettings):
         for server in value.split(","):
             if not _BOOTSTRAP.match(server.strip()):
                 raise ValueError(
-                    f"GANTRY_KAFKA_BOOTSTRAP: {server!r} is not host:port "
-                    "(example: 127.0.0.1:9092,kafka-2:9092)"
+                    f"GANTRY_KAFKA_BOOTSTRAP: {server!r} is not host:port (example: 127.0.0.1:9092,kafka-2:9092)"
                 )
         return value.replace(" ", "")
 

@@ -9,6 +9,7 @@ its delivery id as the event id; versioning applies it from there with its inbox
 therefore never fails a hook (GitLab does not redeliver one and disables a hook that keeps failing);
 only a broker outage does, with 503 and ``Retry-After``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,9 +70,13 @@ async def receive_gitlab_hook(
 ):
     """GitLab's webhook: a Pipeline Hook is checked, queued for versioning and answered 202."""
     if x_gitlab_event != gitlab_hook.PIPELINE_HOOK:
-        return JSONResponse(status_code=200, content=HookReceipt(
-            accepted=False, detail=f"{x_gitlab_event or 'no X-Gitlab-Event'} ignored: only Pipeline Hook is read",
-        ).model_dump())  # fmt: skip
+        return JSONResponse(
+            status_code=200,
+            content=HookReceipt(
+                accepted=False,
+                detail=f"{x_gitlab_event or 'no X-Gitlab-Event'} ignored: only Pipeline Hook is read",
+            ).model_dump(),
+        )
     if not x_gitlab_token:
         raise NotAuthenticated("X-Gitlab-Token is missing: GitLab sends the secret token the hook was registered with")
     document = gitlab_hook.read_json(await request.body())
@@ -91,24 +96,30 @@ async def receive_gitlab_hook(
         source=f"gantry/{runtime.name}",
         subject=hook.project.path_with_namespace,
         correlation_id=x_correlation_id or delivery,
-        data=HookReceived(scm_project_id=project_id, event=x_gitlab_event, delivery_id=delivery, hook=queued)
-        .model_dump(mode="json"),
+        data=HookReceived(
+            scm_project_id=project_id, event=x_gitlab_event, delivery_id=delivery, hook=queued
+        ).model_dump(mode="json"),
     )
     request.state.correlation_id = envelope.correlation_id
     if not await _publish(runtime, envelope, key=project_id):
         return JSONResponse(
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            content={"detail": "the event bus cannot take the hook now: it was not kept. Resend it from the "
-                     "hook's settings in GitLab (or `gantry pipeline report`) once Kafka answers"},
+            content={
+                "detail": "the event bus cannot take the hook now: it was not kept. Resend it from the "
+                "hook's settings in GitLab (or `gantry pipeline report`) once Kafka answers"
+            },
         )
     attrs = hook.object_attributes
     log.info("hook queued", event_id=delivery, scm_project_id=project_id, pipeline_id=attrs.id, status=attrs.status)
     return HookReceipt(
-        accepted=True, pipeline_id=attrs.id, status=attrs.status, event_id=delivery,
+        accepted=True,
+        pipeline_id=attrs.id,
+        status=attrs.status,
+        event_id=delivery,
         detail=f"queued: versioning records status {attrs.status!r} of pipeline {attrs.id}"
         + (" and makes a version of its first success" if attrs.status == "success" else ""),
-    )  # fmt: skip
+    )
 
 
 def delivery_id(given: str | None) -> str:

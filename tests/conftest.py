@@ -57,7 +57,6 @@ def unique_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
-
 @pytest.fixture(scope="session")
 def k8s_control_plane() -> Iterator[ControlPlane]:
     """A real Kubernetes control plane (etcd, apiserver, controller-manager, scheduler, kwok) with

@@ -1,4 +1,5 @@
 """Test helpers: run a service in-process, read topics, poll with a deadline (never a bare sleep)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,9 +39,7 @@ async def running(api: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, interval: float = 0.05
-) -> T:
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, interval: float = 0.05) -> T:
     """Call ``probe`` until it returns something truthy, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -73,9 +72,7 @@ class TopicReader:
     async def __aexit__(self, *exc: object) -> None:
         await self.consumer.stop()
 
-    async def wait_for(
-        self, predicate: Callable[[str, dict[str, Any]], bool], timeout: float = 30.0
-    ) -> dict[str, Any]:
+    async def wait_for(self, predicate: Callable[[str, dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
         """The first record (topic, JSON value) matching ``predicate``, within ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -108,9 +105,7 @@ def _matches(predicate: Callable[[str, dict[str, Any]], bool], topic: str, value
 
 
 @asynccontextmanager
-async def serving(
-    api: FastAPI, *sockets: socket.socket, lifespan: Literal["on", "off"] = "on"
-) -> AsyncIterator[None]:
+async def serving(api: FastAPI, *sockets: socket.socket, lifespan: Literal["on", "off"] = "on") -> AsyncIterator[None]:
     """Serve ``api`` with uvicorn on already-bound sockets, in a background task."""
     server = uvicorn.Server(uvicorn.Config(api, log_config=None, lifespan=lifespan, access_log=False))
     task = asyncio.create_task(server.serve(sockets=list(sockets)))

@@ -1,4 +1,5 @@
 """Catalog's HTTP API: translates requests into handler calls."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -39,10 +40,7 @@ async def read_projects(user: CurrentUser, runtime: RuntimeDep):
 @router.get("/service-types", response_model=list[ServiceTypePublic])
 async def read_service_types(_user: CurrentUser):
     """The service types a service can be created from (each with a repository template)."""
-    return [
-        ServiceTypePublic(code=t.code, name=t.name, description=t.description)
-        for t in SERVICE_TYPES.values()
-    ]
+    return [ServiceTypePublic(code=t.code, name=t.name, description=t.description) for t in SERVICE_TYPES.values()]
 
 
 @router.post("/projects/{project}/services", status_code=201, response_model=ServicePublic)

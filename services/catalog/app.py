@@ -1,4 +1,5 @@
 """Catalog's composition root: projects, services and service types."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator

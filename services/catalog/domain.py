@@ -1,4 +1,5 @@
 """The guide's rules for projects and services, as pure functions."""
+
 from __future__ import annotations
 
 import re
@@ -29,8 +30,7 @@ def validate_service_code(code: str) -> str:
         raise InvalidInput(f"service code {code!r} has upper-case letters: use lower case only")
     if not SERVICE_CODE.match(code):
         raise InvalidInput(
-            f"service code {code!r} may contain only lower-case letters, digits, '_', '.', '-' "
-            "and spaces"
+            f"service code {code!r} may contain only lower-case letters, digits, '_', '.', '-' and spaces"
         )
     if not any(ch.isalnum() for ch in code):
         raise InvalidInput(f"service code {code!r} needs at least one letter or digit")

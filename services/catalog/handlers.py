@@ -1,4 +1,5 @@
 """Catalog's use cases: each one transaction, outgoing events through the outbox."""
+
 from __future__ import annotations
 
 import asyncio
@@ -173,9 +174,7 @@ async def create_service(
 
 async def _create_repository(scm: Scm, spec: RepoSpec) -> Repository:
     try:
-        return await asyncio.wait_for(
-            asyncio.to_thread(scm.create_repository, spec), SCM_TIMEOUT_SECONDS
-        )
+        return await asyncio.wait_for(asyncio.to_thread(scm.create_repository, spec), SCM_TIMEOUT_SECONDS)
     except RepositoryExists as exc:
         raise Conflict(exc.detail) from exc
     except (GroupNotFound, InvalidRepositorySpec) as exc:
@@ -193,17 +192,13 @@ async def _create_repository(scm: Scm, spec: RepoSpec) -> Repository:
 async def list_services(project: str, *, uow: UnitOfWork) -> list[Service]:
     await get_project(project, uow=uow)
     async with uow.sessions() as session:
-        rows = await session.exec(
-            select(Service).where(Service.project == project).order_by(col(Service.code))
-        )
+        rows = await session.exec(select(Service).where(Service.project == project).order_by(col(Service.code)))
         return list(rows.all())
 
 
 async def get_service(project: str, code: str, *, uow: UnitOfWork) -> Service:
     async with uow.sessions() as session:
-        rows = await session.exec(
-            select(Service).where(Service.project == project).where(Service.code == code)
-        )
+        rows = await session.exec(select(Service).where(Service.project == project).where(Service.code == code))
         service = rows.first()
     if service is None:
         raise NotFound(f"service {code!r} does not exist in project {project!r}")

@@ -1,4 +1,5 @@
 """Catalog's tables and API shapes (Base / Create / table / Public families)."""
+
 from __future__ import annotations
 
 from datetime import datetime

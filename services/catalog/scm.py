@@ -9,6 +9,7 @@ Templates live in ``templates/<type code>/``: a ``type.yaml`` (code, name, descr
 files of the new repository, where ``{{service_code}}``, ``{{service_name}}``, ``{{project}}`` and
 ``{{group}}`` are replaced by the service's values.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,9 +58,12 @@ def load_service_types(root: Path = TEMPLATES_DIR) -> dict[str, ServiceType]:
         code = meta.get("code")
         if code != type_file.parent.name or not meta.get("name"):
             raise RuntimeError(f"{type_file}: needs 'code: {type_file.parent.name}' and a 'name'")
-        types[code] = ServiceType(code=code, name=str(meta["name"]),
-                                  description=str(meta.get("description", "")),
-                                  template_dir=type_file.parent)
+        types[code] = ServiceType(
+            code=code,
+            name=str(meta["name"]),
+            description=str(meta.get("description", "")),
+            template_dir=type_file.parent,
+        )
     return types
 
 
@@ -96,7 +100,6 @@ def template_files(type_code: str, context: Mapping[str, str]) -> dict[str, str]
             continue
         files[rel] = _fill(path.read_text(encoding="utf-8"), context, f"{type_code}/{rel}")
     return files
-
 
 
 @dataclass(frozen=True)
@@ -161,8 +164,7 @@ def _prepare(spec: RepoSpec) -> tuple[str, dict[str, str]]:
     """The repository path inside the group and the template files, or InvalidRepositorySpec."""
     try:
         path = gitlab_path(spec.group, spec.code)
-        context = {"service_code": spec.code, "service_name": spec.name,
-                   "project": spec.project, "group": spec.group}
+        context = {"service_code": spec.code, "service_name": spec.name, "project": spec.project, "group": spec.group}
         return path, template_files(spec.type, context)
     except ValueError as exc:
         raise InvalidRepositorySpec(str(exc)) from exc
@@ -170,7 +172,6 @@ def _prepare(spec: RepoSpec) -> tuple[str, dict[str, str]]:
 
 def _commit_message(spec: RepoSpec) -> str:
     return f"Create {spec.code} from the {spec.type} template"
-
 
 
 class LocalGitScm:
@@ -218,9 +219,13 @@ def _exists_detail(full_path: str, where: str) -> str:
 def _git_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update(
-        GIT_AUTHOR_NAME=GIT_AUTHOR[0], GIT_AUTHOR_EMAIL=GIT_AUTHOR[1],
-        GIT_COMMITTER_NAME=GIT_AUTHOR[0], GIT_COMMITTER_EMAIL=GIT_AUTHOR[1],
-        GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0",
+        GIT_AUTHOR_NAME=GIT_AUTHOR[0],
+        GIT_AUTHOR_EMAIL=GIT_AUTHOR[1],
+        GIT_COMMITTER_NAME=GIT_AUTHOR[0],
+        GIT_COMMITTER_EMAIL=GIT_AUTHOR[1],
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_TERMINAL_PROMPT="0",
     )
     return env
 
@@ -228,8 +233,7 @@ def _git_env() -> dict[str, str]:
 def _git(cwd: Path, *args: str) -> None:
     command = ["git", "-c", "commit.gpgsign=false", *args]
     try:
-        subprocess.run(command, cwd=cwd, env=_git_env(), check=True, capture_output=True,
-                       text=True, timeout=60)
+        subprocess.run(command, cwd=cwd, env=_git_env(), check=True, capture_output=True, text=True, timeout=60)
     except FileNotFoundError as exc:
         raise ScmUnavailable("the git program is not installed: install git (>= 2.28)") from exc
     except subprocess.TimeoutExpired as exc:
@@ -240,9 +244,16 @@ def _git(cwd: Path, *args: str) -> None:
 
 def _write_hook(path: Path, spec: RepoSpec, full_path: str, project_id: str) -> None:
     """Record the pipeline webhook (with its per-repository secret: owner-only file)."""
-    hook = {"url": spec.hook_url, "token": spec.hook_token(project_id), "pipeline_events": True,
-            "push_events": False, "project": spec.project, "service": spec.code,
-            "path_with_namespace": full_path, "project_id": project_id}
+    hook = {
+        "url": spec.hook_url,
+        "token": spec.hook_token(project_id),
+        "pipeline_events": True,
+        "push_events": False,
+        "project": spec.project,
+        "service": spec.code,
+        "path_with_namespace": full_path,
+        "project_id": project_id,
+    }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(hook, handle, indent=2, sort_keys=True)
@@ -252,8 +263,7 @@ def _write_hook(path: Path, spec: RepoSpec, full_path: str, project_id: str) -> 
 class GitLabScm:
     """Repositories in a GitLab instance, through python-gitlab (blocking HTTP calls)."""
 
-    def __init__(self, url: str, token: str, *, gitlab: _gitlab.Gitlab | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str, *, gitlab: _gitlab.Gitlab | None = None, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self._gl = gitlab or _gitlab.Gitlab(self.url, private_token=token, timeout=timeout)
 
@@ -266,8 +276,13 @@ class GitLabScm:
             not_found=f"GitLab group {spec.group} not found: create it or fix the project's "
             "gitlab_group (the token must also be able to see it)",
         )
-        body = {"name": spec.name, "path": path, "namespace_id": group.id,
-                "visibility": "private", "initialize_with_readme": False}
+        body = {
+            "name": spec.name,
+            "path": path,
+            "namespace_id": group.id,
+            "visibility": "private",
+            "initialize_with_readme": False,
+        }
         project = self._call(
             f"create the project {full_path}",
             lambda: self._gl.projects.create(body),
@@ -275,19 +290,29 @@ class GitLabScm:
             f"{spec.name!r} in {spec.group}: choose another service code or name, or remove "
             "the existing project first",
         )
-        repo = Repository(url=project.http_url_to_repo, web_url=project.web_url,
-                          path_with_namespace=project.path_with_namespace,
-                          scm_project_id=str(project.id))
-        commit = {"branch": "main", "commit_message": _commit_message(spec), "actions": [
-            {"action": "create", "file_path": p, "content": c} for p, c in files.items()]}
+        repo = Repository(
+            url=project.http_url_to_repo,
+            web_url=project.web_url,
+            path_with_namespace=project.path_with_namespace,
+            scm_project_id=str(project.id),
+        )
+        commit = {
+            "branch": "main",
+            "commit_message": _commit_message(spec),
+            "actions": [{"action": "create", "file_path": p, "content": c} for p, c in files.items()],
+        }
         self._finish("commit the template files", repo, lambda: project.commits.create(commit))
-        hook = {"url": spec.hook_url, "pipeline_events": True, "push_events": False,
-                "token": spec.hook_token(repo.scm_project_id), "enable_ssl_verification": True}
+        hook = {
+            "url": spec.hook_url,
+            "pipeline_events": True,
+            "push_events": False,
+            "token": spec.hook_token(repo.scm_project_id),
+            "enable_ssl_verification": True,
+        }
         self._finish("register the pipeline webhook", repo, lambda: project.hooks.create(hook))
         return repo
 
-    def _call(self, what: str, step: Callable[[], _T], *, not_found: str | None = None,
-              taken: str | None = None) -> _T:
+    def _call(self, what: str, step: Callable[[], _T], *, not_found: str | None = None, taken: str | None = None) -> _T:
         try:
             return step()
         except (_gitlab.GitlabError, requests.RequestException) as exc:
@@ -308,7 +333,8 @@ class GitLabScm:
                 f"the repository {repo.path_with_namespace} was created ({repo.web_url}) but a "
                 f"later step failed: {exc.detail} — finish this step in GitLab, or delete the "
                 "repository and create the service again",
-                step=what, repository=repo,
+                step=what,
+                repository=repo,
             ) from exc
 
     def _translate(self, exc: Exception, what: str) -> ScmError:

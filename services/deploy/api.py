@@ -2,6 +2,7 @@
 
 The gateway forwards ``/api/deploy/…`` here; paths start at ``/environments``, ``/deployments``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,7 +58,12 @@ class Action:
 
 
 async def acting(
-    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId,
+    environment: str,
+    project: str,
+    service: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    cid: CorrelationId,
     idempotency_key: IdempotencyKey = None,
 ) -> Action:
     user.require_org(DEPLOY_ADMIN)
@@ -68,9 +74,7 @@ ActionDep = Annotated[Action, Depends(acting)]
 
 
 @router.post(RESOURCES, status_code=201, response_model=ResourcePublic)
-async def create_resource(
-    environment: str, data: ResourceCreate, user: CurrentUser, runtime: RuntimeDep
-):
+async def create_resource(environment: str, data: ResourceCreate, user: CurrentUser, runtime: RuntimeDep):
     """Define a resource (database, cache, queue, config…) for deployments in the environment."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.create_resource(environment, data, by=user.user, uow=runtime.uow)
@@ -85,13 +89,19 @@ async def read_resources(environment: str, user: CurrentUser, runtime: RuntimeDe
 
 @router.post("/deployments", status_code=202, response_model=DeploymentPublic)
 async def create_deployment(
-    data: DeploymentCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId,
+    data: DeploymentCreate,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    cid: CorrelationId,
     idempotency_key: IdempotencyKey = None,
 ):
     """Deploy a released version; the worker applies it and reports deploy.status."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.request_deployment(
-        data, by=user.user, correlation_id=cid, uow=runtime.uow,
+        data,
+        by=user.user,
+        correlation_id=cid,
+        uow=runtime.uow,
         request_key=request_key(user.user, idempotency_key),
     )
 
@@ -102,9 +112,7 @@ async def read_running_state(
 ):
     """Running and deploying versions with desired / current / available counts."""
     user.require_org(DEPLOY_ADMIN)
-    return await views.running_state(
-        project, service, environment, uow=runtime.uow, driver=cluster
-    )
+    return await views.running_state(project, service, environment, uow=runtime.uow, driver=cluster)
 
 
 @router.put(f"{SERVICE}/replicas", status_code=202, response_model=DeploymentPublic)
@@ -134,24 +142,28 @@ async def abort_canary(act: ActionDep):
 
 @router.put(f"{SERVICE}/auto-deploy", response_model=AutoDeployPublic)
 async def update_auto_deploy(
-    environment: str, project: str, service: str, body: Toggle, user: CurrentUser,
+    environment: str,
+    project: str,
+    service: str,
+    body: Toggle,
+    user: CurrentUser,
     runtime: RuntimeDep,
 ):
     """Turn auto-deploy of released versions on or off (after a first manual deployment)."""
     user.require_org(DEPLOY_ADMIN)
-    rule = await handlers.set_auto_deploy(
-        project, service, environment, body.enabled, by=user.user, uow=runtime.uow
-    )
+    rule = await handlers.set_auto_deploy(project, service, environment, body.enabled, by=user.user, uow=runtime.uow)
     return AutoDeployPublic(
-        project=project, service=service, environment=environment, enabled=rule.enabled,
-        updated_by=rule.updated_by, updated_at=rule.updated_at,
+        project=project,
+        service=service,
+        environment=environment,
+        enabled=rule.enabled,
+        updated_by=rule.updated_by,
+        updated_at=rule.updated_at,
     )
 
 
 @router.get(f"{SERVICE}/deployments", response_model=list[DeploymentPublic])
-async def read_deployments(
-    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep
-):
+async def read_deployments(environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep):
     """The deployment history, newest first, with who or what triggered each one."""
     user.require_org(DEPLOY_ADMIN)
     return await views.list_deployments(project, service, environment, uow=runtime.uow)

@@ -1,4 +1,5 @@
 """Deploy's composition root: resources, deployments, the worker and the cluster driver."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -28,9 +29,7 @@ def build_driver(settings: Settings) -> ClusterDriver:
                 f"GANTRY_KUBECONFIG (or KUBECONFIG) names {settings.kubeconfig!r}, which is not a file: "
                 f"fix the path, or unset it to render manifests under {settings.home / 'manifests'}"
             )
-        return KubernetesDriver(
-            settings.kubeconfig, progress_deadline_seconds=settings.progress_deadline_seconds
-        )
+        return KubernetesDriver(settings.kubeconfig, progress_deadline_seconds=settings.progress_deadline_seconds)
     return RenderedManifestsDriver(settings.home / "manifests")
 
 

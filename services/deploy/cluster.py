@@ -1,6 +1,7 @@
 """What the deploy service asks of a cluster, whichever it is: apply a workload, tell its rollout,
 delete it. Two drivers answer: ``kubernetes.py`` (a real cluster) and ``rendered.py`` (manifest
 files, the embedded default)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,11 +42,13 @@ class RolloutStatus:
 class ClusterDriver(Protocol):
     async def apply(self, spec: WorkloadSpec) -> RolloutStatus: ...
 
-    async def status(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> RolloutStatus | None: ...
+    async def status(
+        self, project: str, service: str, environment: str, namespace: str, track: str = "stable"
+    ) -> RolloutStatus | None: ...
 
-    async def delete(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> None: ...
+    async def delete(
+        self, project: str, service: str, environment: str, namespace: str, track: str = "stable"
+    ) -> None: ...
 
     async def reachable(self) -> bool: ...
 

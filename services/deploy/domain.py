@@ -1,4 +1,5 @@
 """The guide's deploy rules, as pure functions (no database, no cluster)."""
+
 from __future__ import annotations
 
 import re
@@ -43,8 +44,7 @@ def validate_resource(name: str, type_: str, data: Mapping[str, Any]) -> None:
         )
     if not RESOURCE_TYPE.match(type_):
         raise InvalidInput(
-            f"resource type {type_!r} is not valid: use a lower-case word such as database, "
-            "cache, queue or config"
+            f"resource type {type_!r} is not valid: use a lower-case word such as database, cache, queue or config"
         )
     check_environment_variables({name: {"type": type_, "data": dict(data)}})
 
@@ -57,9 +57,7 @@ def check_environment_variables(snapshot: Mapping[str, Mapping[str, Any]]) -> No
         raise InvalidInput(str(exc)) from exc
 
 
-def choose_resources(
-    requested: Sequence[str] | None, last: Sequence[str] | None, what: str
-) -> list[str]:
+def choose_resources(requested: Sequence[str] | None, last: Sequence[str] | None, what: str) -> list[str]:
     """The first deployment must name its resources; later ones default to the last choice."""
     if requested is None:
         if last is None:

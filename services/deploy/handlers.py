@@ -3,6 +3,7 @@
 Manual actions and auto-deploy only write a deployment row and its ``deploy.requested``; the
 worker (``services.deploy.worker``) applies every request the same way, whatever started it.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -35,18 +36,14 @@ log = get_logger(__name__)
 AUTO_DEPLOY_USER = "auto-deploy"
 
 
-async def create_resource(
-    environment: str, data: ResourceCreate, *, by: str, uow: UnitOfWork
-) -> Resource:
+async def create_resource(environment: str, data: ResourceCreate, *, by: str, uow: UnitOfWork) -> Resource:
     domain.validate_resource(data.name, data.type, data.data)
     resource = Resource.model_validate(data, update={"environment": environment, "created_by": by})
     clash = Conflict(f"resource {data.name!r} already exists in environment {environment}")
     try:
         async with uow.begin() as session:
             rows = await session.exec(
-                select(Resource.id).where(
-                    Resource.environment == environment, Resource.name == data.name
-                )
+                select(Resource.id).where(Resource.environment == environment, Resource.name == data.name)
             )
             if rows.first() is not None:
                 raise clash
@@ -83,9 +80,7 @@ async def _remember(session: AsyncSession, release: VersionReleased) -> None:
     session.add(row)
 
 
-async def _auto_deployment(
-    session: AsyncSession, release: VersionReleased, cause: Envelope
-) -> Deployment | None:
+async def _auto_deployment(session: AsyncSession, release: VersionReleased, cause: Envelope) -> Deployment | None:
     key = (release.service_id, release.environment)
     rule = await session.get(AutoDeployRule, key)
     if rule is None or not rule.enabled:
@@ -93,19 +88,30 @@ async def _auto_deployment(
     choice = await session.get(ResourceChoice, key)
     history = await lookups.track_history(session, *key, "stable", limit=1)
     stable = await lookups.instance(session, *key, "stable")
-    replicas = domain.auto_deploy_replicas(domain.AutoDeployFacts(
-        rule_enabled=rule.enabled,
-        manually_deployed=choice is not None and await lookups.has_manual_deployment(session, *key),
-        last_stable_replicas=history[0].replicas if history else None,
-        running_version=stable.version if stable else None, running_state=stable.state if stable else None,
-        released_version=release.version,
-    ))  # fmt: skip
+    replicas = domain.auto_deploy_replicas(
+        domain.AutoDeployFacts(
+            rule_enabled=rule.enabled,
+            manually_deployed=choice is not None and await lookups.has_manual_deployment(session, *key),
+            last_stable_replicas=history[0].replicas if history else None,
+            running_version=stable.version if stable else None,
+            running_state=stable.state if stable else None,
+            released_version=release.version,
+        )
+    )
     if replicas is None or choice is None:
         return None
     deployment = _deployment(
-        release, version=release.version, image=release.image, replicas=replicas,
-        action="deploy", track="stable", resources=choice.resources, snapshot=choice.snapshot,
-        trigger="auto", by=AUTO_DEPLOY_USER, correlation_id=cause.correlation_id,
+        release,
+        version=release.version,
+        image=release.image,
+        replicas=replicas,
+        action="deploy",
+        track="stable",
+        resources=choice.resources,
+        snapshot=choice.snapshot,
+        trigger="auto",
+        by=AUTO_DEPLOY_USER,
+        correlation_id=cause.correlation_id,
     )
     _start(session, deployment, cause=cause)
     return deployment
@@ -120,17 +126,13 @@ async def request_deployment(
     what = f"{domain.subject(data.project, data.service)} to {data.environment}"
 
     async def make(session: AsyncSession) -> Deployment:
-        release = await lookups.released(
-            session, data.project, data.service, data.environment, data.version
-        )
+        release = await lookups.released(session, data.project, data.service, data.environment, data.version)
         key = (release.service_id, data.environment)
         choice = await session.get(ResourceChoice, key)
         names = domain.choose_resources(data.resources, choice.resources if choice else None, what)
         snapshot = await lookups.resource_snapshot(session, data.environment, names)
         domain.check_environment_variables(snapshot)
-        domain.guard_database_change(
-            choice.snapshot if choice else None, snapshot, data.confirm_resource_change
-        )
+        domain.guard_database_change(choice.snapshot if choice else None, snapshot, data.confirm_resource_change)
         track = domain.track_of("deploy", data.strategy)
         stable_runs = track == "stable" or await lookups.instance(session, *key, "stable") is not None
         domain.require_stable_for_canary(what, track=track, stable_runs=stable_runs)
@@ -139,9 +141,18 @@ async def request_deployment(
         if track == "stable":  # a canary's resources become "the last choice" only when promoted
             _remember_choice(session, choice, key, names, snapshot)
         return _deployment(
-            release, version=data.version, image=release.image, replicas=replicas,
-            strategy=data.strategy, action="deploy", track=track, resources=names,
-            snapshot=snapshot, trigger="manual", by=by, correlation_id=correlation_id,
+            release,
+            version=data.version,
+            image=release.image,
+            replicas=replicas,
+            strategy=data.strategy,
+            action="deploy",
+            track=track,
+            resources=names,
+            snapshot=snapshot,
+            trigger="manual",
+            by=by,
+            correlation_id=correlation_id,
         )
 
     return await _act(uow, request_key, make)
@@ -160,8 +171,15 @@ def _remember_choice(
 
 
 async def scale(
-    project: str, service: str, environment: str, replicas: int,
-    *, by: str, correlation_id: str, uow: UnitOfWork, request_key: str | None = None,
+    project: str,
+    service: str,
+    environment: str,
+    replicas: int,
+    *,
+    by: str,
+    correlation_id: str,
+    uow: UnitOfWork,
+    request_key: str | None = None,
 ) -> Deployment:
     """Change the desired pod count of the stable track (same version, same resources)."""
     domain.validate_replicas(replicas)
@@ -169,17 +187,31 @@ async def scale(
     async def make(session: AsyncSession) -> Deployment:
         stable = await lookups.running(session, project, service, environment, "stable")
         return _deployment(
-            stable, version=stable.version, image=stable.image, replicas=replicas,
-            action="scale", track="stable", resources=stable.resources,
-            snapshot=stable.resource_snapshot, by=by, correlation_id=correlation_id,
+            stable,
+            version=stable.version,
+            image=stable.image,
+            replicas=replicas,
+            action="scale",
+            track="stable",
+            resources=stable.resources,
+            snapshot=stable.resource_snapshot,
+            by=by,
+            correlation_id=correlation_id,
         )
 
     return await _act(uow, request_key, make)
 
 
 async def rollback(
-    project: str, service: str, environment: str, version: str | None,
-    *, by: str, correlation_id: str, uow: UnitOfWork, request_key: str | None = None,
+    project: str,
+    service: str,
+    environment: str,
+    version: str | None,
+    *,
+    by: str,
+    correlation_id: str,
+    uow: UnitOfWork,
+    request_key: str | None = None,
 ) -> Deployment:
     """Deploy an earlier version on the stable track (default: the one before the current)."""
 
@@ -196,16 +228,29 @@ async def rollback(
                 )
         release = await lookups.released(session, project, service, environment, target)
         return _deployment(
-            stable, version=target, image=release.image, replicas=stable.replicas,
-            action="rollback", track="stable", resources=stable.resources,
-            snapshot=stable.resource_snapshot, by=by, correlation_id=correlation_id,
+            stable,
+            version=target,
+            image=release.image,
+            replicas=stable.replicas,
+            action="rollback",
+            track="stable",
+            resources=stable.resources,
+            snapshot=stable.resource_snapshot,
+            by=by,
+            correlation_id=correlation_id,
         )
 
     return await _act(uow, request_key, make)
 
 
 async def promote_canary(
-    project: str, service: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork,
+    project: str,
+    service: str,
+    environment: str,
+    *,
+    by: str,
+    correlation_id: str,
+    uow: UnitOfWork,
     request_key: str | None = None,
 ) -> Deployment:
     """The canary's version becomes the stable one; the canary track is then removed."""
@@ -214,20 +259,34 @@ async def promote_canary(
         canary = await lookups.running(session, project, service, environment, "canary")
         stable = await lookups.instance(session, canary.service_id, environment, "stable")
         key = (canary.service_id, environment)
-        _remember_choice(session, await session.get(ResourceChoice, key), key, canary.resources,
-                         canary.resource_snapshot)
+        _remember_choice(
+            session, await session.get(ResourceChoice, key), key, canary.resources, canary.resource_snapshot
+        )
         return _deployment(
-            canary, version=canary.version, image=canary.image,
-            replicas=stable.replicas if stable else canary.replicas, strategy="canary",
-            action="promote", track="stable", resources=canary.resources,
-            snapshot=canary.resource_snapshot, by=by, correlation_id=correlation_id,
+            canary,
+            version=canary.version,
+            image=canary.image,
+            replicas=stable.replicas if stable else canary.replicas,
+            strategy="canary",
+            action="promote",
+            track="stable",
+            resources=canary.resources,
+            snapshot=canary.resource_snapshot,
+            by=by,
+            correlation_id=correlation_id,
         )
 
     return await _act(uow, request_key, make)
 
 
 async def abort_canary(
-    project: str, service: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork,
+    project: str,
+    service: str,
+    environment: str,
+    *,
+    by: str,
+    correlation_id: str,
+    uow: UnitOfWork,
     request_key: str | None = None,
 ) -> Deployment:
     """Remove the canary track; the stable track keeps serving."""
@@ -235,9 +294,17 @@ async def abort_canary(
     async def make(session: AsyncSession) -> Deployment:
         canary = await lookups.running(session, project, service, environment, "canary")
         return _deployment(
-            canary, version=canary.version, image=canary.image, replicas=canary.replicas,
-            strategy="canary", action="abort", track="canary", resources=canary.resources,
-            snapshot=canary.resource_snapshot, by=by, correlation_id=correlation_id,
+            canary,
+            version=canary.version,
+            image=canary.image,
+            replicas=canary.replicas,
+            strategy="canary",
+            action="abort",
+            track="canary",
+            resources=canary.resources,
+            snapshot=canary.resource_snapshot,
+            by=by,
+            correlation_id=correlation_id,
         )
 
     return await _act(uow, request_key, make)
@@ -290,11 +357,24 @@ def _deployment(
     trigger: Trigger = "manual",
 ) -> Deployment:
     return Deployment(
-        id=uuid.uuid4().hex, service_id=origin.service_id, project=origin.project,
-        service=origin.service, environment=origin.environment, namespace=origin.namespace,
-        version=version, image=image, replicas=replicas, strategy=strategy, action=action,
-        track=track, resources=list(resources), resource_snapshot=dict(snapshot),
-        trigger=trigger, by=by, correlation_id=correlation_id, desired=replicas,
+        id=uuid.uuid4().hex,
+        service_id=origin.service_id,
+        project=origin.project,
+        service=origin.service,
+        environment=origin.environment,
+        namespace=origin.namespace,
+        version=version,
+        image=image,
+        replicas=replicas,
+        strategy=strategy,
+        action=action,
+        track=track,
+        resources=list(resources),
+        resource_snapshot=dict(snapshot),
+        trigger=trigger,
+        by=by,
+        correlation_id=correlation_id,
+        desired=replicas,
     )
 
 
@@ -325,10 +405,16 @@ def _start(
     """Record the deployment and queue its ``deploy.requested`` in the same transaction."""
     deployment.request_key = request_key
     request = DeployRequested(
-        service_id=deployment.service_id, project=deployment.project, service=deployment.service,
-        deployment_id=deployment.id, environment=deployment.environment,
-        namespace=deployment.namespace, version=deployment.version, image=deployment.image,
-        replicas=deployment.replicas, strategy=deployment.strategy,
+        service_id=deployment.service_id,
+        project=deployment.project,
+        service=deployment.service,
+        deployment_id=deployment.id,
+        environment=deployment.environment,
+        namespace=deployment.namespace,
+        version=deployment.version,
+        image=deployment.image,
+        replicas=deployment.replicas,
+        strategy=deployment.strategy,
         action=deployment.action,
         resources=deployment.resource_snapshot,
         trigger=deployment.trigger,

@@ -7,6 +7,7 @@ follows kubectl's "rollout complete" rule (observedGeneration, updated/available
 ``ProgressDeadlineExceeded`` = failed). The official client is blocking, so every call runs in a
 worker thread and the event loop never waits on the cluster.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,16 +55,21 @@ class KubernetesDriver:
             resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             namespace = obj["metadata"].get("namespace")
             client.server_side_apply(
-                resource, body=obj, name=obj["metadata"]["name"], namespace=namespace,
+                resource,
+                body=obj,
+                name=obj["metadata"]["name"],
+                namespace=namespace,
                 field_manager=FIELD_MANAGER,  # no force: another manager's field is a conflict
                 _request_timeout=REQUEST_TIMEOUT,
-            )  # fmt: skip
+            )
 
     async def reachable(self) -> bool:
         """The API server answers (its /version)."""
+
         def version() -> bool:
             VersionApi(self._dynamic().client).get_code(_request_timeout=3)
             return True
+
         try:
             return await asyncio.to_thread(version)
         except Exception:  # unreachable, refused, timed out: all mean "not now"
@@ -85,13 +91,14 @@ class KubernetesDriver:
         except NotFoundError:
             return None
 
-    async def delete(
-        self, project: str, service: str, environment: str, namespace: str, track: str = "stable"
-    ) -> None:
+    async def delete(self, project: str, service: str, environment: str, namespace: str, track: str = "stable") -> None:
         """Remove one track's objects; the Namespace and the Service the tracks share stay."""
         workload = workload_name(project, service, track)
-        owned = [("apps/v1", "Deployment", workload), ("v1", "ConfigMap", suffixed_name(workload, "config")),
-                 ("v1", "Secret", suffixed_name(workload, "secret"))]
+        owned = [
+            ("apps/v1", "Deployment", workload),
+            ("v1", "ConfigMap", suffixed_name(workload, "config")),
+            ("v1", "Secret", suffixed_name(workload, "secret")),
+        ]
         assert not {kind for _v, kind, _n in owned} & set(SHARED_KINDS)
         await asyncio.to_thread(self._delete_all, owned, namespace)
 

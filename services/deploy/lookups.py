@@ -1,4 +1,5 @@
 """Reads inside a use case's session, with the guide's answers when something is missing."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,9 +12,7 @@ from services.deploy.models import Deployment, Instance, ReleasedVersion, Resour
 from shared.errors import Conflict, InvalidInput, NotFound
 
 
-async def service_in(
-    session: AsyncSession, project: str, service: str, environment: str
-) -> ReleasedVersion:
+async def service_in(session: AsyncSession, project: str, service: str, environment: str) -> ReleasedVersion:
     """The newest release of the service to ``environment`` (its id and namespace)."""
     rows = await session.exec(
         select(ReleasedVersion)
@@ -49,15 +48,11 @@ async def released(
     return release
 
 
-async def instance(
-    session: AsyncSession, service_id: str, environment: str, track: str
-) -> Instance | None:
+async def instance(session: AsyncSession, service_id: str, environment: str, track: str) -> Instance | None:
     return await session.get(Instance, (service_id, environment, track))
 
 
-async def running(
-    session: AsyncSession, project: str, service: str, environment: str, track: str
-) -> Instance:
+async def running(session: AsyncSession, project: str, service: str, environment: str, track: str) -> Instance:
     """What runs on ``track``; a clear 409 when nothing was deployed there yet."""
     release = await service_in(session, project, service, environment)
     found = await instance(session, release.service_id, environment, track)
@@ -69,9 +64,7 @@ async def running(
     return found
 
 
-async def resource_snapshot(
-    session: AsyncSession, environment: str, names: list[str]
-) -> dict[str, dict[str, Any]]:
+async def resource_snapshot(session: AsyncSession, environment: str, names: list[str]) -> dict[str, dict[str, Any]]:
     """``{name: {"type", "data"}}`` of the chosen resources, as they are defined now."""
     if not names:
         return {}
@@ -116,9 +109,7 @@ async def track_history(
     return list(rows.all())
 
 
-async def track_versions(
-    session: AsyncSession, service_id: str, environment: str, track: str
-) -> list[tuple[str, str]]:
+async def track_versions(session: AsyncSession, service_id: str, environment: str, track: str) -> list[tuple[str, str]]:
     """``(version, state)`` of each deployment of one track, newest first: two columns, no rows."""
     rows = await session.exec(
         select(Deployment.version, Deployment.state)

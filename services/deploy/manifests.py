@@ -23,6 +23,7 @@ Per workload (one service, one track) the objects are, in this order:
 ``app`` is ``workload_name(project, service)``; ``<workload>`` is
 ``workload_name(project, service, track)`` (``…-canary`` for the canary track).
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,9 +40,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "gantry"}
 SHARED_KINDS = ("Namespace", "Service")
 HEADER = "# Rendered by Gantry — apply with kubectl apply --server-side -f"
 HEALTH_PATH = "/healthz"
-_SECRET_KEY = re.compile(
-    r"password|passwd|secret|token|credential|api_?key|private_?key", re.IGNORECASE
-)
+_SECRET_KEY = re.compile(r"password|passwd|secret|token|credential|api_?key|private_?key", re.IGNORECASE)
 _DATABASE_URL_KEYS = {"url", "uri", "dsn"}
 
 
@@ -82,8 +81,10 @@ def split_resource_env(
         for key, value in sorted(data.items()):
             name = env_name(resource, str(key))
             if name in origin:
-                raise ValueError(f"resources {origin[name]} and {resource}.{key} both map to the "
-                                 f"environment variable {name}: rename one of them")
+                raise ValueError(
+                    f"resources {origin[name]} and {resource}.{key} both map to the "
+                    f"environment variable {name}: rename one of them"
+                )
             origin[name] = f"{resource}.{key}"
             target = secret if is_secret_key(str(body.get("type", "")), str(key)) else config
             target[name] = _text(value)
@@ -96,14 +97,17 @@ def _check(spec: WorkloadSpec) -> None:
     if not (1 <= spec.port <= 65535):
         raise ValueError(f"port must be between 1 and 65535 (got {spec.port})")
     if len(spec.namespace) > 63 or not DNS1123_LABEL.match(spec.namespace):
-        raise ValueError(f"namespace {spec.namespace!r} is not a DNS-1123 label "
-                         "(lower-case letters, digits and '-', at most 63 characters)")
+        raise ValueError(
+            f"namespace {spec.namespace!r} is not a DNS-1123 label "
+            "(lower-case letters, digits and '-', at most 63 characters)"
+        )
     if not spec.image.strip():
         raise ValueError("image must not be empty")
 
 
-def _metadata(name: str, namespace: str, labels: dict[str, str],
-              annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def _metadata(
+    name: str, namespace: str, labels: dict[str, str], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
     if annotations:
         meta["annotations"] = annotations
@@ -111,12 +115,17 @@ def _metadata(name: str, namespace: str, labels: dict[str, str],
 
 
 def _annotations(spec: WorkloadSpec) -> dict[str, str]:
-    return {"gantry/project": spec.project, "gantry/service": spec.service,
-            "gantry/environment": spec.environment, "gantry/version": spec.version}
+    return {
+        "gantry/project": spec.project,
+        "gantry/service": spec.service,
+        "gantry/environment": spec.environment,
+        "gantry/version": spec.version,
+    }
 
 
-def _deployment(spec: WorkloadSpec, workload: str, app: str, env_from: list[dict[str, Any]],
-                progress_deadline_seconds: int) -> dict[str, Any]:
+def _deployment(
+    spec: WorkloadSpec, workload: str, app: str, env_from: list[dict[str, Any]], progress_deadline_seconds: int
+) -> dict[str, Any]:
     selector = {"app": app, "track": spec.track}
     pod_labels = {**selector, "version": label_value(spec.version), **MANAGED_BY}
     container = {
@@ -124,8 +133,7 @@ def _deployment(spec: WorkloadSpec, workload: str, app: str, env_from: list[dict
         "image": spec.image,
         "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
         "envFrom": env_from,
-        "readinessProbe": {"httpGet": {"path": HEALTH_PATH, "port": "http"},
-                           "periodSeconds": 5, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": HEALTH_PATH, "port": "http"}, "periodSeconds": 5, "failureThreshold": 3},
     }
     return {
         "apiVersion": "apps/v1",
@@ -135,8 +143,10 @@ def _deployment(spec: WorkloadSpec, workload: str, app: str, env_from: list[dict
             "replicas": spec.replicas,
             "progressDeadlineSeconds": progress_deadline_seconds,
             "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": pod_labels, "annotations": _annotations(spec)},
-                         "spec": {"containers": [container]}},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": _annotations(spec)},
+                "spec": {"containers": [container]},
+            },
         },
     }
 
@@ -157,23 +167,36 @@ def render_objects(spec: WorkloadSpec, *, progress_deadline_seconds: int = 600) 
     secret_data = {k: base64.b64encode(v.encode()).decode("ascii") for k, v in secret.items()}
     env_from = [{"configMapRef": {"name": config_name}}, {"secretRef": {"name": secret_name}}]
     return [
-        {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": spec.namespace, "labels": dict(MANAGED_BY)}},
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": _metadata(config_name, spec.namespace, track_labels), "data": config},
-        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-         "metadata": _metadata(secret_name, spec.namespace, track_labels), "data": secret_data},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace, "labels": dict(MANAGED_BY)}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(config_name, spec.namespace, track_labels),
+            "data": config,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": _metadata(secret_name, spec.namespace, track_labels),
+            "data": secret_data,
+        },
         _deployment(spec, workload, app, env_from, progress_deadline_seconds),
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": _metadata(app, spec.namespace, shared_labels),
-         "spec": {"selector": {"app": app},
-                  "ports": [{"name": "http", "port": 80, "targetPort": "http",
-                             "protocol": "TCP"}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(app, spec.namespace, shared_labels),
+            "spec": {
+                "selector": {"app": app},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+        },
     ]
 
 
 def render_yaml(objects: list[dict], filename: str) -> str:
     """Multi-document YAML with sorted keys and the Gantry header: same objects, same bytes."""
-    body = yaml.safe_dump_all(objects, explicit_start=True, sort_keys=True,
-                              default_flow_style=False, allow_unicode=True)
+    body = yaml.safe_dump_all(
+        objects, explicit_start=True, sort_keys=True, default_flow_style=False, allow_unicode=True
+    )
     return f"{HEADER} {filename}\n{body}"

@@ -3,6 +3,7 @@
 Services are known here only through ``version.released``: ``ReleasedVersion`` maps a project and
 service code to its service id, per environment. The other tables are keyed by service id.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,9 +77,7 @@ class ResourcePublic(ResourceBase):
 
 class ReleasedVersion(SQLModel, table=True):
     __tablename__ = "released_versions"
-    __table_args__ = (
-        UniqueConstraint("service_id", "environment", "version", name="uq_released_version"),
-    )
+    __table_args__ = (UniqueConstraint("service_id", "environment", "version", name="uq_released_version"),)
     id: int | None = Field(default=None, primary_key=True)
     service_id: str = Field(max_length=64, index=True)
     project: str = Field(max_length=40)

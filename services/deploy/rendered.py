@@ -1,4 +1,5 @@
 """The embedded cluster driver: each deployment's objects written as manifest files, nothing runs them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,41 +29,41 @@ class RenderedManifestsDriver:
 
     async def reachable(self) -> bool:
         """The manifests folder can be written."""
+
         def writable() -> bool:
             self.root.mkdir(parents=True, exist_ok=True)
             return os.access(self.root, os.W_OK)
+
         return await asyncio.to_thread(writable)
 
-    def path(self, project: str, service: str, environment: str, namespace: str,
-             track: str = "stable") -> Path:
+    def path(self, project: str, service: str, environment: str, namespace: str, track: str = "stable") -> Path:
         for label, segment in (("environment", environment), ("namespace", namespace)):
             if not _PATH_SEGMENT.match(segment):
-                raise ValueError(f"{label} {segment!r} cannot name a folder: use letters, "
-                                 "digits, '_', '.', '-'")
+                raise ValueError(f"{label} {segment!r} cannot name a folder: use letters, digits, '_', '.', '-'")
         workload = workload_name(project, service, track)
         return self.root / environment / namespace / f"{workload}.yaml"
 
     async def apply(self, spec: WorkloadSpec) -> RolloutStatus:
         objects = render_objects(spec)
-        path = self.path(spec.project, spec.service, spec.environment, spec.namespace,
-                         spec.track)
+        path = self.path(spec.project, spec.service, spec.environment, spec.namespace, spec.track)
         await asyncio.to_thread(_write_atomically, path, render_yaml(objects, path.name))
         return _rendered(spec.replicas, path)
 
-    async def status(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> RolloutStatus | None:
+    async def status(
+        self, project: str, service: str, environment: str, namespace: str, track: str = "stable"
+    ) -> RolloutStatus | None:
         path = self.path(project, service, environment, namespace, track)
         return await asyncio.to_thread(_read_status, path)
 
-    async def delete(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> None:
+    async def delete(self, project: str, service: str, environment: str, namespace: str, track: str = "stable") -> None:
         path = self.path(project, service, environment, namespace, track)
         await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
 def _rendered(replicas: int, path: Path) -> RolloutStatus:
-    return RolloutStatus(state="rendered", desired=replicas, current=0, updated=0, available=0,
-                         message=f"manifests written to {path}")
+    return RolloutStatus(
+        state="rendered", desired=replicas, current=0, updated=0, available=0, message=f"manifests written to {path}"
+    )
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -89,6 +90,12 @@ def _read_status(path: Path) -> RolloutStatus | None:
         deployment = next(obj for obj in objects if obj.get("kind") == "Deployment")
         replicas = int(deployment["spec"]["replicas"])
     except (yaml.YAMLError, StopIteration, KeyError, TypeError, ValueError) as exc:
-        return RolloutStatus(state="failed", desired=0, current=0, updated=0, available=0,
-                             message=f"cannot read the manifests in {path}: {exc!r}")
+        return RolloutStatus(
+            state="failed",
+            desired=0,
+            current=0,
+            updated=0,
+            available=0,
+            message=f"cannot read the manifests in {path}: {exc!r}",
+        )
     return _rendered(replicas, path)

@@ -1,4 +1,5 @@
 """Deploy's read-side use cases, one session each: resources, deployment history, the running state."""
+
 from __future__ import annotations
 
 from sqlmodel import col, select
@@ -29,9 +30,7 @@ async def list_resources(environment: str, *, uow: UnitOfWork) -> list[Resource]
         return list(rows.all())
 
 
-async def list_deployments(
-    project: str, service: str, environment: str, *, uow: UnitOfWork
-) -> list[Deployment]:
+async def list_deployments(project: str, service: str, environment: str, *, uow: UnitOfWork) -> list[Deployment]:
     """Every deployment of the service to the environment, newest first."""
     async with uow.sessions() as session:
         release = await lookups.service_in(session, project, service, environment)
@@ -69,9 +68,7 @@ async def running_state(
         namespace=(stable or canary or release).namespace,
         stable=await _track_state(stable, driver),
         canary=await _track_state(canary, driver),
-        deploying=[
-            DeployingVersion.model_validate(d, update={"deployment_id": d.id}) for d in in_flight
-        ],
+        deploying=[DeployingVersion.model_validate(d, update={"deployment_id": d.id}) for d in in_flight],
         auto_deploy=bool(rule and rule.enabled),
         resources=choice.resources if choice else [],
     )
@@ -99,7 +96,10 @@ async def _track_state(instance: Instance | None, driver: ClusterDriver) -> Trac
 async def _live_status(instance: Instance, driver: ClusterDriver) -> RolloutStatus | None:
     try:
         return await driver.status(
-            instance.project, instance.service, instance.environment, instance.namespace,
+            instance.project,
+            instance.service,
+            instance.environment,
+            instance.namespace,
             track=instance.track,
         )
     except Exception as exc:  # noqa: BLE001 - cluster unreachable: show what was recorded

@@ -7,6 +7,7 @@ is idempotent (the same objects again), so a crash between applying and recordin
 A cluster error fails the deployment with its reason instead of retrying forever. A rollout that
 is still progressing is followed (``RolloutWatcher``) until it succeeds, fails or times out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,17 +57,19 @@ async def apply_deploy_request(
             deployment = _from_request(request, track, envelope.correlation_id)
         await record_outcome(session, deployment, status, cause=envelope)
     log.info(
-        "deploy request applied", deployment_id=deployment.id, action=deployment.action,
-        track=track, state=status.state, message=status.message,
+        "deploy request applied",
+        deployment_id=deployment.id,
+        action=deployment.action,
+        track=track,
+        state=status.state,
+        message=status.message,
     )
     if status.state == "progressing" and follow is not None:
         follow(deployment.id)
     return deployment
 
 
-async def _drive(
-    driver: ClusterDriver, request: DeployRequested, track: str, timeout: float
-) -> RolloutStatus:
+async def _drive(driver: ClusterDriver, request: DeployRequested, track: str, timeout: float) -> RolloutStatus:
     """The cluster's answer to the request; any error becomes a failed status with its reason."""
     try:
         async with asyncio.timeout(timeout):
@@ -85,9 +88,15 @@ async def _apply(driver: ClusterDriver, request: DeployRequested, track: str) ->
         await driver.delete(*where, track="canary")
         return RolloutStatus("succeeded", 0, 0, 0, 0, "canary track removed")
     spec = WorkloadSpec(
-        project=request.project, service=request.service, environment=request.environment,
-        namespace=request.namespace, version=request.version, image=request.image,
-        replicas=request.replicas, track=track, resources=request.resources,
+        project=request.project,
+        service=request.service,
+        environment=request.environment,
+        namespace=request.namespace,
+        version=request.version,
+        image=request.image,
+        replicas=request.replicas,
+        track=track,
+        resources=request.resources,
     )
     status = await driver.apply(spec)
     if request.action == "promote" and status.state != "failed":
@@ -97,12 +106,23 @@ async def _apply(driver: ClusterDriver, request: DeployRequested, track: str) ->
 
 def _from_request(request: DeployRequested, track: Track, correlation_id: str) -> Deployment:
     return Deployment(
-        id=request.deployment_id, service_id=request.service_id, project=request.project,
-        service=request.service, environment=request.environment, namespace=request.namespace,
-        version=request.version, image=request.image, replicas=request.replicas,
-        strategy=request.strategy, action=request.action, track=track,
-        resources=list(request.resources), resource_snapshot=request.resources,
-        trigger=request.trigger, by=request.by, correlation_id=correlation_id,
+        id=request.deployment_id,
+        service_id=request.service_id,
+        project=request.project,
+        service=request.service,
+        environment=request.environment,
+        namespace=request.namespace,
+        version=request.version,
+        image=request.image,
+        replicas=request.replicas,
+        strategy=request.strategy,
+        action=request.action,
+        track=track,
+        resources=list(request.resources),
+        resource_snapshot=request.resources,
+        trigger=request.trigger,
+        by=request.by,
+        correlation_id=correlation_id,
     )
 
 
@@ -125,29 +145,32 @@ async def record_outcome(
     emit(
         session,
         DeployStatus(
-            service_id=deployment.service_id, project=deployment.project,
-            service=deployment.service, deployment_id=deployment.id,
-            environment=deployment.environment, version=deployment.version,
+            service_id=deployment.service_id,
+            project=deployment.project,
+            service=deployment.service,
+            deployment_id=deployment.id,
+            environment=deployment.environment,
+            version=deployment.version,
             track=deployment.track,
             state=status.state,
-            desired=status.desired, current=status.current, updated=status.updated,
-            available=status.available, message=status.message,
+            desired=status.desired,
+            current=status.current,
+            updated=status.updated,
+            available=status.available,
+            message=status.message,
         ),
-        correlation_id=deployment.correlation_id, cause=cause,
+        correlation_id=deployment.correlation_id,
+        cause=cause,
     )
 
 
-async def _record_track(
-    session: AsyncSession, deployment: Deployment, status: RolloutStatus
-) -> None:
+async def _record_track(session: AsyncSession, deployment: Deployment, status: RolloutStatus) -> None:
     key = (deployment.service_id, deployment.environment)
     current = await lookups.instance(session, *key, deployment.track)
     if status.state == "failed":
         if current is not None:  # what ran before keeps running; say why the change failed
             current.state, current.updated_at = "failed", utcnow()
-            current.message = (
-                f"{deployment.action} to {deployment.version} failed: {status.message}"
-            )
+            current.message = f"{deployment.action} to {deployment.version} failed: {status.message}"
             session.add(current)
         return
     if deployment.action == "abort":
@@ -159,11 +182,21 @@ async def _record_track(
         if canary is not None:
             await session.delete(canary)
     runs = deployment.model_dump(
-        include={"service_id", "environment", "track", "project", "service", "namespace",
-                 "version", "image", "replicas", "resources", "resource_snapshot"}
+        include={
+            "service_id",
+            "environment",
+            "track",
+            "project",
+            "service",
+            "namespace",
+            "version",
+            "image",
+            "replicas",
+            "resources",
+            "resource_snapshot",
+        }
     )
-    runs |= {"deployment_id": deployment.id, "state": status.state, "message": status.message,
-             "updated_at": utcnow()}
+    runs |= {"deployment_id": deployment.id, "state": status.state, "message": status.message, "updated_at": utcnow()}
     session.add(current.sqlmodel_update(runs) if current else Instance(**runs))
 
 
@@ -186,9 +219,7 @@ async def follow_rollout(
     if status is None:
         status = RolloutStatus("failed", deployment.replicas, 0, 0, 0, "the workload is gone")
     elif timed_out and status.state == "progressing":
-        status = dataclasses.replace(
-            status, state="failed", message=f"rollout not finished in time: {status.message}"
-        )
+        status = dataclasses.replace(status, state="failed", message=f"rollout not finished in time: {status.message}")
     return await _record_progress(deployment_id, status, uow=uow)
 
 
@@ -197,17 +228,16 @@ async def _record_progress(deployment_id: str, status: RolloutStatus, *, uow: Un
         deployment = await session.get(Deployment, deployment_id)
         if deployment is None or deployment.state != "progressing":
             return True
-        track = await lookups.instance(
-            session, deployment.service_id, deployment.environment, deployment.track
-        )
+        track = await lookups.instance(session, deployment.service_id, deployment.environment, deployment.track)
         superseded_by = track.deployment_id if track is not None else deployment.id
         superseded = superseded_by != deployment.id
         if superseded:
-            status = RolloutStatus(
-                "failed", status.desired, 0, 0, 0, f"superseded by deployment {superseded_by}"
-            )
+            status = RolloutStatus("failed", status.desired, 0, 0, 0, f"superseded by deployment {superseded_by}")
         unchanged = (status.state, status.current, status.updated, status.available) == (
-            deployment.state, deployment.current, deployment.updated, deployment.available
+            deployment.state,
+            deployment.current,
+            deployment.updated,
+            deployment.available,
         )
         if not unchanged:
             await record_outcome(session, deployment, status, touch_track=not superseded)
@@ -255,7 +285,9 @@ class RolloutWatcher:
             await asyncio.sleep(self.interval)
             try:
                 done = await follow_rollout(
-                    deployment_id, uow=self.uow, driver=self.driver,
+                    deployment_id,
+                    uow=self.uow,
+                    driver=self.driver,
                     timed_out=time.monotonic() > give_up_at,
                 )
             except Exception:  # the database blinked: try again on the next tick

@@ -1,4 +1,5 @@
 """The gateway's own HTTP API: routes, the route table, live events and the dashboard page."""
+
 from __future__ import annotations
 
 import json
@@ -57,9 +58,7 @@ async def read_route(name: str, _user: CurrentUser, runtime: RuntimeDep):
 
 
 @router.put("/routes/{name}", response_model=RoutePublic)
-async def update_route(
-    name: str, data: RouteUpdate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
-):
+async def update_route(name: str, data: RouteUpdate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId):
     """Change a route's path, target or flags (built-in routes are read-only)."""
     current = await handlers.get_route(name, uow=runtime.uow)
     require_route_writer(user, current.service, data.service or current.service)
@@ -87,9 +86,7 @@ async def match_route(path: str, _user: CurrentUser, runtime: RuntimeDep):
     return await handlers.match_path(path, uow=runtime.uow)
 
 
-def stream_user(
-    request: Request, access_token: Annotated[str | None, Query()] = None
-) -> Principal:
+def stream_user(request: Request, access_token: Annotated[str | None, Query()] = None) -> Principal:
     """A bearer token in the header, or ``?access_token=`` (EventSource cannot send headers).
 
     Events carry deployment resources (database URLs among them): organization roles only."""
@@ -116,7 +113,9 @@ def chosen_topics(topic: list[str] | None) -> frozenset[str]:
 
 @events_router.get("/events")
 async def stream_events(
-    _user: StreamUser, stream: EventsDep, topic: TopicsQuery = None,
+    _user: StreamUser,
+    stream: EventsDep,
+    topic: TopicsQuery = None,
     since: Annotated[str | None, Query(pattern="^(beginning|now)$")] = None,
 ):
     """Server-sent events from every topic (`?topic=` filters, `?since=beginning` replays)."""
@@ -144,7 +143,9 @@ async def _frames(stream: EventStream, topics: frozenset[str], from_beginning: b
 
 @events_router.get("/events/recent")
 async def read_recent_events(
-    _user: StreamUser, stream: EventsDep, topic: TopicsQuery = None,
+    _user: StreamUser,
+    stream: EventsDep,
+    topic: TopicsQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 200,
 ) -> list[dict[str, object]]:
     """The latest events (oldest first), for the dashboard's first paint."""

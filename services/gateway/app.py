@@ -1,4 +1,5 @@
 """The gateway's composition root: routes, the front-door proxy, live events and the dashboard."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -37,8 +38,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "gateway",
         tables=[Route],
-        routers=[router, events_router, outbox_api.router, _front_door_copy(), page_router, webhook_door.router,
-                 proxy.router],
+        routers=[
+            router,
+            events_router,
+            outbox_api.router,
+            _front_door_copy(),
+            page_router,
+            webhook_door.router,
+            proxy.router,
+        ],
         subscriptions=None,
         extensions=[proxy.http_client, _builtin_routes, event_stream],
         settings=settings,

@@ -1,4 +1,5 @@
 """The gateway's rules for routes, as pure functions: names, Ant-style paths, targets, matching."""
+
 from __future__ import annotations
 
 import re
@@ -138,5 +139,5 @@ def forward_path(pattern: str, path: str, strip_prefix: bool) -> str:
     if not strip_prefix:
         return path
     prefix = literal_prefix(pattern)
-    rest = path[len(prefix):] if prefix and path.startswith(prefix) else path
+    rest = path[len(prefix) :] if prefix and path.startswith(prefix) else path
     return rest if rest.startswith("/") else "/" + rest

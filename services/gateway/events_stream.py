@@ -6,6 +6,7 @@ queue; a client too slow to keep up loses its oldest events and is told so (``ev
 The last events are kept in a small buffer for ``GET /events/recent``, filled from the topics'
 tails at start so a restarted gateway still shows what happened.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,8 +57,14 @@ class StreamItem:
         return cls(record.timestamp, record.topic, record.partition, record.offset, key, event)
 
     def as_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "partition": self.partition, "offset": self.offset,
-                "timestamp": self.timestamp, "key": self.key, "event": self.event}
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp,
+            "key": self.key,
+            "event": self.event,
+        }
 
     def as_sse(self) -> str:
         data = json.dumps(self.event, separators=(",", ":"), ensure_ascii=False)
@@ -163,9 +170,7 @@ class EventStream:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        consumer, partitions = await _assigned_consumer(
-            self.bootstrap, self.fetch_wait_ms, ALL_TOPICS
-        )
+        consumer, partitions = await _assigned_consumer(self.bootstrap, self.fetch_wait_ms, ALL_TOPICS)
         self._consumer = consumer
         if partitions:
             starts = await consumer.beginning_offsets(partitions)

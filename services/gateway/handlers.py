@@ -1,4 +1,5 @@
 """The gateway's use cases: each one transaction, every route change announced through the outbox."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -35,8 +36,7 @@ async def _refuse_clash(session: AsyncSession, name: str | None, path: str, own_
     owner = domain.builtin_owning(path)
     if owner is not None and owner.name != name:
         raise Conflict(
-            f"path {path!r} lies inside the built-in route {owner.name!r} ({owner.path}): "
-            "choose another path"
+            f"path {path!r} lies inside the built-in route {owner.name!r} ({owner.path}): choose another path"
         )
     wanted = [col(Route.path) == path] + ([col(Route.name) == name] if name else [])
     for other in (await session.exec(select(Route).where(or_(*wanted)))).all():
@@ -46,9 +46,7 @@ async def _refuse_clash(session: AsyncSession, name: str | None, path: str, own_
         raise Conflict(f"route {other.name!r} already uses this {what}: choose another")
 
 
-async def create_route(
-    data: RouteCreate, *, by: str, correlation_id: str | None, uow: UnitOfWork
-) -> Route:
+async def create_route(data: RouteCreate, *, by: str, correlation_id: str | None, uow: UnitOfWork) -> Route:
     """Register a route for a service; refused when its name or path is taken."""
     domain.validate_route_name(data.name)
     domain.validate_path(data.path)
@@ -66,9 +64,7 @@ async def create_route(
     return route
 
 
-async def update_route(
-    name: str, data: RouteUpdate, *, correlation_id: str | None, uow: UnitOfWork
-) -> Route:
+async def update_route(name: str, data: RouteUpdate, *, correlation_id: str | None, uow: UnitOfWork) -> Route:
     """Change a route's path, target or flags; fields left out keep their value."""
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "path" in changes:
@@ -125,8 +121,7 @@ async def route_table(*, uow: UnitOfWork) -> list[RouteTableEntry]:
     """Every route in match order: the first that matches a request wins."""
     ordered = domain.match_order(await list_routes(uow=uow))
     return [
-        RouteTableEntry.model_validate(route, update={"order": index})
-        for index, route in enumerate(ordered, start=1)
+        RouteTableEntry.model_validate(route, update={"order": index}) for index, route in enumerate(ordered, start=1)
     ]
 
 
@@ -135,9 +130,7 @@ async def match_path(path: str, *, uow: UnitOfWork) -> RouteMatch:
     entry = domain.resolve(table, path)
     if entry is None:
         raise NotFound(f"no route matches {path!r}: register one with POST /api/gateway/routes")
-    return RouteMatch(
-        path=path, route=entry, forward_path=domain.forward_path(entry.path, path, entry.strip_prefix)
-    )
+    return RouteMatch(path=path, route=entry, forward_path=domain.forward_path(entry.path, path, entry.strip_prefix))
 
 
 async def seed_builtin_routes(*, uow: UnitOfWork) -> int:
@@ -146,19 +139,21 @@ async def seed_builtin_routes(*, uow: UnitOfWork) -> int:
     async with uow.begin() as session:
         for builtin in domain.BUILTIN_ROUTES:
             route = (await session.exec(select(Route).where(Route.name == builtin.name))).first()
-            wanted = {"path": builtin.path, "service": builtin.service,
-                      "strip_prefix": builtin.strip_prefix, "retryable": False, "builtin": True}
+            wanted = {
+                "path": builtin.path,
+                "service": builtin.service,
+                "strip_prefix": builtin.strip_prefix,
+                "retryable": False,
+                "builtin": True,
+            }
             if route is not None and all(getattr(route, k) == v for k, v in wanted.items()):
                 continue
             taken = (await session.exec(select(Route).where(Route.path == builtin.path))).first()
             if taken is not None and taken.name != builtin.name:
-                log.warning("built-in route path taken by another route", route=taken.name,
-                            path=builtin.path)
+                log.warning("built-in route path taken by another route", route=taken.name, path=builtin.path)
                 continue
             change: Change = "created" if route is None else "updated"
-            route = route or Route.model_validate(
-                {"name": builtin.name, "created_by": "gantry", **wanted}
-            )
+            route = route or Route.model_validate({"name": builtin.name, "created_by": "gantry", **wanted})
             route.sqlmodel_update({**wanted, "updated_at": utcnow()})
             session.add(route)
             await session.flush()

@@ -1,4 +1,5 @@
 """The gateway's table and API shapes (Base / Create / Update / table / Public families)."""
+
 from __future__ import annotations
 
 from datetime import datetime

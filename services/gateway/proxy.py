@@ -4,6 +4,7 @@ taken here too, by ``shared.webhook_door``).
 One shared ``httpx.AsyncClient`` (opened with the service, closed on stop) carries every call;
 the upstream answer is streamed back as it arrives, so nothing here holds the event loop.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -26,8 +27,15 @@ TIMEOUT_SECONDS = 30.0
 SLOW_TIMEOUT_SECONDS = 90.0  # catalog creates repositories from templates while the caller waits
 REQUEST_HEADERS = ("authorization", "content-type", "accept", "idempotency-key", "x-correlation-id")
 RESPONSE_HEADERS = (
-    "content-type", "content-encoding", "content-length", "location", "retry-after", "cache-control",
-    "content-disposition", "etag", "last-modified",
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "location",
+    "retry-after",
+    "cache-control",
+    "content-disposition",
+    "etag",
+    "last-modified",
 )
 
 
@@ -57,7 +65,10 @@ async def forward_api(service: str, path: str, request: Request, runtime: Runtim
         return _detail(404, f"unknown service {service!r}: use one of {', '.join((*UPSTREAMS, 'gateway'))}")
     slow = service == "catalog" and request.method == "POST"
     return await forward(
-        request, runtime, service, _raw_rest(request, f"/api/{service}"),
+        request,
+        runtime,
+        service,
+        _raw_rest(request, f"/api/{service}"),
         timeout=SLOW_TIMEOUT_SECONDS if slow else TIMEOUT_SECONDS,
     )
 
@@ -115,16 +126,13 @@ def _raw_rest(request: Request, prefix: str) -> str:
     raw = request.scope.get("raw_path")
     text = raw.decode("latin-1") if raw else request.url.path
     text = text.split("?", 1)[0]
-    return text[len(prefix):] if text.startswith(prefix) else "/" + request.path_params["path"]
+    return text[len(prefix) :] if text.startswith(prefix) else "/" + request.path_params["path"]
 
 
 def _unreachable(service: str, url: str) -> JSONResponse:
     log.warning("upstream service not reachable", upstream=service, url=url)
-    return _detail(
-        503, f"the {service} service is not reachable at {url}: is it running? (gantry up starts it)"
-    )
+    return _detail(503, f"the {service} service is not reachable at {url}: is it running? (gantry up starts it)")
 
 
 def _detail(status: int, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail})
-

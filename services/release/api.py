@@ -90,9 +90,14 @@ async def create_version_release(
     """Release one version to an environment the service is released to."""
     user.require_project(project, *PROJECT_ROLES)
     return await handlers.release_version(
-        project, service, environment, data.version,
-        by=user.user, correlation_id=cid, uow=runtime.uow,
-    )  # fmt: skip
+        project,
+        service,
+        environment,
+        data.version,
+        by=user.user,
+        correlation_id=cid,
+        uow=runtime.uow,
+    )
 
 
 @router.get(f"{SERVICE}/releases/{{environment}}/versions", response_model=list[ReleasePublic])

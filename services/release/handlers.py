@@ -119,9 +119,14 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
             return
         for _binding, environment in await lookups.bound_environments(session, service.id):
             _release(
-                session, service, environment, version,
-                trigger="auto", by=domain.AUTO_RELEASE_BY, cause=envelope,
-            )  # fmt: skip
+                session,
+                service,
+                environment,
+                version,
+                trigger="auto",
+                by=domain.AUTO_RELEASE_BY,
+                cause=envelope,
+            )
 
 
 # Releases (project level)
@@ -143,9 +148,14 @@ async def release_service(
             release = None
             if (newest := await lookups.newest_version(session, service.id)) is not None:
                 release = _release(
-                    session, service, target, newest,
-                    trigger="manual", by=by, correlation_id=correlation_id,
-                )  # fmt: skip
+                    session,
+                    service,
+                    target,
+                    newest,
+                    trigger="manual",
+                    by=by,
+                    correlation_id=correlation_id,
+                )
     except IntegrityError as exc:
         raise Conflict(f"service {code!r} was just released to environment {environment!r} by another request") from exc
     return _target(binding, target, release)
@@ -269,9 +279,12 @@ def _release(
     )
     session.add(release)
     log.info(
-        "version released", service=service.code, environment=environment.code,
-        version=version.version, trigger=trigger,
-    )  # fmt: skip
+        "version released",
+        service=service.code,
+        environment=environment.code,
+        version=version.version,
+        trigger=trigger,
+    )
     return release
 
 
@@ -279,9 +292,11 @@ def _target(binding: Binding, environment: Environment, release: Release | None)
     latest = None
     if release is not None:
         latest = LatestRelease(
-            version=release.version, trigger=release.trigger, by=release.by,
+            version=release.version,
+            trigger=release.trigger,
+            by=release.by,
             released_at=release.released_at,
-        )  # fmt: skip
+        )
     return ReleaseTarget(
         environment=environment.code,
         name=environment.name,

@@ -1,4 +1,5 @@
 """Versioning's HTTP API: versions and pipelines of a service (GitLab's webhook: ``shared.webhook_door``)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

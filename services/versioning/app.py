@@ -1,4 +1,5 @@
 """Versioning's composition root: hooks from the bus (and its own webhook door), pipelines, versions."""
+
 from __future__ import annotations
 
 from functools import partial

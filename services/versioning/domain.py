@@ -1,4 +1,5 @@
 """Pure rules: naming versions and their images (the hook itself: ``shared.gitlab_hook``)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Versioning's use cases: webhook intake, pipelines, versions."""
+
 from __future__ import annotations
 
 from sqlmodel import col, select
@@ -70,8 +71,11 @@ async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
         service = rows.first()
         if service is None:
             await parking.park(session, hook, data.delivery_id)
-            log.info("hook kept until its service is announced", scm_project_id=data.scm_project_id,
-                     kept_for=str(parking.KEPT_FOR))
+            log.info(
+                "hook kept until its service is announced",
+                scm_project_id=data.scm_project_id,
+                kept_for=str(parking.KEPT_FOR),
+            )
             return
         await _apply_hook(session, service, hook, data.delivery_id)
 
@@ -90,13 +94,9 @@ async def _apply_hook(
     log.info("pipeline succeeded", pipeline_id=attrs.id, service=service.code)
 
 
-async def _record_status(
-    session: AsyncSession, service: KnownService, attrs: gitlab_hook.HookAttributes
-) -> Pipeline:
+async def _record_status(session: AsyncSession, service: KnownService, attrs: gitlab_hook.HookAttributes) -> Pipeline:
     rows = await session.exec(
-        select(Pipeline)
-        .where(Pipeline.service_id == service.service_id)
-        .where(Pipeline.pipeline_id == attrs.id)
+        select(Pipeline).where(Pipeline.service_id == service.service_id).where(Pipeline.pipeline_id == attrs.id)
     )
     pipeline = rows.first() or Pipeline(
         service_id=service.service_id, pipeline_id=attrs.id, status=attrs.status, ref=attrs.ref, sha=attrs.sha
@@ -137,9 +137,7 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
         if service is None:
             raise PoisonEvent(f"pipeline.succeeded for unknown service {data.service_id}")
         existing = await session.exec(
-            select(Version)
-            .where(Version.service_id == data.service_id)
-            .where(Version.pipeline_id == data.pipeline_id)
+            select(Version).where(Version.service_id == data.service_id).where(Version.pipeline_id == data.pipeline_id)
         )
         if existing.first() is not None:
             return
@@ -181,9 +179,7 @@ def _new_version(service: KnownService, data: PipelineSucceeded, registry: str) 
         pipeline_url=data.pipeline_url,
         commit_message=data.commit_message,
         commit_author=data.commit_author,
-        image=domain.image_reference(
-            registry, service.repository_path, ref=data.ref, tag=data.tag, sha=data.sha
-        ),
+        image=domain.image_reference(registry, service.repository_path, ref=data.ref, tag=data.tag, sha=data.sha),
     )
 
 
@@ -212,9 +208,6 @@ async def list_pipelines(project: str, code: str, *, uow: UnitOfWork) -> list[Pi
     async with uow.sessions() as session:
         service = await _known_service(session, project, code)
         rows = await session.exec(
-            select(Pipeline)
-            .where(Pipeline.service_id == service.service_id)
-            .order_by(col(Pipeline.pipeline_id).desc())
+            select(Pipeline).where(Pipeline.service_id == service.service_id).order_by(col(Pipeline.pipeline_id).desc())
         )
         return list(rows.all())
-

@@ -1,4 +1,5 @@
 """Versioning's tables and API shapes."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -6,6 +6,7 @@ resend it by itself. Only hooks whose token the front door checked get here (the
 from the GitLab project id), and they are bounded in number and age all the same: past the bound a
 hook goes to the dead-letter topic with the reason, where it can be read and replayed.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,14 @@ async def park(session: AsyncSession, hook: gitlab_hook.PipelineHook, delivery_i
             f"no Gantry service has GitLab project {hook.scm_project_id} ({hook.project.path_with_namespace}), "
             f"and {MAX_PARKED} hooks already wait for services not announced yet"
         )
-    session.add(ParkedHook(
-        repository_path=hook.project.path_with_namespace, scm_project_id=hook.scm_project_id,
-        body=hook.model_dump_json(), delivery_id=delivery_id,
-    ))  # fmt: skip
+    session.add(
+        ParkedHook(
+            repository_path=hook.project.path_with_namespace,
+            scm_project_id=hook.scm_project_id,
+            body=hook.model_dump_json(),
+            delivery_id=delivery_id,
+        )
+    )
 
 
 async def take(session: AsyncSession, scm_project_id: str) -> list[ParkedHook]:

@@ -1,4 +1,5 @@
 """Run ``gantry up`` as a user would, on a private port range and data folder, and stop it with Ctrl-C."""
+
 from __future__ import annotations
 
 import os
@@ -40,19 +41,35 @@ def free_port_range(size: int = len(SERVICES)) -> int:
 
 
 class Stack:
-    def __init__(self, home: Path, *, kafka_bootstrap: str | None = None, database_url: str | None = None,
-                 kubeconfig: str | None = None):
+    def __init__(
+        self,
+        home: Path,
+        *,
+        kafka_bootstrap: str | None = None,
+        database_url: str | None = None,
+        kubeconfig: str | None = None,
+    ):
         self.home = home / "gantry"
         self.port_base = free_port_range()
         self.kind = f"{'apache' if kafka_bootstrap else 'embedded'}+{'postgres' if database_url else 'sqlite'}"
         self.kubeconfig = kubeconfig
         if kubeconfig:
             self.kind += "+kubernetes"
-        self.env = {**os.environ, "GANTRY_HOME": str(self.home), "GANTRY_PORT_BASE": str(self.port_base),
-                    "GANTRY_SECRET": SECRET, "GANTRY_LOG_LEVEL": "info",
-                    "GANTRY_KAFKA_GROUP_PREFIX": f"e2e{uuid.uuid4().hex[:8]}"}
-        for key in ("GANTRY_KAFKA_BOOTSTRAP", "GANTRY_DATABASE_URL", "GANTRY_GITLAB_URL", "GANTRY_KUBECONFIG",
-                    "KUBECONFIG"):
+        self.env = {
+            **os.environ,
+            "GANTRY_HOME": str(self.home),
+            "GANTRY_PORT_BASE": str(self.port_base),
+            "GANTRY_SECRET": SECRET,
+            "GANTRY_LOG_LEVEL": "info",
+            "GANTRY_KAFKA_GROUP_PREFIX": f"e2e{uuid.uuid4().hex[:8]}",
+        }
+        for key in (
+            "GANTRY_KAFKA_BOOTSTRAP",
+            "GANTRY_DATABASE_URL",
+            "GANTRY_GITLAB_URL",
+            "GANTRY_KUBECONFIG",
+            "KUBECONFIG",
+        ):
             self.env.pop(key, None)
         if kafka_bootstrap:
             self.env["GANTRY_KAFKA_BOOTSTRAP"] = kafka_bootstrap
@@ -71,8 +88,12 @@ class Stack:
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gantry.cli", "up"], env=self.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "gantry.cli", "up"],
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # a process group of its own, like a command in a terminal
         )
         self._up = threading.Event()
@@ -138,24 +159,41 @@ class Stack:
         return httpx.AsyncClient(base_url=self.gateway, headers=ADMIN, timeout=60)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "gantry.cli", *args], env=self.env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "gantry.cli", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
 
-    async def wait_for_version(self, api: httpx.AsyncClient, project: str, service: str, pipeline_id: int) -> dict[str, Any]:
+    async def wait_for_version(
+        self, api: httpx.AsyncClient, project: str, service: str, pipeline_id: int
+    ) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             answer = await api.get(f"/api/versioning/projects/{project}/services/{service}/versions")
             found = [v for v in answer.json() if v["pipeline_id"] == pipeline_id] if answer.status_code == 200 else []
             return found[0] if found else None
+
         return await eventually(probe, timeout=60, interval=0.1)
 
 
 async def post_pipeline_hook(api: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int) -> dict[str, Any]:
     """Post a successful Pipeline Hook for ``service`` (as GitLab would) through the gateway."""
-    body = {"object_kind": "pipeline",
-            "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": f"{pipeline_id:040x}",
-                                  "status": "success"},
-            "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]}}
-    answer = await api.post("/webhooks/gitlab", json=body, headers={
-        "X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"])})
+    body = {
+        "object_kind": "pipeline",
+        "object_attributes": {
+            "id": pipeline_id,
+            "ref": "main",
+            "tag": False,
+            "sha": f"{pipeline_id:040x}",
+            "status": "success",
+        },
+        "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
+    }
+    answer = await api.post(
+        "/webhooks/gitlab",
+        json=body,
+        headers={
+            "X-Gitlab-Event": "Pipeline Hook",
+            "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"]),
+        },
+    )
     answer.raise_for_status()
     return answer.json()  # type: ignore[no-any-return]

@@ -6,6 +6,7 @@ first version, first manual deployment, auto-deploy → the same Pipeline Hook p
 exactly one new version and one automatic deployment, whose manifest lands on disk.
 Runs on the embedded broker + SQLite and on Apache Kafka + PostgreSQL.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,26 +51,44 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def report(stack: Stack, pipeline_id: int, status: str = "success") -> dict:
-    result = stack.cli("pipeline", "report", "--project", PROJECT, "--service", SERVICE,
-                       "--status", status, "--pipeline-id", str(pipeline_id), "--gateway", stack.gateway)
+    result = stack.cli(
+        "pipeline",
+        "report",
+        "--project",
+        PROJECT,
+        "--service",
+        SERVICE,
+        "--status",
+        status,
+        "--pipeline-id",
+        str(pipeline_id),
+        "--gateway",
+        stack.gateway,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 async def until(call, status: int) -> httpx.Response:
     """Repeat a call until it answers ``status`` (the services learn of each other through events)."""
+
     async def probe() -> httpx.Response | None:
         answer = await call()
         return answer if answer.status_code == status else None
+
     return await eventually(probe, timeout=60, interval=0.1)
 
 
 async def test_webhook_to_deploy_status(stack: Stack) -> None:
     async with stack.client() as api:
-        created = await api.post("/api/catalog/projects", json={"code": PROJECT, "name": "Shop", "gitlab_group": "acme"})
+        created = await api.post(
+            "/api/catalog/projects", json={"code": PROJECT, "name": "Shop", "gitlab_group": "acme"}
+        )
         assert created.status_code == 201, created.text
-        service = await api.post(f"/api/catalog/projects/{PROJECT}/services", json={
-            "code": SERVICE, "name": "Web", "group": "com.acme.shop", "type": "python-fastapi"})
+        service = await api.post(
+            f"/api/catalog/projects/{PROJECT}/services",
+            json={"code": SERVICE, "name": "Web", "group": "com.acme.shop", "type": "python-fastapi"},
+        )
         assert service.status_code == 201, service.text
         repository = service.json()["repository_url"]
         assert Path(url2pathname(urlparse(repository).path), "HEAD").is_file(), repository
@@ -85,12 +104,26 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
         # a hook that overtakes service.created is kept by versioning and applied once it knows the service
         await eventually(lambda: _announced(stack, 101), timeout=60, interval=0.2)
         v1 = await stack.wait_for_version(api, PROJECT, SERVICE, 101)
-        resource = await api.post(f"/api/deploy/environments/{ENV}/resources", json={
-            "name": "shop-db", "type": "database", "data": {"url": "postgresql://db/shop"}})
+        resource = await api.post(
+            f"/api/deploy/environments/{ENV}/resources",
+            json={"name": "shop-db", "type": "database", "data": {"url": "postgresql://db/shop"}},
+        )
         assert resource.status_code == 201, resource.text
-        first = await until(lambda: api.post("/api/deploy/deployments", json={
-            "project": PROJECT, "service": SERVICE, "environment": ENV, "version": v1["name"],
-            "resources": ["shop-db"], "replicas": 3, "strategy": "rolling"}), 202)
+        first = await until(
+            lambda: api.post(
+                "/api/deploy/deployments",
+                json={
+                    "project": PROJECT,
+                    "service": SERVICE,
+                    "environment": ENV,
+                    "version": v1["name"],
+                    "resources": ["shop-db"],
+                    "replicas": 3,
+                    "strategy": "rolling",
+                },
+            ),
+            202,
+        )
         assert first.json()["trigger"] == "manual"
         running = f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}"
         assert (await api.put(f"{running}/auto-deploy", json={"enabled": True})).status_code == 200
@@ -103,28 +136,40 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
             assert second["accepted"] and duplicate["accepted"] and second["event_id"] != duplicate["event_id"]
             v2 = await stack.wait_for_version(api, PROJECT, SERVICE, 202)
             status = await statuses.wait_for(
-                lambda topic, value: topic == "deploy.status" and value["data"]["version"] == v2["name"]
-                and value["data"]["state"] == final,
+                lambda topic, value: (
+                    topic == "deploy.status"
+                    and value["data"]["version"] == v2["name"]
+                    and value["data"]["state"] == final
+                ),
                 timeout=60,
             )
             elapsed = time.monotonic() - posted_at
             hook = await statuses.wait_for(
-                lambda topic, value: topic == "gitlab.hook.received" and value["id"] == second["event_id"])
+                lambda topic, value: topic == "gitlab.hook.received" and value["id"] == second["event_id"]
+            )
             requested = await statuses.wait_for(
-                lambda topic, value: topic == "deploy.requested" and value["correlation_id"] == hook["correlation_id"])
+                lambda topic, value: topic == "deploy.requested" and value["correlation_id"] == hook["correlation_id"]
+            )
             # a later pipeline: the chain handles it after any duplicate of pipeline 202 would have shown
             report(stack, 303)
             v3 = await stack.wait_for_version(api, PROJECT, SERVICE, 303)
             await statuses.wait_for(
-                lambda topic, value: topic == "deploy.status" and value["data"]["version"] == v3["name"]
-                and value["data"]["state"] == final, timeout=60)
+                lambda topic, value: (
+                    topic == "deploy.status"
+                    and value["data"]["version"] == v3["name"]
+                    and value["data"]["state"] == final
+                ),
+                timeout=60,
+            )
             announced = [v for v in statuses.of_type("pipeline.succeeded") if v["data"]["pipeline_id"] == 202]
             assert len(announced) == 1, "the same pipeline's success twice is announced once"
         chain = datetime.fromisoformat(status["time"]) - datetime.fromisoformat(hook["time"])
         rollout = datetime.fromisoformat(status["time"]) - datetime.fromisoformat(requested["time"])
-        print(f"\n{stack.kind}: webhook accepted → deploy.status {final} {chain.total_seconds():.3f}s, "
-              f"deploy.requested → {final} {rollout.total_seconds():.3f}s (event times); "
-              f"CLI report → deploy.status seen {elapsed:.3f}s")
+        print(
+            f"\n{stack.kind}: webhook accepted → deploy.status {final} {chain.total_seconds():.3f}s, "
+            f"deploy.requested → {final} {rollout.total_seconds():.3f}s (event times); "
+            f"CLI report → deploy.status seen {elapsed:.3f}s"
+        )
         assert status["correlation_id"] == hook["correlation_id"], "one correlation id for the whole chain"
         assert status["data"]["desired"] == 3
         if stack.kubeconfig:
@@ -139,8 +184,12 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
     if stack.kubeconfig:
         await _check_cluster(stack, v3)
         return
-    documents = [doc for path in (stack.home / "manifests").rglob("*.yaml")
-                 for doc in yaml.safe_load_all(path.read_text()) if doc]
+    documents = [
+        doc
+        for path in (stack.home / "manifests").rglob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
     deployments = [d for d in documents if d["kind"] == "Deployment"]
     assert deployments, "the embedded cluster driver writes the rendered manifests"
     assert [d["metadata"]["labels"]["version"] for d in deployments] == [label_value(v3["name"])]
@@ -163,13 +212,26 @@ async def _check_cluster(stack: Stack, version: dict) -> None:
 
 
 async def _announced(stack: Stack, pipeline_id: int) -> bool:
-    result = stack.cli("pipeline", "report", "--project", PROJECT, "--service", SERVICE,
-                       "--status", "success", "--pipeline-id", str(pipeline_id), "--gateway", stack.gateway)
+    result = stack.cli(
+        "pipeline",
+        "report",
+        "--project",
+        PROJECT,
+        "--service",
+        SERVICE,
+        "--status",
+        "success",
+        "--pipeline-id",
+        str(pipeline_id),
+        "--gateway",
+        stack.gateway,
+    )
     return result.returncode == 0
 
 
 async def test_pipeline_report_names_an_unknown_service(stack: Stack) -> None:
-    result = stack.cli("pipeline", "report", "--project", "nope", "--service", "x", "--status", "success",
-                       "--gateway", stack.gateway)
+    result = stack.cli(
+        "pipeline", "report", "--project", "nope", "--service", "x", "--status", "success", "--gateway", stack.gateway
+    )
     assert result.returncode == 1
     assert "does not exist" in result.stderr

@@ -1,5 +1,6 @@
 """``gantry up`` restarts a service process that dies, and Ctrl-C during the pause before a restart
 still stops everything cleanly."""
+
 from __future__ import annotations
 
 import os
@@ -23,6 +24,7 @@ async def test_a_killed_service_is_restarted_and_ctrl_c_in_the_pause_stops_clean
         os.kill(killed, signal.SIGKILL)
 
         async with httpx.AsyncClient(timeout=5) as client:
+
             async def back() -> bool:  # answering again, as a new process, and gantry up says so
                 pid = stack.service_pids().get("release")
                 if pid in (None, killed) or "release    ready again at " not in "".join(stack.output):
@@ -31,6 +33,7 @@ async def test_a_killed_service_is_restarted_and_ctrl_c_in_the_pause_stops_clean
                     return (await client.get(readyz)).status_code == 200
                 except httpx.HTTPError:
                     return False
+
             await eventually(back, timeout=45, interval=0.2)
         output = "".join(stack.output)
         assert "release exited with code -9; restarting in 1 s (restart 1)" in output, output
@@ -41,6 +44,7 @@ async def test_a_killed_service_is_restarted_and_ctrl_c_in_the_pause_stops_clean
 
         async def pausing() -> bool:
             return "restarting in 2 s (restart 2)" in "".join(stack.output)
+
         await eventually(pausing, timeout=10, interval=0.05)
     # leaving the block pressed Ctrl-C, and asserted that gantry up exited with 0
     output = "".join(stack.output)

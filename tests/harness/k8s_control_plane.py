@@ -48,25 +48,66 @@ def make_pki(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
     # P-256 keys: generated in milliseconds, accepted by Go, Python's ssl and the token signer.
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2")
-    _openssl("req", "-x509", *ec, "-keyout", pki / "ca.key", "-out", pki / "ca.crt",
-             "-subj", "/CN=gantry-test-ca",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        pki / "ca.key",
+        "-out",
+        pki / "ca.crt",
+        "-subj",
+        "/CN=gantry-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+    )
     signed_by_ca = ("-CA", pki / "ca.crt", "-CAkey", pki / "ca.key")
     # 10.0.0.1 is the in-cluster `kubernetes` Service address, the first of SERVICE_CIDR.
-    sans = "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default," \
-           "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-    _openssl("req", "-x509", *ec, *signed_by_ca, "-keyout", pki / "apiserver.key", "-out", pki / "apiserver.crt",
-             "-subj", "/CN=kube-apiserver", "-addext", f"subjectAltName={sans}",
-             "-addext", "basicConstraints=critical,CA:FALSE",
-             "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
-             "-addext", "extendedKeyUsage=serverAuth")
+    sans = (
+        "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    )
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        *signed_by_ca,
+        "-keyout",
+        pki / "apiserver.key",
+        "-out",
+        pki / "apiserver.crt",
+        "-subj",
+        "/CN=kube-apiserver",
+        "-addext",
+        f"subjectAltName={sans}",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-addext",
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        "-addext",
+        "extendedKeyUsage=serverAuth",
+    )
     # O=system:masters is bound to cluster-admin by the bootstrap RBAC policy.
-    _openssl("req", "-x509", *ec, *signed_by_ca, "-keyout", pki / "admin.key", "-out", pki / "admin.crt",
-             "-subj", "/O=system:masters/CN=gantry-admin",
-             "-addext", "basicConstraints=critical,CA:FALSE",
-             "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
-             "-addext", "extendedKeyUsage=clientAuth")
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        *signed_by_ca,
+        "-keyout",
+        pki / "admin.key",
+        "-out",
+        pki / "admin.crt",
+        "-subj",
+        "/O=system:masters/CN=gantry-admin",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-addext",
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        "-addext",
+        "extendedKeyUsage=clientAuth",
+    )
     _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", pki / "sa.key")
     _openssl("pkey", "-in", pki / "sa.key", "-pubout", "-out", pki / "sa.pub")
 
@@ -80,9 +121,15 @@ def kubeconfig_for(server: str, pki: Path) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "gantry-test", "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")}}],
-        "users": [{"name": "gantry-admin", "user": {
-            "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
+        "clusters": [
+            {"name": "gantry-test", "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")}}
+        ],
+        "users": [
+            {
+                "name": "gantry-admin",
+                "user": {"client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")},
+            }
+        ],
         "contexts": [{"name": "gantry-test", "context": {"cluster": "gantry-test", "user": "gantry-admin"}}],
         "current-context": "gantry-test",
     }
@@ -173,87 +220,107 @@ class ControlPlane(ServerProcess):
         self._procs.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-
     # -- processes -----------------------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         with (self.workdir / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=self.workdir, preexec_fn=die_with_parent)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                preexec_fn=die_with_parent,
+            )
         self._procs.append((name, proc))
 
     def _start_etcd(self, bin_dir: Path) -> str:
         client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-        self._spawn("etcd", [
-            str(bin_dir / "etcd"),
-            "--name=gantry",
-            f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=gantry={peer}",
-            "--unsafe-no-fsync",  # throwaway data: durability only costs test time
-            "--log-level=warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                str(bin_dir / "etcd"),
+                "--name=gantry",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=gantry={peer}",
+                "--unsafe-no-fsync",  # throwaway data: durability only costs test time
+                "--log-level=warn",
+            ],
+        )
         return client.removeprefix("http://")
 
     def _start_apiserver(self, bin_dir: Path, etcd: str) -> None:
         pki = self.pki
-        self._spawn("kube-apiserver", [
-            str(bin_dir / "kube-apiserver"),
-            f"--etcd-servers=http://{etcd}",
-            f"--secure-port={self.port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bin_dir / "kube-apiserver"),
+                f"--etcd-servers=http://{etcd}",
+                f"--secure-port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            ],
+        )
 
     def _start_controller_manager(self, bin_dir: Path) -> None:
         pki = self.pki
-        self._spawn("kube-controller-manager", [
-            str(bin_dir / "kube-controller-manager"),
-            f"--kubeconfig={self.kubeconfig}",
-            "--controllers=*",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",  # no metrics/health endpoint needed; nothing else to bind
-            "--leader-elect=false",
-            "--use-service-account-credentials=false",
-            f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--root-ca-file={pki / 'ca.crt'}",
-            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
-            f"--cluster-signing-key-file={pki / 'ca.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--controllers=*",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",  # no metrics/health endpoint needed; nothing else to bind
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+            ],
+        )
 
     def _start_scheduler(self, bin_dir: Path) -> None:
-        self._spawn("kube-scheduler", [
-            str(bin_dir / "kube-scheduler"),
-            f"--kubeconfig={self.kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",
-        ])
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(bin_dir / "kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+            ],
+        )
 
     def _start_kwok(self, bin_dir: Path) -> None:
-        self._spawn("kwok", [
-            str(bin_dir / "kwok"),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--config={bin_dir / 'kwok-stages.yaml'}",
-            "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION[0]}={NODE_ANNOTATION[1]}",
-            f"--node-lease-duration-seconds={KWOK_LEASE_SECONDS}",
-            f"--cidr={POD_CIDR}",
-            # No --server-address/--node-port: kwok's kubelet-like API (logs, exec) stays off.
-        ])
+        self._spawn(
+            "kwok",
+            [
+                str(bin_dir / "kwok"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={bin_dir / 'kwok-stages.yaml'}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION[0]}={NODE_ANNOTATION[1]}",
+                f"--node-lease-duration-seconds={KWOK_LEASE_SECONDS}",
+                f"--cidr={POD_CIDR}",
+                # No --server-address/--node-port: kwok's kubelet-like API (logs, exec) stays off.
+            ],
+        )
 
     # -- readiness -----------------------------------------------------------------------------
 
@@ -262,8 +329,9 @@ class ControlPlane(ServerProcess):
         while True:
             for name, proc in self._procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}\n"
-                                       + self._log_tails())
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode} while waiting for {what}\n" + self._log_tails()
+                    )
             if ready():
                 return
             if time.monotonic() > deadline:
@@ -275,8 +343,9 @@ class ControlPlane(ServerProcess):
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.server + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.server + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, context=self._ssl, timeout=10) as response:
             return json.loads(response.read())
 

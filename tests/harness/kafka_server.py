@@ -120,4 +120,3 @@ class ApacheKafka(ServerProcess):
             terminate(self._proc, timeout=30)
             self._proc = None
         shutil.rmtree(self.workdir, ignore_errors=True)
-

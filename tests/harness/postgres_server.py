@@ -52,9 +52,8 @@ class Installer:
     commands: Sequence[Sequence[str]] = (
         ("apt-get", "update", "-q"),
         # The lock timeout waits out another install (e.g. unattended-upgrades on a fresh machine).
-        ("apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300",
-         "postgresql"),
-    )  # fmt: skip
+        ("apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", "postgresql"),
+    )
     needs_root: bool = True
 
     def installed(self) -> list[Path]:
@@ -141,8 +140,7 @@ class LocalPostgres(ServerProcess):
 
     def start_again(self, timeout: float = 60) -> None:
         """Start the server on its existing data directory and wait until it accepts clients."""
-        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w",
-                  "-t", str(int(timeout)), "start")  # fmt: skip
+        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-t", str(int(timeout)), "start")
 
     def create_database(self, name: str) -> None:
         """Create database ``name`` (owned by ``postgres``)."""

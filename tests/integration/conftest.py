@@ -1,4 +1,5 @@
 """Integration tier: a broker + database pair per parameter, and service settings built on it."""
+
 from __future__ import annotations
 
 import os
@@ -23,15 +24,28 @@ def service_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings
     group_prefix = f"t{uuid.uuid4().hex[:8]}"
     if request.param == "embedded+sqlite":
         bootstrap = request.getfixturevalue("embedded_kafka")
-        return Settings(home=tmp_path, kafka_bootstrap=bootstrap, secret=SECRET, kafka_group_prefix=group_prefix,
-                        kafka_fetch_max_wait_ms=10, kafka_idempotence=False, kafka_session_timeout_ms=1000)
+        return Settings(
+            home=tmp_path,
+            kafka_bootstrap=bootstrap,
+            secret=SECRET,
+            kafka_group_prefix=group_prefix,
+            kafka_fetch_max_wait_ms=10,
+            kafka_idempotence=False,
+            kafka_session_timeout_ms=1000,
+        )
     bootstrap = request.getfixturevalue("apache_kafka")
     postgres = request.getfixturevalue("postgres")
     database = f"gantry_{os.urandom(4).hex()}"
     postgres.create_database(database)
-    return Settings(home=tmp_path, kafka_bootstrap=bootstrap, secret=SECRET, kafka_fetch_max_wait_ms=100,
-                    kafka_group_prefix=group_prefix,
-                    kafka_idempotence=True, database_url=postgres.url(database))
+    return Settings(
+        home=tmp_path,
+        kafka_bootstrap=bootstrap,
+        secret=SECRET,
+        kafka_fetch_max_wait_ms=100,
+        kafka_group_prefix=group_prefix,
+        kafka_idempotence=True,
+        database_url=postgres.url(database),
+    )
 
 
 Publish = Callable[[Envelope], Awaitable[None]]
@@ -54,15 +68,22 @@ async def publish(service_settings: Settings) -> AsyncIterator[Publish]:
     await producer.stop()
 
 
-def released(
-    service_id: str, project: str, service: str, version: str, environment: str
-) -> Envelope:
+def released(service_id: str, project: str, service: str, version: str, environment: str) -> Envelope:
     data = VersionReleased(
-        service_id=service_id, project=project, service=service, environment=environment,
-        namespace=f"{project}-{environment}", version=version,
-        image=f"registry.local/{project}/{service}:{version}", trigger="auto", by="auto-release",
+        service_id=service_id,
+        project=project,
+        service=service,
+        environment=environment,
+        namespace=f"{project}-{environment}",
+        version=version,
+        image=f"registry.local/{project}/{service}:{version}",
+        trigger="auto",
+        by="auto-release",
     )
     return new_event(
-        Topic.VERSION_RELEASED, data, source="gantry/release", subject=f"{project}/{service}",
+        Topic.VERSION_RELEASED,
+        data,
+        source="gantry/release",
+        subject=f"{project}/{service}",
         correlation_id=f"chain-{uuid.uuid4().hex[:8]}",
     )

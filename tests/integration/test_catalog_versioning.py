@@ -1,6 +1,7 @@
 """Catalog and versioning on a real broker and database: service.created teaches versioning the
 repository, a Pipeline Hook becomes pipeline.succeeded then one version.created; a poison event
 goes to the dead-letter topic."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,39 +21,57 @@ pytestmark = pytest.mark.integration
 
 
 def pipeline_hook(service: dict, pipeline_id: int, status: str) -> dict:
-    return {"object_kind": "pipeline",
-            "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": "f" * 40, "status": status},
-            "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
-            "commit": {"message": "Fix", "author": {"name": "Ada"}}}
+    return {
+        "object_kind": "pipeline",
+        "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": "f" * 40, "status": status},
+        "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
+        "commit": {"message": "Fix", "author": {"name": "Ada"}},
+    }
 
 
 async def test_service_to_version(service_settings: Settings) -> None:
-    async with running(create_catalog(service_settings)) as catalog, \
-            running(create_versioning(service_settings)) as versioning, \
-            TopicReader(service_settings.kafka_bootstrap, "service.created", "version.created") as topics:
-        assert (await catalog.post("/projects", json={"code": "shop", "name": "Shop", "gitlab_group": "acme"},
-                                   headers=ADMIN)).status_code == 201
+    async with (
+        running(create_catalog(service_settings)) as catalog,
+        running(create_versioning(service_settings)) as versioning,
+        TopicReader(service_settings.kafka_bootstrap, "service.created", "version.created") as topics,
+    ):
+        assert (
+            await catalog.post(
+                "/projects", json={"code": "shop", "name": "Shop", "gitlab_group": "acme"}, headers=ADMIN
+            )
+        ).status_code == 201
         owner = token("shop:project-owner", user="olga")
-        created = await catalog.post("/projects/shop/services", headers=owner, json={
-            "code": "web", "name": "Web", "group": "com.acme", "type": "go-http"})
+        created = await catalog.post(
+            "/projects/shop/services",
+            headers=owner,
+            json={"code": "web", "name": "Web", "group": "com.acme", "type": "go-http"},
+        )
         assert created.status_code == 201, created.text
         service = created.json()
         assert Path(url2pathname(urlparse(service["repository_url"]).path), "HEAD").is_file()
         member = token("shop:project-member", user="max")
-        forbidden = await catalog.post("/projects/shop/services", headers=member, json={
-            "code": "api", "name": "Api", "group": "com.acme", "type": "go-http"})
+        forbidden = await catalog.post(
+            "/projects/shop/services",
+            headers=member,
+            json={"code": "api", "name": "Api", "group": "com.acme", "type": "go-http"},
+        )
         assert forbidden.status_code == 403 and "project-owner" in forbidden.json()["detail"]
 
         announced = await topics.wait_for(
-            lambda t, v: t == "service.created" and v["data"]["service_id"] == service["id"])
+            lambda t, v: t == "service.created" and v["data"]["service_id"] == service["id"]
+        )
         assert announced["data"]["repository_path"] == service["repository_path"]
 
         def headers(delivery: str) -> dict[str, str]:
-            return {"X-Gitlab-Event": "Pipeline Hook", "Idempotency-Key": delivery,
-                    "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"])}
+            return {
+                "X-Gitlab-Event": "Pipeline Hook",
+                "Idempotency-Key": delivery,
+                "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"]),
+            }
 
-        running_hook = await versioning.post("/webhooks/gitlab", headers=headers("delivery-0"),
-                                             json=pipeline_hook(service, 5, "running"))
+        running_hook = await versioning.post(
+            "/webhooks/gitlab", headers=headers("delivery-0"), json=pipeline_hook(service, 5, "running")
+        )
         assert running_hook.status_code == 202, running_hook.text
         success = pipeline_hook(service, 5, "success")
         first = await versioning.post("/webhooks/gitlab", json=success, headers=headers("delivery-1"))
@@ -62,16 +81,23 @@ async def test_service_to_version(service_settings: Settings) -> None:
         assert first.json()["event_id"] == resent.json()["event_id"] == "delivery-1"
 
         version = await topics.wait_for(
-            lambda t, v: t == "version.created" and v["data"]["service_id"] == service["id"])
+            lambda t, v: t == "version.created" and v["data"]["service_id"] == service["id"]
+        )
         assert version["correlation_id"] == "delivery-1"
         assert version["data"]["image"].endswith(":ffffffff")
         # a later pipeline of the same service: its events are ordered after any duplicate of the first
         later = pipeline_hook(service, 6, "success")
         assert (await versioning.post("/webhooks/gitlab", json=later, headers=headers("delivery-3"))).status_code == 202
-        await topics.wait_for(lambda t, v: t == "version.created" and v["data"]["pipeline_id"] == 6
-                              and v["data"]["service_id"] == service["id"])
-        created = [v["data"]["pipeline_id"] for v in topics.of_type("version.created")
-                   if v["data"]["service_id"] == service["id"]]
+        await topics.wait_for(
+            lambda t, v: (
+                t == "version.created" and v["data"]["pipeline_id"] == 6 and v["data"]["service_id"] == service["id"]
+            )
+        )
+        created = [
+            v["data"]["pipeline_id"]
+            for v in topics.of_type("version.created")
+            if v["data"]["service_id"] == service["id"]
+        ]
         assert created == [5, 6], "the same hook resent, and the same pipeline's success twice → one version"
         listed = await eventually(lambda: _versions(versioning, member))
         assert sorted(v["pipeline_id"] for v in listed) == [5, 6]
@@ -84,8 +110,10 @@ async def _versions(client, headers):
 
 async def test_poison_event_goes_to_dead_letter_topic(service_settings: Settings, unique_id: str) -> None:
     poison = f"{{not json {unique_id}"
-    async with running(create_versioning(service_settings)), \
-            TopicReader(service_settings.kafka_bootstrap, "pipeline.succeeded.dlq") as dlq:
+    async with (
+        running(create_versioning(service_settings)),
+        TopicReader(service_settings.kafka_bootstrap, "pipeline.succeeded.dlq") as dlq,
+    ):
         producer = AIOKafkaProducer(bootstrap_servers=service_settings.kafka_bootstrap)
         await producer.start()
         try:
@@ -96,11 +124,11 @@ async def test_poison_event_goes_to_dead_letter_topic(service_settings: Settings
         assert dead["topic"] == "pipeline.succeeded" and dead["reason"].startswith("undecodable")
 
 
-
-
 async def test_the_rest_apis_answer_people_clearly(service_settings: Settings) -> None:
-    async with running(create_catalog(service_settings)) as catalog, \
-            running(create_versioning(service_settings)) as versioning:
+    async with (
+        running(create_catalog(service_settings)) as catalog,
+        running(create_versioning(service_settings)) as versioning,
+    ):
         types = await catalog.get("/service-types", headers=token("shop:project-member"))
         assert {t["code"] for t in types.json()} == {"python-fastapi", "java-spring", "go-http", "static-web"}
         body = {"code": "shop", "name": "Shop", "gitlab_group": "acme"}
@@ -119,18 +147,24 @@ async def test_the_rest_apis_answer_people_clearly(service_settings: Settings) -
         unknown = await catalog.get("/projects/shop/services/nope", headers=ADMIN)
         assert unknown.status_code == 404 and "'nope'" in unknown.json()["detail"]
 
-        push = await versioning.post("/webhooks/gitlab", json={"object_kind": "push"},
-                                     headers={"X-Gitlab-Event": "Push Hook"})
+        push = await versioning.post(
+            "/webhooks/gitlab", json={"object_kind": "push"}, headers={"X-Gitlab-Event": "Push Hook"}
+        )
         assert push.status_code == 200 and push.json()["accepted"] is False
-        anonymous = await versioning.post("/webhooks/gitlab", content=b"{not json",
-                                          headers={"X-Gitlab-Event": "Pipeline Hook"})
+        anonymous = await versioning.post(
+            "/webhooks/gitlab", content=b"{not json", headers={"X-Gitlab-Event": "Pipeline Hook"}
+        )
         assert anonymous.status_code == 401 and "X-Gitlab-Token is missing" in anonymous.json()["detail"]
-        garbled = await versioning.post("/webhooks/gitlab", content=b"{not json",
-                                        headers={"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": "x"})
+        garbled = await versioning.post(
+            "/webhooks/gitlab", content=b"{not json", headers={"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": "x"}
+        )
         assert garbled.status_code == 400 and "not JSON" in garbled.json()["detail"]
         ghost = {"scm_project_id": "local-ghost", "repository_path": "acme/ghost"}
-        stranger = await versioning.post("/webhooks/gitlab", json=pipeline_hook(ghost, 1, "success"),
-                                         headers={"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": "x"})
+        stranger = await versioning.post(
+            "/webhooks/gitlab",
+            json=pipeline_hook(ghost, 1, "success"),
+            headers={"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": "x"},
+        )
         assert stranger.status_code == 401 and "GitLab project local-ghost" in stranger.json()["detail"]
         unauthenticated = await versioning.get("/projects/shop/services/web/pipelines")
         assert unauthenticated.status_code == 401 and "gantry token issue" in unauthenticated.json()["detail"]

@@ -1,5 +1,6 @@
 """Gantry's own manifests (deploy/) are valid Kubernetes: the API server accepts every object of
 the base and of the example overlay in a server-side dry run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,13 @@ def test_server_side_dry_run_accepts_every_object(k8s_control_plane, kustomizati
         for doc in docs:
             resource = client.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
             answer = client.server_side_apply(
-                resource, body=doc, name=doc["metadata"]["name"], namespace=doc["metadata"].get("namespace"),
-                field_manager="gantry-manifest-check", dry_run="All")
+                resource,
+                body=doc,
+                name=doc["metadata"]["name"],
+                namespace=doc["metadata"].get("namespace"),
+                field_manager="gantry-manifest-check",
+                dry_run="All",
+            )
             accepted.append((answer.kind, answer.metadata.name))
     finally:
         api.close()

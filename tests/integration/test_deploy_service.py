@@ -1,5 +1,6 @@
 """The deploy service in-process on a real broker and database: released versions in, a manual
 deployment and an auto-deployment out, manifests rendered on disk."""
+
 from __future__ import annotations
 
 import uuid
@@ -26,18 +27,14 @@ def manifest_text(settings: Settings, project: str, service: str, environment: s
     return path.read_text() if path.exists() else None
 
 
-async def test_manual_then_auto_deployment_render_manifests(
-    service_settings: Settings, publish: Publish
-) -> None:
+async def test_manual_then_auto_deployment_render_manifests(service_settings: Settings, publish: Publish) -> None:
     settings = service_settings
     project, service, service_id = "shop", f"orders-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     base = f"/environments/dev/projects/{project}/services/{service}"
     topics = (Topic.DEPLOY_REQUESTED.value, Topic.DEPLOY_STATUS.value)
     assert settings.kafka_bootstrap is not None
 
-    async with TopicReader(settings.kafka_bootstrap, *topics) as reader, running(
-        create_app(settings)
-    ) as client:
+    async with TopicReader(settings.kafka_bootstrap, *topics) as reader, running(create_app(settings)) as client:
         await publish(released(service_id, project, service, "1.0.0", "dev"))
         await eventually(lambda: _status_is(client, base, 200))
         resource = {"name": "orders-db", "type": "database", "data": {"url": "postgres://db/o"}}
@@ -47,8 +44,14 @@ async def test_manual_then_auto_deployment_render_manifests(
         manual = await client.post(
             "/deployments",
             headers=DEPLOYER,
-            json={"project": project, "service": service, "environment": "dev",
-                  "version": "1.0.0", "resources": ["orders-db"], "replicas": 2},
+            json={
+                "project": project,
+                "service": service,
+                "environment": "dev",
+                "version": "1.0.0",
+                "resources": ["orders-db"],
+                "replicas": 2,
+            },
         )
         assert manual.status_code == 202, manual.text
         first = manual.json()["id"]
@@ -63,8 +66,9 @@ async def test_manual_then_auto_deployment_render_manifests(
         second = released(service_id, project, service, "1.1.0", "dev")
         await publish(second)
         requested = await reader.wait_for(
-            lambda t, v: t == "deploy.requested" and v["data"]["version"] == "1.1.0"
-            and v["data"]["service_id"] == service_id
+            lambda t, v: (
+                t == "deploy.requested" and v["data"]["version"] == "1.1.0" and v["data"]["service_id"] == service_id
+            )
         )
         assert (requested["data"]["trigger"], requested["data"]["by"]) == ("auto", "auto-deploy")
         assert requested["data"]["replicas"] == 2

@@ -1,4 +1,5 @@
 """The gateway against a real broker and a real upstream: front door, routes, live events."""
+
 from __future__ import annotations
 
 import asyncio
@@ -82,9 +83,7 @@ def echo_app() -> FastAPI:
     return echo
 
 
-async def test_front_door_forwards_calls_and_answers(
-    settings: Settings, ports: dict[str, socket.socket]
-) -> None:
+async def test_front_door_forwards_calls_and_answers(settings: Settings, ports: dict[str, socket.socket]) -> None:
     async with (
         serving(echo_app(), ports["catalog"], lifespan="off"),
         running(create_app(settings)) as client,
@@ -92,9 +91,8 @@ async def test_front_door_forwards_calls_and_answers(
         answer = await client.post(
             "/api/catalog/projects/shop/services?dry=1&name=a%2Fb",
             content=b'{"code": "web"}',
-            headers={**ADMIN, "Content-Type": "application/json", "X-Correlation-Id": "cid-42",
-                     "Cookie": "sid=secret"},
-        )  # fmt: skip
+            headers={**ADMIN, "Content-Type": "application/json", "X-Correlation-Id": "cid-42", "Cookie": "sid=secret"},
+        )
         assert answer.status_code == 201, answer.text
         seen = answer.json()
         assert seen["method"] == "POST"
@@ -125,8 +123,9 @@ async def test_front_door_forwards_calls_and_answers(
         assert big.status_code == 200 and big.content == b"x" * 1_000_000
 
         # GitLab's webhook is the gateway's own (see test_webhook_door.py): never forwarded.
-        stranger = await client.post("/webhooks/gitlab", json={"object_kind": "pipeline"},
-                                     headers={"X-Gitlab-Event": "Pipeline Hook"})
+        stranger = await client.post(
+            "/webhooks/gitlab", json={"object_kind": "pipeline"}, headers={"X-Gitlab-Event": "Pipeline Hook"}
+        )
         assert stranger.status_code == 401 and "X-Gitlab-Token is missing" in stranger.json()["detail"]
 
 
@@ -137,8 +136,7 @@ async def test_front_door_explains_what_is_wrong(settings: Settings, ports) -> N
         down = await client.get("/api/release/environments", headers=ADMIN)
         assert down.status_code == 503
         assert down.json() == {
-            "detail": f"the release service is not reachable at {release_url}: is it running? "
-            "(gantry up starts it)"
+            "detail": f"the release service is not reachable at {release_url}: is it running? (gantry up starts it)"
         }
         unknown = await client.get("/api/billing/invoices", headers=ADMIN)
         assert unknown.status_code == 404
@@ -163,14 +161,20 @@ async def test_routes_over_rest_announce_every_change(settings: Settings) -> Non
         member = await client.post("/routes", json=body, headers=token("shop:project-member"))
         assert member.status_code == 403
         created = await client.post(
-            "/api/gateway/routes", json=body,
+            "/api/gateway/routes",
+            json=body,
             headers={**token("shop:project-owner"), "X-Correlation-Id": "route-cid"},
-        )  # fmt: skip
+        )
         assert created.status_code == 201, created.text
         assert created.json() | {"created_at": None, "updated_at": None} == {
-            **body, "strip_prefix": True, "retryable": False, "builtin": False,
-            "created_by": "alice", "created_at": None, "updated_at": None,
-        }  # fmt: skip
+            **body,
+            "strip_prefix": True,
+            "retryable": False,
+            "builtin": False,
+            "created_by": "alice",
+            "created_at": None,
+            "updated_at": None,
+        }
         event = await reader.wait_for(lambda _t, v: v["subject"] == name)
         assert event["correlation_id"] == "route-cid"
         assert RouteChanged.model_validate(event["data"]).change == "created"
@@ -204,18 +208,25 @@ def route_change(name: str, change: str) -> Callable[[str, dict[str, Any]], bool
 
 def deploy_status(state: Literal["progressing", "succeeded", "failed"]) -> Envelope:
     data = DeployStatus(
-        service_id=uuid.uuid4().hex, project="shop", service="web", deployment_id=uuid.uuid4().hex,
-        environment="dev", version="1.0.0", state=state, desired=1,
-    )  # fmt: skip
+        service_id=uuid.uuid4().hex,
+        project="shop",
+        service="web",
+        deployment_id=uuid.uuid4().hex,
+        environment="dev",
+        version="1.0.0",
+        state=state,
+        desired=1,
+    )
     return new_event(Topic.DEPLOY_STATUS, data, source="gantry/deploy", subject="shop/web")
 
 
 @pytest.fixture
 async def publish(settings: Settings) -> AsyncIterator[Any]:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.require_bootstrap(), acks="all",
+        bootstrap_servers=settings.require_bootstrap(),
+        acks="all",
         enable_idempotence=settings.kafka_idempotence,
-    )  # fmt: skip
+    )
     await producer.start()
 
     async def send(topic: str, value: bytes, key: str = "k") -> None:
@@ -242,9 +253,7 @@ async def read_sse(response: httpx.Response, *ids: str) -> list[tuple[str, dict[
     raise AssertionError(f"the stream ended after {events}")
 
 
-async def test_live_events_reach_dashboards(
-    settings: Settings, ports: dict[str, socket.socket], publish
-) -> None:
+async def test_live_events_reach_dashboards(settings: Settings, ports: dict[str, socket.socket], publish) -> None:
     url = f"http://127.0.0.1:{settings.port('gateway')}"
     viewer = token("deploy-admin", user="viewer")["Authorization"].split()[1]
     member = token("shop:project-member", user="member")["Authorization"].split()[1]
@@ -260,16 +269,19 @@ async def test_live_events_reach_dashboards(
         async with http.stream("GET", "/api/gateway/events", params=query, timeout=30) as stream:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
-            other = Envelope(type="service.created", source="test", subject="shop/other",
-                             correlation_id="c", data={"note": "not a deploy status"})
+            other = Envelope(
+                type="service.created",
+                source="test",
+                subject="shop/other",
+                correlation_id="c",
+                data={"note": "not a deploy status"},
+            )
             await publish("service.created", other.model_dump_json().encode())
             first, second = deploy_status("progressing"), deploy_status("succeeded")
             for envelope in (first, second):
                 await publish("deploy.status", envelope.model_dump_json().encode())
             received = await asyncio.wait_for(read_sse(stream, first.id, second.id), 30)
-        assert [(n, e["id"]) for n, e in received] == [
-            ("deploy.status", first.id), ("deploy.status", second.id)
-        ]
+        assert [(n, e["id"]) for n, e in received] == [("deploy.status", first.id), ("deploy.status", second.id)]
         assert received[0][1]["data"]["state"] == "progressing"
 
         async def recent() -> list[dict[str, Any]]:
@@ -302,9 +314,7 @@ async def test_a_starting_gateway_shows_events_published_before_it_started(setti
         await eventually(recent)
 
 
-async def test_stopping_ends_open_event_streams_at_once(
-    settings: Settings, ports: dict[str, socket.socket]
-) -> None:
+async def test_stopping_ends_open_event_streams_at_once(settings: Settings, ports: dict[str, socket.socket]) -> None:
     # In a thread of its own, as under `python -m`, where the stop arrives as a signal.
     api = create_app(settings)
     config = uvicorn.Config(api, log_config=None, lifespan="on", timeout_graceful_shutdown=20)

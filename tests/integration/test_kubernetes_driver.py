@@ -1,6 +1,7 @@
 """The Kubernetes driver against a real control plane (etcd, kube-apiserver, controller-manager,
 scheduler; kwok plays the nodes and marks pods ready): rollouts, scaling, canary, rollback,
 a rollout that never becomes ready, and a field owned by another manager."""
+
 from __future__ import annotations
 
 import uuid
@@ -34,15 +35,26 @@ def driver(k8s_control_plane) -> KubernetesDriver:
 
 
 def spec(namespace: str, version: str = "v1", replicas: int = 3, track: str = "stable") -> WorkloadSpec:
-    return WorkloadSpec(project="shop", service="web", environment="staging", namespace=namespace,
-                        version=version, image=f"registry.local/shop/web:{version}", replicas=replicas,
-                        track=track, resources={"db": {"type": "database", "data": {"url": "postgresql://db"}}})
+    return WorkloadSpec(
+        project="shop",
+        service="web",
+        environment="staging",
+        namespace=namespace,
+        version=version,
+        image=f"registry.local/shop/web:{version}",
+        replicas=replicas,
+        track=track,
+        resources={"db": {"type": "database", "data": {"url": "postgresql://db"}}},
+    )
 
 
-async def settled(driver: KubernetesDriver, namespace: str, track: str = "stable", timeout: float = 60) -> RolloutStatus:
+async def settled(
+    driver: KubernetesDriver, namespace: str, track: str = "stable", timeout: float = 60
+) -> RolloutStatus:
     async def done() -> RolloutStatus | None:
         status = await driver.status("shop", "web", "staging", namespace, track)
         return status if status is not None and status.state in ("succeeded", "failed") else None
+
     return await eventually(done, timeout=timeout, interval=0.1)
 
 
@@ -74,6 +86,7 @@ async def test_scale_up_and_down(driver, cluster, namespace):
     async def two_pods() -> bool:
         pods = core.list_namespaced_pod(namespace, label_selector="app=shop-web").items
         return len([p for p in pods if p.metadata.deletion_timestamp is None]) == 2
+
     await eventually(two_pods, timeout=60)
     assert (await settled(driver, namespace)).available == 2
 
@@ -121,8 +134,12 @@ async def test_a_rollout_that_never_becomes_ready_fails(k8s_control_plane, clust
     """A quota of zero pods: the ReplicaSet can create none, the progress deadline passes."""
     _, core = cluster
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
-    core.create_namespaced_resource_quota(namespace, k8s.V1ResourceQuota(
-        metadata=k8s.V1ObjectMeta(name="no-pods"), spec=k8s.V1ResourceQuotaSpec(hard={"pods": "0"})))
+    core.create_namespaced_resource_quota(
+        namespace,
+        k8s.V1ResourceQuota(
+            metadata=k8s.V1ObjectMeta(name="no-pods"), spec=k8s.V1ResourceQuotaSpec(hard={"pods": "0"})
+        ),
+    )
     driver = KubernetesDriver(str(k8s_control_plane.kubeconfig), progress_deadline_seconds=5)
     assert (await driver.apply(spec(namespace, replicas=2))).state == "progressing"
     failed = await settled(driver, namespace, timeout=90)
@@ -136,9 +153,13 @@ async def test_a_field_owned_by_another_manager_is_a_failed_deployment(driver, c
     await settled(driver, namespace)
     # someone scales by hand with their own field manager, taking .spec.replicas
     apps.patch_namespaced_deployment(
-        "shop-web", namespace,
+        "shop-web",
+        namespace,
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop-web"}, "spec": {"replicas": 5}},
-        field_manager="ops-console", force=True, _content_type="application/apply-patch+yaml")
+        field_manager="ops-console",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
     conflict = await driver.apply(spec(namespace, replicas=3))
     assert conflict.state == "failed"
     assert "conflict" in conflict.message and "ops-console" in conflict.message

@@ -1,4 +1,5 @@
 """Two instances of one service on one PostgreSQL outbox publish each row once, in order."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,10 +26,15 @@ async def test_two_relays_share_the_outbox_without_publishing_twice(postgres, tm
     uow = UnitOfWork(session_factory(engines[0]))
     async with uow.begin() as session:
         for pipeline_id in range(40):
-            data = PipelineSucceeded(service_id="s1", project="p", service="s", pipeline_id=pipeline_id,
-                                     ref="main", sha="a")
-            add_event(session, Topic.PIPELINE_SUCCEEDED, new_event(
-                Topic.PIPELINE_SUCCEEDED, data, source="test", subject="p/s"), key="s1")
+            data = PipelineSucceeded(
+                service_id="s1", project="p", service="s", pipeline_id=pipeline_id, ref="main", sha="a"
+            )
+            add_event(
+                session,
+                Topic.PIPELINE_SUCCEEDED,
+                new_event(Topic.PIPELINE_SUCCEEDED, data, source="test", subject="p/s"),
+                key="s1",
+            )
     sent: list[int] = []
 
     async def slow_broker(records):
@@ -36,8 +42,10 @@ async def test_two_relays_share_the_outbox_without_publishing_twice(postgres, tm
         sent.extend(json.loads(value)["data"]["pipeline_id"] for _t, _k, value in records)
         return [None for _ in records]  # every record acknowledged
 
-    relays = [OutboxRelay(session_factory(engine), slow_broker, batch=10, lock_name="gantry-outbox-relaytest")
-              for engine in engines]
+    relays = [
+        OutboxRelay(session_factory(engine), slow_broker, batch=10, lock_name="gantry-outbox-relaytest")
+        for engine in engines
+    ]
     while sum(await asyncio.gather(*(relay.relay_once() for relay in relays))):
         pass
     for engine in engines:

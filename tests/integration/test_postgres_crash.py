@@ -68,9 +68,10 @@ class Load:
             self.in_flight += 1
             try:
                 answer = await self.catalog.post(
-                    f"/projects/{self.project}/services", headers=ADMIN,
+                    f"/projects/{self.project}/services",
+                    headers=ADMIN,
                     json={"code": write.code, "name": write.code, "group": "com.acme", "type": "go-http"},
-                )  # fmt: skip
+                )
                 write.status = answer.status_code
                 if answer.status_code == 201:
                     write.service_id = answer.json()["id"]
@@ -100,10 +101,16 @@ async def test_acknowledged_writes_survive_a_postgres_crash(
 ) -> None:
     database = f"gantry_{os.urandom(4).hex()}"
     durable_postgres.create_database(database)
-    settings = Settings(home=tmp_path, kafka_bootstrap=embedded_kafka, secret=SECRET,
-                        kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}", kafka_fetch_max_wait_ms=10,
-                        kafka_idempotence=False, kafka_session_timeout_ms=1000,
-                        database_url=durable_postgres.url(database))  # fmt: skip
+    settings = Settings(
+        home=tmp_path,
+        kafka_bootstrap=embedded_kafka,
+        secret=SECRET,
+        kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}",
+        kafka_fetch_max_wait_ms=10,
+        kafka_idempotence=False,
+        kafka_session_timeout_ms=1000,
+        database_url=durable_postgres.url(database),
+    )
     project = f"p{uuid.uuid4().hex[:6]}"
     async with (
         asyncio.timeout(WHOLE_TEST_SECONDS),
@@ -111,8 +118,9 @@ async def test_acknowledged_writes_survive_a_postgres_crash(
         running(create_release(settings)) as release,
         TopicReader(embedded_kafka, "service.created") as topic,
     ):
-        created = await catalog.post("/projects", headers=ADMIN,
-                                     json={"code": project, "name": "Crash", "gitlab_group": "acme"})  # fmt: skip
+        created = await catalog.post(
+            "/projects", headers=ADMIN, json={"code": project, "name": "Crash", "gitlab_group": "acme"}
+        )
         assert created.status_code == 201, created.text
         load = Load(catalog, project)
         clients = [asyncio.create_task(load.client()) for _ in range(CLIENTS)]
@@ -139,9 +147,11 @@ async def test_acknowledged_writes_survive_a_postgres_crash(
                 assert unknown.status_code == 404, f"{write.code} failed, is in no catalog row, yet release knows it"
 
         committed_anyway = sum(1 for w in failed if w.code in rows)
-        print(f"writes acknowledged: {len(acknowledged)}, failed: {len(failed)} ({committed_anyway} of them "
-              f"committed before the answer was lost), catalog rows after the restart: {len(rows)}, "
-              f"all announced and known to release")  # fmt: skip
+        print(
+            f"writes acknowledged: {len(acknowledged)}, failed: {len(failed)} ({committed_anyway} of them "
+            f"committed before the answer was lost), catalog rows after the restart: {len(rows)}, "
+            f"all announced and known to release"
+        )
 
 
 async def crash_under_load(postgres: LocalPostgres, load: Load) -> None:

@@ -1,4 +1,5 @@
 """The services' producer on real brokers: what each broker takes, and what it refuses."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,9 +26,17 @@ async def test_a_broker_that_refuses_idempotent_producers_is_detected(embedded_k
         await producer.stop()
 
 
-async def test_a_service_starts_on_such_a_broker_with_idempotence_asked_for(embedded_kafka: str, tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, kafka_bootstrap=embedded_kafka, secret=SECRET, kafka_idempotence=True,
-                        kafka_fetch_max_wait_ms=10, kafka_session_timeout_ms=1000)
+async def test_a_service_starts_on_such_a_broker_with_idempotence_asked_for(
+    embedded_kafka: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        home=tmp_path,
+        kafka_bootstrap=embedded_kafka,
+        secret=SECRET,
+        kafka_idempotence=True,
+        kafka_fetch_max_wait_ms=10,
+        kafka_session_timeout_ms=1000,
+    )
     async with running(create_versioning(settings)) as versioning:
         assert (await versioning.get("/healthz")).status_code == 200
 

@@ -35,24 +35,38 @@ async def publish(service_settings: Settings) -> AsyncIterator:
 
 def announce(project: str, code: str) -> Envelope:
     data = ServiceCreated(
-        service_id=uuid.uuid4().hex, project=project, service=code, name="Web",
-        group="com.acme", type="python-fastapi", repository_url="file:///web.git",
-        repository_web_url="file:///web.git", repository_path=f"acme/{code}",
+        service_id=uuid.uuid4().hex,
+        project=project,
+        service=code,
+        name="Web",
+        group="com.acme",
+        type="python-fastapi",
+        repository_url="file:///web.git",
+        repository_web_url="file:///web.git",
+        repository_path=f"acme/{code}",
         scm_project_id=f"acme/{code}",
-    )  # fmt: skip
+    )
     return new_event(Topic.SERVICE_CREATED, data, source="gantry/catalog", subject=f"{project}/{code}")
 
 
 def new_version(service: Envelope, version: str, chain: str) -> Envelope:
     data = VersionCreated(
-        service_id=service.data["service_id"], project=service.data["project"],
-        service=service.data["service"], version=version, sha="b" * 40, ref="main",
-        pipeline_id=42, image=f"registry.local/web:{version}",
-    )  # fmt: skip
+        service_id=service.data["service_id"],
+        project=service.data["project"],
+        service=service.data["service"],
+        version=version,
+        sha="b" * 40,
+        ref="main",
+        pipeline_id=42,
+        image=f"registry.local/web:{version}",
+    )
     return new_event(
-        Topic.VERSION_CREATED, data, source="gantry/versioning", subject=service.subject,
+        Topic.VERSION_CREATED,
+        data,
+        source="gantry/versioning",
+        subject=service.subject,
         correlation_id=chain,
-    )  # fmt: skip
+    )
 
 
 def released(service_id: str, **expected: str):
@@ -99,9 +113,12 @@ async def test_release_chain_over_kafka(service_settings: Settings, publish) -> 
 
         overview = (await eventually(learned)).json()
         assert overview == {
-            "service_id": service_id, "project": project, "service": code,
-            "auto_release": False, "environments": [],
-        }  # fmt: skip
+            "service_id": service_id,
+            "project": project,
+            "service": code,
+            "auto_release": False,
+            "environments": [],
+        }
 
         for env in (dev, staging):
             bound = await client.post(f"{base}/releases", json={"environment": env}, headers=member)
@@ -123,19 +140,26 @@ async def test_release_chain_over_kafka(service_settings: Settings, publish) -> 
             event = await reader.wait_for(released(service_id, environment=env, correlation_id=chain))
             assert event["source"] == "gantry/release"
             assert event["data"] | {"environment": None} == {
-                "service_id": service_id, "project": project, "service": code,
-                "environment": None, "namespace": env, "version": "1.0.0",
-                "image": "registry.local/web:1.0.0", "trigger": "auto", "by": "auto-release",
-            }  # fmt: skip
+                "service_id": service_id,
+                "project": project,
+                "service": code,
+                "environment": None,
+                "namespace": env,
+                "version": "1.0.0",
+                "image": "registry.local/web:1.0.0",
+                "trigger": "auto",
+                "by": "auto-release",
+            }
 
         await client.put(f"{base}/auto-release", json={"enabled": False}, headers=member)
         await publish(Topic.VERSION_CREATED, new_version(service, "1.1.0", f"chain-{uuid.uuid4().hex}"))
 
         async def version_known():
             answer = await client.post(
-                f"{base}/releases/{dev}/versions", json={"version": "1.1.0"},
+                f"{base}/releases/{dev}/versions",
+                json={"version": "1.1.0"},
                 headers={**member, "x-correlation-id": "req-manual-1"},
-            )  # fmt: skip
+            )
             return answer if answer.status_code == 201 else None
 
         manual = (await eventually(version_known)).json()

@@ -2,6 +2,7 @@
 
 The guide: "each pushed change produces a new version". A hook that overtakes its service's
 announcement is kept; when both are applied at once, neither may miss the other."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,19 +38,36 @@ async def uow(request: pytest.FixtureRequest, tmp_path: Path):
 
 
 def announcement(number: int) -> Envelope:
-    data = ServiceCreated(service_id=f"s{number}", project="shop", service=f"web{number}", name="Web", group="g",
-                          type="go-http", repository_url="file:///r", repository_web_url="file:///r",
-                          repository_path=f"acme/web{number}", scm_project_id=f"local-{number}")
+    data = ServiceCreated(
+        service_id=f"s{number}",
+        project="shop",
+        service=f"web{number}",
+        name="Web",
+        group="g",
+        type="go-http",
+        repository_url="file:///r",
+        repository_web_url="file:///r",
+        repository_path=f"acme/web{number}",
+        scm_project_id=f"local-{number}",
+    )
     return new_event(Topic.SERVICE_CREATED, data, source="gantry/catalog", subject=f"shop/web{number}")
 
 
 def success_hook(number: int) -> Envelope:
-    hook = {"object_kind": "pipeline",
-            "object_attributes": {"id": 1, "ref": "main", "sha": "a" * 40, "status": "success"},
-            "project": {"id": f"local-{number}", "path_with_namespace": f"acme/web{number}"}}
+    hook = {
+        "object_kind": "pipeline",
+        "object_attributes": {"id": 1, "ref": "main", "sha": "a" * 40, "status": "success"},
+        "project": {"id": f"local-{number}", "path_with_namespace": f"acme/web{number}"},
+    }
     data = HookReceived(scm_project_id=f"local-{number}", event="Pipeline Hook", delivery_id=f"d-{number}", hook=hook)
-    return Envelope(id=f"d-{number}", type=Topic.HOOK_RECEIVED.value, source="gantry/gateway",
-                    subject=f"acme/web{number}", correlation_id=f"d-{number}", data=data.model_dump(mode="json"))
+    return Envelope(
+        id=f"d-{number}",
+        type=Topic.HOOK_RECEIVED.value,
+        source="gantry/gateway",
+        subject=f"acme/web{number}",
+        correlation_id=f"d-{number}",
+        data=data.model_dump(mode="json"),
+    )
 
 
 async def apply(handler, envelope: Envelope, uow: UnitOfWork) -> None:
@@ -66,8 +84,9 @@ async def apply(handler, envelope: Envelope, uow: UnitOfWork) -> None:
 
 async def test_a_hook_and_its_announcement_at_the_same_moment_make_one_pipeline(uow: UnitOfWork) -> None:
     for number in range(ROUNDS):
-        await asyncio.gather(apply(handlers.on_hook_received, success_hook(number), uow),
-                             apply(handlers.on_service_created, announcement(number), uow))
-    missed = [number for number in range(ROUNDS)
-              if not await handlers.list_pipelines("shop", f"web{number}", uow=uow)]
+        await asyncio.gather(
+            apply(handlers.on_hook_received, success_hook(number), uow),
+            apply(handlers.on_service_created, announcement(number), uow),
+        )
+    missed = [number for number in range(ROUNDS) if not await handlers.list_pipelines("shop", f"web{number}", uow=uow)]
     assert missed == [], f"hooks kept and never applied: {len(missed)} of {ROUNDS}"

@@ -1,4 +1,5 @@
 """Unit-tier fixtures: a real SQLite database per test, built the way a service builds its own."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence

@@ -1,4 +1,5 @@
 """The committed AsyncAPI document is the one the event models generate."""
+
 from pathlib import Path
 
 from shared import asyncapi

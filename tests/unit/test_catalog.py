@@ -1,4 +1,5 @@
 """Catalog: the guide's rules for services ("Create a service"), with a fake repository host."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,15 @@ async def uow(make_uow):
 
 async def create(uow, scm, code="web", group="com.acme", type="python-fastapi", name="Web"):
     return await handlers.create_service(
-        "shop", ServiceCreate(code=code, name=name, group=group, type=type), by="alice",
-        correlation_id="corr-1", uow=uow, scm=scm, secret=SECRET, hook_url=HOOK_URL)
+        "shop",
+        ServiceCreate(code=code, name=name, group=group, type=type),
+        by="alice",
+        correlation_id="corr-1",
+        uow=uow,
+        scm=scm,
+        secret=SECRET,
+        hook_url=HOOK_URL,
+    )
 
 
 @pytest.mark.parametrize("code", ["webservice0310", "web service", "web_api.v2", "a-b"])
@@ -82,8 +90,10 @@ def test_service_group_accepted(group):
     assert domain.validate_service_group(group) == group
 
 
-@pytest.mark.parametrize("group, why", [
-    ("com.阿里", "Chinese"), ("Com.acme", "upper-case"), (".acme", "start or end"), ("acme.", "start or end")])
+@pytest.mark.parametrize(
+    "group, why",
+    [("com.阿里", "Chinese"), ("Com.acme", "upper-case"), (".acme", "start or end"), ("acme.", "start or end")],
+)
 def test_service_group_rules(group, why):
     # guide: "Service group may contain no Chinese characters and no upper-case letters,
     # and may not start or end with '.'"
@@ -122,12 +132,21 @@ async def test_derived_name_collision_is_a_clear_conflict(uow, scm):
 
 async def test_kubernetes_names_are_unique_across_projects(uow, scm):
     # "shop" + "a-b" and "shop-a" + "b" would both be the workload "shop-a-b" in one namespace
-    await handlers.create_project(ProjectCreate(code="shop-a", name="Shop A", gitlab_group="acme-a"), by="root", uow=uow)
+    await handlers.create_project(
+        ProjectCreate(code="shop-a", name="Shop A", gitlab_group="acme-a"), by="root", uow=uow
+    )
     await create(uow, scm, code="a-b")
     with pytest.raises(Conflict, match="Kubernetes name 'shop-a-b'.*project 'shop'"):
-        await handlers.create_service("shop-a", ServiceCreate(code="b", name="B", group="g", type="go-http"),
-                                      by="a", correlation_id="c", uow=uow, scm=scm, secret=SECRET,
-                                      hook_url=HOOK_URL)
+        await handlers.create_service(
+            "shop-a",
+            ServiceCreate(code="b", name="B", group="g", type="go-http"),
+            by="a",
+            correlation_id="c",
+            uow=uow,
+            scm=scm,
+            secret=SECRET,
+            hook_url=HOOK_URL,
+        )
 
 
 async def test_codes_that_would_clash_with_canary_names_are_refused(uow, scm):
@@ -153,9 +172,16 @@ async def test_unknown_type_and_project(uow, scm):
     with pytest.raises(InvalidInput, match="unknown service type"):
         await create(uow, scm, type="cobol")
     with pytest.raises(NotFound, match="create it"):
-        await handlers.create_service("nope", ServiceCreate(code="x", name="X", group="g", type="python-fastapi"),
-                                      by="a", correlation_id="c", uow=uow, scm=scm, secret=SECRET,
-                                      hook_url=HOOK_URL)
+        await handlers.create_service(
+            "nope",
+            ServiceCreate(code="x", name="X", group="g", type="python-fastapi"),
+            by="a",
+            correlation_id="c",
+            uow=uow,
+            scm=scm,
+            secret=SECRET,
+            hook_url=HOOK_URL,
+        )
 
 
 async def test_check_code(uow, scm):

@@ -1,4 +1,5 @@
 """The ``gantry`` command: tokens, and the Pipeline Hook that ``pipeline report`` sends."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,23 @@ def installation(monkeypatch, tmp_path):
 
 
 def test_token_issue_prints_one_signed_token(installation, capsys):
-    assert main(["token", "issue", "--user", "ada", "--role", "shop:project-owner", "--role", "deploy-admin",
-                 "--hours", "2"]) == 0
+    assert (
+        main(
+            [
+                "token",
+                "issue",
+                "--user",
+                "ada",
+                "--role",
+                "shop:project-owner",
+                "--role",
+                "deploy-admin",
+                "--hours",
+                "2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.count("\n") == 1, "the token alone on stdout"
     principal = verify_token(SECRET, printed.strip())
@@ -55,11 +71,25 @@ def report_args(**overrides) -> argparse.Namespace:
 
 
 def test_the_hook_body_has_gitlabs_shape_and_the_repository_head(tmp_path):
-    repository = LocalGitScm(tmp_path / "repos").create_repository(RepoSpec(
-        project="shop", group="acme", code="web", name="Web", type="go-http", hook_url="http://x", hook_token=lambda _id: "t"))
-    service = {"id": "s1", "code": "web", "scm_project_id": repository.scm_project_id,
-               "repository_path": repository.path_with_namespace, "repository_web_url": repository.web_url,
-               "repository_url": repository.url}
+    repository = LocalGitScm(tmp_path / "repos").create_repository(
+        RepoSpec(
+            project="shop",
+            group="acme",
+            code="web",
+            name="Web",
+            type="go-http",
+            hook_url="http://x",
+            hook_token=lambda _id: "t",
+        )
+    )
+    service = {
+        "id": "s1",
+        "code": "web",
+        "scm_project_id": repository.scm_project_id,
+        "repository_path": repository.path_with_namespace,
+        "repository_web_url": repository.web_url,
+        "repository_url": repository.url,
+    }
     body = pipeline_hook_body(service, report_args())
     attributes = body["object_attributes"]
     assert body["object_kind"] == "pipeline" and body["project"]["path_with_namespace"] == "acme/web"

@@ -214,6 +214,10 @@ def test_docker_compose_config_accepts_the_file() -> None:
         )
     result = subprocess.run(
         ["docker", "compose", "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr

@@ -3,6 +3,7 @@
 The app is built by ``create_app`` as in production; only its runtime (normally made by the
 lifespan, which needs Kafka) is replaced by the database of the test and a fake cluster.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -94,8 +95,9 @@ async def test_resources_and_deployments_are_bounded_so_every_deploy_event_fits_
     huge = {"name": "blob", "type": "config", "data": {"text": "x" * 20_000}}
     refused = await client.post(f"/environments/{ENV}/resources", json=huge, headers=DEPLOYER)
     assert refused.status_code == 422 and "more than the 16384 a resource may hold" in refused.json()["detail"]
-    many = await client.post("/deployments", json=deployment("1.0.0", resources=[f"r{n}" for n in range(17)]),
-                             headers=DEPLOYER)
+    many = await client.post(
+        "/deployments", json=deployment("1.0.0", resources=[f"r{n}" for n in range(17)]), headers=DEPLOYER
+    )
     assert many.status_code == 422 and "body.resources" in many.json()["detail"]
 
 
@@ -109,9 +111,7 @@ async def test_deploying_answers_with_the_guide_rules(
 
     unreleased = await client.post("/deployments", json=deployment("0.9.0"), headers=DEPLOYER)
     no_resources = await client.post("/deployments", json=deployment("1.0.0"), headers=DEPLOYER)
-    zero = await client.post(
-        "/deployments", json=deployment("1.0.0", resources=[], replicas=0), headers=DEPLOYER
-    )
+    zero = await client.post("/deployments", json=deployment("1.0.0", resources=[], replicas=0), headers=DEPLOYER)
     accepted = await client.post(
         "/deployments",
         json=deployment("1.0.0", resources=["orders-db"], replicas=2),
@@ -126,7 +126,10 @@ async def test_deploying_answers_with_the_guide_rules(
     assert accepted.status_code == 202
     body = accepted.json()
     assert (body["state"], body["by"], body["trigger"], body["replicas"]) == (
-        "requested", "dora", "manual", 2,
+        "requested",
+        "dora",
+        "manual",
+        2,
     )
     assert accepted.headers["x-correlation-id"] == "ticket-42"
 
@@ -192,11 +195,14 @@ async def test_a_resent_request_makes_one_deployment(
     assert first.status_code == again.status_code == other.status_code == 202
     assert first.json()["id"] == again.json()["id"] != other.json()["id"]
     await work(uow, cluster)
-    scaled = [await client.put(f"{BASE}/replicas", json={"replicas": 3}, headers=DEPLOYER | {"Idempotency-Key": "s"})
-              for _ in range(2)]
+    scaled = [
+        await client.put(f"{BASE}/replicas", json={"replicas": 3}, headers=DEPLOYER | {"Idempotency-Key": "s"})
+        for _ in range(2)
+    ]
     assert scaled[0].json()["id"] == scaled[1].json()["id"]
     history = (await client.get(f"{BASE}/deployments", headers=DEPLOYER)).json()
     assert [d["action"] for d in history] == ["scale", "deploy", "deploy"]
-    someone_else = await client.post("/deployments", json=body,
-                                     headers=token("deploy-admin", user="eve") | {"Idempotency-Key": "k-1"})
+    someone_else = await client.post(
+        "/deployments", json=body, headers=token("deploy-admin", user="eve") | {"Idempotency-Key": "k-1"}
+    )
     assert someone_else.json()["id"] != first.json()["id"], "keys are per user"

@@ -6,6 +6,7 @@ carefully: a wrong choice can lose database data." "The desired count cannot be 
 (canary) deployment verifies a version before it is converted into the formal deployment."
 "With auto-deploy set, a released version needs no manual deployment."
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,12 +50,12 @@ class FakeCluster:
         self.statuses[spec.track] = status
         return status
 
-    async def status(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> RolloutStatus | None:
+    async def status(
+        self, project: str, service: str, environment: str, namespace: str, track: str = "stable"
+    ) -> RolloutStatus | None:
         return self.statuses.get(track)
 
-    async def delete(self, project: str, service: str, environment: str, namespace: str,
-                     track: str = "stable") -> None:
+    async def delete(self, project: str, service: str, environment: str, namespace: str, track: str = "stable") -> None:
         self.deleted.append((project, service, environment, namespace, track))
         self.statuses.pop(track, None)
 
@@ -72,16 +73,23 @@ def cluster() -> FakeCluster:
     return FakeCluster()
 
 
-def released_event(
-    version: str, environment: str = ENV, correlation_id: str = "chain-1"
-) -> Envelope:
+def released_event(version: str, environment: str = ENV, correlation_id: str = "chain-1") -> Envelope:
     data = VersionReleased(
-        service_id=SERVICE_ID, project=PROJECT, service=SERVICE, environment=environment,
-        namespace=NAMESPACE, version=version, image=f"registry.local/shop/orders:{version}",
-        trigger="manual", by="alice",
+        service_id=SERVICE_ID,
+        project=PROJECT,
+        service=SERVICE,
+        environment=environment,
+        namespace=NAMESPACE,
+        version=version,
+        image=f"registry.local/shop/orders:{version}",
+        trigger="manual",
+        by="alice",
     )
     return new_event(
-        Topic.VERSION_RELEASED, data, source="gantry/release", subject=f"{PROJECT}/{SERVICE}",
+        Topic.VERSION_RELEASED,
+        data,
+        source="gantry/release",
+        subject=f"{PROJECT}/{SERVICE}",
         correlation_id=correlation_id,
     )
 
@@ -92,9 +100,7 @@ async def release(uow: UnitOfWork, *versions: str, environment: str = ENV) -> No
 
 
 async def add_resource(uow: UnitOfWork, name: str, type_: str, **data: Any) -> None:
-    await handlers.create_resource(
-        ENV, ResourceCreate(name=name, type=type_, data=data), by="ops", uow=uow
-    )
+    await handlers.create_resource(ENV, ResourceCreate(name=name, type=type_, data=data), by="ops", uow=uow)
 
 
 async def deploy(uow: UnitOfWork, version: str, **fields: Any) -> Deployment:
@@ -107,9 +113,7 @@ async def deploy(uow: UnitOfWork, version: str, **fields: Any) -> Deployment:
 async def outbox(uow: UnitOfWork, topic: Topic) -> list[Envelope]:
     async with uow.sessions() as session:
         rows = await session.exec(
-            select(OutboxMessage)
-            .where(OutboxMessage.topic == topic.value)
-            .order_by(col(OutboxMessage.id))
+            select(OutboxMessage).where(OutboxMessage.topic == topic.value).order_by(col(OutboxMessage.id))
         )
         return [decode_envelope(row.payload.encode()) for row in rows.all()]
 
@@ -173,9 +177,7 @@ async def test_the_first_deployment_must_select_its_resources(uow: UnitOfWork) -
 
     assert later.resources == first.resources == ["orders-db"]
     requested = (await outbox(uow, Topic.DEPLOY_REQUESTED))[-1]
-    assert requested.data["resources"] == {
-        "orders-db": {"type": "database", "data": {"url": "postgres://db/orders"}}
-    }
+    assert requested.data["resources"] == {"orders-db": {"type": "database", "data": {"url": "postgres://db/orders"}}}
     assert requested.correlation_id == "req-1.1.0"
     assert requested.subject == "shop/orders"
 
@@ -186,9 +188,7 @@ async def test_unknown_resources_are_refused(uow: UnitOfWork) -> None:
         await deploy(uow, "1.0.0", resources=["nowhere-db"])
 
 
-async def test_changing_the_database_resource_needs_a_confirmation(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_changing_the_database_resource_needs_a_confirmation(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
     await add_resource(uow, "other-db", "database", url="postgres://db-b/orders")
     await add_resource(uow, "cache", "cache", host="redis")
@@ -198,9 +198,7 @@ async def test_changing_the_database_resource_needs_a_confirmation(
     with pytest.raises(Conflict, match="confirm_resource_change=true"):
         await deploy(uow, "1.0.0", resources=["cache"])
     added = await deploy(uow, "1.0.0", resources=["orders-db", "cache"])  # keeps the database
-    swapped = await deploy(
-        uow, "1.0.0", resources=["other-db", "cache"], confirm_resource_change=True
-    )
+    swapped = await deploy(uow, "1.0.0", resources=["other-db", "cache"], confirm_resource_change=True)
 
     assert added.resources == ["orders-db", "cache"]
     assert swapped.resources == ["other-db", "cache"]
@@ -212,14 +210,10 @@ async def test_the_desired_count_cannot_be_zero(uow: UnitOfWork, cluster: FakeCl
     with pytest.raises(InvalidInput, match="the desired count cannot be 0"):
         await deploy(uow, "1.0.0", replicas=0)
     with pytest.raises(InvalidInput, match="the desired count cannot be 0"):
-        await handlers.scale(
-            PROJECT, SERVICE, ENV, 0, by="alice", correlation_id="c", uow=uow
-        )
+        await handlers.scale(PROJECT, SERVICE, ENV, 0, by="alice", correlation_id="c", uow=uow)
 
 
-async def test_scaling_deploys_the_same_version_with_a_new_count(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_scaling_deploys_the_same_version_with_a_new_count(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
 
     scaled = await handlers.scale(PROJECT, SERVICE, ENV, 3, by="bob", correlation_id="c", uow=uow)
@@ -248,9 +242,7 @@ async def test_a_canary_needs_a_stable_deployment(uow: UnitOfWork) -> None:
         await deploy(uow, "1.0.0", resources=[], strategy="canary")
 
 
-async def test_a_canary_runs_beside_stable_then_is_promoted(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_a_canary_runs_beside_stable_then_is_promoted(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
     await release(uow, "2.0.0")
 
@@ -261,9 +253,7 @@ async def test_a_canary_runs_beside_stable_then_is_promoted(
     assert (state.stable.version, state.canary.version) == ("1.0.0", "2.0.0")
     assert cluster.applied[-1].track == "canary"
 
-    promoted = await handlers.promote_canary(
-        PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow
-    )
+    promoted = await handlers.promote_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
     await work(uow, cluster)
 
     assert (promoted.action, promoted.track, promoted.replicas) == ("promote", "stable", 2)
@@ -274,17 +264,13 @@ async def test_a_canary_runs_beside_stable_then_is_promoted(
     assert state.canary is None
 
 
-async def test_an_aborted_canary_is_removed_and_stable_keeps_serving(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_an_aborted_canary_is_removed_and_stable_keeps_serving(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
     await release(uow, "2.0.0")
     await deploy(uow, "2.0.0", strategy="canary")
     await work(uow, cluster)
 
-    aborted = await handlers.abort_canary(
-        PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow
-    )
+    aborted = await handlers.abort_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
     await work(uow, cluster)
 
     assert (await deployment(uow, aborted.id)).state == "succeeded"
@@ -307,7 +293,7 @@ async def canary_on_another_database(uow: UnitOfWork, cluster: FakeCluster) -> N
 async def test_an_aborted_canary_on_another_database_leaves_the_guard_on_stables_choice(
     uow: UnitOfWork, cluster: FakeCluster
 ) -> None:
-    """"A wrong choice can lose database data": the canary's confirmed database is not stable's."""
+    """ "A wrong choice can lose database data": the canary's confirmed database is not stable's."""
     await canary_on_another_database(uow, cluster)
     await handlers.abort_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
     await work(uow, cluster)
@@ -318,9 +304,7 @@ async def test_an_aborted_canary_on_another_database_leaves_the_guard_on_stables
         await deploy(uow, "2.0.0", resources=["other-db"])
 
 
-async def test_a_promoted_canary_makes_its_resources_the_last_choice(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_a_promoted_canary_makes_its_resources_the_last_choice(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await canary_on_another_database(uow, cluster)
     await handlers.promote_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
     await work(uow, cluster)
@@ -330,9 +314,7 @@ async def test_a_promoted_canary_makes_its_resources_the_last_choice(
 # --- rollback and history -----------------------------------------------------------------------
 
 
-async def test_rollback_defaults_to_the_previous_version(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_rollback_defaults_to_the_previous_version(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
     with pytest.raises(Conflict, match="no earlier version"):
         await handlers.rollback(PROJECT, SERVICE, ENV, None, by="a", correlation_id="c", uow=uow)
@@ -343,9 +325,7 @@ async def test_rollback_defaults_to_the_previous_version(
 
     back = await handlers.rollback(PROJECT, SERVICE, ENV, None, by="a", correlation_id="c", uow=uow)
     await work(uow, cluster)
-    named = await handlers.rollback(
-        PROJECT, SERVICE, ENV, "1.0.0", by="a", correlation_id="c", uow=uow
-    )
+    named = await handlers.rollback(PROJECT, SERVICE, ENV, "1.0.0", by="a", correlation_id="c", uow=uow)
 
     assert (back.action, back.version, back.replicas) == ("rollback", "1.1.0", 2)
     assert named.version == "1.0.0"
@@ -353,9 +333,7 @@ async def test_rollback_defaults_to_the_previous_version(
         await handlers.rollback(PROJECT, SERVICE, ENV, "9.9.9", by="a", correlation_id="c", uow=uow)
 
 
-async def test_history_is_newest_first_with_who_triggered_it(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_history_is_newest_first_with_who_triggered_it(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
     await handlers.scale(PROJECT, SERVICE, ENV, 1, by="bob", correlation_id="c", uow=uow)
 
@@ -370,18 +348,14 @@ async def test_history_is_newest_first_with_who_triggered_it(
 # --- the worker ---------------------------------------------------------------------------------
 
 
-async def test_the_worker_applies_records_and_reports(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_the_worker_applies_records_and_reports(uow: UnitOfWork, cluster: FakeCluster) -> None:
     first = await ready(uow, cluster)
 
     spec = cluster.applied[0]
     assert (spec.version, spec.replicas, spec.track) == ("1.0.0", 2, "stable")
     assert spec.namespace == NAMESPACE
     assert spec.image == "registry.local/shop/orders:1.0.0"
-    assert spec.resources == {
-        "orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}}
-    }
+    assert spec.resources == {"orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}}}
     recorded = await deployment(uow, first.id)
     assert (recorded.state, recorded.desired) == ("rendered", 2)
     assert recorded.finished_at is not None
@@ -392,9 +366,7 @@ async def test_the_worker_applies_records_and_reports(
     assert status.correlation_id == requested.correlation_id
 
 
-async def test_the_same_request_twice_is_applied_once(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_the_same_request_twice_is_applied_once(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
 
     await work(uow, cluster)
@@ -404,9 +376,7 @@ async def test_the_same_request_twice_is_applied_once(
     assert len(await outbox(uow, Topic.DEPLOY_STATUS)) == 1
 
 
-async def test_a_cluster_failure_fails_the_deployment_with_its_reason(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_a_cluster_failure_fails_the_deployment_with_its_reason(uow: UnitOfWork, cluster: FakeCluster) -> None:
     first = await ready(uow, cluster)
     await release(uow, "2.0.0")
     cluster.fail_with = RuntimeError("namespace shop-dev is terminating")
@@ -441,9 +411,7 @@ async def test_a_request_unknown_to_this_database_is_recorded_from_the_event(
     assert recorded is not None and recorded.state == "rendered" and recorded.by == "alice"
 
 
-async def test_a_progressing_rollout_is_followed_until_it_finishes(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_a_progressing_rollout_is_followed_until_it_finishes(uow: UnitOfWork, cluster: FakeCluster) -> None:
     cluster.state = "progressing"
     followed: list[str] = []
     await release(uow, "1.0.0")
@@ -466,9 +434,7 @@ async def test_a_progressing_rollout_is_followed_until_it_finishes(
     assert state.stable is not None and (state.stable.desired, state.stable.available) == (1, 1)
 
 
-async def test_a_rollout_that_never_finishes_fails_at_its_deadline(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_a_rollout_that_never_finishes_fails_at_its_deadline(uow: UnitOfWork, cluster: FakeCluster) -> None:
     cluster.state = "progressing"
     await release(uow, "1.0.0")
     first = await deploy(uow, "1.0.0", resources=[])
@@ -483,9 +449,7 @@ async def test_a_rollout_that_never_finishes_fails_at_its_deadline(
 # --- auto-deploy --------------------------------------------------------------------------------
 
 
-async def test_auto_deploy_applies_only_after_a_first_manual_deployment(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_auto_deploy_applies_only_after_a_first_manual_deployment(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await release(uow, "1.0.0")
     with pytest.raises(Conflict, match="auto-deploy applies only after a first manual deployment"):
         await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
@@ -493,9 +457,7 @@ async def test_auto_deploy_applies_only_after_a_first_manual_deployment(
     assert await outbox(uow, Topic.DEPLOY_REQUESTED) == []
 
 
-async def test_with_auto_deploy_a_released_version_is_deployed(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_with_auto_deploy_a_released_version_is_deployed(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
     rule = await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
     assert rule.enabled
@@ -534,9 +496,7 @@ async def test_auto_deploy_skips_the_version_already_running_but_retries_a_faile
     assert retried is not None and retried.trigger == "auto" and retried.version == "1.0.0"
 
 
-async def test_auto_deploy_off_or_other_environment_deploys_nothing(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def test_auto_deploy_off_or_other_environment_deploys_nothing(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
     await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
 
@@ -556,7 +516,7 @@ def test_the_driver_is_chosen_by_the_kubeconfig(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not a file"):
         build_driver(Settings(home=tmp_path, secret="s", kubeconfig=str(tmp_path / "kubeconfig")))
     (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
-    kube = build_driver(Settings(home=tmp_path, secret="s", kubeconfig=str(tmp_path / "kubeconfig"),
-                                 progress_deadline_seconds=30))
+    kube = build_driver(
+        Settings(home=tmp_path, secret="s", kubeconfig=str(tmp_path / "kubeconfig"), progress_deadline_seconds=30)
+    )
     assert isinstance(kube, KubernetesDriver) and kube.progress_deadline_seconds == 30
-

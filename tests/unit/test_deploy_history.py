@@ -3,6 +3,7 @@
 Every event of the auto-deploy chain reads the stable track's history; a use case that loaded the
 whole history each time would grow its work and its memory with every deployment ever made.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

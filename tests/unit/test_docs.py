@@ -1,5 +1,6 @@
 """docs/rules.md names, for each product rule, the function that enforces it and the tests that show
 it: every name it gives must exist, so the table cannot drift from the code."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """The live event stream's fan-out: per-client bounded queues, lag notices, the recent buffer."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,18 @@ from shared.errors import InvalidInput
 
 def record(topic: str, offset: int, value: bytes, timestamp: int | None = None) -> ConsumerRecord:
     return ConsumerRecord(
-        topic=topic, partition=1, offset=offset, timestamp=timestamp or 1_700_000_000_000 + offset,
-        timestamp_type=0, key=b"svc-1", value=value, checksum=None, serialized_key_size=5,
-        serialized_value_size=len(value), headers=(),
-    )  # fmt: skip
+        topic=topic,
+        partition=1,
+        offset=offset,
+        timestamp=timestamp or 1_700_000_000_000 + offset,
+        timestamp_type=0,
+        key=b"svc-1",
+        value=value,
+        checksum=None,
+        serialized_key_size=5,
+        serialized_value_size=len(value),
+        headers=(),
+    )
 
 
 def item(topic: str, offset: int, timestamp: int | None = None) -> StreamItem:
@@ -30,8 +39,7 @@ async def frames_until_closed(client: ClientQueue) -> list[str]:
 
 def test_an_event_becomes_one_sse_message() -> None:
     assert item("deploy.status", 7).as_sse() == (
-        "id: deploy.status:1:7\nevent: deploy.status\n"
-        'data: {"id":"e7","type":"deploy.status","data":{"n":7}}\n\n'
+        'id: deploy.status:1:7\nevent: deploy.status\ndata: {"id":"e7","type":"deploy.status","data":{"n":7}}\n\n'
     )
 
 
@@ -83,7 +91,9 @@ def test_the_recent_buffer_keeps_the_newest_in_time_order() -> None:
 def test_topic_filters() -> None:
     assert chosen_topics(None) == frozenset()
     assert chosen_topics(["deploy.status,version.created", "deploy.status.dlq"]) == {
-        "deploy.status", "version.created", "deploy.status.dlq"
+        "deploy.status",
+        "version.created",
+        "deploy.status.dlq",
     }
     with pytest.raises(InvalidInput, match="unknown topic 'deploy'"):
         chosen_topics(["deploy"])

@@ -1,4 +1,5 @@
 """Gateway routes: Ant-style path rules, match order, and the use cases on a real SQLite file."""
+
 from __future__ import annotations
 
 import json
@@ -68,21 +69,37 @@ def test_matching(pattern: str, path: str, expected: bool) -> None:
 
 
 def test_match_order_puts_the_most_specific_first() -> None:
-    routes = [Route(name=n, path=p, service="shop/orders", created_by="t") for n, p in [
-        ("catch-all", "/**"), ("shop", "/shop/**"), ("items", "/shop/orders/*/items"),
-        ("orders", "/shop/orders/**"), ("exact", "/shop/orders/export"), ("one", "/shop/*"),
-    ]]
-    assert [r.name for r in domain.match_order(routes)] == [
-        "exact", "items", "one", "orders", "shop", "catch-all"
+    routes = [
+        Route(name=n, path=p, service="shop/orders", created_by="t")
+        for n, p in [
+            ("catch-all", "/**"),
+            ("shop", "/shop/**"),
+            ("items", "/shop/orders/*/items"),
+            ("orders", "/shop/orders/**"),
+            ("exact", "/shop/orders/export"),
+            ("one", "/shop/*"),
+        ]
     ]
-    resolved = {path: getattr(domain.resolve(routes, path), "name", None) for path in (
-        "/shop/orders/export", "/shop/orders/9/items", "/shop/orders/9", "/shop/cart",
-        "/shop/cart/1", "/else",
-    )}  # fmt: skip
+    assert [r.name for r in domain.match_order(routes)] == ["exact", "items", "one", "orders", "shop", "catch-all"]
+    resolved = {
+        path: getattr(domain.resolve(routes, path), "name", None)
+        for path in (
+            "/shop/orders/export",
+            "/shop/orders/9/items",
+            "/shop/orders/9",
+            "/shop/cart",
+            "/shop/cart/1",
+            "/else",
+        )
+    }
     assert resolved == {
-        "/shop/orders/export": "exact", "/shop/orders/9/items": "items", "/shop/orders/9": "orders",
-        "/shop/cart": "one", "/shop/cart/1": "shop", "/else": "catch-all",
-    }  # fmt: skip
+        "/shop/orders/export": "exact",
+        "/shop/orders/9/items": "items",
+        "/shop/orders/9": "orders",
+        "/shop/cart": "one",
+        "/shop/cart/1": "shop",
+        "/else": "catch-all",
+    }
 
 
 def test_strip_prefix_removes_the_literal_head() -> None:
@@ -145,8 +162,12 @@ async def test_builtin_routes_are_seeded_once(uow: UnitOfWork) -> None:
     assert await handlers.seed_builtin_routes(uow=uow) == 0
     routes = {r.path: r for r in await handlers.list_routes(uow=uow)}
     assert set(routes) == {
-        "/api/catalog/**", "/api/versioning/**", "/api/release/**", "/api/deploy/**",
-        "/api/gateway/**", "/webhooks/gitlab",
+        "/api/catalog/**",
+        "/api/versioning/**",
+        "/api/release/**",
+        "/api/deploy/**",
+        "/api/gateway/**",
+        "/webhooks/gitlab",
     }
     assert all(r.builtin for r in routes.values())
     assert routes["/webhooks/gitlab"].service == "versioning"
@@ -165,7 +186,10 @@ async def test_create_writes_the_row_and_the_event_together(uow: UnitOfWork) -> 
     assert envelope["type"] == "gateway.route.changed"
     assert envelope["correlation_id"] == "cid-1"
     assert envelope["data"] == {
-        "name": "orders", "path": "/shop/orders/**", "service": "shop/orders", "change": "created"
+        "name": "orders",
+        "path": "/shop/orders/**",
+        "service": "shop/orders",
+        "change": "created",
     }
 
 
@@ -194,9 +218,7 @@ async def test_builtin_routes_are_read_only(uow: UnitOfWork) -> None:
     await handlers.seed_builtin_routes(uow=uow)
     before = len(await outbox(uow))
     with pytest.raises(Conflict, match="built-in routes are read-only"):
-        await handlers.update_route(
-            "catalog-api", RouteUpdate(retryable=True), correlation_id=None, uow=uow
-        )
+        await handlers.update_route("catalog-api", RouteUpdate(retryable=True), correlation_id=None, uow=uow)
     with pytest.raises(Conflict, match="built-in routes are read-only"):
         await handlers.delete_route("catalog-api", correlation_id=None, uow=uow)
     assert (await handlers.get_route("catalog-api", uow=uow)).retryable is False
@@ -213,9 +235,7 @@ async def test_update_and_delete_announce_the_change(uow: UnitOfWork) -> None:
     with pytest.raises(NotFound, match="route 'orders' does not exist"):
         await handlers.get_route("orders", uow=uow)
     changes = [(e[2]["data"]["change"], e[2]["data"]["path"]) for e in await outbox(uow)]
-    assert changes == [
-        ("created", "/shop/orders/**"), ("updated", "/orders/**"), ("deleted", "/orders/**")
-    ]
+    assert changes == [("created", "/shop/orders/**"), ("updated", "/orders/**"), ("deleted", "/orders/**")]
 
 
 async def test_update_to_a_taken_path_is_409(uow: UnitOfWork) -> None:
@@ -223,13 +243,9 @@ async def test_update_to_a_taken_path_is_409(uow: UnitOfWork) -> None:
     cart = RouteCreate(name="cart", path="/shop/cart/**", service="shop/cart")
     await handlers.create_route(cart, by="alice", correlation_id=None, uow=uow)
     with pytest.raises(Conflict, match="route 'orders' already uses this path"):
-        await handlers.update_route(
-            "cart", RouteUpdate(path="/shop/orders/**"), correlation_id=None, uow=uow
-        )
+        await handlers.update_route("cart", RouteUpdate(path="/shop/orders/**"), correlation_id=None, uow=uow)
     before = len(await outbox(uow))
-    unchanged = await handlers.update_route(
-        "cart", RouteUpdate(path="/shop/cart/**"), correlation_id=None, uow=uow
-    )
+    unchanged = await handlers.update_route("cart", RouteUpdate(path="/shop/cart/**"), correlation_id=None, uow=uow)
     assert unchanged.path == "/shop/cart/**"
     assert len(await outbox(uow)) == before  # no change, no event
 

@@ -18,16 +18,25 @@ from services.deploy.manifests import (
 from services.deploy.rendered import RenderedManifestsDriver
 from shared.naming import DNS1123_LABEL
 
-DB = {"orders-db": {"type": "database", "data": {
-    "url": "postgresql://app:pw@db:5432/orders", "username": "app", "password": "pw",
-    "pool_size": 5}}}
+DB = {
+    "orders-db": {
+        "type": "database",
+        "data": {"url": "postgresql://app:pw@db:5432/orders", "username": "app", "password": "pw", "pool_size": 5},
+    }
+}
 
 
 def make_spec(**overrides) -> WorkloadSpec:
-    values = {"project": "shop", "service": "web-service", "environment": "dev",
-              "namespace": "shop-dev", "version": "2024.5.1-120000-main",
-              "image": "registry.test/shop/web-service:abc1234", "replicas": 2,
-              "resources": DB}
+    values = {
+        "project": "shop",
+        "service": "web-service",
+        "environment": "dev",
+        "namespace": "shop-dev",
+        "version": "2024.5.1-120000-main",
+        "image": "registry.test/shop/web-service:abc1234",
+        "replicas": 2,
+        "resources": DB,
+    }
     values.update(overrides)
     return WorkloadSpec(**values)
 
@@ -38,8 +47,7 @@ def by_kind(objects: list[dict]) -> dict[str, dict]:
 
 def test_objects_kinds_and_names() -> None:
     objects = render_objects(make_spec())
-    assert [o["kind"] for o in objects] == ["Namespace", "ConfigMap", "Secret", "Deployment",
-                                            "Service"]
+    assert [o["kind"] for o in objects] == ["Namespace", "ConfigMap", "Secret", "Deployment", "Service"]
     kinds = by_kind(objects)
     assert kinds["Namespace"]["metadata"]["name"] == "shop-dev"
     assert kinds["ConfigMap"]["metadata"]["name"] == "shop-web-service-config"
@@ -67,8 +75,10 @@ def test_deployment_labels_selector_and_pod() -> None:
     (container,) = spec["template"]["spec"]["containers"]
     assert container["image"] == "registry.test/shop/web-service:abc1234"
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert container["envFrom"] == [{"configMapRef": {"name": "shop-web-service-config"}},
-                                    {"secretRef": {"name": "shop-web-service-secret"}}]
+    assert container["envFrom"] == [
+        {"configMapRef": {"name": "shop-web-service-config"}},
+        {"secretRef": {"name": "shop-web-service-secret"}},
+    ]
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
 
 
@@ -89,8 +99,7 @@ def test_canary_track() -> None:
     canary = by_kind(render_objects(make_spec(track="canary", version="v2", replicas=1)))
     deployment = canary["Deployment"]
     assert deployment["metadata"]["name"] == "shop-web-service-canary"
-    assert deployment["spec"]["selector"]["matchLabels"] == {"app": "shop-web-service",
-                                                             "track": "canary"}
+    assert deployment["spec"]["selector"]["matchLabels"] == {"app": "shop-web-service", "track": "canary"}
     assert deployment["spec"]["template"]["metadata"]["labels"]["app"] == "shop-web-service"
     assert canary["ConfigMap"]["metadata"]["name"] == "shop-web-service-canary-config"
     # the objects both tracks share are rendered identically, so applying one never flaps them
@@ -102,8 +111,7 @@ def test_resource_data_split_between_configmap_and_secret() -> None:
     kinds = by_kind(render_objects(make_spec()))
     assert kinds["ConfigMap"]["data"] == {"ORDERS_DB_USERNAME": "app", "ORDERS_DB_POOL_SIZE": "5"}
     secret = {k: base64.b64decode(v).decode() for k, v in kinds["Secret"]["data"].items()}
-    assert secret == {"ORDERS_DB_URL": "postgresql://app:pw@db:5432/orders",
-                      "ORDERS_DB_PASSWORD": "pw"}
+    assert secret == {"ORDERS_DB_URL": "postgresql://app:pw@db:5432/orders", "ORDERS_DB_PASSWORD": "pw"}
     assert kinds["Secret"]["type"] == "Opaque"
 
 
@@ -140,9 +148,12 @@ def test_other_invalid_specs(overrides: dict) -> None:
 
 
 def test_long_names_stay_within_63() -> None:
-    spec = make_spec(project="a-really-long-project-name-for-testing", track="canary",
-                     service="and-an-even-longer-service-name-that-never-ends",
-                     version="v" + "1." * 50 + "0+build")
+    spec = make_spec(
+        project="a-really-long-project-name-for-testing",
+        track="canary",
+        service="and-an-even-longer-service-name-that-never-ends",
+        version="v" + "1." * 50 + "0+build",
+    )
     for obj in render_objects(spec):
         name = obj["metadata"]["name"]
         assert len(name) <= 63 and DNS1123_LABEL.match(name), name
@@ -156,14 +167,14 @@ async def test_driver_writes_multi_doc_yaml(tmp_path: Path) -> None:
     driver = RenderedManifestsDriver(tmp_path)
     status = await driver.apply(make_spec())
     path = tmp_path / "dev" / "shop-dev" / "shop-web-service.yaml"
-    assert status == RolloutStatus(state="rendered", desired=2, current=0, updated=0,
-                                   available=0, message=f"manifests written to {path}")
+    assert status == RolloutStatus(
+        state="rendered", desired=2, current=0, updated=0, available=0, message=f"manifests written to {path}"
+    )
     text = path.read_text(encoding="utf-8")
     assert text.startswith(HEADER)
     assert "&id" not in text  # no YAML anchors: every object stands alone
     docs = list(yaml.safe_load_all(text))
-    assert [d["kind"] for d in docs] == ["Namespace", "ConfigMap", "Secret", "Deployment",
-                                         "Service"]
+    assert [d["kind"] for d in docs] == ["Namespace", "ConfigMap", "Secret", "Deployment", "Service"]
     assert by_kind(docs)["Deployment"]["metadata"]["labels"]["version"] == "2024.5.1-120000-main"
     assert docs == render_objects(make_spec())
     assert path.stat().st_mode & 0o077 == 0

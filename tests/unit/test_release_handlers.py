@@ -32,23 +32,38 @@ async def uow(tmp_path) -> AsyncIterator[UnitOfWork]:
 def service_created(code: str | None = None, project: str = PROJECT) -> Envelope:
     code = code or f"svc-{uuid.uuid4().hex[:6]}"
     data = ServiceCreated(
-        service_id=uuid.uuid4().hex, project=project, service=code, name=code.title(),
-        group="com.acme", type="python-fastapi", repository_url="file:///r.git",
-        repository_web_url="file:///r.git", repository_path=f"acme/{code}", scm_project_id="acme/x",
-    )  # fmt: skip
+        service_id=uuid.uuid4().hex,
+        project=project,
+        service=code,
+        name=code.title(),
+        group="com.acme",
+        type="python-fastapi",
+        repository_url="file:///r.git",
+        repository_web_url="file:///r.git",
+        repository_path=f"acme/{code}",
+        scm_project_id="acme/x",
+    )
     return new_event(Topic.SERVICE_CREATED, data, source="gantry/catalog", subject=f"{project}/{code}")
 
 
 def version_created(service: Envelope, version: str) -> Envelope:
     data = VersionCreated(
-        service_id=service.data["service_id"], project=service.data["project"],
-        service=service.data["service"], version=version, sha="a" * 40, ref="main",
-        pipeline_id=abs(hash(version)) % 10_000, image=f"registry.local/shop/web:{version}",
-    )  # fmt: skip
+        service_id=service.data["service_id"],
+        project=service.data["project"],
+        service=service.data["service"],
+        version=version,
+        sha="a" * 40,
+        ref="main",
+        pipeline_id=abs(hash(version)) % 10_000,
+        image=f"registry.local/shop/web:{version}",
+    )
     return new_event(
-        Topic.VERSION_CREATED, data, source="gantry/versioning",
-        subject=service.subject, correlation_id=f"chain-{version}",
-    )  # fmt: skip
+        Topic.VERSION_CREATED,
+        data,
+        source="gantry/versioning",
+        subject=service.subject,
+        correlation_id=f"chain-{version}",
+    )
 
 
 async def released_events(uow: UnitOfWork) -> list[tuple[str, dict]]:
@@ -98,8 +113,9 @@ async def test_create_environment_derives_namespace_and_refuses_duplicates(uow):
     with pytest.raises(Conflict, match="namespace 'staging-eu' is already used"):
         await handlers.create_environment(
             EnvironmentCreate(code="eu", name="EU", tier="prod", namespace="staging-eu"),
-            by="root", uow=uow,
-        )  # fmt: skip
+            by="root",
+            uow=uow,
+        )
 
 
 @pytest.mark.parametrize(
@@ -116,8 +132,9 @@ async def test_create_environment_validates_input(uow, code, tier, namespace, me
     with pytest.raises(InvalidInput, match=message):
         await handlers.create_environment(
             EnvironmentCreate(code=code, name="Prod", tier=tier, namespace=namespace),
-            by="root", uow=uow,
-        )  # fmt: skip
+            by="root",
+            uow=uow,
+        )
 
 
 async def test_auto_release_sends_a_new_version_to_every_bound_environment(uow):

@@ -1,17 +1,25 @@
 """kubectl's "rollout complete" rule, as the Kubernetes driver reads a Deployment."""
+
 from services.deploy.kubernetes import rollout_status
 
 
 def deployment(generation=2, observed=2, replicas=3, status_replicas=3, updated=3, available=3, conditions=()):
-    return {"metadata": {"generation": generation}, "spec": {"replicas": replicas},
-            "status": {"observedGeneration": observed, "replicas": status_replicas, "updatedReplicas": updated,
-                       "availableReplicas": available, "conditions": list(conditions)}}
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": status_replicas,
+            "updatedReplicas": updated,
+            "availableReplicas": available,
+            "conditions": list(conditions),
+        },
+    }
 
 
 def test_complete_when_all_updated_replicas_are_available():
     status = rollout_status(deployment())
-    assert (status.state, status.desired, status.current, status.updated, status.available) == (
-        "succeeded", 3, 3, 3, 3)
+    assert (status.state, status.desired, status.current, status.updated, status.available) == ("succeeded", 3, 3, 3, 3)
 
 
 def test_progressing_until_the_controller_observed_the_change():
@@ -25,8 +33,16 @@ def test_progressing_while_updating_terminating_or_not_yet_available():
 
 
 def test_progress_deadline_exceeded_is_failed():
-    stalled = deployment(available=0, conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded",
-                                                   "message": 'ReplicaSet "web-7d" has timed out progressing.'}])
+    stalled = deployment(
+        available=0,
+        conditions=[
+            {
+                "type": "Progressing",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "web-7d" has timed out progressing.',
+            }
+        ],
+    )
     status = rollout_status(stalled)
     assert status.state == "failed" and "timed out progressing" in status.message
 

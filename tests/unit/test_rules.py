@@ -1,6 +1,7 @@
 """The guide's rules that need stored facts, as the pure functions the handlers call.
 
 Each test quotes the rule it enforces (shared/seed/README.md, the guide's English summary)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -28,8 +29,14 @@ def test_a_canary_runs_beside_a_stable_deployment():
         deploy.require_stable_for_canary("shop/web to dev", track="canary", stable_runs=False)
 
 
-FACTS = deploy.AutoDeployFacts(rule_enabled=True, manually_deployed=True, last_stable_replicas=3,
-                               running_version="1.0", running_state="succeeded", released_version="1.1")
+FACTS = deploy.AutoDeployFacts(
+    rule_enabled=True,
+    manually_deployed=True,
+    last_stable_replicas=3,
+    running_version="1.0",
+    running_state="succeeded",
+    released_version="1.1",
+)
 
 
 def test_auto_deploy_follows_a_first_manual_deployment_with_its_replicas():
@@ -38,12 +45,15 @@ def test_auto_deploy_follows_a_first_manual_deployment_with_its_replicas():
     assert deploy.auto_deploy_replicas(FACTS) == 3
 
 
-@pytest.mark.parametrize("change, why", [
-    ({"rule_enabled": False}, "auto-deploy is off"),
-    ({"manually_deployed": False}, "no first manual deployment"),
-    ({"last_stable_replicas": None}, "nothing runs on the stable track"),
-    ({"released_version": "1.0"}, "the version already runs"),
-])
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"rule_enabled": False}, "auto-deploy is off"),
+        ({"manually_deployed": False}, "no first manual deployment"),
+        ({"last_stable_replicas": None}, "nothing runs on the stable track"),
+        ({"released_version": "1.0"}, "the version already runs"),
+    ],
+)
 def test_auto_deploy_stays_still(change, why):
     assert deploy.auto_deploy_replicas(replace(FACTS, **change)) is None, why
 

@@ -4,6 +4,7 @@ GitLab cannot be reached from here, so its HTTP API is faked with ``responses`` 
 ``gitlab.Gitlab`` client, as python-gitlab's own unit tests do; the request bodies are checked
 against what GitLab's REST API expects.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,15 @@ PROJECT = {
     "web_url": "http://gitlab.test/acme/shop/web-service",
     "http_url_to_repo": "http://gitlab.test/acme/shop/web-service.git",
 }
-SPEC = RepoSpec(project="shop", group="acme/shop", code="web service", name="Web Service",
-                type="python-fastapi", hook_url="https://gantry.example/webhooks/gitlab",
-                hook_token=lambda project_id: f"hook-secret-of-{project_id}")
+SPEC = RepoSpec(
+    project="shop",
+    group="acme/shop",
+    code="web service",
+    name="Web Service",
+    type="python-fastapi",
+    hook_url="https://gantry.example/webhooks/gitlab",
+    hook_token=lambda project_id: f"hook-secret-of-{project_id}",
+)
 
 
 @pytest.fixture
@@ -62,10 +69,13 @@ def add_group(fake: responses.RequestsMock) -> None:
 def add_all(fake: responses.RequestsMock) -> None:
     add_group(fake)
     fake.add(responses.POST, f"{API}/projects", json=PROJECT, status=201)
-    fake.add(responses.POST, f"{API}/projects/42/repository/commits",
-             json={"id": "a" * 40, "short_id": "aaaaaaaa"}, status=201)
-    fake.add(responses.POST, f"{API}/projects/42/hooks",
-             json={"id": 3, "url": SPEC.hook_url}, status=201)
+    fake.add(
+        responses.POST,
+        f"{API}/projects/42/repository/commits",
+        json={"id": "a" * 40, "short_id": "aaaaaaaa"},
+        status=201,
+    )
+    fake.add(responses.POST, f"{API}/projects/42/hooks", json={"id": 3, "url": SPEC.hook_url}, status=201)
 
 
 def body_of(fake: responses.RequestsMock, method: str, url: str) -> dict:
@@ -74,9 +84,7 @@ def body_of(fake: responses.RequestsMock, method: str, url: str) -> dict:
     return json.loads(calls[0].request.body)
 
 
-def test_creates_project_commits_template_and_registers_hook(
-    scm: GitLabScm, fake: responses.RequestsMock
-) -> None:
+def test_creates_project_commits_template_and_registers_hook(scm: GitLabScm, fake: responses.RequestsMock) -> None:
     add_all(fake)
     repo = scm.create_repository(SPEC)
 
@@ -87,8 +95,11 @@ def test_creates_project_commits_template_and_registers_hook(
 
     assert fake.calls[0].request.headers["PRIVATE-TOKEN"] == "x"
     assert body_of(fake, "POST", f"{API}/projects") == {
-        "name": "Web Service", "path": "web-service", "namespace_id": 7,
-        "visibility": "private", "initialize_with_readme": False,
+        "name": "Web Service",
+        "path": "web-service",
+        "namespace_id": 7,
+        "visibility": "private",
+        "initialize_with_readme": False,
     }
     commit = body_of(fake, "POST", f"{API}/projects/42/repository/commits")
     assert commit["branch"] == "main"
@@ -99,14 +110,23 @@ def test_creates_project_commits_template_and_registers_hook(
     assert "stages:" in by_path[".gitlab-ci.yml"]["content"]
     assert "# Web Service" in by_path["README.md"]["content"]
     hook = body_of(fake, "POST", f"{API}/projects/42/hooks")
-    assert hook == {"url": SPEC.hook_url, "pipeline_events": True, "push_events": False,
-                    "token": "hook-secret-of-42", "enable_ssl_verification": True}
+    assert hook == {
+        "url": SPEC.hook_url,
+        "pipeline_events": True,
+        "push_events": False,
+        "token": "hook-secret-of-42",
+        "enable_ssl_verification": True,
+    }
 
 
 def test_taken_name_is_repository_exists(scm: GitLabScm, fake: responses.RequestsMock) -> None:
     add_group(fake)
-    fake.add(responses.POST, f"{API}/projects", status=400, json={"message": {
-        "name": ["has already been taken"], "path": ["has already been taken"]}})
+    fake.add(
+        responses.POST,
+        f"{API}/projects",
+        status=400,
+        json={"message": {"name": ["has already been taken"], "path": ["has already been taken"]}},
+    )
     with pytest.raises(RepositoryExists) as info:
         scm.create_repository(SPEC)
     assert "acme/shop/web-service" in info.value.detail
@@ -143,23 +163,23 @@ def test_server_error_is_unavailable(scm: GitLabScm, fake: responses.RequestsMoc
 
 def test_other_refusal_is_a_plain_scm_error(scm: GitLabScm, fake: responses.RequestsMock) -> None:
     add_group(fake)
-    fake.add(responses.POST, f"{API}/projects", status=400,
-             json={"message": {"name": ["can contain only letters, digits, emoji"]}})
+    fake.add(
+        responses.POST,
+        f"{API}/projects",
+        status=400,
+        json={"message": {"name": ["can contain only letters, digits, emoji"]}},
+    )
     with pytest.raises(ScmError) as info:
         scm.create_repository(SPEC)
     assert type(info.value) is ScmError
     assert "can contain only letters" in info.value.detail
 
 
-def test_hook_failure_names_step_and_repository(
-    scm: GitLabScm, fake: responses.RequestsMock
-) -> None:
+def test_hook_failure_names_step_and_repository(scm: GitLabScm, fake: responses.RequestsMock) -> None:
     add_group(fake)
     fake.add(responses.POST, f"{API}/projects", json=PROJECT, status=201)
-    fake.add(responses.POST, f"{API}/projects/42/repository/commits", json={"id": "a"},
-             status=201)
-    fake.add(responses.POST, f"{API}/projects/42/hooks", status=422,
-             json={"message": "Invalid url given"})
+    fake.add(responses.POST, f"{API}/projects/42/repository/commits", json={"id": "a"}, status=201)
+    fake.add(responses.POST, f"{API}/projects/42/hooks", status=422, json={"message": "Invalid url given"})
     with pytest.raises(RepositoryIncomplete) as info:
         scm.create_repository(SPEC)
     error = info.value
@@ -175,8 +195,7 @@ def test_hook_failure_names_step_and_repository(
 def test_commit_failure_names_step(scm: GitLabScm, fake: responses.RequestsMock) -> None:
     add_group(fake)
     fake.add(responses.POST, f"{API}/projects", json=PROJECT, status=201)
-    fake.add(responses.POST, f"{API}/projects/42/repository/commits", status=503,
-             body="unavailable")
+    fake.add(responses.POST, f"{API}/projects/42/repository/commits", status=503, body="unavailable")
     with pytest.raises(RepositoryIncomplete) as info:
         scm.create_repository(SPEC)
     assert info.value.step == "commit the template files"

@@ -1,4 +1,5 @@
 """LocalGitScm with the real git program: bare repositories made from the service templates."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,28 +27,30 @@ from services.catalog.scm import (
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git program")
 
-CONTEXT = {"service_code": "web", "service_name": "Web Shop", "project": "shop",
-           "group": "acme/shop"}
+CONTEXT = {"service_code": "web", "service_name": "Web Shop", "project": "shop", "group": "acme/shop"}
 
 
 def spec(**overrides: str) -> RepoSpec:
-    values = {"project": "shop", "group": "acme/shop", "code": "web service",
-              "name": "Web Service", "type": "python-fastapi",
-              "hook_url": "http://127.0.0.1:8000/webhooks/gitlab", }
+    values = {
+        "project": "shop",
+        "group": "acme/shop",
+        "code": "web service",
+        "name": "Web Service",
+        "type": "python-fastapi",
+        "hook_url": "http://127.0.0.1:8000/webhooks/gitlab",
+    }
     values.update(overrides)
     return RepoSpec(**values, hook_token=lambda project_id: f"s3cret-of-{project_id}")
 
 
 def clone(url: str, into: Path) -> Path:
     env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-    subprocess.run(["git", "clone", "-q", url, str(into)], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(["git", "clone", "-q", url, str(into)], check=True, env=env, capture_output=True)
     return into
 
 
 def git_out(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def test_service_types_are_the_catalog_offer() -> None:
@@ -69,8 +72,11 @@ def test_every_template_is_complete(type_code: str) -> None:
     package = "\n".join(ci["package"]["script"])
     assert "docker push" in package
     assert "${CI_COMMIT_TAG:-$CI_COMMIT_SHORT_SHA}" in package
-    assert {job["stage"] for name, job in ci.items() if isinstance(job, dict) and "stage" in job} \
-        == {"build", "test", "package"}
+    assert {job["stage"] for name, job in ci.items() if isinstance(job, dict) and "stage" in job} == {
+        "build",
+        "test",
+        "package",
+    }
     assert "# Web Shop" in files["README.md"] and "`shop`" in files["README.md"]
     assert all("{{" not in content for content in files.values())
 

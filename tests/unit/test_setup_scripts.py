@@ -136,8 +136,7 @@ def test_first_control_plane_build_into_an_empty_cache_succeeds(stand_ins: dict[
 def test_a_first_build_read_through_a_pipe_ends_with_the_script(stand_ins: dict[str, str]) -> None:
     # As the test harness reads it: the progress ticker's sleep must not hold the pipe (30 s) after exit.
     try:
-        result = subprocess.run(["bash", str(BUILD_SCRIPT)], env=stand_ins, capture_output=True, text=True,
-                                timeout=20)
+        result = subprocess.run(["bash", str(BUILD_SCRIPT)], env=stand_ins, capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError("the script's stdout stayed open after it exited") from exc
     assert result.returncode == 0, result.stderr
@@ -235,7 +234,12 @@ def test_installing_needs_root_or_sudo() -> None:
     apt = ["apt-get", "install", "-y", "postgresql"]
     assert as_root(apt, euid=0, sudo="/usr/bin/sudo") == apt
     assert as_root(apt, euid=1000, sudo="/usr/bin/sudo") == [
-        "/usr/bin/sudo", "-n", "env", "DEBIAN_FRONTEND=noninteractive", *apt]  # fmt: skip
+        "/usr/bin/sudo",
+        "-n",
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        *apt,
+    ]
     with pytest.raises(RuntimeError, match="sudo apt-get install postgresql"):
         as_root(apt, euid=1000, sudo=None)
 

@@ -1,4 +1,5 @@
 """shared/: settings, tokens and roles, the outbox relay, and how agents treat bad events."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,9 @@ def test_bad_tokens_are_401_with_a_way_out():
         parse_authorization(SECRET, None)
     with pytest.raises(NotAuthenticated, match="not valid"):
         parse_authorization(SECRET, "Bearer " + issue_token("another-secret-of-32-bytes-length!!", "a", []))
-    expired = jwt.encode({"iss": "gantry", "sub": "a", "roles": [], "exp": int(time.time()) - 10}, SECRET,
-                         algorithm="HS256")
+    expired = jwt.encode(
+        {"iss": "gantry", "sub": "a", "roles": [], "exp": int(time.time()) - 10}, SECRET, algorithm="HS256"
+    )
     with pytest.raises(NotAuthenticated, match="expired"):
         verify_token(SECRET, expired)
     with pytest.raises(InvalidInput, match="unknown role"):
@@ -163,8 +165,9 @@ async def _relay_until_quiet(relay: OutboxRelay, rounds: int = MAX_ATTEMPTS + 2)
 
 
 def _huge_event() -> Envelope:
-    data = PipelineSucceeded(service_id="s1", project="p", service="s", pipeline_id=1, ref="main", sha="a",
-                             commit_message="x" * 5000)
+    data = PipelineSucceeded(
+        service_id="s1", project="p", service="s", pipeline_id=1, ref="main", sha="a", commit_message="x" * 5000
+    )
     return new_event(Topic.PIPELINE_SUCCEEDED, data, source="test", subject="p/s")
 
 
@@ -287,8 +290,9 @@ async def test_an_outage_is_waited_out_not_dead_lettered(monkeypatch):
         if len(calls) < 8:  # far more attempts than a bad event gets
             raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database restarting"))
 
-    await bus.handle_record("version.created", b"k", _event(4).model_dump_json().encode(),
-                            database_down_for_a_while, dlq)
+    await bus.handle_record(
+        "version.created", b"k", _event(4).model_dump_json().encode(), database_down_for_a_while, dlq
+    )
     assert len(calls) == 8 and dlq.records == []
 
 
@@ -329,21 +333,43 @@ async def test_published_and_applied_rows_are_pruned_after_the_retention(make_uo
         assert await session.get(InboxEntry, old.id) is None and await session.get(InboxEntry, fresh.id)
 
 
-
 async def test_emit_takes_topic_key_subject_source_and_chain_from_the_data_and_its_cause(make_uow):
     uow = await make_uow("versioning", [])
-    cause = new_event(Topic.PIPELINE_SUCCEEDED, PipelineSucceeded(
-        service_id="s9", project="shop", service="web", pipeline_id=1, ref="main", sha="a"),
-        source="gantry/versioning", subject="shop/web", correlation_id="hook-1")
-    data = VersionCreated(service_id="s9", project="shop", service="web", version="1.0", sha="a", ref="main",
-                          pipeline_id=1, image="reg/shop/web:1.0")
+    cause = new_event(
+        Topic.PIPELINE_SUCCEEDED,
+        PipelineSucceeded(service_id="s9", project="shop", service="web", pipeline_id=1, ref="main", sha="a"),
+        source="gantry/versioning",
+        subject="shop/web",
+        correlation_id="hook-1",
+    )
+    data = VersionCreated(
+        service_id="s9",
+        project="shop",
+        service="web",
+        version="1.0",
+        sha="a",
+        ref="main",
+        pipeline_id=1,
+        image="reg/shop/web:1.0",
+    )
     async with uow.begin() as session:
         caused = emit(session, data, cause=cause)
-        route = emit(session, RouteChanged(name="orders", path="/orders/**", service="shop/orders", change="created"),
-                     correlation_id="request-7")
+        route = emit(
+            session,
+            RouteChanged(name="orders", path="/orders/**", service="shop/orders", change="created"),
+            correlation_id="request-7",
+        )
     version_row, route_row = await outbox(uow)
     assert (version_row.topic, version_row.key) == ("version.created", "s9")
     assert (caused.source, caused.subject, caused.correlation_id, caused.causation_id) == (
-        "gantry/versioning", "shop/web", "hook-1", cause.id)
+        "gantry/versioning",
+        "shop/web",
+        "hook-1",
+        cause.id,
+    )
     assert (route_row.topic, route_row.key, route.subject, route.correlation_id) == (
-        "gateway.route.changed", "orders", "orders", "request-7")
+        "gateway.route.changed",
+        "orders",
+        "orders",
+        "request-7",
+    )

@@ -1,5 +1,6 @@
 """``gantry up`` keeps its services running: real child processes (a tiny HTTP server answering
 ``/readyz`` stands in for each service) die, and the supervisor restarts them or gives up."""
+
 from __future__ import annotations
 
 import json
@@ -99,8 +100,10 @@ def test_a_service_killed_after_it_was_ready_is_restarted(supervisor: Supervisor
     assert supervisor.processes["release"].pid != old_pid
     assert httpx.get(f"{url}/readyz").status_code == 200
     notes = [json.loads(line)["event"] for line in log_lines(supervisor, "release")]
-    assert notes == ["release exited with code -9; restarting in 0.05 s (restart 1)",
-                     "restarted by gantry up (restart 1)"]
+    assert notes == [
+        "release exited with code -9; restarting in 0.05 s (restart 1)",
+        "restarted by gantry up (restart 1)",
+    ]
     assert all(supervisor.processes[name].poll() is None for name in SERVICES)
 
 
@@ -122,7 +125,8 @@ def test_a_service_that_keeps_dying_makes_the_supervisor_give_up(supervisor: Sup
         watch_until(supervisor, lambda: False)
 
     assert str(gave_up.value).startswith(
-        "release exited with code 1 after 3 restarts in a row, none of which ran 60 s: it keeps dying")
+        "release exited with code 1 after 3 restarts in a row, none of which ran 60 s: it keeps dying"
+    )
     assert str(gave_up.value).endswith("failing on purpose"), "it shows the end of the service's log"
     assert "release exited with code 1; restarting in 0.2 s (restart 3)" in said
     assert "keeps dying; gantry up stops" in log_lines(supervisor, "release")[-1]

@@ -1,5 +1,6 @@
 """Versioning. The guide: "each pushed change produces a new version, but only when every stage of
 the service's CI pipeline succeeded"."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,15 @@ SERVICE_ID = "s1"
 def hook(pipeline_id=7, status="success", ref="main", tag=False):
     return {
         "object_kind": "pipeline",
-        "object_attributes": {"id": pipeline_id, "ref": ref, "tag": tag, "sha": "a1b2c3d4e5f6a7b8c9d0" * 2,
-                              "status": status, "stages": ["build", "test"],
-                              "finished_at": "2026-03-10 08:05:09 UTC" if status == "success" else None},
+        "object_attributes": {
+            "id": pipeline_id,
+            "ref": ref,
+            "tag": tag,
+            "sha": "a1b2c3d4e5f6a7b8c9d0" * 2,
+            "status": status,
+            "stages": ["build", "test"],
+            "finished_at": "2026-03-10 08:05:09 UTC" if status == "success" else None,
+        },
         "project": {"id": 42, "path_with_namespace": "acme/web"},
         "commit": {"message": "Add login", "author": {"name": "Ada", "email": "ada@example.com"}},
     }
@@ -35,19 +42,36 @@ async def uow(make_uow):
 
 
 async def announce(uow, service_id: str, path: str, project_id: str) -> None:
-    created = ServiceCreated(service_id=service_id, project="shop", service=path.split("/")[-1], name="Web",
-                             group="g", type="python-fastapi", repository_url="file:///r",
-                             repository_web_url="file:///r", repository_path=path, scm_project_id=project_id)
-    await handlers.on_service_created(new_event(Topic.SERVICE_CREATED, created, source="t", subject="shop/web"),
-                                      uow=uow)
+    created = ServiceCreated(
+        service_id=service_id,
+        project="shop",
+        service=path.split("/")[-1],
+        name="Web",
+        group="g",
+        type="python-fastapi",
+        repository_url="file:///r",
+        repository_web_url="file:///r",
+        repository_path=path,
+        scm_project_id=project_id,
+    )
+    await handlers.on_service_created(
+        new_event(Topic.SERVICE_CREATED, created, source="t", subject="shop/web"), uow=uow
+    )
 
 
 def hook_event(body: dict, delivery: str = "d-1", event: str = "Pipeline Hook") -> Envelope:
     """What the webhook door publishes for a checked hook: its delivery id is the event id."""
-    data = HookReceived(scm_project_id=str(body.get("project", {}).get("id")), event=event, delivery_id=delivery,
-                        hook=body)
-    return Envelope(id=delivery, type=Topic.HOOK_RECEIVED.value, source="gantry/gateway", subject="acme/web",
-                    correlation_id=delivery, data=data.model_dump(mode="json"))
+    data = HookReceived(
+        scm_project_id=str(body.get("project", {}).get("id")), event=event, delivery_id=delivery, hook=body
+    )
+    return Envelope(
+        id=delivery,
+        type=Topic.HOOK_RECEIVED.value,
+        source="gantry/gateway",
+        subject="acme/web",
+        correlation_id=delivery,
+        data=data.model_dump(mode="json"),
+    )
 
 
 async def receive(uow, body, delivery="d-1") -> bool:
@@ -119,25 +143,31 @@ async def test_version_from_pipeline_is_created_once(uow):
 async def test_unknown_service_is_poison(uow):
     data = PipelineSucceeded(service_id="nobody", project="p", service="s", pipeline_id=1, ref="main", sha="abc")
     with pytest.raises(PoisonEvent):
-        await handlers.on_pipeline_succeeded(new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="p/s"),
-                                             uow=uow, registry="r")
+        await handlers.on_pipeline_succeeded(
+            new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="p/s"), uow=uow, registry="r"
+        )
 
 
 def test_version_names():
     # The guide: "Version name: the tag for tag pipelines, else YYYY.M.D-HHMMSS-<ref-slug>".
     at = datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC)
     assert domain.version_name(ref="v1.2.0", tag=True, finished_at=at, now=at) == "v1.2.0"
-    assert domain.version_name(ref="feature/Login", tag=False, finished_at=at, now=at) == "2026.3.10-080509-feature-login"
+    assert (
+        domain.version_name(ref="feature/Login", tag=False, finished_at=at, now=at) == "2026.3.10-080509-feature-login"
+    )
     assert domain.parse_gitlab_time("2026-03-10 08:05:09 UTC") == at
 
 
-@pytest.mark.parametrize("ref, name", [
-    ("v1/../../x", "v1-..-..-x"),
-    ("../etc", "etc"),
-    ("release 2.0:final", "release-2.0-final"),
-    ("V_1.0-rc.1", "V_1.0-rc.1"),
-    ("x" * 300, "x" * 128),
-])
+@pytest.mark.parametrize(
+    "ref, name",
+    [
+        ("v1/../../x", "v1-..-..-x"),
+        ("../etc", "etc"),
+        ("release 2.0:final", "release-2.0-final"),
+        ("V_1.0-rc.1", "V_1.0-rc.1"),
+        ("x" * 300, "x" * 128),
+    ],
+)
 def test_version_names_and_image_tags_follow_the_registry_tag_grammar(ref, name):
     # A version's name is its image's tag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; the version keeps the ref.
     at = datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC)
@@ -164,10 +194,18 @@ async def test_a_tag_pipeline_keeps_its_ref_beside_the_sanitized_name(uow):
 
 async def test_same_second_on_one_ref_gets_distinct_names(uow):
     for pipeline_id in (7, 8):
-        data = PipelineSucceeded(service_id=SERVICE_ID, project="shop", service="web", pipeline_id=pipeline_id,
-                                 ref="main", sha="abc", finished_at=datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC))
-        await handlers.on_pipeline_succeeded(new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="shop/web"),
-                                             uow=uow, registry="r")
+        data = PipelineSucceeded(
+            service_id=SERVICE_ID,
+            project="shop",
+            service="web",
+            pipeline_id=pipeline_id,
+            ref="main",
+            sha="abc",
+            finished_at=datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC),
+        )
+        await handlers.on_pipeline_succeeded(
+            new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="shop/web"), uow=uow, registry="r"
+        )
     names = sorted(v.name for v in await handlers.list_versions("shop", "web", uow=uow))
     assert names == ["2026.3.10-080509-main", "2026.3.10-080509-main.8"]
 

@@ -1,4 +1,5 @@
 """The {{service_code}} service: an HTTP API built with FastAPI."""
+
 from fastapi import FastAPI
 
 app = FastAPI(title="{{service_code}}")
