@@ -27,7 +27,7 @@ from tests.support import TopicReader, eventually
 PROJECT, SERVICE, ENV = "bench", "api", "perf"
 
 
-async def prepare(api: httpx.AsyncClient, stack: Stack) -> dict:
+async def prepare(api: httpx.AsyncClient) -> dict:
     await api.post("/api/catalog/projects", json={"code": PROJECT, "name": "Bench", "gitlab_group": "bench"})
     service = (
         await api.post(
@@ -89,7 +89,7 @@ async def measure(stack: Stack, pipelines: int) -> tuple[list[float], dict[str, 
     latencies: list[float] = []
     hops: dict[str, list[float]] = {f"{a} → {b}": [] for a, b in zip(CHAIN, CHAIN[1:], strict=False)}
     async with stack.client() as api:
-        service = await prepare(api, stack)
+        service = await prepare(api)
         async with TopicReader(stack.bootstrap, *CHAIN) as topics:
             for pipeline_id in range(100, 100 + pipelines):
                 started = time.monotonic()

@@ -66,7 +66,7 @@ async def soak(stack: Stack, rate: float, seconds: float, every: float) -> None:
         print(f"{elapsed:5.0f}s  {hooks:5d}  {statuses:13d}  {memory}", flush=True)
 
     async with stack.client() as api, StatusCounter(stack.bootstrap) as statuses:
-        service = await prepare(api, stack)
+        service = await prepare(api)
         started = time.monotonic()
         sample(0, 0, statuses.count)
         next_sample, hooks = every, 0

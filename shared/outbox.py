@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime, timedelta
 
 from aiokafka.errors import (
@@ -188,10 +188,8 @@ class OutboxRelay:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         failures = 0
@@ -209,10 +207,8 @@ class OutboxRelay:
                 log.warning("outbox relay failed, will retry", error=repr(exc), attempt=failures)
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))
                 continue
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def prune(self, now: datetime | None = None) -> int:

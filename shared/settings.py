@@ -6,6 +6,7 @@ the process at once with a message that names the variable and says how to fix i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -136,10 +137,8 @@ class Settings(BaseSettings):
             tmp = path.with_suffix(".tmp")
             tmp.write_text(secrets.token_urlsafe(32))
             tmp.chmod(0o600)
-            try:
-                os.link(tmp, path)  # first writer wins, even with several processes racing
-            except FileExistsError:
-                pass
+            with contextlib.suppress(FileExistsError):  # first writer wins, even with several processes racing
+                os.link(tmp, path)
             tmp.unlink(missing_ok=True)
         return path.read_text().strip()
 

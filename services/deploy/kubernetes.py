@@ -11,6 +11,7 @@ worker thread and the event loop never waits on the cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -75,8 +76,13 @@ class KubernetesDriver:
         except Exception:  # unreachable, refused, timed out: all mean "not now"
             return False
 
-    async def status(
-        self, project: str, service: str, environment: str, namespace: str, track: str = "stable"
+    async def status(  # the cluster driver's signature: a namespace is one environment's already
+        self,
+        project: str,
+        service: str,
+        environment: str,  # noqa: ARG002
+        namespace: str,
+        track: str = "stable",
     ) -> RolloutStatus | None:
         name = workload_name(project, service, track)
         deployment = await asyncio.to_thread(self._read, "apps/v1", "Deployment", name, namespace)
@@ -91,7 +97,14 @@ class KubernetesDriver:
         except NotFoundError:
             return None
 
-    async def delete(self, project: str, service: str, environment: str, namespace: str, track: str = "stable") -> None:
+    async def delete(  # the cluster driver's signature: a namespace is one environment's already
+        self,
+        project: str,
+        service: str,
+        environment: str,  # noqa: ARG002
+        namespace: str,
+        track: str = "stable",
+    ) -> None:
         """Remove one track's objects; the Namespace and the Service the tracks share stay."""
         workload = workload_name(project, service, track)
         owned = [
@@ -105,10 +118,8 @@ class KubernetesDriver:
     def _delete_all(self, owned: list[tuple[str, str, str]], namespace: str) -> None:
         for api_version, kind, name in owned:
             resource = self._dynamic().resources.get(api_version=api_version, kind=kind)
-            try:
+            with contextlib.suppress(NotFoundError):
                 resource.delete(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
-            except NotFoundError:
-                pass
 
 
 def rollout_status(deployment: dict[str, Any]) -> RolloutStatus:

@@ -91,7 +91,7 @@ def test_service_group_accepted(group):
 
 
 @pytest.mark.parametrize(
-    "group, why",
+    ("group", "why"),
     [("com.阿里", "Chinese"), ("Com.acme", "upper-case"), (".acme", "start or end"), ("acme.", "start or end")],
 )
 def test_service_group_rules(group, why):

@@ -351,7 +351,7 @@ def test_overlay_image_and_replicas(overlay: list[Doc]) -> None:
 @pytest.mark.parametrize("name", SERVICES)
 def test_overlay_settings_are_valid(overlay: list[Doc], name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_of(pod_environment(overlay, name), monkeypatch)  # validators run here
-    assert settings.kafka_bootstrap and "kafka:9092" != settings.kafka_bootstrap
+    assert settings.kafka_bootstrap and settings.kafka_bootstrap != "kafka:9092"
     assert settings.database_url and settings.database_url.startswith("postgresql+asyncpg://")
     assert settings.secret
     assert settings.public_url and settings.public_url.startswith("https://")

@@ -141,9 +141,16 @@ def test_replicas_below_one_refused(replicas: int) -> None:
         render_objects(make_spec(replicas=replicas))
 
 
-@pytest.mark.parametrize("overrides", [{"namespace": "Shop Dev"}, {"port": 0}, {"image": " "}])
-def test_other_invalid_specs(overrides: dict) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        ({"namespace": "Shop Dev"}, "not a DNS-1123 label"),
+        ({"port": 0}, "between 1 and 65535"),
+        ({"image": " "}, "image must not be empty"),
+    ],
+)
+def test_other_invalid_specs(overrides: dict, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
         render_objects(make_spec(**overrides))
 
 

@@ -104,7 +104,7 @@ def test_workload_name_long_keeps_track_suffix_and_limit() -> None:
 
 
 def test_workload_name_refuses_empty_track() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs at least one letter or digit"):
         workload_name("shop", "web", "  ")
 
 
@@ -146,7 +146,7 @@ def test_gitlab_path_long_and_empty() -> None:
 def test_bad_gitlab_groups_are_refused(group: str) -> None:
     with pytest.raises(ValueError, match="not a GitLab group path"):
         check_gitlab_group(group)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a GitLab group path"):
         gitlab_path(group, "web")
 
 

@@ -46,7 +46,7 @@ def test_auto_deploy_follows_a_first_manual_deployment_with_its_replicas():
 
 
 @pytest.mark.parametrize(
-    "change, why",
+    ("change", "why"),
     [
         ({"rule_enabled": False}, "auto-deploy is off"),
         ({"manually_deployed": False}, "no first manual deployment"),

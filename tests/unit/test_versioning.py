@@ -159,7 +159,7 @@ def test_version_names():
 
 
 @pytest.mark.parametrize(
-    "ref, name",
+    ("ref", "name"),
     [
         ("v1/../../x", "v1-..-..-x"),
         ("../etc", "etc"),
