@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -159,7 +160,7 @@ def _pipeline_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def pipeline_hook_body(service: dict, args: argparse.Namespace) -> dict:
+def pipeline_hook_body(service: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """A Pipeline Hook body in GitLab's format (see GitLab's webhook events documentation)."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     sha = args.sha or _head_sha(service["repository_url"], args.ref) or uuid.uuid4().hex * 2

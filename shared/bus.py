@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -164,7 +165,8 @@ async def _outcome(future: asyncio.Future[object]) -> BaseException | None:
     try:
         await future
     except KafkaError as exc:
-        return exc
+        failure: BaseException = exc
+        return failure
     return None
 
 
@@ -172,7 +174,7 @@ def subscribe(app: faust.App, topic: str, handler: Handler, producer: Producer, 
     """Register a faust agent on ``topic`` that hands each envelope to ``handler``."""
     channel = app.topic(topic, key_serializer="raw", value_serializer="raw")
 
-    async def agent(stream: faust.StreamT) -> None:
+    async def agent(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             await handle_record(topic, event.message.key, event.message.value, handler, producer)
 

@@ -38,20 +38,20 @@ class DeadLetterPublic(BaseModel):
 
 
 @router.get("/dead-letters", response_model=list[DeadLetterPublic])
-async def read_dead_letters(user: CurrentUser, runtime: RuntimeDep):
+async def read_dead_letters(user: CurrentUser, runtime: RuntimeDep) -> list[DeadLetterPublic]:
     """Outbox rows that failed for a permanent reason, oldest first; the rows of their key wait."""
     user.require_org()
     return [DeadLetterPublic.of(row) for row in await outbox.dead_letters(runtime.uow.sessions)]
 
 
 @router.post("/dead-letters/{outbox_id}/retry", response_model=DeadLetterPublic)
-async def retry_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep):
+async def retry_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep) -> DeadLetterPublic:
     """Put the row back in the outbox, before the rows of its key that waited: it is sent again at once."""
     return await _decide(outbox.retry_dead_letter, "retried", outbox_id, user, runtime)
 
 
 @router.delete("/dead-letters/{outbox_id}", response_model=DeadLetterPublic)
-async def discard_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep):
+async def discard_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep) -> DeadLetterPublic:
     """Drop the row for good (its event is never published); the rows of its key go on."""
     return await _decide(outbox.discard_dead_letter, "discarded", outbox_id, user, runtime)
 

@@ -67,7 +67,7 @@ async def receive_gitlab_hook(
     x_gitlab_event_uuid: str | None = Header(default=None),
     idempotency_key: str | None = Header(default=None),
     x_correlation_id: str | None = Header(default=None),
-):
+) -> HookReceipt | JSONResponse:
     """GitLab's webhook: a Pipeline Hook is checked, queued for versioning and answered 202."""
     if x_gitlab_event != gitlab_hook.PIPELINE_HOOK:
         return JSONResponse(

@@ -14,9 +14,11 @@ from services.deploy import handlers, views
 from services.deploy.cluster import ClusterDep
 from services.deploy.models import (
     AutoDeployPublic,
+    Deployment,
     DeploymentCreate,
     DeploymentPublic,
     ReplicasUpdate,
+    Resource,
     ResourceCreate,
     ResourcePublic,
     RollbackRequest,
@@ -74,14 +76,14 @@ ActionDep = Annotated[Action, Depends(acting)]
 
 
 @router.post(RESOURCES, status_code=201, response_model=ResourcePublic)
-async def create_resource(environment: str, data: ResourceCreate, user: CurrentUser, runtime: RuntimeDep):
+async def create_resource(environment: str, data: ResourceCreate, user: CurrentUser, runtime: RuntimeDep) -> Resource:
     """Define a resource (database, cache, queue, config…) for deployments in the environment."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.create_resource(environment, data, by=user.user, uow=runtime.uow)
 
 
 @router.get(RESOURCES, response_model=list[ResourcePublic])
-async def read_resources(environment: str, user: CurrentUser, runtime: RuntimeDep):
+async def read_resources(environment: str, user: CurrentUser, runtime: RuntimeDep) -> list[Resource]:
     """The resources defined in an environment."""
     user.require_org(DEPLOY_ADMIN)
     return await views.list_resources(environment, uow=runtime.uow)
@@ -94,7 +96,7 @@ async def create_deployment(
     runtime: RuntimeDep,
     cid: CorrelationId,
     idempotency_key: IdempotencyKey = None,
-):
+) -> Deployment:
     """Deploy a released version; the worker applies it and reports deploy.status."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.request_deployment(
@@ -109,33 +111,33 @@ async def create_deployment(
 @router.get(SERVICE, response_model=RunningState)
 async def read_running_state(
     environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep, cluster: ClusterDep
-):
+) -> RunningState:
     """Running and deploying versions with desired / current / available counts."""
     user.require_org(DEPLOY_ADMIN)
     return await views.running_state(project, service, environment, uow=runtime.uow, driver=cluster)
 
 
 @router.put(f"{SERVICE}/replicas", status_code=202, response_model=DeploymentPublic)
-async def update_replicas(body: ReplicasUpdate, act: ActionDep):
+async def update_replicas(body: ReplicasUpdate, act: ActionDep) -> Deployment:
     """Change the desired pod count (1 or more) of the stable track."""
     return await handlers.scale(act.project, act.service, act.environment, body.replicas, **act.context)
 
 
 @router.post(f"{SERVICE}/rollback", status_code=202, response_model=DeploymentPublic)
-async def rollback(act: ActionDep, body: RollbackRequest | None = None):
+async def rollback(act: ActionDep, body: RollbackRequest | None = None) -> Deployment:
     """Deploy an earlier version (default: the one deployed before the current one)."""
     version = body.version if body else None
     return await handlers.rollback(act.project, act.service, act.environment, version, **act.context)
 
 
 @router.post(f"{SERVICE}/canary/promote", status_code=202, response_model=DeploymentPublic)
-async def promote_canary(act: ActionDep):
+async def promote_canary(act: ActionDep) -> Deployment:
     """Make the canary's version the stable one and remove the canary track."""
     return await handlers.promote_canary(act.project, act.service, act.environment, **act.context)
 
 
 @router.post(f"{SERVICE}/canary/abort", status_code=202, response_model=DeploymentPublic)
-async def abort_canary(act: ActionDep):
+async def abort_canary(act: ActionDep) -> Deployment:
     """Remove the canary track; the stable version keeps serving."""
     return await handlers.abort_canary(act.project, act.service, act.environment, **act.context)
 
@@ -148,7 +150,7 @@ async def update_auto_deploy(
     body: Toggle,
     user: CurrentUser,
     runtime: RuntimeDep,
-):
+) -> AutoDeployPublic:
     """Turn auto-deploy of released versions on or off (after a first manual deployment)."""
     user.require_org(DEPLOY_ADMIN)
     rule = await handlers.set_auto_deploy(project, service, environment, body.enabled, by=user.user, uow=runtime.uow)
@@ -163,7 +165,9 @@ async def update_auto_deploy(
 
 
 @router.get(f"{SERVICE}/deployments", response_model=list[DeploymentPublic])
-async def read_deployments(environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep):
+async def read_deployments(
+    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep
+) -> list[Deployment]:
     """The deployment history, newest first, with who or what triggered each one."""
     user.require_org(DEPLOY_ADMIN)
     return await views.list_deployments(project, service, environment, uow=runtime.uow)

@@ -151,7 +151,7 @@ def _deployment(
     }
 
 
-def render_objects(spec: WorkloadSpec, *, progress_deadline_seconds: int = 600) -> list[dict]:
+def render_objects(spec: WorkloadSpec, *, progress_deadline_seconds: int = 600) -> list[dict[str, Any]]:
     """Namespace, ConfigMap, Secret, Deployment and Service of ``spec`` (see the module doc).
 
     Raises ``ValueError`` for replicas < 1, a bad port or namespace, an empty image, names
@@ -194,7 +194,7 @@ def render_objects(spec: WorkloadSpec, *, progress_deadline_seconds: int = 600) 
     ]
 
 
-def render_yaml(objects: list[dict], filename: str) -> str:
+def render_yaml(objects: list[dict[str, Any]], filename: str) -> str:
     """Multi-document YAML with sorted keys and the Gantry header: same objects, same bytes."""
     body = yaml.safe_dump_all(
         objects, explicit_start=True, sort_keys=True, default_flow_style=False, allow_unicode=True

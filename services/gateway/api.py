@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from services.gateway import domain, handlers
 from services.gateway.events_stream import EventsDep, EventStream
 from services.gateway.models import (
+    Route,
     RouteCreate,
     RouteMatch,
     RoutePublic,
@@ -39,26 +41,28 @@ def require_route_writer(user: Principal, *targets: str) -> None:
 
 
 @router.post("/routes", status_code=201, response_model=RoutePublic)
-async def create_route(data: RouteCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId):
+async def create_route(data: RouteCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId) -> Route:
     """Register a service's route (name and Ant-style path unique)."""
     require_route_writer(user, data.service)
     return await handlers.create_route(data, by=user.user, correlation_id=cid, uow=runtime.uow)
 
 
 @router.get("/routes", response_model=list[RoutePublic])
-async def read_routes(_user: CurrentUser, runtime: RuntimeDep):
+async def read_routes(_user: CurrentUser, runtime: RuntimeDep) -> list[Route]:
     """Every route, built-in ones included, by name."""
     return await handlers.list_routes(uow=runtime.uow)
 
 
 @router.get("/routes/{name}", response_model=RoutePublic)
-async def read_route(name: str, _user: CurrentUser, runtime: RuntimeDep):
+async def read_route(name: str, _user: CurrentUser, runtime: RuntimeDep) -> Route:
     """One route."""
     return await handlers.get_route(name, uow=runtime.uow)
 
 
 @router.put("/routes/{name}", response_model=RoutePublic)
-async def update_route(name: str, data: RouteUpdate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId):
+async def update_route(
+    name: str, data: RouteUpdate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+) -> Route:
     """Change a route's path, target or flags (built-in routes are read-only)."""
     current = await handlers.get_route(name, uow=runtime.uow)
     require_route_writer(user, current.service, data.service or current.service)
@@ -66,7 +70,7 @@ async def update_route(name: str, data: RouteUpdate, user: CurrentUser, runtime:
 
 
 @router.delete("/routes/{name}", status_code=204)
-async def delete_route(name: str, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId):
+async def delete_route(name: str, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId) -> Response:
     """Remove a route (built-in routes are read-only)."""
     current = await handlers.get_route(name, uow=runtime.uow)
     require_route_writer(user, current.service)
@@ -75,13 +79,13 @@ async def delete_route(name: str, user: CurrentUser, runtime: RuntimeDep, cid: C
 
 
 @router.get("/route-table", response_model=list[RouteTableEntry])
-async def read_route_table(_user: CurrentUser, runtime: RuntimeDep):
+async def read_route_table(_user: CurrentUser, runtime: RuntimeDep) -> list[RouteTableEntry]:
     """The compiled table in match order: the first route matching a path wins."""
     return await handlers.route_table(uow=runtime.uow)
 
 
 @router.get("/route-table/match", response_model=RouteMatch)
-async def match_route(path: str, _user: CurrentUser, runtime: RuntimeDep):
+async def match_route(path: str, _user: CurrentUser, runtime: RuntimeDep) -> RouteMatch:
     """Which route a request path goes to, and the path its target receives."""
     return await handlers.match_path(path, uow=runtime.uow)
 
@@ -117,7 +121,7 @@ async def stream_events(
     stream: EventsDep,
     topic: TopicsQuery = None,
     since: Annotated[str | None, Query(pattern="^(beginning|now)$")] = None,
-):
+) -> StreamingResponse:
     """Server-sent events from every topic (`?topic=` filters, `?since=beginning` replays)."""
     topics = chosen_topics(topic)
     return StreamingResponse(
@@ -127,7 +131,7 @@ async def stream_events(
     )
 
 
-async def _frames(stream: EventStream, topics: frozenset[str], from_beginning: bool):
+async def _frames(stream: EventStream, topics: frozenset[str], from_beginning: bool) -> AsyncIterator[str]:
     if from_beginning:
         async with stream.replay(topics) as client:
             async for frame in client.frames():

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from shared.logging import get_logger
@@ -57,7 +57,7 @@ async def http_client(runtime: Runtime) -> AsyncIterator[None]:
     methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
     include_in_schema=False,
 )
-async def forward_api(service: str, path: str, request: Request, runtime: RuntimeDep):
+async def forward_api(service: str, path: str, request: Request, runtime: RuntimeDep) -> Response:
     """Forward a call to one of the platform's services."""
     if service == "gateway":
         return _detail(404, f"the gateway has no endpoint /{path}: see /docs for its routes")
@@ -80,7 +80,7 @@ async def forward(
     raw_path: str,
     *,
     timeout: float = TIMEOUT_SECONDS,
-):
+) -> Response:
     client = HTTP.of(runtime)
     base = runtime.settings.service_url(service)
     url = base + raw_path + (f"?{request.url.query}" if request.url.query else "")
