@@ -19,6 +19,7 @@ from services.deploy.models import (
     AutoDeployRule,
     Deployment,
     DeploymentCreate,
+    Instance,
     ReleasedVersion,
     Resource,
     ResourceChoice,
@@ -186,18 +187,7 @@ async def scale(
 
     async def make(session: AsyncSession) -> Deployment:
         stable = await lookups.running(session, project, service, environment, "stable")
-        return _deployment(
-            stable,
-            version=stable.version,
-            image=stable.image,
-            replicas=replicas,
-            action="scale",
-            track="stable",
-            resources=stable.resources,
-            snapshot=stable.resource_snapshot,
-            by=by,
-            correlation_id=correlation_id,
-        )
+        return _again(stable, "scale", by, correlation_id, replicas=replicas)
 
     return await _act(uow, request_key, make)
 
@@ -227,18 +217,7 @@ async def rollback(
                     f'{environment}: name one with {{"version": "…"}}'
                 )
         release = await lookups.released(session, project, service, environment, target)
-        return _deployment(
-            stable,
-            version=target,
-            image=release.image,
-            replicas=stable.replicas,
-            action="rollback",
-            track="stable",
-            resources=stable.resources,
-            snapshot=stable.resource_snapshot,
-            by=by,
-            correlation_id=correlation_id,
-        )
+        return _again(stable, "rollback", by, correlation_id, version=target, image=release.image)
 
     return await _act(uow, request_key, make)
 
@@ -262,19 +241,8 @@ async def promote_canary(
         _remember_choice(
             session, await session.get(ResourceChoice, key), key, canary.resources, canary.resource_snapshot
         )
-        return _deployment(
-            canary,
-            version=canary.version,
-            image=canary.image,
-            replicas=stable.replicas if stable else canary.replicas,
-            strategy="canary",
-            action="promote",
-            track="stable",
-            resources=canary.resources,
-            snapshot=canary.resource_snapshot,
-            by=by,
-            correlation_id=correlation_id,
-        )
+        replicas = stable.replicas if stable else canary.replicas
+        return _again(canary, "promote", by, correlation_id, track="stable", replicas=replicas)
 
     return await _act(uow, request_key, make)
 
@@ -293,19 +261,7 @@ async def abort_canary(
 
     async def make(session: AsyncSession) -> Deployment:
         canary = await lookups.running(session, project, service, environment, "canary")
-        return _deployment(
-            canary,
-            version=canary.version,
-            image=canary.image,
-            replicas=canary.replicas,
-            strategy="canary",
-            action="abort",
-            track="canary",
-            resources=canary.resources,
-            snapshot=canary.resource_snapshot,
-            by=by,
-            correlation_id=correlation_id,
-        )
+        return _again(canary, "abort", by, correlation_id)
 
     return await _act(uow, request_key, make)
 
@@ -339,6 +295,34 @@ class _Placement(Protocol):
     service: str
     environment: str
     namespace: str
+
+
+def _again(
+    running: Instance,
+    action: DeployAction,
+    by: str,
+    correlation_id: str,
+    *,
+    track: Track | None = None,
+    version: str | None = None,
+    image: str | None = None,
+    replicas: int | None = None,
+) -> Deployment:
+    """A deployment made from what a track runs: the same version, image, replicas and resources on
+    the same track unless told otherwise (scale, rollback, promote and abort a canary)."""
+    return _deployment(
+        running,
+        version=version or running.version,
+        image=image or running.image,
+        replicas=replicas or running.replicas,
+        strategy="canary" if running.track == "canary" else "rolling",
+        action=action,
+        track=track or running.track,
+        resources=running.resources,
+        snapshot=running.resource_snapshot,
+        by=by,
+        correlation_id=correlation_id,
+    )
 
 
 def _deployment(
