@@ -124,11 +124,21 @@ class VersionCreated(EventData):
     commit_author: str = ""
 
 
-class VersionReleased(EventData):
+class Placement(EventData):
+    """Which version (and image) of which service goes to which environment (and namespace)."""
+
     environment: str
     namespace: str
     version: str
     image: str
+
+    @staticmethod
+    def of(source: object) -> dict[str, Any]:
+        """The placement of anything that carries one: a release, a deployment, what a track runs."""
+        return {name: getattr(source, name) for name in Placement.model_fields}
+
+
+class VersionReleased(Placement):
     trigger: Literal["manual", "auto"]
     by: str
 
@@ -136,12 +146,8 @@ class VersionReleased(EventData):
 DeployAction = Literal["deploy", "scale", "rollback", "promote", "abort"]
 
 
-class DeployRequested(EventData):
+class DeployRequested(Placement):
     deployment_id: str
-    environment: str
-    namespace: str
-    version: str
-    image: str
     replicas: int = Field(ge=1)
     strategy: Literal["rolling", "canary"] = "rolling"
     action: DeployAction = "deploy"

@@ -29,7 +29,7 @@ from services.deploy.models import (
     Trigger,
 )
 from shared.errors import Conflict
-from shared.events import DeployAction, DeployRequested, Envelope, VersionReleased, utcnow
+from shared.events import DeployAction, DeployRequested, Envelope, Placement, VersionReleased, utcnow
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork, claim_inbox, emit
 
@@ -288,13 +288,16 @@ async def set_auto_deploy(
 
 
 class _Placement(Protocol):
-    """Where a deployment goes: a release, an event about one, or what a track runs."""
+    """Where a deployment goes (``shared.events.Placement``'s fields): a release, an event about
+    one, or what a track runs."""
 
     service_id: str
     project: str
     service: str
     environment: str
     namespace: str
+    version: str
+    image: str
 
 
 def _again(
@@ -341,14 +344,8 @@ def _deployment(
     trigger: Trigger = "manual",
 ) -> Deployment:
     return Deployment(
+        **(Placement.of(origin) | {"version": version, "image": image}),
         id=uuid.uuid4().hex,
-        service_id=origin.service_id,
-        project=origin.project,
-        service=origin.service,
-        environment=origin.environment,
-        namespace=origin.namespace,
-        version=version,
-        image=image,
         replicas=replicas,
         strategy=strategy,
         action=action,
@@ -389,14 +386,8 @@ def _start(
     """Record the deployment and queue its ``deploy.requested`` in the same transaction."""
     deployment.request_key = request_key
     request = DeployRequested(
-        service_id=deployment.service_id,
-        project=deployment.project,
-        service=deployment.service,
+        **Placement.of(deployment),
         deployment_id=deployment.id,
-        environment=deployment.environment,
-        namespace=deployment.namespace,
-        version=deployment.version,
-        image=deployment.image,
         replicas=deployment.replicas,
         strategy=deployment.strategy,
         action=deployment.action,

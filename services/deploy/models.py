@@ -75,10 +75,9 @@ class ResourcePublic(ResourceBase):
 # --- versions released to an environment (learned from version.released) ------------------------
 
 
-class ReleasedVersion(SQLModel, table=True):
-    __tablename__ = "released_versions"
-    __table_args__ = (UniqueConstraint("service_id", "environment", "version", name="uq_released_version"),)
-    id: int | None = Field(default=None, primary_key=True)
+class PlacementColumns(SQLModel):
+    """The columns of ``shared.events.Placement``: which version of which service, in which environment."""
+
     service_id: str = Field(max_length=64, index=True)
     project: str = Field(max_length=40)
     service: str = Field(max_length=64)
@@ -86,6 +85,12 @@ class ReleasedVersion(SQLModel, table=True):
     namespace: str = Field(max_length=63)
     version: str = Field(max_length=128)
     image: str
+
+
+class ReleasedVersion(PlacementColumns, table=True):
+    __tablename__ = "released_versions"
+    __table_args__ = (UniqueConstraint("service_id", "environment", "version", name="uq_released_version"),)
+    id: int | None = Field(default=None, primary_key=True)
     released_at: datetime = _created()
 
 
@@ -105,16 +110,10 @@ class DeploymentCreate(SQLModel):
     confirm_resource_change: bool = False
 
 
-class Deployment(SQLModel, table=True):
+class Deployment(PlacementColumns, table=True):
     __tablename__ = "deployments"
     id: str = Field(primary_key=True, max_length=32)
-    service_id: str = Field(max_length=64, index=True)
-    project: str = Field(max_length=40)
-    service: str = Field(max_length=64)
     environment: str = Field(max_length=63, index=True)
-    namespace: str = Field(max_length=63)
-    version: str = Field(max_length=128)
-    image: str
     replicas: int
     strategy: Strategy = Field(sa_type=String(16))
     action: DeployAction = Field(sa_type=String(16))
@@ -184,18 +183,13 @@ class AutoDeployRule(SQLModel, table=True):
     updated_by: str = Field(max_length=128)
 
 
-class Instance(SQLModel, table=True):
+class Instance(PlacementColumns, table=True):
     """What the cluster runs for one track, as last applied (``state`` is the last outcome)."""
 
     __tablename__ = "instances"
     service_id: str = Field(primary_key=True, max_length=64)
     environment: str = Field(primary_key=True, max_length=63)
     track: Track = Field(primary_key=True, sa_type=String(16))
-    project: str = Field(max_length=40)
-    service: str = Field(max_length=64)
-    namespace: str = Field(max_length=63)
-    version: str = Field(max_length=128)
-    image: str
     replicas: int
     resources: list[str] = Field(default_factory=list, sa_type=JSON)
     resource_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)

@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.deploy import domain, lookups
 from services.deploy.cluster import ClusterDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import Deployment, Instance, Track
-from shared.events import DeployRequested, DeployStatus, Envelope, utcnow
+from shared.events import DeployRequested, DeployStatus, Envelope, Placement, utcnow
 from shared.logging import get_logger
 from shared.outbox import InboxEntry, UnitOfWork, claim_inbox, emit
 
@@ -106,14 +106,8 @@ async def _apply(driver: ClusterDriver, request: DeployRequested, track: str) ->
 
 def _from_request(request: DeployRequested, track: Track, correlation_id: str) -> Deployment:
     return Deployment(
+        **Placement.of(request),
         id=request.deployment_id,
-        service_id=request.service_id,
-        project=request.project,
-        service=request.service,
-        environment=request.environment,
-        namespace=request.namespace,
-        version=request.version,
-        image=request.image,
         replicas=request.replicas,
         strategy=request.strategy,
         action=request.action,
