@@ -25,8 +25,9 @@ def settings(tmp_path: Path) -> Settings:
 async def make_uow(settings: Settings):
     engines = []
 
-    async def build(service: str, tables: Sequence[type[SQLModel]]) -> UnitOfWork:
-        engine = make_engine(service, settings)
+    async def build(service: str, tables: Sequence[type[SQLModel]], *, home: Path | None = None) -> UnitOfWork:
+        """The service's database (another one when ``home`` names another folder), its tables made."""
+        engine = make_engine(service, settings if home is None else settings.model_copy(update={"home": home}))
         engines.append(engine)
         await create_tables(engine, service, [*OUTBOX_TABLES, *tables])
         return UnitOfWork(session_factory(engine), source=f"gantry/{service}")

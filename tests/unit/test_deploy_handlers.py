@@ -22,10 +22,9 @@ from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.kubernetes import KubernetesDriver
 from services.deploy.models import DEPLOY_TABLES, Deployment, DeploymentCreate, ResourceCreate
 from services.deploy.rendered import RenderedManifestsDriver
-from shared.db import create_tables, make_engine, session_factory
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import Envelope, Topic, VersionReleased, new_event
-from shared.outbox import OUTBOX_TABLES, OutboxMessage, UnitOfWork, decode_envelope
+from shared.outbox import OutboxMessage, UnitOfWork, decode_envelope
 from shared.settings import Settings
 
 SERVICE_ID = "svc-orders-1"
@@ -61,11 +60,8 @@ class FakeCluster:
 
 
 @pytest.fixture
-async def uow(tmp_path: Path):
-    engine = make_engine("deploy", Settings(home=tmp_path, secret="test"))
-    await create_tables(engine, "deploy", [*OUTBOX_TABLES, *DEPLOY_TABLES])
-    yield UnitOfWork(session_factory(engine))
-    await engine.dispose()
+async def uow(make_uow) -> UnitOfWork:
+    return await make_uow("deploy", DEPLOY_TABLES)
 
 
 @pytest.fixture
@@ -397,17 +393,12 @@ async def test_a_cluster_failure_fails_the_deployment_with_its_reason(uow: UnitO
 
 
 async def test_a_request_unknown_to_this_database_is_recorded_from_the_event(
-    uow: UnitOfWork, cluster: FakeCluster, tmp_path: Path
+    uow: UnitOfWork, cluster: FakeCluster, make_uow, tmp_path: Path
 ) -> None:
     await ready(uow, cluster)
     [requested] = await outbox(uow, Topic.DEPLOY_REQUESTED)
-    engine = make_engine("deploy", Settings(home=tmp_path / "other", secret="test"))
-    await create_tables(engine, "deploy", [*OUTBOX_TABLES, *DEPLOY_TABLES])
-    other = UnitOfWork(session_factory(engine))
-    try:
-        recorded = await worker.apply_deploy_request(requested, uow=other, driver=cluster)
-    finally:
-        await engine.dispose()
+    other = await make_uow("deploy", DEPLOY_TABLES, home=tmp_path / "other")
+    recorded = await worker.apply_deploy_request(requested, uow=other, driver=cluster)
     assert recorded is not None and recorded.state == "rendered" and recorded.by == "alice"
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +12,8 @@ from services.gateway import domain, handlers
 from services.gateway.api import require_route_writer
 from services.gateway.models import Route, RouteCreate, RouteUpdate
 from shared.auth import Principal
-from shared.db import create_tables, make_engine, session_factory
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
-from shared.outbox import OUTBOX_TABLES, OutboxMessage, UnitOfWork
-from shared.settings import Settings
+from shared.outbox import OutboxMessage, UnitOfWork
 
 # -- Ant-style paths ---------------------------------------------------------------------------
 
@@ -141,11 +137,8 @@ def test_route_writers() -> None:
 
 
 @pytest.fixture
-async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
-    engine = make_engine("gateway", Settings(home=tmp_path))
-    await create_tables(engine, "gateway", [*OUTBOX_TABLES, Route])
-    yield UnitOfWork(session_factory(engine))
-    await engine.dispose()
+async def uow(make_uow) -> UnitOfWork:
+    return await make_uow("gateway", [Route])
 
 
 async def outbox(uow: UnitOfWork) -> list[tuple[str, str, dict[str, Any]]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import yaml
@@ -12,21 +11,16 @@ from sqlmodel import col, select
 
 from services.release import handlers
 from services.release.models import TABLES, EnvironmentCreate, KnownVersion
-from shared.db import create_tables, make_engine, session_factory
 from shared.errors import Conflict, InvalidInput, NotFound, PoisonEvent
 from shared.events import Envelope, ServiceCreated, Topic, VersionCreated, new_event
-from shared.outbox import OUTBOX_TABLES, InboxEntry, OutboxMessage, UnitOfWork
-from shared.settings import Settings
+from shared.outbox import InboxEntry, OutboxMessage, UnitOfWork
 
 PROJECT = "shop"
 
 
 @pytest.fixture
-async def uow(tmp_path) -> AsyncIterator[UnitOfWork]:
-    engine = make_engine("release", Settings(home=tmp_path, secret="unit-test-secret"))
-    await create_tables(engine, "release", [*OUTBOX_TABLES, *TABLES])
-    yield UnitOfWork(session_factory(engine))
-    await engine.dispose()
+async def uow(make_uow) -> UnitOfWork:
+    return await make_uow("release", TABLES)
 
 
 def service_created(code: str | None = None, project: str = PROJECT) -> Envelope:
