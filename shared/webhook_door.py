@@ -80,15 +80,8 @@ async def receive_gitlab_hook(
     if not x_gitlab_token:
         raise NotAuthenticated("X-Gitlab-Token is missing: GitLab sends the secret token the hook was registered with")
     document = gitlab_hook.read_json(await request.body())
-    project_id = gitlab_hook.project_id_of(document)
-    expected = webhook_secret(runtime.secret, project_id)
-    if not hmac.compare_digest(x_gitlab_token.encode(), expected.encode()):
-        raise NotAuthenticated(
-            f"X-Gitlab-Token is not the webhook secret of GitLab project {project_id}: re-register the "
-            "hook (its token is derived from the installation secret and the project id)"
-        )
+    project_id = _verified_project(document, x_gitlab_token, runtime.secret)
     hook = gitlab_hook.parse_pipeline_hook(document)
-    queued = gitlab_hook.bounded(document, runtime.settings.kafka_max_message_bytes - ENVELOPE_ROOM)
     delivery = delivery_id(idempotency_key or x_gitlab_event_uuid)
     envelope = Envelope(
         id=delivery,
@@ -97,7 +90,10 @@ async def receive_gitlab_hook(
         subject=hook.project.path_with_namespace,
         correlation_id=x_correlation_id or delivery,
         data=HookReceived(
-            scm_project_id=project_id, event=x_gitlab_event, delivery_id=delivery, hook=queued
+            scm_project_id=project_id,
+            event=x_gitlab_event,
+            delivery_id=delivery,
+            hook=gitlab_hook.bounded(document, runtime.settings.kafka_max_message_bytes - ENVELOPE_ROOM),
         ).model_dump(mode="json"),
     )
     request.state.correlation_id = envelope.correlation_id
@@ -112,13 +108,28 @@ async def receive_gitlab_hook(
         )
     attrs = hook.object_attributes
     log.info("hook queued", event_id=delivery, scm_project_id=project_id, pipeline_id=attrs.id, status=attrs.status)
+    return _queued(attrs, delivery)
+
+
+def _verified_project(document: object, token: str, secret: str) -> str:
+    """The GitLab project the hook names, once its token is that project's webhook secret."""
+    project_id = gitlab_hook.project_id_of(document)
+    if not hmac.compare_digest(token.encode(), webhook_secret(secret, project_id).encode()):
+        raise NotAuthenticated(
+            f"X-Gitlab-Token is not the webhook secret of GitLab project {project_id}: re-register the "
+            "hook (its token is derived from the installation secret and the project id)"
+        )
+    return project_id
+
+
+def _queued(attrs: gitlab_hook.HookAttributes, delivery: str) -> HookReceipt:
+    then = " and makes a version of its first success" if attrs.status == "success" else ""
     return HookReceipt(
         accepted=True,
         pipeline_id=attrs.id,
         status=attrs.status,
         event_id=delivery,
-        detail=f"queued: versioning records status {attrs.status!r} of pipeline {attrs.id}"
-        + (" and makes a version of its first success" if attrs.status == "success" else ""),
+        detail=f"queued: versioning records status {attrs.status!r} of pipeline {attrs.id}{then}",
     )
 
 
