@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 
@@ -13,7 +13,8 @@ from shared.errors import Conflict, InvalidInput
 from shared.naming import DNS1123_LABEL, DNS1123_MAX, dns1123_name, label_value, workload_name
 
 ENVIRONMENT_CODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
-TIERS = ("dev", "test", "staging", "prod")
+Tier = Literal["dev", "test", "staging", "prod"]
+TIERS: tuple[Tier, ...] = get_args(Tier)
 AUTO_RELEASE_BY = "auto-release"
 Trigger = Literal["manual", "auto"]
 
@@ -27,10 +28,11 @@ def validate_environment_code(code: str) -> str:
     return code
 
 
-def validate_tier(tier: str) -> str:
-    if tier not in TIERS:
-        raise InvalidInput(f"environment tier {tier!r} is not valid: choose one of {', '.join(TIERS)}")
-    return tier
+def validate_tier(tier: str) -> Tier:
+    for known in TIERS:
+        if tier == known:
+            return known
+    raise InvalidInput(f"environment tier {tier!r} is not valid: choose one of {', '.join(TIERS)}")
 
 
 def validate_name(name: str) -> str:

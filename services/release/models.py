@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from services.release.domain import Tier, Trigger
 from shared.db import UtcDateTime
 from shared.events import utcnow
 
@@ -29,7 +30,7 @@ class Environment(EnvironmentBase, table=True):
     __tablename__ = "environments"
     code: str = Field(primary_key=True, max_length=40)
     name: str = Field(max_length=128)
-    tier: str = Field(max_length=16)
+    tier: Tier = Field(sa_type=String(16))
     namespace: str = Field(unique=True, max_length=63)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
@@ -106,7 +107,7 @@ class Release(ReleaseBase, table=True):
     namespace: str = Field(max_length=63)
     version: str = Field(max_length=128)
     image: str = Field(max_length=512)
-    trigger: str = Field(max_length=16)
+    trigger: Trigger = Field(sa_type=String(16))
     by: str = Field(max_length=128)
     released_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     correlation_id: str = Field(max_length=64)
