@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Protocol
 
 from shared.errors import InvalidInput
+from shared.naming import dns1123_name, workload_name
 
+CANARY_SUFFIX = "-canary"  # the canary track's Kubernetes names end so
 SERVICE_CODE = re.compile(r"^[a-z0-9_. -]+$")
 PROJECT_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$|^[a-z0-9]$")
 
@@ -62,3 +65,33 @@ def validate_name(name: str, what: str = "service name") -> str:
     if len(name) > 128:
         raise InvalidInput(f"{what} is too long: 128 characters at most")
     return name.strip()
+
+
+class NamedService(Protocol):
+    """What the clash rule needs to know of a service already there."""
+
+    project: str
+    code: str
+    slug: str
+
+
+def clash(project: str, code: str, existing: NamedService | None) -> str | None:
+    """Why ``code`` cannot be used in ``project``, or None. The guide: the service code is unique in
+    its project; Gantry adds that the names derived from it must be free too: the name in the
+    project, the Kubernetes name across projects, and never a canary's name."""
+    slug, workload = dns1123_name(code), workload_name(project, code)
+    if workload.endswith(CANARY_SUFFIX):
+        return f"service code {code!r} ends in '-canary', which Gantry keeps for canary deployments"
+    if existing is None:
+        return None
+    if existing.project == project and existing.code == code:
+        return f"service code {code!r} is already used in project {project!r}"
+    if existing.project == project and existing.slug == slug:
+        return (
+            f"service code {code!r} derives the name {slug!r}, which service {existing.code!r} "
+            "already uses: choose another code"
+        )
+    return (
+        f"service code {code!r} derives the Kubernetes name {workload!r}, which clashes with service "
+        f"{existing.code!r} of project {existing.project!r}: choose another code"
+    )

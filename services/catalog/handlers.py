@@ -35,7 +35,6 @@ from shared.naming import dns1123_name, workload_name
 from shared.outbox import UnitOfWork, emit
 
 log = get_logger(__name__)
-CANARY_SUFFIX = "-canary"
 SCM_TIMEOUT_SECONDS = 60
 
 
@@ -74,11 +73,8 @@ async def check_code(project: str, code: str, *, uow: UnitOfWork) -> CodeCheck:
 
 
 async def _find_clash(project: str, code: str, *, uow: UnitOfWork) -> str | None:
-    """Why ``code`` cannot be used in ``project``, or None: the code, the name derived from it in
-    the project, and the Kubernetes name derived with the project must all be free."""
+    """Why ``code`` cannot be used in ``project``, or None (the rule: ``domain.clash``)."""
     slug, workload = dns1123_name(code), workload_name(project, code)
-    if workload.endswith(CANARY_SUFFIX):
-        return f"service code {code!r} ends in '-canary', which Gantry keeps for canary deployments"
     async with uow.sessions() as session:
         rows = await session.exec(
             select(Service).where(
@@ -87,19 +83,7 @@ async def _find_clash(project: str, code: str, *, uow: UnitOfWork) -> str | None
             )
         )
         existing = rows.first()
-    if existing is None:
-        return None
-    if existing.project == project and existing.code == code:
-        return f"service code {code!r} is already used in project {project!r}"
-    if existing.project == project and existing.slug == slug:
-        return (
-            f"service code {code!r} derives the name {slug!r}, which service {existing.code!r} "
-            "already uses: choose another code"
-        )
-    return (
-        f"service code {code!r} derives the Kubernetes name {workload!r}, which clashes with service "
-        f"{existing.code!r} of project {existing.project!r}: choose another code"
-    )
+    return domain.clash(project, code, existing)
 
 
 async def create_service(

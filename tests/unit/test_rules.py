@@ -5,9 +5,11 @@ Each test quotes the rule it enforces (shared/seed/README.md, the guide's Englis
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
+from services.catalog import domain as catalog
 from services.deploy import domain as deploy
 from services.release import domain as release
 from shared.errors import Conflict, InvalidInput
@@ -69,3 +71,16 @@ def test_the_desired_count_cannot_be_0(replicas):
     with pytest.raises(InvalidInput):
         deploy.validate_replicas(replicas)
     assert deploy.validate_replicas(deploy.MIN_REPLICAS) == 1
+
+
+def test_a_service_code_and_the_names_derived_from_it_are_free():
+    # "Service code … unique per project"; its derived names (in the project, Kubernetes across projects) too.
+    assert catalog.clash("shop", "web", None) is None
+    taken = SimpleNamespace(project="shop", code="web", slug="web")
+    assert "already used in project 'shop'" in catalog.clash("shop", "web", taken)
+    assert "derives the name 'web'" in catalog.clash(
+        "shop", "web.", SimpleNamespace(project="shop", code="w-e-b", slug="web")
+    )
+    other = SimpleNamespace(project="shop-web", code="api", slug="api")
+    assert "clashes with service 'api' of project 'shop-web'" in catalog.clash("shop", "web-api", other)
+    assert "keeps for canary deployments" in catalog.clash("shop", "web canary", None)
