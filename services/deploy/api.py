@@ -5,13 +5,13 @@ The gateway forwards ``/api/deploy/…`` here; paths start at ``/environments``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header
 
 from services.deploy import handlers, views
 from services.deploy.cluster import ClusterDep
+from services.deploy.handlers import Action
 from services.deploy.models import (
     AutoDeployPublic,
     Deployment,
@@ -24,7 +24,6 @@ from services.deploy.models import (
     RollbackRequest,
     RunningState,
 )
-from shared.outbox import UnitOfWork
 from shared.schemas import Toggle
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
@@ -42,34 +41,17 @@ def request_key(user: str, idempotency_key: str | None) -> str | None:
     return f"{user}:{idempotency_key}" if idempotency_key else None
 
 
-@dataclass(frozen=True)
-class Action:
-    """A deploy admin acting on one service in one environment: what every service action needs."""
-
-    project: str
-    service: str
-    environment: str
-    by: str
-    correlation_id: str
-    uow: UnitOfWork
-    request_key: str | None
-
-    @property
-    def context(self) -> dict[str, Any]:
-        return {"by": self.by, "correlation_id": self.correlation_id, "uow": self.uow, "request_key": self.request_key}
-
-
 async def acting(
     environment: str,
     project: str,
     service: str,
     user: CurrentUser,
-    runtime: RuntimeDep,
     cid: CorrelationId,
     idempotency_key: IdempotencyKey = None,
 ) -> Action:
+    """A deploy admin's action on the service of the path (the role is checked here)."""
     user.require_org(DEPLOY_ADMIN)
-    return Action(project, service, environment, user.user, cid, runtime.uow, request_key(user.user, idempotency_key))
+    return Action(project, service, environment, user.user, cid, request_key(user.user, idempotency_key))
 
 
 ActionDep = Annotated[Action, Depends(acting)]
@@ -118,28 +100,28 @@ async def read_running_state(
 
 
 @router.put(f"{SERVICE}/replicas", status_code=202, response_model=DeploymentPublic)
-async def update_replicas(body: ReplicasUpdate, act: ActionDep) -> Deployment:
+async def update_replicas(body: ReplicasUpdate, act: ActionDep, runtime: RuntimeDep) -> Deployment:
     """Change the desired pod count (1 or more) of the stable track."""
-    return await handlers.scale(act.project, act.service, act.environment, body.replicas, **act.context)
+    return await handlers.scale(act, body.replicas, uow=runtime.uow)
 
 
 @router.post(f"{SERVICE}/rollback", status_code=202, response_model=DeploymentPublic)
-async def rollback(act: ActionDep, body: RollbackRequest | None = None) -> Deployment:
+async def rollback(act: ActionDep, runtime: RuntimeDep, body: RollbackRequest | None = None) -> Deployment:
     """Deploy an earlier version (default: the one deployed before the current one)."""
     version = body.version if body else None
-    return await handlers.rollback(act.project, act.service, act.environment, version, **act.context)
+    return await handlers.rollback(act, version, uow=runtime.uow)
 
 
 @router.post(f"{SERVICE}/canary/promote", status_code=202, response_model=DeploymentPublic)
-async def promote_canary(act: ActionDep) -> Deployment:
+async def promote_canary(act: ActionDep, runtime: RuntimeDep) -> Deployment:
     """Make the canary's version the stable one and remove the canary track."""
-    return await handlers.promote_canary(act.project, act.service, act.environment, **act.context)
+    return await handlers.promote_canary(act, uow=runtime.uow)
 
 
 @router.post(f"{SERVICE}/canary/abort", status_code=202, response_model=DeploymentPublic)
-async def abort_canary(act: ActionDep) -> Deployment:
+async def abort_canary(act: ActionDep, runtime: RuntimeDep) -> Deployment:
     """Remove the canary track; the stable version keeps serving."""
-    return await handlers.abort_canary(act.project, act.service, act.environment, **act.context)
+    return await handlers.abort_canary(act, uow=runtime.uow)
 
 
 @router.put(f"{SERVICE}/auto-deploy", response_model=AutoDeployPublic)

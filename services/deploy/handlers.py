@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
@@ -171,99 +172,73 @@ def _remember_choice(
     session.add(choice)
 
 
-async def scale(
-    project: str,
-    service: str,
-    environment: str,
-    replicas: int,
-    *,
-    by: str,
-    correlation_id: str,
-    uow: UnitOfWork,
-    request_key: str | None = None,
-) -> Deployment:
+@dataclass(frozen=True)
+class Action:
+    """Someone acting on one service in one environment; a resent request carries the same key."""
+
+    project: str
+    service: str
+    environment: str
+    by: str
+    correlation_id: str
+    request_key: str | None = None
+
+
+async def scale(act: Action, replicas: int, *, uow: UnitOfWork) -> Deployment:
     """Change the desired pod count of the stable track (same version, same resources)."""
     domain.validate_replicas(replicas)
 
     async def make(session: AsyncSession) -> Deployment:
-        stable = await lookups.running(session, project, service, environment, "stable")
-        return _again(stable, "scale", by, correlation_id, replicas=replicas)
+        stable = await lookups.running(session, act.project, act.service, act.environment, "stable")
+        return _again(stable, "scale", act, replicas=replicas)
 
-    return await _act(uow, request_key, make)
+    return await _act(uow, act.request_key, make)
 
 
-async def rollback(
-    project: str,
-    service: str,
-    environment: str,
-    version: str | None,
-    *,
-    by: str,
-    correlation_id: str,
-    uow: UnitOfWork,
-    request_key: str | None = None,
-) -> Deployment:
+async def rollback(act: Action, version: str | None, *, uow: UnitOfWork) -> Deployment:
     """Deploy an earlier version on the stable track (default: the one before the current)."""
 
     async def make(session: AsyncSession) -> Deployment:
-        stable = await lookups.running(session, project, service, environment, "stable")
+        stable = await lookups.running(session, act.project, act.service, act.environment, "stable")
         target = version
         if target is None:
-            history = await lookups.track_versions(session, stable.service_id, environment, "stable")
+            history = await lookups.track_versions(session, stable.service_id, act.environment, "stable")
             target = domain.rollback_target(history, stable.version)
             if target is None:
                 raise Conflict(
-                    f"{domain.subject(project, service)} has no earlier version deployed to "
-                    f'{environment}: name one with {{"version": "…"}}'
+                    f"{domain.subject(act.project, act.service)} has no earlier version deployed to "
+                    f'{act.environment}: name one with {{"version": "…"}}'
                 )
-        release = await lookups.released(session, project, service, environment, target)
-        return _again(stable, "rollback", by, correlation_id, version=target, image=release.image)
+        release = await lookups.released(session, act.project, act.service, act.environment, target)
+        return _again(stable, "rollback", act, version=target, image=release.image)
 
-    return await _act(uow, request_key, make)
+    return await _act(uow, act.request_key, make)
 
 
-async def promote_canary(
-    project: str,
-    service: str,
-    environment: str,
-    *,
-    by: str,
-    correlation_id: str,
-    uow: UnitOfWork,
-    request_key: str | None = None,
-) -> Deployment:
+async def promote_canary(act: Action, *, uow: UnitOfWork) -> Deployment:
     """The canary's version becomes the stable one; the canary track is then removed."""
 
     async def make(session: AsyncSession) -> Deployment:
-        canary = await lookups.running(session, project, service, environment, "canary")
-        stable = await lookups.instance(session, canary.service_id, environment, "stable")
-        key = (canary.service_id, environment)
+        canary = await lookups.running(session, act.project, act.service, act.environment, "canary")
+        stable = await lookups.instance(session, canary.service_id, act.environment, "stable")
+        key = (canary.service_id, act.environment)
         _remember_choice(
             session, await session.get(ResourceChoice, key), key, canary.resources, canary.resource_snapshot
         )
         replicas = stable.replicas if stable else canary.replicas
-        return _again(canary, "promote", by, correlation_id, track="stable", replicas=replicas)
+        return _again(canary, "promote", act, track="stable", replicas=replicas)
 
-    return await _act(uow, request_key, make)
+    return await _act(uow, act.request_key, make)
 
 
-async def abort_canary(
-    project: str,
-    service: str,
-    environment: str,
-    *,
-    by: str,
-    correlation_id: str,
-    uow: UnitOfWork,
-    request_key: str | None = None,
-) -> Deployment:
+async def abort_canary(act: Action, *, uow: UnitOfWork) -> Deployment:
     """Remove the canary track; the stable track keeps serving."""
 
     async def make(session: AsyncSession) -> Deployment:
-        canary = await lookups.running(session, project, service, environment, "canary")
-        return _again(canary, "abort", by, correlation_id)
+        canary = await lookups.running(session, act.project, act.service, act.environment, "canary")
+        return _again(canary, "abort", act)
 
-    return await _act(uow, request_key, make)
+    return await _act(uow, act.request_key, make)
 
 
 async def set_auto_deploy(
@@ -303,8 +278,7 @@ class _Placement(Protocol):
 def _again(
     running: Instance,
     action: DeployAction,
-    by: str,
-    correlation_id: str,
+    act: Action,
     *,
     track: Track | None = None,
     version: str | None = None,
@@ -323,8 +297,8 @@ def _again(
         track=track or running.track,
         resources=running.resources,
         snapshot=running.resource_snapshot,
-        by=by,
-        correlation_id=correlation_id,
+        by=act.by,
+        correlation_id=act.correlation_id,
     )
 
 

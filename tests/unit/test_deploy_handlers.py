@@ -19,6 +19,7 @@ from sqlmodel import col, select
 from services.deploy import handlers, views, worker
 from services.deploy.app import build_driver
 from services.deploy.cluster import RolloutStatus, WorkloadSpec
+from services.deploy.handlers import Action
 from services.deploy.kubernetes import KubernetesDriver
 from services.deploy.models import DEPLOY_TABLES, Deployment, DeploymentCreate, ResourceCreate
 from services.deploy.rendered import RenderedManifestsDriver
@@ -206,13 +207,13 @@ async def test_the_desired_count_cannot_be_zero(uow: UnitOfWork, cluster: FakeCl
     with pytest.raises(InvalidInput, match="the desired count cannot be 0"):
         await deploy(uow, "1.0.0", replicas=0)
     with pytest.raises(InvalidInput, match="the desired count cannot be 0"):
-        await handlers.scale(PROJECT, SERVICE, ENV, 0, by="alice", correlation_id="c", uow=uow)
+        await handlers.scale(Action(PROJECT, SERVICE, ENV, by="alice", correlation_id="c"), 0, uow=uow)
 
 
 async def test_scaling_deploys_the_same_version_with_a_new_count(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
 
-    scaled = await handlers.scale(PROJECT, SERVICE, ENV, 3, by="bob", correlation_id="c", uow=uow)
+    scaled = await handlers.scale(Action(PROJECT, SERVICE, ENV, by="bob", correlation_id="c"), 3, uow=uow)
     await work(uow, cluster)
 
     assert (scaled.action, scaled.version, scaled.replicas) == ("scale", "1.0.0", 3)
@@ -224,9 +225,9 @@ async def test_scaling_deploys_the_same_version_with_a_new_count(uow: UnitOfWork
 async def test_scaling_needs_a_running_deployment(uow: UnitOfWork) -> None:
     await release(uow, "1.0.0")
     with pytest.raises(Conflict, match="has no stable deployment in dev"):
-        await handlers.scale(PROJECT, SERVICE, ENV, 2, by="bob", correlation_id="c", uow=uow)
+        await handlers.scale(Action(PROJECT, SERVICE, ENV, by="bob", correlation_id="c"), 2, uow=uow)
     with pytest.raises(NotFound, match="release it to prod first"):
-        await handlers.scale(PROJECT, SERVICE, "prod", 2, by="bob", correlation_id="c", uow=uow)
+        await handlers.scale(Action(PROJECT, SERVICE, "prod", by="bob", correlation_id="c"), 2, uow=uow)
 
 
 # --- canary -------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ async def test_a_canary_runs_beside_stable_then_is_promoted(uow: UnitOfWork, clu
     assert (state.stable.version, state.canary.version) == ("1.0.0", "2.0.0")
     assert cluster.applied[-1].track == "canary"
 
-    promoted = await handlers.promote_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
+    promoted = await handlers.promote_canary(Action(PROJECT, SERVICE, ENV, by="alice", correlation_id="c"), uow=uow)
     await work(uow, cluster)
 
     assert (promoted.action, promoted.track, promoted.replicas) == ("promote", "stable", 2)
@@ -266,7 +267,7 @@ async def test_an_aborted_canary_is_removed_and_stable_keeps_serving(uow: UnitOf
     await deploy(uow, "2.0.0", strategy="canary")
     await work(uow, cluster)
 
-    aborted = await handlers.abort_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
+    aborted = await handlers.abort_canary(Action(PROJECT, SERVICE, ENV, by="alice", correlation_id="c"), uow=uow)
     await work(uow, cluster)
 
     assert (await deployment(uow, aborted.id)).state == "succeeded"
@@ -274,7 +275,7 @@ async def test_an_aborted_canary_is_removed_and_stable_keeps_serving(uow: UnitOf
     state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert state.canary is None and state.stable is not None and state.stable.version == "1.0.0"
     with pytest.raises(Conflict, match="no canary deployment"):
-        await handlers.abort_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
+        await handlers.abort_canary(Action(PROJECT, SERVICE, ENV, by="alice", correlation_id="c"), uow=uow)
 
 
 async def canary_on_another_database(uow: UnitOfWork, cluster: FakeCluster) -> None:
@@ -291,7 +292,7 @@ async def test_an_aborted_canary_on_another_database_leaves_the_guard_on_stables
 ) -> None:
     """ "A wrong choice can lose database data": the canary's confirmed database is not stable's."""
     await canary_on_another_database(uow, cluster)
-    await handlers.abort_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
+    await handlers.abort_canary(Action(PROJECT, SERVICE, ENV, by="alice", correlation_id="c"), uow=uow)
     await work(uow, cluster)
 
     again = await deploy(uow, "2.0.0")  # no resources named: the last stable choice
@@ -302,7 +303,7 @@ async def test_an_aborted_canary_on_another_database_leaves_the_guard_on_stables
 
 async def test_a_promoted_canary_makes_its_resources_the_last_choice(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await canary_on_another_database(uow, cluster)
-    await handlers.promote_canary(PROJECT, SERVICE, ENV, by="alice", correlation_id="c", uow=uow)
+    await handlers.promote_canary(Action(PROJECT, SERVICE, ENV, by="alice", correlation_id="c"), uow=uow)
     await work(uow, cluster)
     assert (await deploy(uow, "2.0.0")).resources == ["other-db"]
 
@@ -313,25 +314,25 @@ async def test_a_promoted_canary_makes_its_resources_the_last_choice(uow: UnitOf
 async def test_rollback_defaults_to_the_previous_version(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
     with pytest.raises(Conflict, match="no earlier version"):
-        await handlers.rollback(PROJECT, SERVICE, ENV, None, by="a", correlation_id="c", uow=uow)
+        await handlers.rollback(Action(PROJECT, SERVICE, ENV, by="a", correlation_id="c"), None, uow=uow)
     await release(uow, "1.1.0", "1.2.0")
     for version in ("1.1.0", "1.2.0"):
         await deploy(uow, version)
         await work(uow, cluster)
 
-    back = await handlers.rollback(PROJECT, SERVICE, ENV, None, by="a", correlation_id="c", uow=uow)
+    back = await handlers.rollback(Action(PROJECT, SERVICE, ENV, by="a", correlation_id="c"), None, uow=uow)
     await work(uow, cluster)
-    named = await handlers.rollback(PROJECT, SERVICE, ENV, "1.0.0", by="a", correlation_id="c", uow=uow)
+    named = await handlers.rollback(Action(PROJECT, SERVICE, ENV, by="a", correlation_id="c"), "1.0.0", uow=uow)
 
     assert (back.action, back.version, back.replicas) == ("rollback", "1.1.0", 2)
     assert named.version == "1.0.0"
     with pytest.raises(Conflict, match="release version 9.9.9 to dev first"):
-        await handlers.rollback(PROJECT, SERVICE, ENV, "9.9.9", by="a", correlation_id="c", uow=uow)
+        await handlers.rollback(Action(PROJECT, SERVICE, ENV, by="a", correlation_id="c"), "9.9.9", uow=uow)
 
 
 async def test_history_is_newest_first_with_who_triggered_it(uow: UnitOfWork, cluster: FakeCluster) -> None:
     await ready(uow, cluster)
-    await handlers.scale(PROJECT, SERVICE, ENV, 1, by="bob", correlation_id="c", uow=uow)
+    await handlers.scale(Action(PROJECT, SERVICE, ENV, by="bob", correlation_id="c"), 1, uow=uow)
 
     history = await views.list_deployments(PROJECT, SERVICE, ENV, uow=uow)
 
@@ -480,7 +481,7 @@ async def test_auto_deploy_skips_the_version_already_running_but_retries_a_faile
     assert len(await outbox(uow, Topic.DEPLOY_REQUESTED)) == before, "re-releasing what runs deploys nothing"
 
     cluster.fail_with = RuntimeError("quota exceeded")  # the running version's last change failed
-    await handlers.scale(PROJECT, SERVICE, ENV, 3, by="alice", correlation_id="s", uow=uow)
+    await handlers.scale(Action(PROJECT, SERVICE, ENV, by="alice", correlation_id="s"), 3, uow=uow)
     await work(uow, cluster)
     cluster.fail_with = None
     retried = await handlers.record_released_version(released_event("1.0.0", correlation_id="again"), uow=uow)

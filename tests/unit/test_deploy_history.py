@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import event
 
 from services.deploy import handlers, lookups, worker
+from services.deploy.handlers import Action
 from services.deploy.models import DEPLOY_TABLES, Deployment
 from services.deploy.rendered import RenderedManifestsDriver
 from shared.events import Topic
@@ -72,7 +73,7 @@ async def long_history(uow: UnitOfWork, driver: RenderedManifestsDriver) -> None
     await deploy(uow, "1.1.0")
     await apply_newest_request(uow, driver)
     for replicas in [1, 2] * (PAST_DEPLOYMENTS // 2) + [3]:
-        await handlers.scale(PROJECT, SERVICE, ENV, replicas, by="alice", correlation_id="s", uow=uow)
+        await handlers.scale(Action(PROJECT, SERVICE, ENV, by="alice", correlation_id="s"), replicas, uow=uow)
         await apply_newest_request(uow, driver)
 
 
@@ -111,7 +112,7 @@ async def test_rollback_after_a_long_history_finds_the_previous_version_without_
     await long_history(uow, driver)
 
     with deployments_loaded() as loaded:
-        back = await handlers.rollback(PROJECT, SERVICE, ENV, None, by="a", correlation_id="c", uow=uow)
+        back = await handlers.rollback(Action(PROJECT, SERVICE, ENV, by="a", correlation_id="c"), None, uow=uow)
 
     assert (back.action, back.version, back.replicas) == ("rollback", "1.0.0", 3)
     assert loaded == [], f"{len(loaded)} past deployments read to choose the rollback target"
