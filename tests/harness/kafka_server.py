@@ -69,8 +69,12 @@ def _java() -> str:
 
 
 def _cluster_id() -> str:
-    """A random KRaft cluster id: a UUID in unpadded URL-safe base64."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random KRaft cluster id: a UUID in unpadded URL-safe base64, never starting with "-"
+    (the storage tool would read it as an option; Kafka's own Uuid.randomUuid skips those too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class ApacheKafka(ServerProcess):
