@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -21,6 +21,7 @@ from services.deploy.models import (
     Deployment,
     DeploymentCreate,
     Instance,
+    PlacementColumns,
     ReleasedVersion,
     Resource,
     ResourceChoice,
@@ -262,19 +263,6 @@ async def set_auto_deploy(
     return rule
 
 
-class _Placement(Protocol):
-    """Where a deployment goes (``shared.events.Placement``'s fields): a release, an event about
-    one, or what a track runs."""
-
-    service_id: str
-    project: str
-    service: str
-    environment: str
-    namespace: str
-    version: str
-    image: str
-
-
 def _again(
     running: Instance,
     action: DeployAction,
@@ -303,7 +291,7 @@ def _again(
 
 
 def _deployment(
-    origin: _Placement,
+    origin: PlacementColumns | Placement,
     *,
     version: str,
     image: str,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, get_args
 
 import yaml
+from pydantic import ConfigDict
 
 from shared.errors import Conflict, InvalidInput
+from shared.events import VersionReleased
 from shared.naming import DNS1123_LABEL, DNS1123_MAX, dns1123_name, label_value, workload_name
 
 ENVIRONMENT_CODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -56,22 +57,14 @@ def namespace_for(code: str, namespace: str | None) -> str:
     return namespace
 
 
-@dataclass(frozen=True)
-class ReleaseFacts:
-    """Everything the deployment files say about one release."""
+class ReleaseFacts(VersionReleased):
+    """Everything the deployment files say about one release: the release and its version's commit."""
 
-    service_id: str
-    project: str
-    service: str
-    environment: str
-    namespace: str
-    version: str
-    image: str
+    model_config = ConfigDict(frozen=True)
+
     sha: str
     ref: str
     pipeline_id: int
-    trigger: Trigger
-    by: str
     released_at: datetime
     release_event_id: str
 
