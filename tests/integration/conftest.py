@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from shared.events import Envelope, Topic, VersionReleased, new_event
-from shared.settings import Settings
+from shared.settings import SERVICES, Settings
 from tests.support import SECRET
 
 PAIRS = ["embedded+sqlite", "apache+postgres"]
@@ -87,3 +88,30 @@ def released(service_id: str, project: str, service: str, version: str, environm
         subject=f"{project}/{service}",
         correlation_id=f"chain-{uuid.uuid4().hex[:8]}",
     )
+
+
+@pytest.fixture
+def ports() -> Iterator[dict[str, socket.socket]]:
+    """Bound loopback sockets for one whole block of service ports (port_base .. +4)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + len(SERVICES) > 65000:
+            continue
+        bound: dict[str, socket.socket] = {}
+        try:
+            for offset, name in enumerate(SERVICES):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                bound[name] = sock
+                sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            for sock in bound.values():
+                sock.close()
+            continue
+        yield bound
+        for sock in bound.values():
+            sock.close()
+        return
+    raise RuntimeError("no block of free loopback ports found")

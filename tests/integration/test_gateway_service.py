@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import httpx
@@ -20,37 +20,10 @@ from fastapi.responses import JSONResponse, Response
 
 from services.gateway.app import GatewayServer, create_app
 from shared.events import DeployStatus, Envelope, RouteChanged, Topic, new_event
-from shared.settings import SERVICES, Settings
+from shared.settings import Settings
 from tests.support import ADMIN, TopicReader, eventually, running, serving, token
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def ports() -> Iterator[dict[str, socket.socket]]:
-    """Bound loopback sockets for one whole block of service ports (port_base .. +4)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + len(SERVICES) > 65000:
-            continue
-        bound: dict[str, socket.socket] = {}
-        try:
-            for offset, name in enumerate(SERVICES):
-                sock = socket.socket()
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                bound[name] = sock
-                sock.bind(("127.0.0.1", base + offset))
-        except OSError:
-            for sock in bound.values():
-                sock.close()
-            continue
-        yield bound
-        for sock in bound.values():
-            sock.close()
-        return
-    raise RuntimeError("no block of free loopback ports found")
 
 
 @pytest.fixture

@@ -263,13 +263,6 @@ async def test_the_door_checks_the_cheap_things_first(door_settings: Settings, u
         assert ours == [unique_id], "nothing refused was queued"
 
 
-def _port_block() -> tuple[socket.socket, int]:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock, sock.getsockname()[1]
-
-
 async def _raw_request(port: int, head: bytes, body_chunks: int, chunk: bytes) -> tuple[bytes, int]:
     """Send ``head`` then up to ``body_chunks`` chunks while reading; returns the answer and how many
     chunks went before it came (the server stopped reading)."""
@@ -298,12 +291,14 @@ async def _raw_request(port: int, head: bytes, body_chunks: int, chunk: bytes) -
     return bytes(answer), sent
 
 
-async def test_an_oversized_body_is_refused_without_being_read(door_settings: Settings) -> None:
+async def test_an_oversized_body_is_refused_without_being_read(
+    door_settings: Settings, ports: dict[str, socket.socket]
+) -> None:
     """A declared 30 MB body is answered 413 at once; an undeclared (chunked) one is cut off at the
     limit; a body without a token is refused before a byte of it is read."""
-    sock, port = _port_block()
+    port = ports["gateway"].getsockname()[1]
     settings = door_settings.model_copy(update={"port_base": port})
-    async with serving(create_gateway(settings), sock):
+    async with serving(create_gateway(settings), ports["gateway"]):
         started = time.monotonic()
         declared = (
             b"POST /webhooks/gitlab HTTP/1.1\r\nHost: x\r\nX-Gitlab-Event: Pipeline Hook\r\n"
