@@ -22,9 +22,20 @@ PRODUCERS = {
     Topic.DEPLOY_REQUESTED: "deploy through its outbox",
     Topic.DEPLOY_STATUS: "deploy through its outbox",
     Topic.ROUTE_CHANGED: "gateway through its outbox",
+    Topic.SERVICE_CHANGED: "catalog through its outbox",
+    Topic.PROJECT_CHANGED: "catalog through its outbox",
+    Topic.ENVIRONMENT_CHANGED: "release through its outbox",
+    Topic.RELEASE_WITHDRAWN: "release through its outbox",
+    Topic.RESOURCE_CHANGED: "deploy through its outbox",
 }
 
-KEYS = {Topic.HOOK_RECEIVED: "the GitLab project id", Topic.ROUTE_CHANGED: "the route name"}
+KEYS = {
+    Topic.HOOK_RECEIVED: "the GitLab project id",
+    Topic.ROUTE_CHANGED: "the route name",
+    Topic.PROJECT_CHANGED: "the project code",
+    Topic.ENVIRONMENT_CHANGED: "the environment code",
+    Topic.RESOURCE_CHANGED: "<environment>/<resource name>",
+}
 
 
 def _message_name(topic: Topic) -> str:

@@ -34,6 +34,22 @@ class Principal:
             return
         raise Forbidden(f"{self.user} needs one of the roles {', '.join(('org-admin', *roles))}")
 
+    def reads_every_project(self) -> bool:
+        """Org admins and deploy admins read every project's services, versions and pipelines:
+        the deploy admin's work starts from the organization's list of services."""
+        return self.is_org_admin() or "deploy-admin" in self.roles
+
+    def can_read_project(self, project: str) -> bool:
+        return self.reads_every_project() or any(f"{project}:{role}" in self.roles for role in PROJECT_ROLES)
+
+    def require_project_read(self, project: str) -> None:
+        """Reading (never writing) a project: any of its roles, or an organization role."""
+        if not self.can_read_project(project):
+            raise Forbidden(
+                f"{self.user} needs a role in project {project!r} "
+                f"({', '.join(f'{project}:{role}' for role in PROJECT_ROLES)}), or org-admin or deploy-admin"
+            )
+
     def require_project(self, project: str, *roles: str) -> None:
         if self.is_org_admin() or any(f"{project}:{role}" in self.roles for role in roles):
             return

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, event, func, text
+from sqlalchemy import Column, DateTime, event, func, inspect, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.schema import Table
 from sqlalchemy.types import TypeDecorator
@@ -74,6 +75,42 @@ async def create_tables(engine: AsyncEngine, service: str, tables: Sequence[type
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": service})
             await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{service}"'))
         await conn.run_sync(SQLModel.metadata.create_all, tables=table_objects)
+        await conn.run_sync(_add_missing_columns, table_objects)
+
+
+def _add_missing_columns(conn: Connection, tables: Sequence[Table]) -> None:
+    """Add the columns a newer Gantry declares to tables an older one created.
+
+    Only additions are made here, and only of columns an existing row can take: nullable ones,
+    or ones with a constant default (``Field(default=…)``), which old rows get. A renamed or
+    retyped column is a change this cannot make; Gantry says so and stops."""
+    inspector = inspect(conn)
+    for table in tables:
+        present = {column["name"] for column in inspector.get_columns(table.name, schema=table.schema)}
+        for column in table.columns:
+            if column.name not in present:
+                conn.execute(text(_add_column_ddl(conn, table, column)))
+
+
+def _add_column_ddl(conn: Connection, table: Table, column: Column[Any]) -> str:
+    preparer = conn.dialect.identifier_preparer
+    name = preparer.format_column(column)
+    kind = column.type.compile(dialect=conn.dialect)
+    ddl = f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {name} {kind}"
+    default = getattr(column.default, "arg", None) if column.default is not None and column.default.is_scalar else None
+    if default is not None:
+        if isinstance(default, bool):
+            value = "TRUE" if default else "FALSE"
+        else:
+            literal = column.type.literal_processor(conn.dialect)
+            value = literal(default) if literal else default
+        return f"{ddl} DEFAULT {value}" + ("" if column.nullable else " NOT NULL")
+    if column.nullable:
+        return ddl
+    raise RuntimeError(
+        f"table {table.name} in this database lacks the column {column.name}, which has no default to give "
+        "the rows already there: this Gantry cannot upgrade that database by itself"
+    )
 
 
 async def serialize_on(session: AsyncSession, name: str) -> None:

@@ -28,6 +28,11 @@ class Topic(StrEnum):
     DEPLOY_REQUESTED = "deploy.requested"
     DEPLOY_STATUS = "deploy.status"
     ROUTE_CHANGED = "gateway.route.changed"
+    SERVICE_CHANGED = "service.changed"
+    PROJECT_CHANGED = "project.changed"
+    ENVIRONMENT_CHANGED = "environment.changed"
+    RELEASE_WITHDRAWN = "release.withdrawn"
+    RESOURCE_CHANGED = "resource.changed"
 
     @property
     def dlq(self) -> str:
@@ -161,7 +166,8 @@ class DeployStatus(EventData):
     environment: str
     version: str
     track: Literal["stable", "canary"] = "stable"
-    state: Literal["rendered", "progressing", "succeeded", "failed"]
+    # "removed": the workload was taken out of the cluster (undeploy); it runs nowhere there now
+    state: Literal["rendered", "progressing", "succeeded", "failed", "removed"]
     desired: int
     current: int = 0
     updated: int = 0
@@ -184,6 +190,81 @@ class RouteChanged(BaseModel):
         return self.name
 
 
+class ServiceChanged(EventData):
+    """Catalog changed a service: renamed, disabled, enabled, or deleted (its repository archived).
+
+    A disabled service keeps its versions but is neither released nor deployed; a deleted one
+    is gone for good (its code can be used again)."""
+
+    name: str
+    enabled: bool
+    change: Literal["updated", "disabled", "enabled", "deleted"]
+
+
+class ProjectChanged(BaseModel):
+    """Catalog deleted a project (only ever an empty one); keyed by the project's code."""
+
+    project: str
+    change: Literal["deleted"]
+
+    @property
+    def record_key(self) -> str:
+        return self.project
+
+    @property
+    def subject(self) -> str:
+        return self.project
+
+
+class EnvironmentChanged(BaseModel):
+    """Release created, changed or deleted an environment; keyed by the environment's code.
+
+    Carries what the other services need of it: its namespace, and the Ingress settings the
+    gateway's routes are rendered with."""
+
+    code: str
+    name: str
+    tier: str
+    namespace: str
+    ingress_class: str | None = None
+    ingress_host: str | None = None
+    change: Literal["created", "updated", "deleted"]
+
+    @property
+    def record_key(self) -> str:
+        return self.code
+
+    @property
+    def subject(self) -> str:
+        return self.code
+
+
+class ReleaseWithdrawn(EventData):
+    """The service is no longer released to the environment: none of its versions may be
+    deployed there until it is released again."""
+
+    environment: str
+    by: str
+
+
+class ResourceChanged(BaseModel):
+    """Deploy created, revised or deleted a resource; names its revision, never its values."""
+
+    environment: str
+    name: str
+    type: str
+    revision: int
+    change: Literal["created", "updated", "deleted"]
+
+    @property
+    def record_key(self) -> str:
+        return f"{self.environment}/{self.name}"
+
+    @property
+    def subject(self) -> str:
+        return self.record_key
+
+
 EVENT_DATA: dict[str, type[BaseModel]] = {
     Topic.HOOK_RECEIVED: HookReceived,
     Topic.SERVICE_CREATED: ServiceCreated,
@@ -193,8 +274,16 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     Topic.DEPLOY_REQUESTED: DeployRequested,
     Topic.DEPLOY_STATUS: DeployStatus,
     Topic.ROUTE_CHANGED: RouteChanged,
+    Topic.SERVICE_CHANGED: ServiceChanged,
+    Topic.PROJECT_CHANGED: ProjectChanged,
+    Topic.ENVIRONMENT_CHANGED: EnvironmentChanged,
+    Topic.RELEASE_WITHDRAWN: ReleaseWithdrawn,
+    Topic.RESOURCE_CHANGED: ResourceChanged,
 }
 
+
+# What an outbox can queue: the data of any event but the hook (which the webhook door publishes).
+Emittable = EventData | RouteChanged | ProjectChanged | EnvironmentChanged | ResourceChanged
 
 TOPIC_OF: dict[type[BaseModel], Topic] = {model: Topic(topic) for topic, model in EVENT_DATA.items()}
 

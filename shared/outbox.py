@@ -28,7 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import UtcDateTime
 from shared.errors import NotFound
-from shared.events import TOPIC_OF, Envelope, EventData, RouteChanged, Topic, new_event, utcnow
+from shared.events import TOPIC_OF, Emittable, Envelope, Topic, new_event, utcnow
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -79,7 +79,7 @@ def add_event(session: AsyncSession, topic: Topic, envelope: Envelope, key: str)
 
 def emit(
     session: AsyncSession,
-    data: EventData | RouteChanged,
+    data: Emittable,
     *,
     cause: Envelope | None = None,
     correlation_id: str | None = None,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.deploy import handlers, worker
+from services.deploy import environments, handlers, worker
 from services.deploy.api import router
 from services.deploy.cluster import CLUSTER, ClusterDriver
 from services.deploy.kubernetes import KubernetesDriver
@@ -59,7 +59,11 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     async def on_deploy_requested(envelope: Envelope) -> None:
         await worker.apply_deploy_request(envelope, uow=uow, driver=driver, follow=rollouts.follow)
 
+    async def on_environment_changed(envelope: Envelope) -> None:
+        await environments.on_environment_changed(envelope, uow=uow)
+
     return {
+        Topic.ENVIRONMENT_CHANGED: on_environment_changed,
         Topic.VERSION_RELEASED: on_version_released,
         Topic.DEPLOY_REQUESTED: on_deploy_requested,
     }

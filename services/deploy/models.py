@@ -15,6 +15,7 @@ from sqlalchemy import JSON, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from services.deploy import domain
+from services.deploy.environments import KnownEnvironment
 from shared.db import UtcDateTime
 from shared.events import DeployAction, utcnow
 
@@ -253,6 +254,7 @@ class RollbackRequest(SQLModel):
 
 
 DEPLOY_TABLES: tuple[type[SQLModel], ...] = (
+    KnownEnvironment,
     Resource,
     ReleasedVersion,
     Deployment,

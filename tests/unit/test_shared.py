@@ -382,3 +382,37 @@ def test_the_test_kafka_cluster_id_never_reads_as_an_option():
     ids = [_cluster_id() for _ in range(2000)]
     assert not [cluster_id for cluster_id in ids if cluster_id.startswith("-")]
     assert all(len(cluster_id) == 22 for cluster_id in ids)
+
+
+def test_pages_follow_one_another_without_repeating_or_skipping() -> None:
+    from shared.paging import PageRequest, decode_cursor
+
+    items = list(range(1, 8))
+    seen: list[int] = []
+    page = PageRequest(limit=3)
+    while True:
+        served, cursor = page.window(items, lambda i: (i,))
+        seen += served
+        if cursor is None:
+            break
+        page = PageRequest(limit=3, after=decode_cursor(cursor))
+    assert seen == items
+
+
+def test_a_cursor_gantry_did_not_give_is_a_bad_request() -> None:
+    from shared.errors import BadRequest
+    from shared.paging import decode_cursor
+
+    with pytest.raises(BadRequest, match="not one Gantry gave"):
+        decode_cursor("%%%not-base64")
+
+
+def test_deploy_admins_read_every_project_but_write_none() -> None:
+    deploy_admin = Principal(user="dora", roles=frozenset({"deploy-admin"}))
+    member = Principal(user="mia", roles=frozenset({"shop:project-member"}))
+    deploy_admin.require_project_read("shop")
+    member.require_project_read("shop")
+    with pytest.raises(Forbidden, match="needs a role in project 'bank'"):
+        member.require_project_read("bank")
+    with pytest.raises(Forbidden):
+        deploy_admin.require_project("shop", "project-owner")
