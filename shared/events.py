@@ -176,9 +176,13 @@ class DeployStatus(EventData):
 
 
 class RouteChanged(BaseModel):
+    """A gateway route as it is now (as it was, for ``deleted``); ``service`` is the target:
+    'project/service', a service id, or a platform service."""
+
     name: str
     path: str
     service: str
+    strip_prefix: bool = True  # absent from events older than the field: the gateway's default
     change: Literal["created", "updated", "deleted"]
 
     @property

@@ -9,11 +9,13 @@ from types import FrameType
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
-from services.gateway import handlers, proxy
+from services.gateway import handlers, known_services, proxy
 from services.gateway.api import events_router, page_router, router
 from services.gateway.events_stream import EVENTS, event_stream
 from services.gateway.models import Route
 from shared import outbox_api, webhook_door
+from shared.bus import Handler
+from shared.events import Envelope, Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
@@ -33,11 +35,24 @@ def _front_door_copy() -> APIRouter:
     return prefixed
 
 
+def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
+    """Which services exist: a route may only lead to one of them."""
+    uow = runtime.uow
+
+    async def on_service_created(envelope: Envelope) -> None:
+        await known_services.on_service_created(envelope, uow=uow)
+
+    async def on_service_changed(envelope: Envelope) -> None:
+        await known_services.on_service_changed(envelope, uow=uow)
+
+    return {Topic.SERVICE_CREATED: on_service_created, Topic.SERVICE_CHANGED: on_service_changed}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     # Order matters: the gateway's own paths first, the catch-all proxy last.
     return create_service_app(
         "gateway",
-        tables=[Route],
+        tables=[Route, known_services.KnownService],
         routers=[
             router,
             events_router,
@@ -47,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             webhook_door.router,
             proxy.router,
         ],
-        subscriptions=None,
+        subscriptions=_subscriptions,
         extensions=[proxy.http_client, _builtin_routes, event_stream],
         settings=settings,
     )

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from shared.errors import InvalidInput
+from shared.ant_path import literal_prefix
+from shared.errors import InvalidInput, NotFound
 from shared.settings import SERVICES
 
 ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -78,20 +79,31 @@ def validate_target(service: str) -> str:
     )
 
 
+def is_platform_service(service: str) -> bool:
+    """One of Gantry's own services (the built-in routes' targets), known to every gateway."""
+    return service in SERVICES
+
+
+def require_known_target(service: str, known: bool) -> str:
+    """A route leads to a service that exists: a platform service, or one catalog announced."""
+    if known or is_platform_service(service):
+        return service
+    project = project_of(service)
+    if project is not None:
+        raise NotFound(
+            f"route target {service!r} is not a service Gantry knows: check the project and service "
+            f"code, or create the service first (POST /api/catalog/projects/{project}/services)"
+        )
+    raise NotFound(
+        f"route target {service!r} is not the id of a service Gantry knows: check the id "
+        "(catalog lists each service with it), or name the service as 'project/service'"
+    )
+
+
 def project_of(service: str) -> str | None:
     """The project named by a 'project/service' target, else None."""
     found = PROJECT_SERVICE.match(service)
     return found.group("project") if found else None
-
-
-def literal_prefix(path: str) -> str:
-    """The segments before the first wildcard: what strip-prefix removes."""
-    literal: list[str] = []
-    for segment in path[1:].split("/"):
-        if segment in ("*", "**"):
-            break
-        literal.append(segment)
-    return "/" + "/".join(literal) if literal else ""
 
 
 def builtin_owning(path: str) -> BuiltinRoute | None:

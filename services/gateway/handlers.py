@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.gateway import domain
+from services.gateway import domain, known_services
 from services.gateway.models import (
     Route,
     RouteCreate,
@@ -28,8 +28,15 @@ Change = Literal["created", "updated", "deleted"]
 
 
 def _announce(session: AsyncSession, route: Route, change: Change, correlation_id: str | None) -> None:
-    changed = RouteChanged(name=route.name, path=route.path, service=route.service, change=change)
+    changed = RouteChanged(
+        name=route.name, path=route.path, service=route.service, strip_prefix=route.strip_prefix, change=change
+    )
     emit(session, changed, correlation_id=correlation_id)
+
+
+async def _require_known_target(session: AsyncSession, service: str) -> None:
+    known = not domain.is_platform_service(service) and await known_services.is_known(session, service)
+    domain.require_known_target(service, known)
 
 
 async def _refuse_clash(session: AsyncSession, name: str | None, path: str, own_id: int | None) -> None:
@@ -54,6 +61,7 @@ async def create_route(data: RouteCreate, *, by: str, correlation_id: str | None
     route = Route.model_validate(data, update={"created_by": by, "builtin": False})
     try:
         async with uow.begin() as session:
+            await _require_known_target(session, data.service)
             await _refuse_clash(session, data.name, data.path, None)
             session.add(route)
             await session.flush()
@@ -76,6 +84,8 @@ async def update_route(name: str, data: RouteUpdate, *, correlation_id: str | No
             route = await _writable(session, name)
             if all(getattr(route, field) == value for field, value in changes.items()):
                 return route  # nothing to change, nothing to announce
+            if changes.get("service", route.service) != route.service:
+                await _require_known_target(session, changes["service"])
             if changes.get("path", route.path) != route.path:
                 await _refuse_clash(session, None, changes["path"], route.id)
             route.sqlmodel_update({**changes, "updated_at": utcnow()})

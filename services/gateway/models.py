@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlmodel import Field, SQLModel
+from sqlmodel._compat import SQLModelConfig
 
 from shared.db import UtcDateTime
 from shared.events import utcnow
@@ -19,11 +20,13 @@ class RouteBase(SQLModel):
 
 
 class RouteCreate(RouteBase):
-    pass
+    model_config = SQLModelConfig(extra="forbid")  # a misspelt field is refused, never ignored
 
 
 class RouteUpdate(SQLModel):
     """Fields left out keep their value."""
+
+    model_config = SQLModelConfig(extra="forbid")
 
     path: str | None = None
     service: str | None = None

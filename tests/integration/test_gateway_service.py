@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.gateway.app import GatewayServer, create_app
-from shared.events import DeployStatus, Envelope, RouteChanged, Topic, new_event
+from shared.events import DeployStatus, Envelope, RouteChanged, ServiceCreated, Topic, new_event
 from shared.settings import Settings
 from tests.support import ADMIN, TopicReader, eventually, running, serving, token
 
@@ -118,26 +118,53 @@ async def test_front_door_explains_what_is_wrong(settings: Settings, ports) -> N
         assert own.status_code == 404 and "the gateway has no endpoint" in own.json()["detail"]
 
 
-async def test_routes_over_rest_announce_every_change(settings: Settings) -> None:
+def service_created(project: str, service: str) -> Envelope:
+    data = ServiceCreated(
+        service_id=uuid.uuid4().hex,
+        project=project,
+        service=service,
+        name=service,
+        group=project,
+        type="python",
+        repository_url="",
+        repository_web_url="",
+        repository_path="",
+        scm_project_id="1",
+    )
+    return new_event(Topic.SERVICE_CREATED, data, source="gantry/catalog", subject=f"{project}/{service}")
+
+
+async def test_routes_over_rest_announce_every_change(settings: Settings, publish) -> None:
     name = f"orders-{uuid.uuid4().hex[:6]}"
+    target = f"shop/{name}"  # a service of its own: the gateway learns it from catalog's event
     async with (
         running(create_app(settings)) as client,
         TopicReader(settings.require_bootstrap(), Topic.ROUTE_CHANGED.value) as reader,
     ):
+        body = {"name": name, "path": f"/{name}/**", "service": target}
+        unknown = await client.post("/routes", json=body, headers=ADMIN)
+        assert unknown.status_code == 404 and "not a service Gantry knows" in unknown.json()["detail"]
+        announced = service_created("shop", name)
+        await publish(Topic.SERVICE_CREATED.value, announced.model_dump_json().encode(), announced.data["service_id"])
+
         listed = await client.get("/api/gateway/routes", headers=token("shop:project-member"))
         assert listed.status_code == 200
         builtin = {r["name"]: r for r in listed.json()}
         assert builtin["catalog-api"]["path"] == "/api/catalog/**" and builtin["catalog-api"]["builtin"]
 
-        body = {"name": name, "path": f"/{name}/**", "service": "shop/orders"}
         assert (await client.post("/routes", json=body)).status_code == 401
         member = await client.post("/routes", json=body, headers=token("shop:project-member"))
         assert member.status_code == 403
-        created = await client.post(
-            "/api/gateway/routes",
-            json=body,
-            headers={**token("shop:project-owner"), "X-Correlation-Id": "route-cid"},
-        )
+
+        async def create() -> httpx.Response | None:
+            answer = await client.post(
+                "/api/gateway/routes",
+                json=body,
+                headers={**token("shop:project-owner"), "X-Correlation-Id": "route-cid"},
+            )
+            return None if answer.status_code == 404 else answer
+
+        created = await eventually(create)
         assert created.status_code == 201, created.text
         assert created.json() | {"created_at": None, "updated_at": None} == {
             **body,

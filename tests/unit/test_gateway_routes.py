@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
 from sqlmodel import col, select
 
-from services.gateway import domain, handlers
+from services.gateway import domain, handlers, known_services
 from services.gateway.api import require_route_writer
+from services.gateway.known_services import KnownService
 from services.gateway.models import Route, RouteCreate, RouteUpdate
 from shared.auth import Principal
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shared.events import Envelope, ServiceChanged, ServiceCreated, Topic, new_event
 from shared.outbox import OutboxMessage, UnitOfWork
 
 # -- Ant-style paths ---------------------------------------------------------------------------
@@ -136,9 +139,40 @@ def test_route_writers() -> None:
 # -- use cases on a real database -------------------------------------------------------------
 
 
+KNOWN = ("shop/orders", "shop/cart", "bank/ledger")
+
+
+def service_id_of(target: str) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, target).hex
+
+
+def service_event(target: str, change: str = "created", service_id: str | None = None) -> Envelope:
+    """Catalog's announcement of ``target`` ('project/service'): created, or changed by ``change``."""
+    project, code = target.split("/")
+    known = {"service_id": service_id or service_id_of(target), "project": project, "service": code}
+    if change == "created":
+        data: ServiceCreated | ServiceChanged = ServiceCreated(
+            **known,
+            name=code,
+            group=project,
+            type="python",
+            repository_url="",
+            repository_web_url="",
+            repository_path="",
+            scm_project_id="1",
+        )
+        return new_event(Topic.SERVICE_CREATED, data, source="gantry/catalog", subject=target)
+    data = ServiceChanged(**known, name=code, enabled=change != "disabled", change=change)  # type: ignore[arg-type]
+    return new_event(Topic.SERVICE_CHANGED, data, source="gantry/catalog", subject=target)
+
+
 @pytest.fixture
 async def uow(make_uow) -> UnitOfWork:
-    return await make_uow("gateway", [Route])
+    """The gateway's database, knowing the services of ``KNOWN`` as catalog announced them."""
+    uow = await make_uow("gateway", [Route, KnownService])
+    for target in KNOWN:
+        await known_services.on_service_created(service_event(target), uow=uow)
+    return uow
 
 
 async def outbox(uow: UnitOfWork) -> list[tuple[str, str, dict[str, Any]]]:
@@ -182,6 +216,7 @@ async def test_create_writes_the_row_and_the_event_together(uow: UnitOfWork) -> 
         "name": "orders",
         "path": "/shop/orders/**",
         "service": "shop/orders",
+        "strip_prefix": True,
         "change": "created",
     }
 
@@ -272,3 +307,47 @@ async def test_route_table_and_match(uow: UnitOfWork) -> None:
     assert (found.route.name, found.forward_path) == ("shop", "/shop/cart")
     with pytest.raises(NotFound, match="no route matches"):
         await handlers.match_path("/nowhere", uow=uow)
+
+
+# -- a route leads to a service that exists ------------------------------------------------------
+
+
+async def test_a_route_to_an_unknown_service_is_404(uow: UnitOfWork) -> None:
+    for target in ("shop/nothing", "nowhere/orders", "f" * 32):
+        data = RouteCreate(name="lost", path="/lost/**", service=target)
+        with pytest.raises(NotFound, match="not .*a service Gantry knows"):
+            await handlers.create_route(data, by="alice", correlation_id=None, uow=uow)
+    await handlers.create_route(ORDERS, by="alice", correlation_id=None, uow=uow)
+    with pytest.raises(NotFound, match="POST /api/catalog/projects/shop/services"):
+        await handlers.update_route("orders", RouteUpdate(service="shop/nothing"), correlation_id=None, uow=uow)
+    assert (await handlers.get_route("orders", uow=uow)).service == "shop/orders"
+    assert [e[2]["data"]["change"] for e in await outbox(uow)] == ["created"]
+
+
+async def test_a_service_id_and_the_platform_services_are_targets_too(uow: UnitOfWork) -> None:
+    by_id = RouteCreate(name="ledger", path="/ledger/**", service=service_id_of("bank/ledger"))
+    assert (await handlers.create_route(by_id, by="alice", correlation_id=None, uow=uow)).service == by_id.service
+    platform = RouteCreate(name="versions", path="/versions/**", service="versioning")
+    assert (await handlers.create_route(platform, by="alice", correlation_id=None, uow=uow)).builtin is False
+    moved = await handlers.update_route("ledger", RouteUpdate(service="shop/cart"), correlation_id=None, uow=uow)
+    assert moved.service == "shop/cart"
+
+
+async def test_a_deleted_service_is_forgotten_and_stays_forgotten(uow: UnitOfWork) -> None:
+    renamed = service_event("shop/orders", "updated")
+    await known_services.on_service_changed(renamed, uow=uow)
+    await handlers.create_route(ORDERS, by="alice", correlation_id=None, uow=uow)
+    await known_services.on_service_changed(service_event("shop/orders", "deleted"), uow=uow)
+    await known_services.on_service_created(service_event("shop/orders"), uow=uow)  # late, from another topic
+    again = RouteCreate(name="orders-2", path="/orders-2/**", service="shop/orders")
+    with pytest.raises(NotFound, match="'shop/orders' is not a service Gantry knows"):
+        await handlers.create_route(again, by="alice", correlation_id=None, uow=uow)
+    reborn = service_event("shop/orders", service_id=uuid.uuid4().hex)  # the code used again: a new id
+    await known_services.on_service_created(reborn, uow=uow)
+    assert (await handlers.create_route(again, by="alice", correlation_id=None, uow=uow)).service == "shop/orders"
+
+
+async def test_a_service_first_heard_of_through_a_change_is_known(uow: UnitOfWork) -> None:
+    await known_services.on_service_changed(service_event("bank/audit", "disabled"), uow=uow)
+    audit = RouteCreate(name="audit", path="/audit/**", service="bank/audit")
+    assert (await handlers.create_route(audit, by="alice", correlation_id=None, uow=uow)).service == "bank/audit"
