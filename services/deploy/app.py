@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.deploy import environments, handlers, worker
+from services.deploy import environments, handlers, ingresses, worker
 from services.deploy.api import router
 from services.deploy.cluster import CLUSTER, ClusterDriver
 from services.deploy.kubernetes import KubernetesDriver
@@ -52,20 +52,28 @@ async def _cluster(runtime: Runtime) -> AsyncIterator[None]:
 
 def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     uow, driver, rollouts = runtime.uow, CLUSTER.of(runtime), ROLLOUTS.of(runtime)
+    ingress = ingresses.INGRESSES.of(runtime)
 
     async def on_version_released(envelope: Envelope) -> None:
         await handlers.record_released_version(envelope, uow=uow)
 
     async def on_deploy_requested(envelope: Envelope) -> None:
-        await worker.apply_deploy_request(envelope, uow=uow, driver=driver, follow=rollouts.follow)
+        deployment = await worker.apply_deploy_request(envelope, uow=uow, driver=driver, follow=rollouts.follow)
+        if deployment is not None:  # the service's Ingress goes with its deployment
+            await ingress.sync(ingresses.Where.of(deployment))
 
     async def on_environment_changed(envelope: Envelope) -> None:
         await environments.on_environment_changed(envelope, uow=uow)
+        await ingress.sync_environment(envelope.subject)  # its Ingress class or host may have changed
+
+    async def on_route_changed(envelope: Envelope) -> None:
+        await ingresses.on_route_changed(envelope, uow=uow, ingresses=ingress)
 
     return {
         Topic.ENVIRONMENT_CHANGED: on_environment_changed,
         Topic.VERSION_RELEASED: on_version_released,
         Topic.DEPLOY_REQUESTED: on_deploy_requested,
+        Topic.ROUTE_CHANGED: on_route_changed,
     }
 
 
@@ -75,6 +83,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tables=DEPLOY_TABLES,
         routers=[router, outbox_api.router],
         subscriptions=_subscriptions,
-        extensions=[_cluster],
+        extensions=[_cluster, ingresses.ingress_sync],
         settings=settings,
     )

@@ -5,11 +5,14 @@ files, the embedded default)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from fastapi import Depends
 
 from shared.service import Part
+
+if TYPE_CHECKING:  # ingress.py reads deploy's domain, which reads the manifests, which read this
+    from services.deploy.ingress import IngressSpec
 
 RolloutState = Literal["rendered", "progressing", "succeeded", "failed"]
 
@@ -51,6 +54,10 @@ class ClusterDriver(Protocol):
     ) -> None: ...
 
     async def reachable(self) -> bool: ...
+
+    async def apply_ingress(self, spec: IngressSpec) -> None:
+        """Put the service's Ingress (``ingress.render_ingress``) in place; remove it when no route is left."""
+        ...
 
 
 CLUSTER: Part[ClusterDriver] = Part("cluster")  # the deploy service's driver, set at start (app.py)

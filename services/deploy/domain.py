@@ -141,3 +141,21 @@ def auto_deploy_replicas(facts: AutoDeployFacts) -> int | None:
     if facts.running_version == facts.released_version and facts.running_state != "failed":
         return None  # already running: a re-release is not a new deployment
     return facts.last_stable_replicas
+
+
+# --- gateway routes as Ingress rules ------------------------------------------------------------
+
+IngressDialect = Literal["ingress-nginx", "portable"]
+
+
+def serves_target(target: str, service_id: str, project: str, service: str) -> bool:
+    """Whether a gateway route's target (a service id or 'project/service') names this service;
+    a platform service's routes name none of the services deploy runs."""
+    return target in (service_id, subject(project, service))
+
+
+def ingress_dialect(ingress_class: str | None) -> IngressDialect:
+    """How routes become Ingress paths: ingress-nginx (any class whose name says nginx) takes regex
+    paths and a rewrite, so every route is served as the gateway serves it; other controllers get
+    the portable path types, which cannot express '*' segments or strip a prefix."""
+    return "ingress-nginx" if ingress_class and "nginx" in ingress_class.lower() else "portable"

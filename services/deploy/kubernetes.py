@@ -1,11 +1,12 @@
 """The Kubernetes cluster driver: server-side apply of the rendered objects, rollout status.
 
-The objects are exactly those of ``manifests.render_objects`` (the embedded driver writes the
-same ones to disk). Apply uses field manager ``gantry`` without forcing: a field owned by another
-manager is a conflict, reported as a failed deployment with the API server's reason. Status
-follows kubectl's "rollout complete" rule (observedGeneration, updated/available replicas,
-``ProgressDeadlineExceeded`` = failed). The official client is blocking, so every call runs in a
-worker thread and the event loop never waits on the cluster.
+The objects are exactly those of ``manifests.render_objects``, and a service's Ingress that of
+``ingress.render_ingress`` (the embedded driver writes the same ones to disk). Apply uses field
+manager ``gantry`` without forcing: a field owned by another manager is a conflict, reported as a
+failed deployment with the API server's reason. Status follows kubectl's "rollout complete" rule
+(observedGeneration, updated/available replicas, ``ProgressDeadlineExceeded`` = failed). The
+official client is blocking, so every call runs in a worker thread and the event loop never
+waits on the cluster.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
 from services.deploy.cluster import RolloutState, RolloutStatus, WorkloadSpec
+from services.deploy.ingress import IngressSpec, render_ingress
 from services.deploy.manifests import SHARED_KINDS, render_objects
 from shared.naming import suffixed_name, workload_name
 
@@ -63,6 +65,14 @@ class KubernetesDriver:
                 field_manager=FIELD_MANAGER,  # no force: another manager's field is a conflict
                 _request_timeout=REQUEST_TIMEOUT,
             )
+
+    async def apply_ingress(self, spec: IngressSpec) -> None:
+        """Server-side apply of the service's Ingress; deleted once no route leads to the service."""
+        ingress = render_ingress(spec)
+        if ingress is None:
+            await asyncio.to_thread(self._delete_all, [("networking.k8s.io/v1", "Ingress", spec.name)], spec.namespace)
+        else:
+            await asyncio.to_thread(self._apply_all, [ingress])
 
     async def reachable(self) -> bool:
         """The API server answers (its /version)."""

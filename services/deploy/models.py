@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 
 from services.deploy import domain
 from services.deploy.environments import KnownEnvironment
+from services.deploy.routes import KnownRoute
 from shared.db import UtcDateTime
 from shared.events import DeployAction, utcnow
 
@@ -261,4 +262,5 @@ DEPLOY_TABLES: tuple[type[SQLModel], ...] = (
     ResourceChoice,
     AutoDeployRule,
     Instance,
+    KnownRoute,
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from services.deploy.cluster import RolloutStatus, WorkloadSpec
+from services.deploy.ingress import IngressSpec, render_ingress
 from services.deploy.manifests import render_objects, render_yaml
 from shared.naming import workload_name
 
@@ -54,6 +55,18 @@ class RenderedManifestsDriver:
     ) -> RolloutStatus | None:
         path = self.path(project, service, environment, namespace, track)
         return await asyncio.to_thread(_read_status, path)
+
+    async def apply_ingress(self, spec: IngressSpec) -> None:
+        """``<app>.ingress.yaml`` beside the workload's file; removed once no route is left.
+
+        (Workload names never hold a '.', so this name never meets a workload's file.)"""
+        folder = self.path(spec.project, spec.service, spec.environment, spec.namespace).parent
+        path = folder / f"{spec.name}.ingress.yaml"
+        ingress = render_ingress(spec)
+        if ingress is None:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        else:
+            await asyncio.to_thread(_write_atomically, path, render_yaml([ingress], path.name))
 
     async def delete(self, project: str, service: str, environment: str, namespace: str, track: str = "stable") -> None:
         path = self.path(project, service, environment, namespace, track)
