@@ -63,13 +63,6 @@ async def find_version(session: AsyncSession, service_id: str, version: str) -> 
     return (await session.exec(query)).first()
 
 
-async def newest_version(session: AsyncSession, service_id: str) -> KnownVersion | None:
-    query = (
-        select(KnownVersion).where(KnownVersion.service_id == service_id).order_by(col(KnownVersion.id).desc()).limit(1)
-    )
-    return (await session.exec(query)).first()
-
-
 async def versions_newest_first(session: AsyncSession, service_id: str) -> list[KnownVersion]:
     query = select(KnownVersion).where(KnownVersion.service_id == service_id).order_by(col(KnownVersion.id).desc())
     return list((await session.exec(query)).all())
