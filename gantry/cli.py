@@ -81,9 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--service", required=True)
     report.add_argument("--status", required=True, choices=PIPELINE_STATUSES)
     report.add_argument("--ref", default="main")
-    report.add_argument(
-        "--sha", help="commit (default: the repository's head for local repositories); one commit makes one version"
-    )
+    report.add_argument("--sha", help="commit (default: a local repository's head); one commit, one version")
     report.add_argument("--tag", action="store_true", help="the ref is a tag (the version is named after it)")
     report.add_argument("--pipeline-id", type=int, help="report on an existing pipeline (default: a new one)")
     report.add_argument("--gateway", help="Gantry's address (default: the gateway's URL)")

@@ -84,6 +84,7 @@ def _name(value: object) -> object:
 
 
 Name = Annotated[str, BeforeValidator(_name)]
+Flag = Annotated[bool, BeforeValidator(lambda value: False if value is None else value)]  # null: not set
 
 
 class HookJob(BaseModel):
@@ -98,9 +99,9 @@ class HookJob(BaseModel):
     created_at: GitLabTime = None
     started_at: GitLabTime = None
     finished_at: GitLabTime = None
-    allow_failure: bool = False
+    allow_failure: Flag = False
     when: str | None = Field(default=None, max_length=32)
-    manual: bool = False
+    manual: Flag = False
 
     @property
     def job_id(self) -> int:

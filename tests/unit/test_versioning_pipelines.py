@@ -17,7 +17,7 @@ from shared import gitlab_hook
 from shared.errors import NotFound
 from shared.events import Envelope, ServiceChanged, Topic, new_event
 from tests.unit.conftest import outbox
-from tests.unit.test_versioning import SERVICE_ID, hook, receive, uow  # noqa: F401 - uow: the fixture
+from tests.unit.test_versioning import SERVICE_ID, announce, hook, receive, uow  # noqa: F401 - uow: the fixture
 
 SHA_A, SHA_B = "a" * 40, "b" * 40
 
@@ -176,6 +176,17 @@ async def test_an_older_senders_hook_parses_jobs_iso_times_and_extra_keys(uow):
     pipeline = await the_pipeline(uow, 1)
     assert pipeline.finished_at == datetime(2016, 8, 12, 15, 23, 28, tzinfo=UTC)
     assert "'unit'" in pipeline.no_version_reason
+
+
+async def test_a_hook_kept_for_a_service_not_announced_yet_keeps_its_jobs_and_times(uow):
+    body = pipeline_hook(1, "success", [job(1, "unit", "failed", allow_failure=None, manual=None)])
+    body["project"] = {"id": 77, "path_with_namespace": "acme/api"}
+    body["object_attributes"]["created_at"] = "2026-03-10T08:00:00Z"
+    assert await receive(uow, body) is False  # kept: no service has GitLab project 77 yet
+    await announce(uow, "s2", "acme/api", "77")
+    [pipeline] = await handlers.list_pipelines("shop", "api", uow=uow)
+    assert "'unit'" in pipeline.no_version_reason, "the kept hook's jobs were applied"
+    assert pipeline.created_at == datetime(2026, 3, 10, 8, tzinfo=UTC)
 
 
 async def test_a_hook_without_jobs_is_judged_by_the_pipelines_status(uow):
