@@ -51,6 +51,11 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield running
 
 
+def commit(pipeline_id: int) -> str:
+    """Each pipeline of the chain runs on a commit of its own: one commit makes one version."""
+    return f"{pipeline_id:040x}"
+
+
 def report(stack: Stack, pipeline_id: int, status: str = "success", ref: str = "main") -> dict:
     result = stack.cli(
         "pipeline",
@@ -65,6 +70,8 @@ def report(stack: Stack, pipeline_id: int, status: str = "success", ref: str = "
         str(pipeline_id),
         "--ref",
         ref,
+        "--sha",
+        commit(pipeline_id),
         "--gateway",
         stack.gateway,
     )
@@ -239,6 +246,8 @@ async def _announced(stack: Stack, pipeline_id: int) -> bool:
         "success",
         "--pipeline-id",
         str(pipeline_id),
+        "--sha",
+        commit(pipeline_id),
         "--gateway",
         stack.gateway,
     )
