@@ -2,8 +2,8 @@
 
 Two adapters behind one port (``Scm``): ``GitLabScm`` (python-gitlab) and ``LocalGitScm`` (bare git
 repositories on this machine, the embedded default). ``build_scm`` picks one from the settings.
-``create_repository`` is blocking (network or ``git`` processes): run it in a thread
-(``await asyncio.to_thread(scm.create_repository, spec)``).
+``create_repository`` and ``archive`` are blocking (network or ``git`` processes): run them in a
+thread (``await asyncio.to_thread(scm.create_repository, spec)``).
 
 Templates live in ``templates/<type code>/``: a ``type.yaml`` (code, name, description) and the
 files of the new repository, where ``{{service_code}}``, ``{{service_name}}``, ``{{project}}`` and
@@ -20,6 +20,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Protocol, TypeVar
 
@@ -159,6 +160,11 @@ class Scm(Protocol):
         """Create the repository from the type's template (blocking)."""
         ...
 
+    def archive(self, repository: Repository) -> bool:
+        """Make the repository read-only, keeping it and its history (blocking); False when there
+        is no repository there any more (removed by hand), so nothing was left to archive."""
+        ...
+
 
 def _prepare(spec: RepoSpec) -> tuple[str, dict[str, str]]:
     """The repository path inside the group and the template files, or InvalidRepositorySpec."""
@@ -207,6 +213,30 @@ class LocalGitScm:
                 raise RepositoryExists(_exists_detail(full_path, str(target))) from exc
         url = target.resolve().as_uri()
         return Repository(url=url, web_url=url, path_with_namespace=full_path, scm_project_id=project_id)
+
+    def archive(self, repository: Repository) -> bool:
+        """Mark the bare repository archived where it is: an ``archived.json`` note and a
+        ``pre-receive`` hook that refuses every push, as GitLab refuses pushes to an archived
+        project. Its path stays taken, as an archived GitLab project's does."""
+        *group, path = repository.path_with_namespace.split("/")
+        target = self.root.joinpath(*group, f"{path}.git")
+        if not target.resolve().is_relative_to(self.root.resolve()):
+            raise InvalidRepositorySpec(f"{repository.path_with_namespace} is not a repository under {self.root}")
+        if not (target / "HEAD").is_file():
+            return False
+        hook = target / "hooks" / "pre-receive"
+        hook.parent.mkdir(exist_ok=True)
+        hook.write_text(ARCHIVED_HOOK.format(path=repository.path_with_namespace), encoding="utf-8")
+        hook.chmod(0o755)
+        note = {"archived": True, "archived_at": datetime.now(UTC).isoformat(), "project_id": repository.scm_project_id}
+        (target / "archived.json").write_text(json.dumps(note, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return True
+
+
+ARCHIVED_HOOK = """#!/bin/sh
+echo "the repository {path} is archived (its service was deleted): it is read-only" >&2
+exit 1
+"""
 
 
 def _exists_detail(full_path: str, where: str) -> str:
@@ -311,6 +341,21 @@ class GitLabScm:
         }
         self._finish("register the pipeline webhook", repo, lambda: project.hooks.create(hook))
         return repo
+
+    def archive(self, repository: Repository) -> bool:
+        """Archive the GitLab project (``POST /projects/:id/archive``): read-only, kept with its history."""
+        project = self._gl.projects.get(repository.scm_project_id, lazy=True)
+
+        def step() -> bool:
+            try:
+                project.archive()
+            except _gitlab.GitlabError as exc:
+                if exc.response_code == 404:
+                    return False
+                raise
+            return True
+
+        return self._call(f"archive the project {repository.path_with_namespace}", step)
 
     def _call(self, what: str, step: Callable[[], _T], *, not_found: str | None = None, taken: str | None = None) -> _T:
         try:
