@@ -16,7 +16,8 @@ from services.catalog.models import (
     ServiceTypePublic,
     ServiceUpdate,
 )
-from services.catalog.scm import SERVICE_TYPES, ScmDep
+from services.catalog.scm import ScmDep
+from services.catalog.service_types import SERVICE_TYPES
 from shared.auth import PROJECT_ROLES
 from shared.paging import PageDep, SearchQuery, matches, serve_page
 from shared.service import CorrelationId, CurrentUser, RuntimeDep

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from services.catalog.scm import (
-    SERVICE_TYPES,
     GitLabScm,
     InvalidRepositorySpec,
     LocalGitScm,
@@ -21,10 +20,9 @@ from services.catalog.scm import (
     RepositoryExists,
     RepoSpec,
     ScmError,
-    UnknownServiceType,
     build_scm,
-    template_files,
 )
+from services.catalog.service_types import SERVICE_TYPES, UnknownServiceType, template_files
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git program")
 
