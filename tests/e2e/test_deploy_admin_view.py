@@ -57,6 +57,14 @@ async def test_a_deploy_admin_lists_opens_and_deploys(stack: Stack) -> None:
         assert (services[0]["project"], services[0]["service"]) == (PROJECT, SERVICE)
         opened = (await dora.get(f"/api/deploy/services/{PROJECT}/{SERVICE}")).json()
         assert [v["version"] for v in opened["environments"][0]["versions"]] == [version]
+        # the service's versions and pipelines, read-only: a deploy admin reads every project's
+        versions = await dora.get(f"/api/versioning/projects/{PROJECT}/services/{SERVICE}/versions")
+        assert [v["name"] for v in versions.json()] == [version]
+        refused = await dora.post(
+            f"/api/catalog/projects/{PROJECT}/services",
+            json={"code": "x", "name": "X", "group": "g", "type": "static-web"},
+        )
+        assert refused.status_code == 403, "reading every project is not writing to it"
 
         body = {"project": PROJECT, "service": SERVICE, "environment": ENV, "version": "latest", "resources": []}
         answer = await dora.post("/api/deploy/deployments", json=body)
