@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.deploy import environments, handlers, worker
+from services.deploy import environments, handlers, resources_api, worker
 from services.deploy.api import router
 from services.deploy.cluster import CLUSTER, ClusterDriver
 from services.deploy.kubernetes import KubernetesDriver
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "deploy",
         tables=DEPLOY_TABLES,
-        routers=[router, outbox_api.router],
+        routers=[router, resources_api.router, outbox_api.router],
         subscriptions=_subscriptions,
         extensions=[_cluster],
         settings=settings,

@@ -87,6 +87,9 @@ async def _apply(driver: ClusterDriver, request: DeployRequested, track: str) ->
     if request.action == "abort":
         await driver.delete(*where, track="canary")
         return RolloutStatus("succeeded", 0, 0, 0, 0, "canary track removed")
+    if request.action == "undeploy":
+        await driver.remove(*where)
+        return RolloutStatus("removed", 0, 0, 0, 0, f"removed from the cluster (namespace {request.namespace})")
     spec = WorkloadSpec(
         project=request.project,
         service=request.service,
@@ -170,6 +173,11 @@ async def _record_track(session: AsyncSession, deployment: Deployment, status: R
     if deployment.action == "abort":
         if current is not None:
             await session.delete(current)
+        return
+    if deployment.action == "undeploy":  # nothing runs on either track now
+        for track in ("stable", "canary"):
+            if (running := await lookups.instance(session, *key, track)) is not None:
+                await session.delete(running)
         return
     if deployment.action == "promote":
         canary = await lookups.instance(session, *key, "canary")
