@@ -178,6 +178,7 @@ async def _record_track(session: AsyncSession, deployment: Deployment, status: R
         for track in ("stable", "canary"):
             if (running := await lookups.instance(session, *key, track)) is not None:
                 await session.delete(running)
+        await _end_rollouts(session, deployment)
         return
     if deployment.action == "promote":
         canary = await lookups.instance(session, *key, "canary")
@@ -200,6 +201,18 @@ async def _record_track(session: AsyncSession, deployment: Deployment, status: R
     )
     runs |= {"deployment_id": deployment.id, "state": status.state, "message": status.message, "updated_at": utcnow()}
     session.add(current.sqlmodel_update(runs) if current else Instance(**runs))
+
+
+async def _end_rollouts(session: AsyncSession, removal: Deployment) -> None:
+    """Rollouts still followed when their workload was removed end as superseded by the removal."""
+    rows = await session.exec(
+        select(Deployment)
+        .where(Deployment.service_id == removal.service_id, Deployment.environment == removal.environment)
+        .where(Deployment.state == "progressing", Deployment.id != removal.id)
+    )
+    for rollout in rows.all():
+        ended = RolloutStatus("failed", rollout.desired, 0, 0, 0, f"superseded by undeploy {removal.id}")
+        await record_outcome(session, rollout, ended, touch_track=False)
 
 
 async def follow_rollout(

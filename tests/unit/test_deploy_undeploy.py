@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.deploy import handlers, views
+from services.deploy import handlers, views, worker
 from services.deploy.cluster import WorkloadSpec
 from services.deploy.handlers import Action
 from services.deploy.rendered import RenderedManifestsDriver
@@ -92,6 +92,23 @@ async def test_a_failed_deployment_can_be_removed(uow: UnitOfWork, cluster: Fake
     await work(uow, cluster)
 
     assert (await deployment(uow, removal.id)).state == "removed" and len(cluster.removed) == 2
+
+
+async def test_a_rollout_still_followed_ends_when_its_workload_is_removed(
+    uow: UnitOfWork,  # noqa: F811
+    cluster: FakeCluster,  # noqa: F811
+) -> None:
+    cluster.state = "progressing"
+    first = await ready(uow, cluster)
+
+    removal = await undeploy(ACT, uow=uow)
+    await work(uow, cluster)
+
+    ended = await deployment(uow, first.id)
+    assert (ended.state, ended.message) == ("failed", f"superseded by undeploy {removal.id}")
+    statuses = [(e.data["deployment_id"], e.data["state"]) for e in await outbox(uow, Topic.DEPLOY_STATUS)]
+    assert set(statuses[-2:]) == {(removal.id, "removed"), (first.id, "failed")}
+    assert await worker.follow_rollout(first.id, uow=uow, driver=cluster), "nothing left to follow"
 
 
 async def test_a_failed_removal_leaves_what_runs_and_says_why(uow: UnitOfWork, cluster: FakeCluster) -> None:  # noqa: F811
