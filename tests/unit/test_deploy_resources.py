@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from services.deploy import handlers, resources, views
+from services.deploy import domain, handlers, resources, views
 from services.deploy.handlers import Action
 from services.deploy.models import Resource, ResourceCreate, ResourceUpdate
 from services.deploy.undeploy import undeploy
@@ -175,3 +175,12 @@ async def test_a_deployment_under_way_holds_its_resources(uow: UnitOfWork) -> No
 
     with pytest.raises(Conflict, match="shop/orders"):
         await resources.delete_resource(ENV, "orders-db", uow=uow)
+
+
+def test_the_revision_rules_as_pure_functions() -> None:
+    assert (domain.next_revision(None), domain.next_revision(1), domain.next_revision(7)) == (1, 2, 8)
+    snapshot = {"db": {"type": "database", "data": {}, "revision": 4}, "old": {"type": "config", "data": {}}}
+    assert domain.resource_revisions(snapshot) == {"db": 4}, "made before revisions: none recorded"
+    domain.refuse_deleting_a_used_resource("db", "dev", [])
+    with pytest.raises(Conflict, match="used by what runs in dev: a/x, b/y"):
+        domain.refuse_deleting_a_used_resource("db", "dev", ["b/y", "a/x"])

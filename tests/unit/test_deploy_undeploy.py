@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.deploy import handlers, views, worker
+from services.deploy import domain, handlers, views, worker
 from services.deploy.cluster import WorkloadSpec
 from services.deploy.handlers import Action
 from services.deploy.rendered import RenderedManifestsDriver
@@ -188,3 +188,14 @@ async def test_the_rendered_driver_removes_the_services_files_only(tmp_path: Pat
     assert await driver.status("shop", "web", "staging", "shop-staging") is None
     assert await driver.status("shop", "api", "staging", "shop-staging") is not None
     await driver.remove("shop", "web", "nowhere", "nothing-here")  # a folder never written: no error
+
+
+def test_what_may_be_removed_as_pure_functions() -> None:
+    for latest in (("deploy", "succeeded"), ("deploy", "failed"), ("abort", "succeeded"), ("undeploy", "failed")):
+        domain.require_workload_to_remove("s/x", "dev", latest)
+        assert not domain.workload_removed(latest)
+    assert domain.workload_removed(("undeploy", "removed"))
+    with pytest.raises(Conflict, match="never deployed"):
+        domain.require_workload_to_remove("s/x", "dev", None)
+    with pytest.raises(Conflict, match="already removed"):
+        domain.require_workload_to_remove("s/x", "dev", ("undeploy", "removed"))
