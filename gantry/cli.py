@@ -33,6 +33,16 @@ PIPELINE_STATUSES = (
     "scheduled",
 )
 
+FINISHED = ("success", "failed", "canceled", "skipped")
+STAGES = ("build", "test", "package")  # the templates' .gitlab-ci.yml
+JOB_STATUSES = {  # each stage's job, for a pipeline's status
+    "success": ("success", "success", "success"),
+    "failed": ("success", "failed", "skipped"),
+    "canceled": ("success", "canceled", "skipped"),
+    "running": ("success", "running", "created"),
+    "manual": ("success", "success", "manual"),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -71,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--service", required=True)
     report.add_argument("--status", required=True, choices=PIPELINE_STATUSES)
     report.add_argument("--ref", default="main")
-    report.add_argument("--sha", help="commit (default: the repository's head for local repositories)")
+    report.add_argument("--sha", help="commit (default: a local repository's head); one commit, one version")
     report.add_argument("--tag", action="store_true", help="the ref is a tag (the version is named after it)")
     report.add_argument("--pipeline-id", type=int, help="report on an existing pipeline (default: a new one)")
     report.add_argument("--gateway", help="Gantry's address (default: the gateway's URL)")
@@ -161,19 +171,21 @@ def _pipeline_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def pipeline_hook_body(service: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """A Pipeline Hook body in GitLab's format (see GitLab's webhook events documentation)."""
+    """A Pipeline Hook body in GitLab's format (see GitLab's webhook events documentation), with
+    one job per stage of the templates' CI file, in ``builds``."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     sha = args.sha or _head_sha(service["repository_url"], args.ref) or uuid.uuid4().hex * 2
-    finished = now if args.status in ("success", "failed", "canceled", "skipped") else None
+    finished = now if args.status in FINISHED else None
+    pipeline_id = args.pipeline_id or int(time.time() * 1000) % 2_000_000_000
     return {
         "object_kind": "pipeline",
         "object_attributes": {
-            "id": args.pipeline_id or int(time.time() * 1000) % 2_000_000_000,
+            "id": pipeline_id,
             "ref": args.ref,
             "tag": args.tag,
             "sha": sha[:40],
             "status": args.status,
-            "stages": ["build", "test", "package"],
+            "stages": list(STAGES),
             "created_at": now,
             "finished_at": finished,
             "source": "push",
@@ -191,7 +203,28 @@ def pipeline_hook_body(service: dict[str, Any], args: argparse.Namespace) -> dic
             "message": f"{args.ref} reported by gantry pipeline report",
             "author": {"name": "gantry-cli", "email": "gantry@localhost"},
         },
+        "builds": _jobs(pipeline_id, args.status, now),
     }
+
+
+def _jobs(pipeline_id: int, status: str, now: str) -> list[dict[str, Any]]:
+    """The templates' jobs as a pipeline of ``status`` leaves them: a failure in ``test``, say."""
+    statuses = JOB_STATUSES.get(status, (status,) * len(STAGES))
+    return [
+        {
+            "id": pipeline_id * 10 + number,  # a pipeline's jobs keep their ids when it is reported again
+            "stage": stage,
+            "name": stage,
+            "status": job_status,
+            "created_at": now,
+            "started_at": None if job_status in ("created", "pending", "manual") else now,
+            "finished_at": now if job_status in FINISHED else None,
+            "allow_failure": False,
+            "when": "manual" if job_status == "manual" else "on_success",
+            "manual": job_status == "manual",
+        }
+        for number, (stage, job_status) in enumerate(zip(STAGES, statuses, strict=True), start=1)
+    ]
 
 
 def _head_sha(repository_url: str, ref: str) -> str | None:

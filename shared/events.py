@@ -122,6 +122,7 @@ class VersionCreated(EventData):
     version: str
     sha: str
     ref: str
+    tag: bool = False  # made by a tag pipeline (``ref`` is then the tag): auto-release's ``tags`` switch
     pipeline_id: int
     pipeline_url: str | None = None
     image: str

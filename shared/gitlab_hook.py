@@ -4,14 +4,19 @@ checks and queues hooks) and versioning (which applies them).
 Everything that enters here is bounded: the body's size (while it is read, see ``shared.limits``),
 its nesting depth, and every free-text field Gantry keeps (trimmed with a marker), so a queued hook
 and every event made from it fit the broker's message limit by construction.
+
+Hooks from every GitLab in use are read alike: times as ``2016-08-12 15:23:28 UTC`` or ISO 8601,
+the jobs under ``builds`` (older senders: ``jobs``), and keys Gantry does not read (``merge_request``,
+``source_pipeline``, ``variables``, …) ignored.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from shared.errors import BadRequest, InvalidInput, TooLarge
 
@@ -20,9 +25,25 @@ MAX_DEPTH = 32  # GitLab's hooks nest about 5 deep
 MAX_TEXT = 16_384  # characters kept of a commit message; GitLab's own commit titles are far shorter
 MAX_NAME = 255
 MAX_STAGES = 100
+MAX_JOBS = 5_000  # every attempt of every job; GitLab caps a pipeline's jobs far lower on most plans
 TRIM_MARKER = "… [trimmed by Gantry: {} more characters]"
 # Parts of a hook Gantry does not read, dropped (and named) when the hook would not fit otherwise.
-UNREAD_BULK = ("builds", "jobs", "merge_request", "source_pipeline", "user")
+UNREAD_BULK = ("merge_request", "source_pipeline", "user")
+JOB_KEYS = ("builds", "jobs")  # GitLab's name, and older senders'
+# What Gantry reads of a job: the rest (runner, user, artifacts, …) goes first when space is short.
+JOB_FIELDS = (
+    "id",
+    "stage",
+    "name",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "allow_failure",
+    "when",
+    "manual",
+)
+TIME_FORMATS = ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S")
 
 
 def trim(text: str, limit: int) -> str:
@@ -31,6 +52,60 @@ def trim(text: str, limit: int) -> str:
         return text
     marker = TRIM_MARKER.format(len(text) - limit)
     return text[: max(0, limit - len(marker))] + marker
+
+
+def parse_time(value: object) -> datetime | None:
+    """A GitLab time, as any GitLab sends it: ``2016-08-12 15:23:28 UTC`` (webhooks), ISO 8601
+    (``2016-08-12T15:23:28Z``, ``…T15:23:28.123+02:00``: older senders, the API). Missing or
+    unreadable is ``None``: a time is shown, never decided on."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return None
+    text = value.strip().replace(" UTC", " +0000")
+    for fmt in TIME_FORMATS:
+        try:
+            parsed = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+GitLabTime = Annotated[datetime | None, BeforeValidator(parse_time)]
+
+
+def _name(value: object) -> object:
+    return trim(value, MAX_NAME) if isinstance(value, str) else value
+
+
+Name = Annotated[str, BeforeValidator(_name)]
+Flag = Annotated[bool, BeforeValidator(lambda value: False if value is None else value)]  # null: not set
+
+
+class HookJob(BaseModel):
+    """One attempt of one job (``builds[]``): a retried job appears once per attempt, the
+    highest id being the latest."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: int = Field(ge=1, le=2**63 - 1)
+    stage: Name = ""
+    name: Name
+    status: str = Field(max_length=32)
+    created_at: GitLabTime = None
+    started_at: GitLabTime = None
+    finished_at: GitLabTime = None
+    allow_failure: Flag = False
+    when: str | None = Field(default=None, max_length=32)
+    manual: Flag = False
+
+    @property
+    def job_id(self) -> int:
+        return self.id
 
 
 class HookAttributes(BaseModel):
@@ -42,7 +117,8 @@ class HookAttributes(BaseModel):
     status: str = Field(max_length=32)
     url: str | None = Field(default=None, max_length=2048)
     stages: list[str] = Field(default_factory=list)
-    finished_at: str | None = Field(default=None, max_length=64)
+    created_at: GitLabTime = None
+    finished_at: GitLabTime = None
 
     @field_validator("stages")
     @classmethod
@@ -84,6 +160,9 @@ class PipelineHook(BaseModel):
     object_attributes: HookAttributes
     project: HookProject
     commit: HookCommit | None = None
+    jobs: list[HookJob] = Field(
+        default_factory=list, max_length=MAX_JOBS, validation_alias=AliasChoices("builds", "jobs")
+    )
 
     @property
     def scm_project_id(self) -> str:
@@ -159,12 +238,23 @@ def bounded(document: dict[str, Any], limit: int) -> dict[str, Any]:
         return document
     dropped = [name for name in UNREAD_BULK if document.pop(name, None) is not None]
     document["_gantry_dropped"] = dropped
+    for key in JOB_KEYS:  # the jobs are read: first only their unread fields go, then (if need be) all
+        if isinstance(document.get(key), list) and _size(document) > limit:
+            document[key] = [_slim_job(job) for job in document[key]]
+            dropped.append(f"{key}: fields other than {', '.join(JOB_FIELDS)}")
+        if document.get(key) is not None and _size(document) > limit:
+            del document[key]
+            dropped.append(key)
     if _size(document) > limit:
         raise TooLarge(
             f"the hook takes more than {limit} bytes even without the parts Gantry does not read "
             f"({', '.join(dropped) or 'none were there'}): it cannot be queued"
         )
     return document
+
+
+def _slim_job(job: Any) -> Any:
+    return {name: job[name] for name in JOB_FIELDS if name in job} if isinstance(job, dict) else job
 
 
 def _size(document: dict[str, Any]) -> int:

@@ -52,6 +52,8 @@ class Runtime:
     consumes: list[str] = field(default_factory=list)
     # what else readyz reports (not part of "ready"): name -> async probe, e.g. the cluster
     probes: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    # which drivers readyz names (e.g. deploy's cluster: rendered manifests or Kubernetes, and where)
+    drivers: dict[str, dict[str, str]] = field(default_factory=dict)
     # each service's own parts (its SCM, cluster driver, …), set by its extensions: see Part
     parts: dict[str, object] = field(default_factory=dict)
 
@@ -234,6 +236,7 @@ def _health_router() -> APIRouter:
             "consumes": runtime.consumes,
             "group": consumer_group(runtime.name, runtime.settings),
             "reachable": {name: await probe() for name, probe in runtime.probes.items()},
+            "drivers": runtime.drivers,
         }
         return JSONResponse(status_code=200 if ready else 503, content=content)
 

@@ -123,7 +123,11 @@ def _verified_project(document: object, token: str, secret: str) -> str:
 
 
 def _queued(attrs: gitlab_hook.HookAttributes, delivery: str) -> HookReceipt:
-    then = " and makes a version of its first success" if attrs.status == "success" else ""
+    then = (
+        " and, when every job's latest attempt succeeded, gives its commit a version"
+        if attrs.status == "success"
+        else ""
+    )
     return HookReceipt(
         accepted=True,
         pipeline_id=attrs.id,

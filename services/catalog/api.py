@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from services.catalog import handlers
+from services.catalog import handlers, lifecycle
 from services.catalog.models import (
     CodeCheck,
     Project,
@@ -14,9 +14,12 @@ from services.catalog.models import (
     ServiceCreate,
     ServicePublic,
     ServiceTypePublic,
+    ServiceUpdate,
 )
-from services.catalog.scm import SERVICE_TYPES, ScmDep
+from services.catalog.scm import ScmDep
+from services.catalog.service_types import SERVICE_TYPES
 from shared.auth import PROJECT_ROLES
+from shared.paging import PageDep, SearchQuery, matches, serve_page
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["catalog"])
@@ -31,12 +34,20 @@ async def create_project(data: ProjectCreate, user: CurrentUser, runtime: Runtim
 
 
 @router.get("/projects", response_model=list[ProjectPublic])
-async def read_projects(user: CurrentUser, runtime: RuntimeDep) -> list[Project]:
-    """List the projects the caller can see."""
+async def read_projects(
+    user: CurrentUser, runtime: RuntimeDep, page: PageDep, request: Request, response: Response, q: SearchQuery = None
+) -> list[Project]:
+    """List the projects the caller can see (organization roles: all), searched by code and name."""
     projects = await handlers.list_projects(uow=runtime.uow)
-    if user.is_org_admin():
-        return projects
-    return [p for p in projects if any(r.startswith(f"{p.code}:") for r in user.roles)]
+    seen = [p for p in projects if user.can_read_project(p.code) and matches(q, p.code, p.name)]
+    return serve_page(seen, lambda p: (p.code,), page, request, response)
+
+
+@router.delete("/projects/{project}", status_code=204)
+async def delete_project(project: str, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId) -> None:
+    """Delete a project that has no services left (organization admin)."""
+    user.require_org()
+    await lifecycle.delete_project(project, correlation_id=cid, uow=runtime.uow)
 
 
 @router.get("/service-types", response_model=list[ServiceTypePublic])
@@ -64,10 +75,20 @@ async def create_service(
 
 
 @router.get("/projects/{project}/services", response_model=list[ServicePublic])
-async def read_services(project: str, user: CurrentUser, runtime: RuntimeDep) -> list[Service]:
-    """List a project's services."""
-    user.require_project(project, *PROJECT_ROLES)
-    return await handlers.list_services(project, uow=runtime.uow)
+async def read_services(
+    project: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
+    q: SearchQuery = None,
+) -> list[Service]:
+    """List a project's services, searched by code, name and group."""
+    user.require_project_read(project)
+    services = await handlers.list_services(project, uow=runtime.uow)
+    found = [s for s in services if matches(q, s.code, s.name, s.group)]
+    return serve_page(found, lambda s: (s.code,), page, request, response)
 
 
 @router.get("/projects/{project}/service-codes/{code}", response_model=CodeCheck)
@@ -80,5 +101,23 @@ async def check_service_code(project: str, code: str, user: CurrentUser, runtime
 @router.get("/projects/{project}/services/{service}", response_model=ServicePublic)
 async def read_service(project: str, service: str, user: CurrentUser, runtime: RuntimeDep) -> Service:
     """One service, with its repository address."""
-    user.require_project(project, *PROJECT_ROLES)
+    user.require_project_read(project)
     return await handlers.get_service(project, service, uow=runtime.uow)
+
+
+@router.patch("/projects/{project}/services/{service}", response_model=ServicePublic)
+async def update_service(
+    project: str, service: str, data: ServiceUpdate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+) -> Service:
+    """Rename, disable or enable a service (a disabled one is neither released nor deployed)."""
+    user.require_project(project, *WRITERS)
+    return await lifecycle.update_service(project, service, data, correlation_id=cid, uow=runtime.uow)
+
+
+@router.delete("/projects/{project}/services/{service}", status_code=204)
+async def delete_service(
+    project: str, service: str, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId, scm: ScmDep
+) -> None:
+    """Delete a disabled service that runs nowhere; its repository is archived, not deleted."""
+    user.require_project(project, *WRITERS)
+    await lifecycle.delete_service(project, service, correlation_id=cid, uow=runtime.uow, scm=scm)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
 from services.catalog.api import router
 from services.catalog.models import Project, Service
+from services.catalog.running import ServiceRun, on_deploy_status
 from services.catalog.scm import SCM, build_scm
 from shared import outbox_api
+from shared.bus import Handler
+from shared.events import Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
@@ -22,11 +26,17 @@ async def _scm(runtime: Runtime) -> AsyncIterator[None]:
     yield
 
 
+def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
+    # where services run: one still running somewhere cannot be deleted
+    return {Topic.DEPLOY_STATUS: partial(on_deploy_status, uow=runtime.uow)}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "catalog",
-        tables=[Project, Service],
+        tables=[Project, Service, ServiceRun],
         routers=[router, outbox_api.router],
+        subscriptions=_subscriptions,
         extensions=[_scm],
         settings=settings,
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
-from shared.errors import InvalidInput
+from shared.errors import Conflict, InvalidInput
 from shared.naming import dns1123_name, workload_name
 
 CANARY_SUFFIX = "-canary"  # the canary track's Kubernetes names end so
@@ -95,3 +97,58 @@ def clash(project: str, code: str, existing: NamedService | None) -> str | None:
         f"service code {code!r} derives the Kubernetes name {workload!r}, which clashes with service "
         f"{existing.code!r} of project {existing.project!r}: choose another code"
     )
+
+
+ChangeKind = Literal["updated", "disabled", "enabled"]
+
+
+@dataclass(frozen=True)
+class ServiceChange:
+    """One change a service goes through, and its state once it is made."""
+
+    change: ChangeKind
+    name: str
+    enabled: bool
+
+
+def service_changes(name: str, enabled: bool, *, new_name: str | None, new_enabled: bool | None) -> list[ServiceChange]:
+    """What a change of name and/or switch does, in order (the rename first): nothing for what is
+    already so, so disabling a disabled service changes nothing and announces nothing."""
+    if new_name is None and new_enabled is None:
+        raise InvalidInput('nothing to change: give "name", "enabled" or both')
+    changes: list[ServiceChange] = []
+    if new_name is not None and (new_name := validate_name(new_name)) != name:
+        name = new_name
+        changes.append(ServiceChange("updated", name, enabled))
+    if new_enabled is not None and new_enabled != enabled:
+        enabled = new_enabled
+        changes.append(ServiceChange("enabled" if enabled else "disabled", name, enabled))
+    return changes
+
+
+def require_disabled(project: str, code: str, enabled: bool) -> None:
+    """A service is deleted only once disabled: nothing releases or deploys it any more."""
+    if enabled:
+        raise Conflict(
+            f"service {code!r} of project {project!r} is enabled: disable it first "
+            f'(PATCH /api/catalog/projects/{project}/services/{code} with {{"enabled": false}}), then delete it'
+        )
+
+
+def require_running_nowhere(project: str, code: str, environments: Sequence[str]) -> None:
+    """A service is deleted only when it runs in no environment (after an undeploy in each)."""
+    if environments:
+        where = ", ".join(sorted(environments))
+        raise Conflict(
+            f"service {code!r} of project {project!r} still runs in {where}: undeploy it there first, then delete it"
+        )
+
+
+def require_empty_project(project: str, services: int) -> None:
+    """A project is deleted only when it has no services left."""
+    if services:
+        noun = "service" if services == 1 else "services"
+        raise Conflict(
+            f"project {project!r} still has {services} {noun}: they must be deleted first "
+            f"(disable each, undeploy it everywhere, then DELETE /api/catalog/projects/{project}/services/<code>)"
+        )

@@ -18,7 +18,6 @@ from services.catalog.models import (
     ServiceCreate,
 )
 from services.catalog.scm import (
-    SERVICE_TYPES,
     GroupNotFound,
     InvalidRepositorySpec,
     Repository,
@@ -27,6 +26,7 @@ from services.catalog.scm import (
     Scm,
     ScmError,
 )
+from services.catalog.service_types import SERVICE_TYPES
 from shared.auth import webhook_secret
 from shared.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from shared.events import ServiceCreated

@@ -6,9 +6,13 @@ from datetime import datetime
 
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
+from sqlmodel._compat import SQLModelConfig  # the type of SQLModel's model_config; not re-exported
 
 from shared.db import UtcDateTime
 from shared.events import utcnow
+
+# request bodies refuse unknown fields (422 naming them) instead of silently ignoring them
+REFUSE_UNKNOWN_FIELDS = SQLModelConfig(extra="forbid")
 
 
 class ProjectBase(SQLModel):
@@ -18,7 +22,7 @@ class ProjectBase(SQLModel):
 
 
 class ProjectCreate(ProjectBase):
-    pass
+    model_config = REFUSE_UNKNOWN_FIELDS
 
 
 class Project(ProjectBase, table=True):
@@ -40,7 +44,15 @@ class ServiceBase(SQLModel):
 
 
 class ServiceCreate(ServiceBase):
-    pass
+    model_config = REFUSE_UNKNOWN_FIELDS
+
+
+class ServiceUpdate(SQLModel):
+    """What a service's owners may change: its name, and whether it is enabled."""
+
+    model_config = REFUSE_UNKNOWN_FIELDS
+    name: str | None = Field(default=None, max_length=128)
+    enabled: bool | None = None
 
 
 class Service(ServiceBase, table=True):
@@ -58,6 +70,8 @@ class Service(ServiceBase, table=True):
     repository_web_url: str
     repository_path: str
     scm_project_id: str = Field(max_length=255)
+    # a disabled service keeps its versions but is neither released nor deployed
+    enabled: bool = Field(default=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
 
@@ -70,6 +84,7 @@ class ServicePublic(ServiceBase):
     repository_web_url: str
     repository_path: str
     scm_project_id: str
+    enabled: bool
     created_at: datetime
     created_by: str
 

@@ -2,104 +2,34 @@
 
 Two adapters behind one port (``Scm``): ``GitLabScm`` (python-gitlab) and ``LocalGitScm`` (bare git
 repositories on this machine, the embedded default). ``build_scm`` picks one from the settings.
-``create_repository`` is blocking (network or ``git`` processes): run it in a thread
-(``await asyncio.to_thread(scm.create_repository, spec)``).
-
-Templates live in ``templates/<type code>/``: a ``type.yaml`` (code, name, description) and the
-files of the new repository, where ``{{service_code}}``, ``{{service_name}}``, ``{{project}}`` and
-``{{group}}`` are replaced by the service's values.
+``create_repository`` and ``archive`` are blocking (network or ``git`` processes): run them in a
+thread (``await asyncio.to_thread(scm.create_repository, spec)``).
+The templates of the service types: ``services/catalog/service_types.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Protocol, TypeVar
 
 import gitlab as _gitlab
 import requests
-import yaml
 from fastapi import Depends
 
+from services.catalog.service_types import template_files
 from shared.naming import gitlab_path
 from shared.service import Part
 
-TEMPLATES_DIR = Path(__file__).parent / "templates"
-PLACEHOLDERS = ("service_code", "service_name", "project", "group")
 GIT_AUTHOR = ("Gantry", "gantry@localhost")
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class ServiceType:
-    code: str
-    name: str
-    description: str
-    template_dir: Path
-
-
-class UnknownServiceType(ValueError):
-    """The service type code is not one of ``SERVICE_TYPES``."""
-
-
-def load_service_types(root: Path = TEMPLATES_DIR) -> dict[str, ServiceType]:
-    """Read every ``<root>/<code>/type.yaml``; the folder name must equal its ``code``."""
-    types: dict[str, ServiceType] = {}
-    for type_file in sorted(root.glob("*/type.yaml")):
-        meta = yaml.safe_load(type_file.read_text(encoding="utf-8")) or {}
-        code = meta.get("code")
-        if code != type_file.parent.name or not meta.get("name"):
-            raise RuntimeError(f"{type_file}: needs 'code: {type_file.parent.name}' and a 'name'")
-        types[code] = ServiceType(
-            code=code,
-            name=str(meta["name"]),
-            description=str(meta.get("description", "")),
-            template_dir=type_file.parent,
-        )
-    return types
-
-
-SERVICE_TYPES: dict[str, ServiceType] = load_service_types()
-
-
-def _fill(text: str, context: Mapping[str, str], where: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key in context:
-            return context[key]
-        if key in PLACEHOLDERS:
-            raise ValueError(f"template {where} uses {{{{{key}}}}} but no value was given for it")
-        return match.group(0)
-
-    return _PLACEHOLDER.sub(replace, text)
-
-
-def template_files(type_code: str, context: Mapping[str, str]) -> dict[str, str]:
-    """The files of a new repository of type ``type_code``: relative POSIX path → content.
-
-    Placeholders ``{{key}}`` are replaced with ``context[key]``; a missing value for one of
-    ``PLACEHOLDERS`` raises ``ValueError``; other ``{{…}}`` text is left as it is.
-    """
-    service_type = SERVICE_TYPES.get(type_code)
-    if service_type is None:
-        raise UnknownServiceType(
-            f"unknown service type {type_code!r}: choose one of {', '.join(sorted(SERVICE_TYPES))}"
-        )
-    files: dict[str, str] = {}
-    for path in sorted(service_type.template_dir.rglob("*")):
-        rel = path.relative_to(service_type.template_dir).as_posix()
-        if not path.is_file() or rel == "type.yaml" or "__pycache__" in path.parts:
-            continue
-        files[rel] = _fill(path.read_text(encoding="utf-8"), context, f"{type_code}/{rel}")
-    return files
 
 
 @dataclass(frozen=True)
@@ -159,6 +89,11 @@ class Scm(Protocol):
         """Create the repository from the type's template (blocking)."""
         ...
 
+    def archive(self, repository: Repository) -> bool:
+        """Make the repository read-only, keeping it and its history (blocking); False when there
+        is no repository there any more (removed by hand), so nothing was left to archive."""
+        ...
+
 
 def _prepare(spec: RepoSpec) -> tuple[str, dict[str, str]]:
     """The repository path inside the group and the template files, or InvalidRepositorySpec."""
@@ -207,6 +142,30 @@ class LocalGitScm:
                 raise RepositoryExists(_exists_detail(full_path, str(target))) from exc
         url = target.resolve().as_uri()
         return Repository(url=url, web_url=url, path_with_namespace=full_path, scm_project_id=project_id)
+
+    def archive(self, repository: Repository) -> bool:
+        """Mark the bare repository archived where it is: an ``archived.json`` note and a
+        ``pre-receive`` hook that refuses every push, as GitLab refuses pushes to an archived
+        project. Its path stays taken, as an archived GitLab project's does."""
+        *group, path = repository.path_with_namespace.split("/")
+        target = self.root.joinpath(*group, f"{path}.git")
+        if not target.resolve().is_relative_to(self.root.resolve()):
+            raise InvalidRepositorySpec(f"{repository.path_with_namespace} is not a repository under {self.root}")
+        if not (target / "HEAD").is_file():
+            return False
+        hook = target / "hooks" / "pre-receive"
+        hook.parent.mkdir(exist_ok=True)
+        hook.write_text(ARCHIVED_HOOK.format(path=repository.path_with_namespace), encoding="utf-8")
+        hook.chmod(0o755)
+        note = {"archived": True, "archived_at": datetime.now(UTC).isoformat(), "project_id": repository.scm_project_id}
+        (target / "archived.json").write_text(json.dumps(note, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return True
+
+
+ARCHIVED_HOOK = """#!/bin/sh
+echo "the repository {path} is archived (its service was deleted): it is read-only" >&2
+exit 1
+"""
 
 
 def _exists_detail(full_path: str, where: str) -> str:
@@ -311,6 +270,21 @@ class GitLabScm:
         }
         self._finish("register the pipeline webhook", repo, lambda: project.hooks.create(hook))
         return repo
+
+    def archive(self, repository: Repository) -> bool:
+        """Archive the GitLab project (``POST /projects/:id/archive``): read-only, kept with its history."""
+        project = self._gl.projects.get(repository.scm_project_id, lazy=True)
+
+        def step() -> bool:
+            try:
+                project.archive()
+            except _gitlab.GitlabError as exc:
+                if exc.response_code == 404:
+                    return False
+                raise
+            return True
+
+        return self._call(f"archive the project {repository.path_with_namespace}", step)
 
     def _call(self, what: str, step: Callable[[], _T], *, not_found: str | None = None, taken: str | None = None) -> _T:
         try:

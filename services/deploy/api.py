@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request, Response
 
-from services.deploy import handlers, undeploy, views
+from services.deploy import handlers, history, undeploy, views
 from services.deploy.cluster import ClusterDep
 from services.deploy.handlers import Action
 from services.deploy.models import (
     AutoDeployPublic,
+    AutoDeployUpdate,
     Deployment,
     DeploymentCreate,
     DeploymentPublic,
@@ -21,7 +22,8 @@ from services.deploy.models import (
     RollbackRequest,
     RunningState,
 )
-from shared.schemas import Toggle
+from services.deploy.resend import Fingerprint
+from shared.paging import PageDep
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["deploy"])
@@ -43,11 +45,13 @@ async def acting(
     service: str,
     user: CurrentUser,
     cid: CorrelationId,
+    fingerprint: Fingerprint,
     idempotency_key: IdempotencyKey = None,
 ) -> Action:
     """A deploy admin's action on the service of the path (the role is checked here)."""
     user.require_org(DEPLOY_ADMIN)
-    return Action(project, service, environment, user.user, cid, request_key(user.user, idempotency_key))
+    key = request_key(user.user, idempotency_key)
+    return Action(project, service, environment, user.user, cid, key, fingerprint)
 
 
 ActionDep = Annotated[Action, Depends(acting)]
@@ -59,9 +63,11 @@ async def create_deployment(
     user: CurrentUser,
     runtime: RuntimeDep,
     cid: CorrelationId,
+    fingerprint: Fingerprint,
     idempotency_key: IdempotencyKey = None,
 ) -> Deployment:
-    """Deploy a released version; the worker applies it and reports deploy.status."""
+    """Deploy a released version (or "latest": the answer names it); the worker applies it and
+    reports deploy.status."""
     user.require_org(DEPLOY_ADMIN)
     return await handlers.request_deployment(
         data,
@@ -69,7 +75,14 @@ async def create_deployment(
         correlation_id=cid,
         uow=runtime.uow,
         request_key=request_key(user.user, idempotency_key),
+        request_fingerprint=fingerprint,
     )
+
+
+@router.get("/deployments/{deployment_id}", response_model=DeploymentPublic)
+async def read_deployment(deployment_id: str, user: CurrentUser, runtime: RuntimeDep) -> Deployment:
+    """One deployment (the id a deploy action answered with): its state, counts and message."""
+    return await history.read_deployment(deployment_id, user, uow=runtime.uow)
 
 
 @router.get(SERVICE, response_model=RunningState)
@@ -118,7 +131,7 @@ async def update_auto_deploy(
     environment: str,
     project: str,
     service: str,
-    body: Toggle,
+    body: AutoDeployUpdate,
     user: CurrentUser,
     runtime: RuntimeDep,
 ) -> AutoDeployPublic:
@@ -137,8 +150,17 @@ async def update_auto_deploy(
 
 @router.get(f"{SERVICE}/deployments", response_model=list[DeploymentPublic])
 async def read_deployments(
-    environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep
+    environment: str,
+    project: str,
+    service: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
 ) -> list[Deployment]:
-    """The deployment history, newest first, with who or what triggered each one."""
+    """The deployment history, newest first, with who or what triggered each one (paged)."""
     user.require_org(DEPLOY_ADMIN)
-    return await views.list_deployments(project, service, environment, uow=runtime.uow)
+    return await history.page_of_deployments(
+        project, service, environment, page, uow=runtime.uow, request=request, response=response
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.deploy import environments, handlers, resources_api, worker
+from services.deploy import driver_info, environments, handlers, known_services, org_api, resources_api, worker
 from services.deploy.api import router
 from services.deploy.cluster import CLUSTER, ClusterDriver
 from services.deploy.kubernetes import KubernetesDriver
@@ -42,6 +42,7 @@ async def _cluster(runtime: Runtime) -> AsyncIterator[None]:
     watcher = worker.RolloutWatcher(runtime.uow, driver)
     CLUSTER.provide(runtime, driver)
     runtime.probes["cluster"] = driver.reachable
+    runtime.drivers["cluster"] = driver_info.describe(driver)
     ROLLOUTS.provide(runtime, watcher)
     await watcher.resume()
     try:
@@ -62,7 +63,15 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     async def on_environment_changed(envelope: Envelope) -> None:
         await environments.on_environment_changed(envelope, uow=uow)
 
+    async def on_service_changed(envelope: Envelope) -> None:
+        await known_services.on_service_changed(envelope, uow=uow)
+
+    async def on_release_withdrawn(envelope: Envelope) -> None:
+        await known_services.on_release_withdrawn(envelope, uow=uow)
+
     return {
+        Topic.SERVICE_CHANGED: on_service_changed,
+        Topic.RELEASE_WITHDRAWN: on_release_withdrawn,
         Topic.ENVIRONMENT_CHANGED: on_environment_changed,
         Topic.VERSION_RELEASED: on_version_released,
         Topic.DEPLOY_REQUESTED: on_deploy_requested,
@@ -73,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "deploy",
         tables=DEPLOY_TABLES,
-        routers=[router, resources_api.router, outbox_api.router],
+        routers=[router, org_api.router, resources_api.router, outbox_api.router],
         subscriptions=_subscriptions,
         extensions=[_cluster],
         settings=settings,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.deploy.manifests import split_resource_env
-from shared.errors import Conflict, InvalidInput
+from shared.errors import Conflict, InvalidInput, NotFound
 
 MIN_REPLICAS, MAX_REPLICAS = 1, 100
 RESOURCE_NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$")
@@ -18,6 +18,8 @@ DATABASE = "database"
 APPLIED_STATES = ("rendered", "succeeded")
 IN_FLIGHT_STATES = ("requested", "progressing")
 FINAL_STATES = ("rendered", "succeeded", "failed", "removed")
+# A deployment request may name this instead of a version: the one most recently released there.
+LATEST = "latest"
 
 
 def subject(project: str, service: str) -> str:
@@ -131,16 +133,65 @@ class AutoDeployFacts:
     running_version: str | None  # what the stable track runs, and how its last rollout ended
     running_state: str | None
     released_version: str
+    service_enabled: bool = True  # catalog can disable a service: then nothing deploys it
 
 
 def auto_deploy_replicas(facts: AutoDeployFacts) -> int | None:
     """The guide: an auto-deploy rule applies only after a first manual deployment; it deploys each
     newly released version with the stable track's replicas. None: nothing to deploy."""
+    if not facts.service_enabled:
+        return None
     if not facts.rule_enabled or not facts.manually_deployed or facts.last_stable_replicas is None:
         return None
     if facts.running_version == facts.released_version and facts.running_state != "failed":
         return None  # already running: a re-release is not a new deployment
     return facts.last_stable_replicas
+
+
+def require_enabled(project: str, service: str, state: str) -> None:
+    """The guide: a disabled service keeps its versions but is not deployed until enabled again."""
+    if state == "enabled":
+        return
+    what = subject(project, service)
+    if state == "deleted":
+        raise Conflict(f"{what} was deleted: it can no longer be deployed")
+    raise Conflict(
+        f"{what} is {state}, and a {state} service is not deployed: enable it first "
+        f'(PATCH /api/catalog/projects/{project}/services/{service} with {{"enabled": true}})'
+    )
+
+
+def require_known_environment(environment: str, *, announced: bool, released_there: bool) -> None:
+    """A deployment names an existing environment: one release announced, or one that versions
+    were released to before environments were announced."""
+    if not announced and not released_there:
+        raise NotFound(
+            f"environment {environment!r} does not exist: see GET /api/release/environments "
+            "for the environments there are (an org admin creates one with POST /api/release/environments)"
+        )
+
+
+def resolve_version(requested: str, newest_released: str | None, what: str, environment: str) -> str:
+    """``"latest"`` means the version most recently released to the environment."""
+    if requested != LATEST:
+        return requested
+    if newest_released is None:
+        raise Conflict(f"no version of {what} is released to {environment}: release one there first, then deploy it")
+    return newest_released
+
+
+def check_resent(key: str, first_fingerprint: str | None, fingerprint: str | None) -> None:
+    """An Idempotency-Key names one request: resent, it must be the same request."""
+    if first_fingerprint and fingerprint and first_fingerprint != fingerprint:
+        raise InvalidInput(
+            f"the Idempotency-Key {key!r} was first sent with a different request: resend exactly the "
+            "first request to get its deployment, or use a new key for a new request"
+        )
+
+
+def counts_known(state: str) -> bool:
+    """Rendered manifests run nowhere: their pod counts are unknown (null), not 0 (an outage)."""
+    return state != "rendered"
 
 
 # --- resources' revisions, and what may be deleted or removed ------------------------------------

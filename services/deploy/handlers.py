@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.deploy import domain, lookups
+from services.deploy import domain, known_services, lookups, references
 from services.deploy.models import (
     AutoDeployRule,
     Deployment,
@@ -43,6 +43,8 @@ async def record_released_version(envelope: Envelope, *, uow: UnitOfWork) -> Dep
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return None
+        if await known_services.state_of(session, release.service_id) == "deleted":
+            return None  # a late release of a service already forgotten
         await _remember(session, release)
         deployment = await _auto_deployment(session, release, envelope)
     if deployment is not None:
@@ -60,7 +62,7 @@ async def _remember(session: AsyncSession, release: VersionReleased) -> None:
     )
     fields = release.model_dump(include=set(ReleasedVersion.model_fields) - {"id"})
     row = rows.first() or ReleasedVersion(**fields)
-    row.sqlmodel_update(fields | {"released_at": utcnow()})
+    row.sqlmodel_update(fields | {"released_at": utcnow(), "withdrawn_at": None})
     session.add(row)
 
 
@@ -80,6 +82,7 @@ async def _auto_deployment(session: AsyncSession, release: VersionReleased, caus
             running_version=stable.version if stable else None,
             running_state=stable.state if stable else None,
             released_version=release.version,
+            service_enabled=await known_services.state_of(session, release.service_id) == "enabled",
         )
     )
     if replicas is None or choice is None:
@@ -102,7 +105,13 @@ async def _auto_deployment(session: AsyncSession, release: VersionReleased, caus
 
 
 async def request_deployment(
-    data: DeploymentCreate, *, by: str, correlation_id: str, uow: UnitOfWork, request_key: str | None = None
+    data: DeploymentCreate,
+    *,
+    by: str,
+    correlation_id: str,
+    uow: UnitOfWork,
+    request_key: str | None = None,
+    request_fingerprint: str | None = None,
 ) -> Deployment:
     """Deploy a released version (rolling on the stable track, or a canary beside it)."""
     if data.replicas is not None:
@@ -110,7 +119,9 @@ async def request_deployment(
     what = f"{domain.subject(data.project, data.service)} to {data.environment}"
 
     async def make(session: AsyncSession) -> Deployment:
-        release = await lookups.released(session, data.project, data.service, data.environment, data.version)
+        release = await references.release_to_deploy(
+            session, data.project, data.service, data.environment, data.version
+        )
         key = (release.service_id, data.environment)
         choice = await session.get(ResourceChoice, key)
         names = domain.choose_resources(data.resources, choice.resources if choice else None, what)
@@ -126,7 +137,7 @@ async def request_deployment(
             _remember_choice(session, choice, key, names, snapshot)
         return _deployment(
             release,
-            version=data.version,
+            version=release.version,  # "latest" named the version: the answer says which
             image=release.image,
             replicas=replicas,
             strategy=data.strategy,
@@ -139,7 +150,7 @@ async def request_deployment(
             correlation_id=correlation_id,
         )
 
-    return await _act(uow, request_key, make)
+    return await _act(uow, request_key, make, request_fingerprint)
 
 
 def _remember_choice(
@@ -164,6 +175,7 @@ class Action:
     by: str
     correlation_id: str
     request_key: str | None = None
+    request_fingerprint: str | None = None  # of the request, so a key resent with another body is refused
 
 
 async def scale(act: Action, replicas: int, *, uow: UnitOfWork) -> Deployment:
@@ -174,7 +186,7 @@ async def scale(act: Action, replicas: int, *, uow: UnitOfWork) -> Deployment:
         stable = await lookups.running(session, act.project, act.service, act.environment, "stable")
         return _again(stable, "scale", act, replicas=replicas)
 
-    return await _act(uow, act.request_key, make)
+    return await _act(uow, act.request_key, make, act.request_fingerprint)
 
 
 async def rollback(act: Action, version: str | None, *, uow: UnitOfWork) -> Deployment:
@@ -194,7 +206,7 @@ async def rollback(act: Action, version: str | None, *, uow: UnitOfWork) -> Depl
         release = await lookups.released(session, act.project, act.service, act.environment, target)
         return _again(stable, "rollback", act, version=target, image=release.image)
 
-    return await _act(uow, act.request_key, make)
+    return await _act(uow, act.request_key, make, act.request_fingerprint)
 
 
 async def promote_canary(act: Action, *, uow: UnitOfWork) -> Deployment:
@@ -210,7 +222,7 @@ async def promote_canary(act: Action, *, uow: UnitOfWork) -> Deployment:
         replicas = stable.replicas if stable else canary.replicas
         return _again(canary, "promote", act, track="stable", replicas=replicas)
 
-    return await _act(uow, act.request_key, make)
+    return await _act(uow, act.request_key, make, act.request_fingerprint)
 
 
 async def abort_canary(act: Action, *, uow: UnitOfWork) -> Deployment:
@@ -220,7 +232,7 @@ async def abort_canary(act: Action, *, uow: UnitOfWork) -> Deployment:
         canary = await lookups.running(session, act.project, act.service, act.environment, "canary")
         return _again(canary, "abort", act)
 
-    return await _act(uow, act.request_key, make)
+    return await _act(uow, act.request_key, make, act.request_fingerprint)
 
 
 async def set_auto_deploy(
@@ -303,14 +315,22 @@ def _deployment(
 
 
 async def _act(
-    uow: UnitOfWork, request_key: str | None, make: Callable[[AsyncSession], Awaitable[Deployment]]
+    uow: UnitOfWork,
+    request_key: str | None,
+    make: Callable[[AsyncSession], Awaitable[Deployment]],
+    fingerprint: str | None = None,
 ) -> Deployment:
     """One deployment action in one transaction, once: a resent request (same user, same
-    Idempotency-Key) gets the deployment its first sending made."""
+    Idempotency-Key, same request) gets the deployment its first sending made. Only an enabled
+    service is deployed (removing its canary is always allowed)."""
     async with uow.begin() as session:
         if (resent := await _already_made(session, request_key)) is not None:
+            domain.check_resent((request_key or "").partition(":")[2], resent.request_fingerprint, fingerprint)
             return resent
         deployment = await make(session)
+        if deployment.action != "abort":
+            await known_services.require_enabled(session, deployment.service_id, deployment.project, deployment.service)
+        deployment.request_fingerprint = fingerprint
         _start(session, deployment, request_key=request_key)
     return deployment
 

@@ -39,6 +39,7 @@ async def released(
         select(ReleasedVersion)
         .where(ReleasedVersion.project == project, ReleasedVersion.service == service)
         .where(ReleasedVersion.environment == environment, ReleasedVersion.version == version)
+        .where(col(ReleasedVersion.withdrawn_at).is_(None))  # withdrawn: no longer released there
     )
     release = rows.first()
     if release is None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import ConfigDict, field_validator
+from pydantic import field_validator, model_validator
 from sqlalchemy import JSON, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
+from sqlmodel._compat import SQLModelConfig
 
 from services.deploy import domain
 from services.deploy.environments import KnownEnvironment
@@ -24,6 +25,7 @@ Strategy = Literal["rolling", "canary"]
 Track = Literal["stable", "canary"]
 DeploymentState = Literal["requested", "rendered", "progressing", "succeeded", "failed", "removed"]
 Trigger = Literal["manual", "auto"]
+ServiceState = Literal["enabled", "disabled", "deleted"]
 TIMESTAMP = UtcDateTime
 # A deploy.requested carries the data of each resource it names: these bounds keep it well inside
 # the broker's message limit (16 × 16 KiB), whatever people put in their resources.
@@ -31,6 +33,8 @@ TIMESTAMP = UtcDateTime
 REPLICAS_BOUNDS = {"minimum": domain.MIN_REPLICAS, "maximum": domain.MAX_REPLICAS}
 MAX_RESOURCE_DATA_BYTES = 16_384
 MAX_RESOURCES_PER_DEPLOYMENT = 16
+# request bodies: a misspelt field ({"replica": 5}) is a 422 naming it, never silently ignored
+REFUSE_UNKNOWN_FIELDS = SQLModelConfig(extra="forbid")
 
 
 def _created() -> Any:
@@ -57,7 +61,7 @@ def bounded_resource_data(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class ResourceCreate(ResourceBase):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = REFUSE_UNKNOWN_FIELDS
 
     @field_validator("data")
     @classmethod
@@ -68,7 +72,7 @@ class ResourceCreate(ResourceBase):
 class ResourceUpdate(SQLModel):
     """The whole new content of a resource (its name is the path's): it becomes a new revision."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = REFUSE_UNKNOWN_FIELDS
     type: str = Field(max_length=32)
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -119,16 +123,31 @@ class ReleasedVersion(PlacementColumns, table=True):
     __table_args__ = (UniqueConstraint("service_id", "environment", "version", name="uq_released_version"),)
     id: int | None = Field(default=None, primary_key=True)
     released_at: datetime = _created()
+    # set by release.withdrawn: no longer released there (a new release clears it)
+    withdrawn_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+
+
+class KnownService(SQLModel, table=True):
+    """A service as catalog announced it on ``service.changed`` (see ``known_services``)."""
+
+    __tablename__ = "deploy_services"
+    service_id: str = Field(primary_key=True, max_length=64)
+    project: str = Field(max_length=40)
+    service: str = Field(max_length=64)
+    name: str = Field(max_length=128)
+    state: ServiceState = Field(default="enabled", sa_type=String(16))
+    updated_at: datetime = _created()
 
 
 # --- deployments ------------------------------------------------------------------------------
 
 
 class DeploymentCreate(SQLModel):
+    model_config = REFUSE_UNKNOWN_FIELDS
     project: str
     service: str
     environment: str
-    version: str
+    version: str = Field(description='a version released to the environment, or "latest" (the one released last)')
     # default: the resources of the last deployment
     resources: list[str] | None = Field(default=None, max_length=MAX_RESOURCES_PER_DEPLOYMENT)
     # default: what the track runs now, else 1
@@ -152,6 +171,7 @@ class Deployment(PlacementColumns, table=True):
     correlation_id: str = Field(max_length=64)
     # "<user>:<Idempotency-Key>" of the request that made it: a resent request returns this one
     request_key: str | None = Field(default=None, unique=True, max_length=300)
+    request_fingerprint: str | None = Field(default=None, max_length=64)  # of that request: a resend must match
     state: DeploymentState = Field(default="requested", sa_type=String(16))
     desired: int = 0
     current: int = 0
@@ -184,13 +204,27 @@ class DeploymentPublic(SQLModel):
     trigger: Trigger
     by: str
     state: DeploymentState
-    desired: int
-    current: int
-    updated: int
-    available: int
+    desired: int | None
+    current: int | None
+    updated: int | None
+    available: int | None
     message: str
     created_at: datetime
     finished_at: datetime | None
+
+    @model_validator(mode="after")
+    def _no_counts_when_rendered(self) -> DeploymentPublic:
+        return _unknown_counts(self)
+
+
+CountsT = TypeVar("CountsT", "DeploymentPublic", "TrackState")
+
+
+def _unknown_counts(shape: CountsT) -> CountsT:
+    """Rendered manifests run nowhere: no pod counts (null) rather than 0 available, which reads as an outage."""
+    if not domain.counts_known(shape.state):
+        shape.desired = shape.current = shape.updated = shape.available = None
+    return shape
 
 
 # --- per (service, environment): last resources, auto-deploy; per track: what runs ---------------
@@ -239,14 +273,19 @@ class TrackState(SQLModel):
     track: Track
     version: str
     image: str
+    replicas: int  # as deployed; the counts below are the cluster's (null when nothing runs them)
     state: str
-    desired: int
-    current: int
-    updated: int
-    available: int
+    desired: int | None
+    current: int | None
+    updated: int | None
+    available: int | None
     message: str
     deployment_id: str
     resource_revisions: dict[str, int] = Field(default_factory=dict)  # what this track runs with
+
+    @model_validator(mode="after")
+    def _no_counts_when_rendered(self) -> TrackState:
+        return _unknown_counts(self)
 
 
 class DeployingVersion(SQLModel):
@@ -288,15 +327,23 @@ class AutoDeployPublic(SQLModel):
 
 
 class ReplicasUpdate(SQLModel):
+    model_config = REFUSE_UNKNOWN_FIELDS
     replicas: int = Field(schema_extra={"json_schema_extra": REPLICAS_BOUNDS})
 
 
+class AutoDeployUpdate(SQLModel):
+    model_config = REFUSE_UNKNOWN_FIELDS
+    enabled: bool
+
+
 class RollbackRequest(SQLModel):
+    model_config = REFUSE_UNKNOWN_FIELDS
     version: str | None = None
 
 
 DEPLOY_TABLES: tuple[type[SQLModel], ...] = (
     KnownEnvironment,
+    KnownService,
     Resource,
     ResourceRevision,
     ReleasedVersion,

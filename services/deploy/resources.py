@@ -17,16 +17,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.deploy import domain
-from services.deploy.environments import find_environment
 from services.deploy.models import (
     Deployment,
     Instance,
-    ReleasedVersion,
     Resource,
     ResourceCreate,
     ResourcePublic,
     ResourceUpdate,
 )
+from services.deploy.references import require_environment
 from services.deploy.revisions import ResourceRevision, ResourceRevisionPublic
 from shared.errors import Conflict, NotFound
 from shared.events import ResourceChanged, utcnow
@@ -38,18 +37,6 @@ Change = Literal["created", "updated", "deleted"]
 
 class ResourceDetail(ResourcePublic):
     revisions: list[ResourceRevisionPublic]  # oldest first
-
-
-async def require_environment(session: AsyncSession, environment: str) -> None:
-    """The environment exists: release announced it, or a version was released to it."""
-    if await find_environment(session, environment) is not None:
-        return
-    rows = await session.exec(select(ReleasedVersion.id).where(ReleasedVersion.environment == environment).limit(1))
-    if rows.first() is None:
-        raise NotFound(
-            f"environment {environment!r} does not exist: create it first (POST /api/release/environments), "
-            "or check its code (GET /api/release/environments)"
-        )
 
 
 async def create_resource(

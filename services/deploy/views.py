@@ -17,7 +17,7 @@ from services.deploy.models import (
     RunningState,
     TrackState,
 )
-from services.deploy.resources import require_environment
+from services.deploy.references import require_environment
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork
 
@@ -70,8 +70,8 @@ async def running_state(
         service=service,
         environment=environment,
         namespace=(stable or canary or release).namespace,
-        stable=await _track_state(stable, driver),
-        canary=await _track_state(canary, driver),
+        stable=await track_state(stable, driver),
+        canary=await track_state(canary, driver),
         deploying=[DeployingVersion.model_validate(d, update={"deployment_id": d.id}) for d in in_flight],
         auto_deploy=bool(rule and rule.enabled),
         resources=choice.resources if choice else [],
@@ -86,7 +86,7 @@ def _removal(latest: Deployment | None) -> RemovalNote | None:
     return RemovalNote(deployment_id=latest.id, by=latest.by, at=latest.finished_at)
 
 
-async def _track_state(instance: Instance | None, driver: ClusterDriver) -> TrackState | None:
+async def track_state(instance: Instance | None, driver: ClusterDriver) -> TrackState | None:
     if instance is None:
         return None
     live = await _live_status(instance, driver)
@@ -95,6 +95,7 @@ async def _track_state(instance: Instance | None, driver: ClusterDriver) -> Trac
         track=instance.track,
         version=instance.version,
         image=instance.image,
+        replicas=instance.replicas,
         state=instance.state if failed or live is None else live.state,
         desired=live.desired if live else instance.replicas,
         current=live.current if live else 0,

@@ -204,7 +204,8 @@ async def _record_track(session: AsyncSession, deployment: Deployment, status: R
 
 
 async def _end_rollouts(session: AsyncSession, removal: Deployment) -> None:
-    """Rollouts still followed when their workload was removed end as superseded by the removal."""
+    """Rollouts still followed when their workload was removed end as superseded by the removal.
+    Their statuses are queued before the removal's own, so a consumer's last word is "removed"."""
     rows = await session.exec(
         select(Deployment)
         .where(Deployment.service_id == removal.service_id, Deployment.environment == removal.environment)

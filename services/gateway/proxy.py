@@ -24,7 +24,7 @@ router = APIRouter(tags=["proxy"])
 
 UPSTREAMS = ("catalog", "versioning", "release", "deploy")
 TIMEOUT_SECONDS = 30.0
-SLOW_TIMEOUT_SECONDS = 90.0  # catalog creates repositories from templates while the caller waits
+SLOW_TIMEOUT_SECONDS = 90.0  # catalog creates (and archives) repositories while the caller waits
 REQUEST_HEADERS = ("authorization", "content-type", "accept", "idempotency-key", "x-correlation-id")
 RESPONSE_HEADERS = (
     "content-type",
@@ -63,7 +63,7 @@ async def forward_api(service: str, path: str, request: Request, runtime: Runtim
         return _detail(404, f"the gateway has no endpoint /{path}: see /docs for its routes")
     if service not in UPSTREAMS:
         return _detail(404, f"unknown service {service!r}: use one of {', '.join((*UPSTREAMS, 'gateway'))}")
-    slow = service == "catalog" and request.method == "POST"
+    slow = service == "catalog" and request.method in ("POST", "DELETE")
     return await forward(
         request,
         runtime,

@@ -2,54 +2,72 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from services.release import handlers
+from services.release import environments, handlers
 from services.release.models import (
+    AutoReleaseUpdate,
     Environment,
     EnvironmentCreate,
     EnvironmentPublic,
+    EnvironmentUpdate,
     Release,
     ReleaseCreate,
     ReleasePublic,
-    ReleaseTarget,
+    ReleaseStarted,
     ServiceReleases,
     VersionReleaseCreate,
 )
-from shared.auth import PROJECT_ROLES, Principal
-from shared.schemas import Toggle
+from shared.auth import PROJECT_ROLES
+from shared.errors import BadRequest
+from shared.paging import PageDep, PageRequest, SearchQuery, encode_cursor, link_next, matches, serve_page
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["release"])
 SERVICE = "/projects/{project}/services/{service}"
 
 
-def _require_reader(user: Principal, project: str) -> None:
-    """Project roles read a project's releases; a deploy admin picks released versions from them."""
-    if "deploy-admin" not in user.roles:
-        user.require_project(project, *PROJECT_ROLES)
-
-
 @router.post("/environments", status_code=201, response_model=EnvironmentPublic)
-async def create_environment(data: EnvironmentCreate, user: CurrentUser, runtime: RuntimeDep) -> Environment:
+async def create_environment(
+    data: EnvironmentCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+) -> Environment:
     """Create an environment (organization admin)."""
     user.require_org()
-    return await handlers.create_environment(data, by=user.user, uow=runtime.uow)
+    return await environments.create_environment(data, by=user.user, uow=runtime.uow, correlation_id=cid)
 
 
 @router.get("/environments", response_model=list[EnvironmentPublic])
-async def read_environments(_user: CurrentUser, runtime: RuntimeDep) -> list[Environment]:
-    """List the organization's environments."""
-    return await handlers.list_environments(uow=runtime.uow)
+async def read_environments(
+    _user: CurrentUser, runtime: RuntimeDep, page: PageDep, request: Request, response: Response, q: SearchQuery = None
+) -> list[Environment]:
+    """List the organization's environments, by code (``q`` searches codes and names)."""
+    found = [e for e in await environments.list_environments(uow=runtime.uow) if matches(q, e.code, e.name)]
+    return serve_page(found, lambda e: (e.code,), page, request, response)
 
 
 @router.get("/environments/{environment}", response_model=EnvironmentPublic)
 async def read_environment(environment: str, _user: CurrentUser, runtime: RuntimeDep) -> Environment:
     """One environment."""
-    return await handlers.get_environment(environment, uow=runtime.uow)
+    return await environments.get_environment(environment, uow=runtime.uow)
 
 
-@router.post(f"{SERVICE}/releases", status_code=201, response_model=ReleaseTarget)
+@router.patch("/environments/{environment}", response_model=EnvironmentPublic)
+async def update_environment(
+    environment: str, data: EnvironmentUpdate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+) -> Environment:
+    """Rename an environment or change its Ingress settings (organization admin)."""
+    user.require_org()
+    return await environments.update_environment(environment, data, uow=runtime.uow, correlation_id=cid)
+
+
+@router.delete("/environments/{environment}", status_code=204)
+async def delete_environment(environment: str, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId) -> None:
+    """Delete an environment nothing is released to or runs in (organization admin)."""
+    user.require_org()
+    await environments.delete_environment(environment, uow=runtime.uow, correlation_id=cid)
+
+
+@router.post(f"{SERVICE}/releases", status_code=201, response_model=ReleaseStarted)
 async def create_release(
     project: str,
     service: str,
@@ -57,8 +75,8 @@ async def create_release(
     user: CurrentUser,
     runtime: RuntimeDep,
     cid: CorrelationId,
-) -> ReleaseTarget:
-    """Release a service to an environment (its newest version goes there at once)."""
+) -> ReleaseStarted:
+    """Release a service to an environment; says which version went there at once, or why none did."""
     user.require_project(project, *PROJECT_ROLES)
     return await handlers.release_service(
         project, service, data.environment, by=user.user, correlation_id=cid, uow=runtime.uow
@@ -68,17 +86,28 @@ async def create_release(
 @router.get(f"{SERVICE}/releases", response_model=ServiceReleases)
 async def read_releases(project: str, service: str, user: CurrentUser, runtime: RuntimeDep) -> ServiceReleases:
     """The environments a service is released to, with the latest version in each."""
-    _require_reader(user, project)
+    user.require_project_read(project)
     return await handlers.list_releases(project, service, uow=runtime.uow)
+
+
+@router.delete(f"{SERVICE}/releases/{{environment}}", status_code=204)
+async def delete_release(
+    project: str, service: str, environment: str, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+) -> None:
+    """Un-release a service from an environment it does not run in (announced as release.withdrawn)."""
+    user.require_project(project, *PROJECT_ROLES)
+    await handlers.withdraw_release(project, service, environment, by=user.user, correlation_id=cid, uow=runtime.uow)
 
 
 @router.put(f"{SERVICE}/auto-release", response_model=ServiceReleases)
 async def update_auto_release(
-    project: str, service: str, body: Toggle, user: CurrentUser, runtime: RuntimeDep
+    project: str, service: str, body: AutoReleaseUpdate, user: CurrentUser, runtime: RuntimeDep
 ) -> ServiceReleases:
-    """Turn auto-release on or off: new versions go to every environment released to."""
+    """Set auto-release: new versions from matching refs go to every environment released to."""
     user.require_project(project, *PROJECT_ROLES)
-    return await handlers.set_auto_release(project, service, body.enabled, uow=runtime.uow)
+    return await handlers.set_auto_release(
+        project, service, body.enabled, refs=body.refs, tags=body.tags, uow=runtime.uow
+    )
 
 
 @router.post(f"{SERVICE}/releases/{{environment}}/versions", status_code=201, response_model=ReleasePublic)
@@ -106,8 +135,31 @@ async def create_version_release(
 
 @router.get(f"{SERVICE}/releases/{{environment}}/versions", response_model=list[ReleasePublic])
 async def read_version_releases(
-    project: str, service: str, environment: str, user: CurrentUser, runtime: RuntimeDep
+    project: str,
+    service: str,
+    environment: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
 ) -> list[Release]:
     """Release history of a service in one environment, newest first, with deployment files."""
-    _require_reader(user, project)
-    return await handlers.list_release_history(project, service, environment, uow=runtime.uow)
+    user.require_project_read(project)
+    releases = await handlers.list_release_history(
+        project, service, environment, limit=page.limit + 1, before_id=_before_id(page), uow=runtime.uow
+    )
+    served = releases[: page.limit]
+    link_next(request, response, encode_cursor((served[-1].id,)) if len(releases) > page.limit else None)
+    return served
+
+
+def _before_id(page: PageRequest) -> int | None:
+    """The history pages by release id, newest first: the cursor is the last id served."""
+    if page.after is None:
+        return None
+    if len(page.after) != 1 or not isinstance(page.after[0], int):
+        raise BadRequest(
+            "the cursor is not one this list gave: take it from the Link header, or start again without it"
+        )
+    return page.after[0]

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.release import domain, lookups
 from services.release.models import (
     Binding,
     Environment,
-    EnvironmentCreate,
     KnownService,
     KnownVersion,
     LatestRelease,
     Release,
+    ReleaseStarted,
     ReleaseTarget,
     ServiceReleases,
 )
-from shared.errors import Conflict, NotFound, PoisonEvent
+from shared.errors import Conflict, NotFound
 from shared.events import (
     Envelope,
-    ServiceCreated,
+    ReleaseWithdrawn,
     VersionCreated,
     VersionReleased,
 )
@@ -31,73 +33,11 @@ from shared.outbox import UnitOfWork, claim_inbox, emit
 log = get_logger(__name__)
 
 
-# Environments (organization level)
-
-
-async def create_environment(data: EnvironmentCreate, *, by: str, uow: UnitOfWork) -> Environment:
-    code = domain.validate_environment_code(data.code)
-    environment = Environment(
-        code=code,
-        name=domain.validate_name(data.name),
-        tier=domain.validate_tier(data.tier),
-        namespace=domain.namespace_for(code, data.namespace),
-        created_by=by,
-    )
-    try:
-        async with uow.begin() as session:
-            if await session.get(Environment, code) is not None:
-                raise Conflict(f"environment {code!r} already exists")
-            query = select(Environment).where(Environment.namespace == environment.namespace)
-            if (clash := (await session.exec(query)).first()) is not None:
-                raise Conflict(
-                    f"namespace {environment.namespace!r} is already used by environment "
-                    f"{clash.code!r}: give this environment another namespace"
-                )
-            session.add(environment)
-    except IntegrityError as exc:
-        raise Conflict(
-            f"environment {code!r} or namespace {environment.namespace!r} was just created by "
-            "another request: see GET /api/release/environments"
-        ) from exc
-    log.info("environment created", environment=code, namespace=environment.namespace)
-    return environment
-
-
-async def list_environments(*, uow: UnitOfWork) -> list[Environment]:
-    async with uow.sessions() as session:
-        return list((await session.exec(select(Environment).order_by(col(Environment.code)))).all())
-
-
-async def get_environment(code: str, *, uow: UnitOfWork) -> Environment:
-    async with uow.sessions() as session:
-        return await lookups.require_environment(session, code)
-
-
 # Events from the other services
 
 
-async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
-    """Learn a service from catalog's announcement, so it can be released."""
-    data = envelope.payload(ServiceCreated)
-    async with uow.begin() as session:
-        if not await claim_inbox(session, envelope):
-            return
-        known = await session.get(KnownService, data.service_id)
-        if known is not None:  # learned from its first version already, or announced again
-            known.name = data.name
-            session.add(known)
-            return
-        clash = await lookups.find_service(session, data.project, data.service)
-        if clash is not None:
-            raise PoisonEvent(
-                f"service {data.project}/{data.service} is already known with id {clash.id}, not {data.service_id}"
-            )
-        session.add(KnownService(id=data.service_id, project=data.project, code=data.service, name=data.name))
-    log.info("service registered", project=data.project, service=data.service)
-
-
 async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
-    """Record a new version; with auto-release on, release it to every bound environment."""
+    """Record a new version; auto-release sends it to every bound environment if its ref matches."""
     data = envelope.payload(VersionCreated)
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
@@ -115,7 +55,15 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
             return
         version = KnownVersion.model_validate(data.model_dump(exclude={"project", "service"}))
         session.add(version)
-        if not service.auto_release:
+        skip = domain.auto_release_skip(
+            version,
+            enabled=service.auto_release,
+            service_enabled=service.enabled,
+            refs=service.refs(),
+            tags=service.auto_release_tags,
+        )
+        if skip is not None:
+            log.info("version not auto-released", version=data.version, ref=data.ref, reason=skip)
             return
         for _binding, environment in await lookups.bound_environments(session, service.id):
             _release(
@@ -134,31 +82,45 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
 
 async def release_service(
     project: str, code: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork
-) -> ReleaseTarget:
-    """Release a service to an environment; its newest version, if any, goes there at once."""
+) -> ReleaseStarted:
+    """Release a service to an environment; the newest version auto-release would take goes there at once."""
     try:
         async with uow.begin() as session:
             service = await lookups.require_service(session, project, code)
             target = await lookups.require_environment(session, environment)
             await lookups.lock_service(session, service.id)
+            domain.refuse_disabled(project, code, enabled=service.enabled)
             already = await lookups.find_binding(session, service.id, target.code) is not None
             domain.refuse_second_release(project, code, target.code, already_released=already)
             binding = Binding(service_id=service.id, environment=target.code, created_by=by)
             session.add(binding)
+            versions = await lookups.versions_newest_first(session, service.id)
+            chosen, why = domain.choose_initial_version(versions, service.refs(), service.auto_release_tags)
             release = None
-            if (newest := await lookups.newest_version(session, service.id)) is not None:
+            if chosen is not None:
                 release = _release(
-                    session,
-                    service,
-                    target,
-                    newest,
-                    trigger="manual",
-                    by=by,
-                    correlation_id=correlation_id,
+                    session, service, target, chosen, trigger="manual", by=by, correlation_id=correlation_id
                 )
     except IntegrityError as exc:
         raise Conflict(f"service {code!r} was just released to environment {environment!r} by another request") from exc
-    return _target(binding, target, release)
+    return ReleaseStarted(**_target(binding, target, release).model_dump(), version_choice=why)
+
+
+async def withdraw_release(
+    project: str, code: str, environment: str, *, by: str, correlation_id: str, uow: UnitOfWork
+) -> None:
+    """Un-release a service from an environment it no longer runs in; its history there is kept."""
+    async with uow.begin() as session:
+        service = await lookups.require_service(session, project, code)
+        target = await lookups.require_environment(session, environment)
+        await lookups.lock_service(session, service.id)
+        binding = await _require_binding(session, service, target.code)
+        running = await lookups.runs_in(session, service.id, target.code)
+        domain.refuse_withdraw_while_running(project, code, target.code, running=running)
+        await session.delete(binding)
+        data = ReleaseWithdrawn(service_id=service.id, project=project, service=code, environment=target.code, by=by)
+        emit(session, data, correlation_id=correlation_id)
+    log.info("release withdrawn", project=project, service=code, environment=environment)
 
 
 async def release_version(
@@ -176,6 +138,7 @@ async def release_version(
         service = await lookups.require_service(session, project, code)
         target = await lookups.require_environment(session, environment)
         await lookups.lock_service(session, service.id)
+        domain.refuse_disabled(project, code, enabled=service.enabled)
         known = await lookups.find_version(session, service.id, version)
         if known is None:
             raise NotFound(
@@ -192,13 +155,25 @@ async def release_version(
         return _release(session, service, target, known, trigger="manual", by=by, correlation_id=correlation_id)
 
 
-async def set_auto_release(project: str, code: str, enabled: bool, *, uow: UnitOfWork) -> ServiceReleases:
-    """Turn auto-release on or off; it applies to the next version that arrives."""
+async def set_auto_release(
+    project: str,
+    code: str,
+    enabled: bool,
+    *,
+    refs: Sequence[str] | None = None,
+    tags: bool = False,
+    uow: UnitOfWork,
+) -> ServiceReleases:
+    """Set auto-release (on or off, which refs, tags or not); it applies to the next version that arrives."""
+    patterns = domain.validate_ref_patterns(refs)
+    domain.validate_auto_release(enabled, patterns, tags)
     async with uow.begin() as session:
         service = await lookups.require_service(session, project, code)
         service.auto_release = enabled
+        service.auto_release_refs = None if refs is None else json.dumps(list(patterns))
+        service.auto_release_tags = tags
         session.add(service)
-    log.info("auto-release set", project=project, service=code, enabled=enabled)
+    log.info("auto-release set", project=project, service=code, enabled=enabled, refs=patterns, tags=tags)
     return await list_releases(project, code, uow=uow)
 
 
@@ -214,22 +189,39 @@ async def list_releases(project: str, code: str, *, uow: UnitOfWork) -> ServiceR
         service_id=service.id,
         project=service.project,
         service=service.code,
+        enabled=service.enabled,
         auto_release=service.auto_release,
+        auto_release_refs=list(service.refs()),
+        auto_release_tags=service.auto_release_tags,
         environments=targets,
     )
 
 
-async def list_release_history(project: str, code: str, environment: str, *, uow: UnitOfWork) -> list[Release]:
-    """Every release of the service to one environment, newest first."""
+async def list_release_history(
+    project: str,
+    code: str,
+    environment: str,
+    *,
+    limit: int | None = None,
+    before_id: int | None = None,
+    uow: UnitOfWork,
+) -> list[Release]:
+    """Releases of the service to one environment, newest first (``limit`` of them, older than ``before_id``)."""
     async with uow.sessions() as session:
         service = await lookups.require_service(session, project, code)
         target = await lookups.require_environment(session, environment)
-        if await lookups.find_binding(session, service.id, target.code) is None:
-            raise NotFound(
-                f"service {code!r} is not released to environment {target.code!r}: release it "
-                f"with POST /api/release/projects/{project}/services/{code}/releases"
-            )
-        return await lookups.history(session, service.id, target.code)
+        await _require_binding(session, service, target.code)
+        return await lookups.history(session, service.id, target.code, limit=limit, before_id=before_id)
+
+
+async def _require_binding(session: AsyncSession, service: KnownService, environment: str) -> Binding:
+    binding = await lookups.find_binding(session, service.id, environment)
+    if binding is None:
+        raise NotFound(
+            f"service {service.code!r} is not released to environment {environment!r}: release it "
+            f"with POST /api/release/projects/{service.project}/services/{service.code}/releases"
+        )
+    return binding
 
 
 # The one code path that releases a version, whatever triggered it.

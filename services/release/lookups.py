@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.release.models import Binding, Environment, KnownService, KnownVersion, Release
+from services.release.models import Binding, Environment, KnownService, KnownVersion, Release, Running
 from shared.errors import NotFound
 
 
@@ -63,23 +63,43 @@ async def find_version(session: AsyncSession, service_id: str, version: str) -> 
     return (await session.exec(query)).first()
 
 
-async def newest_version(session: AsyncSession, service_id: str) -> KnownVersion | None:
-    query = (
-        select(KnownVersion).where(KnownVersion.service_id == service_id).order_by(col(KnownVersion.id).desc()).limit(1)
-    )
-    return (await session.exec(query)).first()
-
-
-async def history(session: AsyncSession, service_id: str, environment: str, limit: int | None = None) -> list[Release]:
-    query = (
-        select(Release)
-        .where(Release.service_id == service_id, Release.environment == environment)
-        .order_by(col(Release.id).desc())
-        .limit(limit)
-    )
+async def versions_newest_first(session: AsyncSession, service_id: str) -> list[KnownVersion]:
+    query = select(KnownVersion).where(KnownVersion.service_id == service_id).order_by(col(KnownVersion.id).desc())
     return list((await session.exec(query)).all())
+
+
+async def history(
+    session: AsyncSession, service_id: str, environment: str, limit: int | None = None, before_id: int | None = None
+) -> list[Release]:
+    """Releases newest first; with ``before_id``, only those older than that release (keyset paging)."""
+    query = select(Release).where(Release.service_id == service_id, Release.environment == environment)
+    if before_id is not None:
+        query = query.where(col(Release.id) < before_id)
+    return list((await session.exec(query.order_by(col(Release.id).desc()).limit(limit))).all())
 
 
 async def latest_release(session: AsyncSession, service_id: str, environment: str) -> Release | None:
     releases = await history(session, service_id, environment, limit=1)
     return releases[0] if releases else None
+
+
+async def runs_in(session: AsyncSession, service_id: str, environment: str) -> bool:
+    query = select(Running.id).where(Running.service_id == service_id, Running.environment == environment)
+    return (await session.exec(query.limit(1))).first() is not None
+
+
+async def released_to(session: AsyncSession, environment: str) -> list[str]:
+    """``project/service`` of every service released to the environment."""
+    query = (
+        select(KnownService.project, KnownService.code)
+        .join(Binding, col(Binding.service_id) == col(KnownService.id))
+        .where(Binding.environment == environment)
+        .order_by(col(KnownService.project), col(KnownService.code))
+    )
+    return [f"{project}/{code}" for project, code in (await session.exec(query)).all()]
+
+
+async def running_in(session: AsyncSession, environment: str) -> list[str]:
+    """``project/service`` of every service that runs in the environment, by deploy's statuses."""
+    query = select(Running.project, Running.service).where(Running.environment == environment).distinct()
+    return sorted(f"{project}/{service}" for project, service in (await session.exec(query)).all())

@@ -6,12 +6,14 @@ service's tables share SQLModel's one metadata when several services load in one
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
+from pydantic import ConfigDict
 from sqlalchemy import BigInteger, Column, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from services.release.domain import Tier, Trigger
+from services.release.domain import DEFAULT_REFS, Tier, Trigger
 from shared.db import UtcDateTime
 from shared.events import utcnow
 
@@ -23,7 +25,19 @@ class EnvironmentBase(SQLModel):
 
 
 class EnvironmentCreate(EnvironmentBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
     namespace: str | None = None
+    ingress_class: str | None = None
+    ingress_host: str | None = None
+
+
+class EnvironmentUpdate(SQLModel):
+    """What may change of an environment; a field left out keeps its value, null clears an ingress one."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    name: str | None = None
+    ingress_class: str | None = None
+    ingress_host: str | None = None
 
 
 class Environment(EnvironmentBase, table=True):
@@ -34,10 +48,16 @@ class Environment(EnvironmentBase, table=True):
     namespace: str = Field(unique=True, max_length=63)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
+    ingress_class: str | None = Field(default=None, max_length=253)
+    ingress_host: str | None = Field(default=None, max_length=253)
+    # when environment.changed last carried it; null for environments made before it was announced
+    announced_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class EnvironmentPublic(EnvironmentBase):
     namespace: str
+    ingress_class: str | None
+    ingress_host: str | None
     created_at: datetime
     created_by: str
 
@@ -52,10 +72,18 @@ class KnownService(SQLModel, table=True):
     code: str = Field(max_length=64)
     name: str = Field(max_length=128)
     auto_release: bool = False
+    auto_release_refs: str | None = None  # a JSON list of glob patterns; null: the default branch
+    auto_release_tags: bool = False
+    enabled: bool = True  # catalog disables and enables; a disabled service is not released
     # Bumped by every use case that reads bindings and versions together, so that concurrent
     # ones on the same service serialize (a row lock on PostgreSQL, the write lock on SQLite).
     revision: int = 0
     registered_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+    def refs(self) -> tuple[str, ...]:
+        if self.auto_release_refs is None:
+            return DEFAULT_REFS
+        return tuple(json.loads(self.auto_release_refs))
 
 
 class KnownVersion(SQLModel, table=True):
@@ -69,6 +97,7 @@ class KnownVersion(SQLModel, table=True):
     image: str = Field(max_length=512)
     sha: str = Field(max_length=64)
     ref: str = Field(max_length=255)
+    tag: bool = False
     pipeline_id: int = Field(sa_type=BigInteger)
     pipeline_url: str | None = None
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
@@ -121,12 +150,39 @@ class ReleasePublic(ReleaseBase):
     deployment_files: str
 
 
+class Running(SQLModel, table=True):
+    """Where a service runs, from deploy's statuses: a row per (environment, track) until removed."""
+
+    __tablename__ = "release_running"
+    __table_args__ = (UniqueConstraint("service_id", "environment", "track", name="uq_release_running"),)
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: str = Field(index=True, max_length=64)
+    project: str = Field(max_length=40)
+    service: str = Field(max_length=64)
+    environment: str = Field(index=True, max_length=40)
+    track: str = Field(max_length=16)
+    version: str = Field(max_length=128)
+    state: str = Field(max_length=16)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
 class ReleaseCreate(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
     environment: str
 
 
 class VersionReleaseCreate(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
     version: str
+
+
+class AutoReleaseUpdate(SQLModel):
+    """Auto-release's settings, all at once (PUT): refs default to the default branch, tags to off."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    enabled: bool
+    refs: list[str] | None = None
+    tags: bool = False
 
 
 class LatestRelease(SQLModel):
@@ -148,12 +204,21 @@ class ReleaseTarget(SQLModel):
     latest: LatestRelease | None = None
 
 
+class ReleaseStarted(ReleaseTarget):
+    """A new environment of the service, and which version went there at once (or why none did)."""
+
+    version_choice: str
+
+
 class ServiceReleases(SQLModel):
     service_id: str
     project: str
     service: str
+    enabled: bool
     auto_release: bool
+    auto_release_refs: list[str]
+    auto_release_tags: bool
     environments: list[ReleaseTarget]
 
 
-TABLES: tuple[type[SQLModel], ...] = (Environment, KnownService, KnownVersion, Binding, Release)
+TABLES: tuple[type[SQLModel], ...] = (Environment, KnownService, KnownVersion, Binding, Release, Running)

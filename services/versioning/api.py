@@ -2,25 +2,57 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from services.versioning import handlers
 from services.versioning.models import Pipeline, PipelinePublic, Version, VersionPublic
-from shared.auth import PROJECT_ROLES
+from shared.paging import PageDep, SearchQuery, matches, serve_page
 from shared.service import CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["versioning"])
 
 
 @router.get("/projects/{project}/services/{service}/versions", response_model=list[VersionPublic])
-async def read_versions(project: str, service: str, user: CurrentUser, runtime: RuntimeDep) -> list[Version]:
-    """The service's versions, newest first: one per successful pipeline."""
-    user.require_project(project, *PROJECT_ROLES)
-    return await handlers.list_versions(project, service, uow=runtime.uow)
+async def read_versions(
+    project: str,
+    service: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
+    q: SearchQuery = None,
+) -> list[Version]:
+    """The service's versions, newest first: one per commit whose pipeline succeeded (``q``: name or ref)."""
+    user.require_project_read(project)
+    versions = await handlers.list_versions(project, service, uow=runtime.uow)
+    found = [version for version in versions if matches(q, version.name, version.ref)]
+    return serve_page(found, _newest_version_first, page, request, response)
 
 
 @router.get("/projects/{project}/services/{service}/pipelines", response_model=list[PipelinePublic])
-async def read_pipelines(project: str, service: str, user: CurrentUser, runtime: RuntimeDep) -> list[Pipeline]:
-    """The service's pipelines with their latest status, newest first."""
-    user.require_project(project, *PROJECT_ROLES)
-    return await handlers.list_pipelines(project, service, uow=runtime.uow)
+async def read_pipelines(
+    project: str,
+    service: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
+    q: SearchQuery = None,
+) -> list[PipelinePublic]:
+    """The service's pipelines, newest first: status, stages with their jobs, the version each made
+    or was linked to, or why a success made none (``q``: ref)."""
+    user.require_project_read(project)
+    pipelines = await handlers.list_pipelines(project, service, uow=runtime.uow)
+    found = [pipeline for pipeline in pipelines if matches(q, pipeline.ref)]
+    shown = serve_page(found, _newest_pipeline_first, page, request, response)
+    return await handlers.show_pipelines(shown, uow=runtime.uow)
+
+
+def _newest_version_first(version: Version) -> tuple[int]:
+    return (-(version.id or 0),)
+
+
+def _newest_pipeline_first(pipeline: Pipeline) -> tuple[int]:
+    return (-pipeline.pipeline_id,)

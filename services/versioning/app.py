@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from services.versioning import handlers
 from services.versioning.api import router
-from services.versioning.models import KnownService, ParkedHook, Pipeline, Version
+from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
 from shared import outbox_api, webhook_door
 from shared.bus import Handler
 from shared.events import Topic
@@ -20,6 +20,7 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     return {
         Topic.HOOK_RECEIVED: partial(handlers.on_hook_received, uow=runtime.uow),
         Topic.SERVICE_CREATED: partial(handlers.on_service_created, uow=runtime.uow),
+        Topic.SERVICE_CHANGED: partial(handlers.on_service_changed, uow=runtime.uow),
         Topic.PIPELINE_SUCCEEDED: partial(
             handlers.on_pipeline_succeeded, uow=runtime.uow, registry=runtime.settings.image_registry
         ),
@@ -29,7 +30,7 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "versioning",
-        tables=[KnownService, Pipeline, Version, ParkedHook],
+        tables=[KnownService, Pipeline, PipelineJob, Version, ParkedHook],
         routers=[router, webhook_door.router, outbox_api.router],
         subscriptions=_subscriptions,
         settings=settings,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.versioning import domain, parking
-from services.versioning.models import KnownService, Pipeline, Version
+from services.versioning import domain, parking, pipelines
+from services.versioning.models import KnownService, Pipeline, PipelinePublic, Version
 from shared import gitlab_hook
 from shared.db import serialize_on
 from shared.errors import InvalidInput, NotFound, PoisonEvent
@@ -14,6 +14,7 @@ from shared.events import (
     Envelope,
     HookReceived,
     PipelineSucceeded,
+    ServiceChanged,
     ServiceCreated,
     VersionCreated,
     utcnow,
@@ -67,7 +68,11 @@ async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
         if not await claim_inbox(session, envelope):
             return
         # The token was derived from this project id: it alone says whose hook this is.
-        rows = await session.exec(select(KnownService).where(KnownService.scm_project_id == data.scm_project_id))
+        rows = await session.exec(
+            select(KnownService)
+            .where(KnownService.scm_project_id == data.scm_project_id)
+            .order_by(col(KnownService.deleted))  # a repository path may come back for a new service
+        )
         service = rows.first()
         if service is None:
             await parking.park(session, hook, data.delivery_id)
@@ -83,31 +88,23 @@ async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
 async def _apply_hook(
     session: AsyncSession, service: KnownService, hook: gitlab_hook.PipelineHook, delivery_id: str | None
 ) -> None:
-    """Record the pipeline's status; announce its first success (``pipeline.succeeded``)."""
-    attrs = hook.object_attributes
-    pipeline = await _record_status(session, service, attrs)
-    if attrs.status != "success" or pipeline.succeeded:
+    """Record the pipeline's progress; announce its first success that counts (``pipeline.succeeded``):
+    every job's latest attempt succeeded, and the service was not deleted."""
+    pipeline = await pipelines.record_hook(session, service, hook)
+    if pipeline is None or pipeline.status != "success" or pipeline.succeeded:
         return
-    pipeline.succeeded = True
-    session.add(pipeline)
-    emit(session, _succeeded(service, hook), correlation_id=delivery_id)
-    log.info("pipeline succeeded", pipeline_id=attrs.id, service=service.code)
-
-
-async def _record_status(session: AsyncSession, service: KnownService, attrs: gitlab_hook.HookAttributes) -> Pipeline:
-    rows = await session.exec(
-        select(Pipeline).where(Pipeline.service_id == service.service_id).where(Pipeline.pipeline_id == attrs.id)
+    pipeline.no_version_reason = (
+        f"service {service.code!r} was deleted: its repository's pipelines make no version"
+        if service.deleted
+        else domain.no_version_reason(hook.jobs)
     )
-    pipeline = rows.first() or Pipeline(
-        service_id=service.service_id, pipeline_id=attrs.id, status=attrs.status, ref=attrs.ref, sha=attrs.sha
-    )
-    pipeline.status = attrs.status
-    pipeline.ref, pipeline.tag, pipeline.sha, pipeline.url = attrs.ref, attrs.tag, attrs.sha, attrs.url
-    pipeline.stages = ",".join(attrs.stages)
-    pipeline.updated_at = utcnow()
+    if pipeline.no_version_reason is None:
+        pipeline.succeeded = True
+        emit(session, _succeeded(service, hook), correlation_id=delivery_id)
+        log.info("pipeline succeeded", pipeline_id=pipeline.pipeline_id, service=service.code)
+    else:
+        log.info("success makes no version", pipeline_id=pipeline.pipeline_id, reason=pipeline.no_version_reason)
     session.add(pipeline)
-    await session.flush()
-    return pipeline
 
 
 def _succeeded(service: KnownService, hook: gitlab_hook.PipelineHook) -> PipelineSucceeded:
@@ -123,44 +120,88 @@ def _succeeded(service: KnownService, hook: gitlab_hook.PipelineHook) -> Pipelin
         sha=attrs.sha,
         commit_message=commit.message,
         commit_author=commit.author_name,
-        finished_at=domain.parse_gitlab_time(attrs.finished_at),
+        finished_at=attrs.finished_at,
     )
 
 
 async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry: str) -> None:
-    """One version per successful pipeline, announced with ``version.created``."""
+    """ "A version is the record of one code commit": a successful pipeline makes its commit's version,
+    announced with ``version.created``, or is linked to the version its commit already has."""
     data = envelope.payload(PipelineSucceeded)
     async with uow.begin() as session:
+        await serialize_on(session, f"versioning-versions:{data.service_id}")  # one commit, one version
         if not await claim_inbox(session, envelope):
             return
         service = await session.get(KnownService, data.service_id)
         if service is None:
             raise PoisonEvent(f"pipeline.succeeded for unknown service {data.service_id}")
-        existing = await session.exec(
-            select(Version).where(Version.service_id == data.service_id).where(Version.pipeline_id == data.pipeline_id)
-        )
-        if existing.first() is not None:
+        if service.deleted or await _version_of_pipeline(session, data) is not None:
             return
-        version = _new_version(service, data, registry)
-        if await _name_taken(session, data.service_id, version.name):
-            # two pipelines of one ref finished within the same second: the pipeline id tells them apart
-            version.name = domain.with_pipeline(version.name, data.pipeline_id)
-        session.add(version)
-        created = VersionCreated(
-            service_id=data.service_id,
-            project=data.project,
-            service=data.service,
-            version=version.name,
-            sha=version.sha,
-            ref=version.ref,
-            pipeline_id=version.pipeline_id,
-            pipeline_url=version.pipeline_url,
-            image=version.image,
-            commit_message=version.commit_message,
-            commit_author=version.commit_author,
+        linked = domain.version_to_link(
+            tag=data.tag, ref=data.ref, versions_of_commit=await _versions_of_commit(session, data)
         )
-        emit(session, created, cause=envelope)
+        if linked is not None:
+            await _link(session, data, linked.name, made=False)
+            log.info("pipeline linked to its commit's version", version=linked.name, pipeline_id=data.pipeline_id)
+            return
+        version = await _make_version(session, service, data, registry)
+        await _link(session, data, version.name, made=True)
+        emit(session, _created(version, data), cause=envelope)
     log.info("version created", version=version.name, service=data.service)
+
+
+async def _version_of_pipeline(session: AsyncSession, data: PipelineSucceeded) -> Version | None:
+    rows = await session.exec(
+        select(Version).where(Version.service_id == data.service_id).where(Version.pipeline_id == data.pipeline_id)
+    )
+    return rows.first()
+
+
+async def _versions_of_commit(session: AsyncSession, data: PipelineSucceeded) -> list[Version]:
+    """The commit's versions, the first made first."""
+    rows = await session.exec(
+        select(Version)
+        .where(Version.service_id == data.service_id)
+        .where(Version.sha == data.sha)
+        .order_by(col(Version.id))
+    )
+    return list(rows.all())
+
+
+async def _make_version(
+    session: AsyncSession, service: KnownService, data: PipelineSucceeded, registry: str
+) -> Version:
+    version = _new_version(service, data, registry)
+    if await _name_taken(session, data.service_id, version.name):
+        # two pipelines of one ref finished within the same second: the pipeline id tells them apart
+        version.name = domain.with_pipeline(version.name, data.pipeline_id)
+    session.add(version)
+    return version
+
+
+async def _link(session: AsyncSession, data: PipelineSucceeded, version: str, *, made: bool) -> None:
+    """Show on the pipeline which version it made, or which one its commit already had."""
+    pipeline = await pipelines.find(session, data.service_id, data.pipeline_id)
+    if pipeline is not None:
+        pipeline.version, pipeline.version_made = version, made
+        session.add(pipeline)
+
+
+def _created(version: Version, data: PipelineSucceeded) -> VersionCreated:
+    return VersionCreated(
+        service_id=data.service_id,
+        project=data.project,
+        service=data.service,
+        version=version.name,
+        sha=version.sha,
+        ref=version.ref,
+        pipeline_id=version.pipeline_id,
+        pipeline_url=version.pipeline_url,
+        image=version.image,
+        commit_message=version.commit_message,
+        commit_author=version.commit_author,
+        tag=data.tag,
+    )
 
 
 async def _name_taken(session: AsyncSession, service_id: str, name: str) -> bool:
@@ -183,31 +224,56 @@ def _new_version(service: KnownService, data: PipelineSucceeded, registry: str) 
     )
 
 
+async def on_service_changed(envelope: Envelope, *, uow: UnitOfWork) -> None:
+    """A deleted service's repository makes no more versions; its versions stay on record. (A
+    renamed or disabled service changes nothing here: a disabled one is not released or deployed.)"""
+    data = envelope.payload(ServiceChanged)
+    if data.change != "deleted":
+        return
+    async with uow.begin() as session:
+        if not await claim_inbox(session, envelope):
+            return
+        service = await session.get(KnownService, data.service_id)
+        if service is None:
+            log.info("deleted service was never known here", service_id=data.service_id)
+            return
+        service.deleted = True
+        session.add(service)
+
+
 async def _known_service(session: AsyncSession, project: str, code: str) -> KnownService:
     rows = await session.exec(
-        select(KnownService).where(KnownService.project == project).where(KnownService.code == code)
+        select(KnownService)
+        .where(KnownService.project == project)
+        .where(KnownService.code == code)
+        .where(col(KnownService.deleted).is_(False))
     )
     service = rows.first()
     if service is None:
-        raise NotFound(f"service {code!r} of project {project!r} is not known to versioning yet")
+        raise NotFound(f"service {code!r} of project {project!r} is not known to versioning (or was deleted)")
     return service
 
 
 async def list_versions(project: str, code: str, *, uow: UnitOfWork) -> list[Version]:
+    """The service's versions, newest first (the API pages them)."""
     async with uow.sessions() as session:
         service = await _known_service(session, project, code)
         rows = await session.exec(
-            select(Version)
-            .where(Version.service_id == service.service_id)
-            .order_by(col(Version.created_at).desc(), col(Version.id).desc())
+            select(Version).where(Version.service_id == service.service_id).order_by(col(Version.id).desc())
         )
         return list(rows.all())
 
 
 async def list_pipelines(project: str, code: str, *, uow: UnitOfWork) -> list[Pipeline]:
+    """The service's pipelines, newest first (the API pages them, then shows each with its stages)."""
     async with uow.sessions() as session:
         service = await _known_service(session, project, code)
         rows = await session.exec(
             select(Pipeline).where(Pipeline.service_id == service.service_id).order_by(col(Pipeline.pipeline_id).desc())
         )
         return list(rows.all())
+
+
+async def show_pipelines(shown: list[Pipeline], *, uow: UnitOfWork) -> list[PipelinePublic]:
+    async with uow.sessions() as session:
+        return await pipelines.views(session, shown)

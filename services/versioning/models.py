@@ -21,6 +21,7 @@ class KnownService(SQLModel, table=True):
     repository_path: str = Field(index=True, max_length=255)
     scm_project_id: str = Field(index=True, max_length=255)
     repository_url: str
+    deleted: bool = False  # catalog deleted the service: its repository's hooks make no version
 
 
 class PipelineBase(SQLModel):
@@ -30,8 +31,13 @@ class PipelineBase(SQLModel):
     tag: bool = False
     sha: str = Field(max_length=64)
     url: str | None = None
-    stages: str = ""  # comma separated, in order
+    created_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    succeeded: bool = False  # a success that counts was seen (and announced) once
+    version: str | None = Field(default=None, max_length=128)  # the version it made or was linked to
+    version_made: bool = False  # False with a version: the commit already had it
+    no_version_reason: str | None = None  # why a pipeline GitLab calls successful made none
 
 
 class Pipeline(PipelineBase, table=True):
@@ -39,11 +45,44 @@ class Pipeline(PipelineBase, table=True):
     __table_args__ = (UniqueConstraint("service_id", "pipeline_id", name="uq_pipeline"),)
     id: int | None = Field(default=None, primary_key=True)
     service_id: str = Field(index=True, max_length=32)
-    succeeded: bool = False  # a success was seen (and announced) once
+    stages: str = ""  # comma separated, in order
+    newest_job_id: int | None = Field(default=None, sa_type=BigInteger)  # tells an older hook from a newer
+
+
+class JobBase(SQLModel):
+    job_id: int = Field(sa_type=BigInteger)
+    stage: str = Field(default="", max_length=255)
+    name: str = Field(max_length=255)
+    status: str = Field(max_length=32)
+    created_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    allow_failure: bool = False
+    when: str | None = Field(default=None, max_length=32)
+    manual: bool = False
+
+
+class PipelineJob(JobBase, table=True):
+    """One attempt of one job of a pipeline, as its newest hook listed it."""
+
+    __tablename__ = "pipeline_jobs"
+    __table_args__ = (UniqueConstraint("pipeline_row", "job_id", name="uq_pipeline_job"),)
+    id: int | None = Field(default=None, primary_key=True)
+    pipeline_row: int = Field(index=True)
+
+
+class JobPublic(JobBase):
+    latest: bool  # the job's latest attempt: the one that counts
+
+
+class StagePublic(SQLModel):
+    name: str
+    status: str | None  # from its jobs' latest attempts; None when no hook listed its jobs
+    jobs: list[JobPublic]
 
 
 class PipelinePublic(PipelineBase):
-    succeeded: bool
+    stages: list[StagePublic]
 
 
 class VersionBase(SQLModel):

@@ -2,8 +2,9 @@
 everything through the gateway, GitLab's hook sent by ``gantry pipeline report``.
 
 create project + service (a real bare git repository) → environment, release, auto-release →
-first version, first manual deployment, auto-deploy → the same Pipeline Hook posted twice →
-exactly one new version and one automatic deployment, whose manifest lands on disk.
+first version, first manual deployment, auto-deploy → a feature branch's pipeline makes a version
+that is not auto-released → the same ``main`` Pipeline Hook posted twice → exactly one new version
+and one automatic deployment, whose manifest lands on disk.
 Runs on the embedded broker + SQLite and on Apache Kafka + PostgreSQL.
 """
 
@@ -50,7 +51,12 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield running
 
 
-def report(stack: Stack, pipeline_id: int, status: str = "success") -> dict:
+def commit(pipeline_id: int) -> str:
+    """Each pipeline of the chain runs on a commit of its own: one commit makes one version."""
+    return f"{pipeline_id:040x}"
+
+
+def report(stack: Stack, pipeline_id: int, status: str = "success", ref: str = "main") -> dict:
     result = stack.cli(
         "pipeline",
         "report",
@@ -62,6 +68,10 @@ def report(stack: Stack, pipeline_id: int, status: str = "success") -> dict:
         status,
         "--pipeline-id",
         str(pipeline_id),
+        "--ref",
+        ref,
+        "--sha",
+        commit(pipeline_id),
         "--gateway",
         stack.gateway,
     )
@@ -129,8 +139,11 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
         assert (await api.put(f"{running}/auto-deploy", json={"enabled": True})).status_code == 200
 
         final = "succeeded" if stack.kubeconfig else "rendered"
-        topics = ("gitlab.hook.received", "pipeline.succeeded", "deploy.requested", "deploy.status")
+        topics = ("gitlab.hook.received", "pipeline.succeeded", "version.released", "deploy.requested", "deploy.status")
         async with TopicReader(stack.bootstrap, *topics) as statuses:
+            # auto-release takes the default branch (main) only: a feature branch's version stays out
+            report(stack, 150, ref="feature/login")
+            feature = await stack.wait_for_version(api, PROJECT, SERVICE, 150)
             posted_at = time.monotonic()
             second, duplicate = report(stack, 202), report(stack, 202)
             assert second["accepted"] and duplicate["accepted"] and second["event_id"] != duplicate["event_id"]
@@ -163,6 +176,16 @@ async def test_webhook_to_deploy_status(stack: Stack) -> None:
             )
             announced = [v for v in statuses.of_type("pipeline.succeeded") if v["data"]["pipeline_id"] == 202]
             assert len(announced) == 1, "the same pipeline's success twice is announced once"
+            # one service's events keep their order: had the feature version been released, it would
+            # come before v3's release
+            await statuses.wait_for(
+                lambda topic, value: topic == "version.released" and value["data"]["version"] == v3["name"]
+            )
+            released = [v["data"]["version"] for v in statuses.of_type("version.released")]
+            assert v2["name"] in released, released
+            assert feature["name"] not in released, "a feature branch's version is not auto-released"
+            asked = [v["data"]["version"] for v in statuses.of_type("deploy.requested")]
+            assert feature["name"] not in asked
         chain = datetime.fromisoformat(status["time"]) - datetime.fromisoformat(hook["time"])
         rollout = datetime.fromisoformat(status["time"]) - datetime.fromisoformat(requested["time"])
         print(
@@ -223,6 +246,8 @@ async def _announced(stack: Stack, pipeline_id: int) -> bool:
         "success",
         "--pipeline-id",
         str(pipeline_id),
+        "--sha",
+        commit(pipeline_id),
         "--gateway",
         stack.gateway,
     )

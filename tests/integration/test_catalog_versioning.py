@@ -15,15 +15,16 @@ from services.catalog.app import create_app as create_catalog
 from services.versioning.app import create_app as create_versioning
 from shared.auth import webhook_secret
 from shared.settings import Settings
+from tests.integration.test_webhook_door import hook_headers, make_services
 from tests.support import ADMIN, SECRET, TopicReader, eventually, running, token
 
 pytestmark = pytest.mark.integration
 
 
-def pipeline_hook(service: dict, pipeline_id: int, status: str) -> dict:
+def pipeline_hook(service: dict, pipeline_id: int, status: str, sha: str = "f" * 40) -> dict:
     return {
         "object_kind": "pipeline",
-        "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": "f" * 40, "status": status},
+        "object_attributes": {"id": pipeline_id, "ref": "main", "tag": False, "sha": sha, "status": status},
         "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
         "commit": {"message": "Fix", "author": {"name": "Ada"}},
     }
@@ -86,7 +87,7 @@ async def test_service_to_version(service_settings: Settings) -> None:
         assert version["correlation_id"] == "delivery-1"
         assert version["data"]["image"].endswith(":ffffffff")
         # a later pipeline of the same service: its events are ordered after any duplicate of the first
-        later = pipeline_hook(service, 6, "success")
+        later = pipeline_hook(service, 6, "success", sha="e" * 40)  # another commit
         assert (await versioning.post("/webhooks/gitlab", json=later, headers=headers("delivery-3"))).status_code == 202
         await topics.wait_for(
             lambda t, v: (
@@ -101,6 +102,40 @@ async def test_service_to_version(service_settings: Settings) -> None:
         assert created == [5, 6], "the same hook resent, and the same pipeline's success twice → one version"
         listed = await eventually(lambda: _versions(versioning, member))
         assert sorted(v["pipeline_id"] for v in listed) == [5, 6]
+
+
+async def test_one_commit_makes_one_version_however_many_pipelines_pass(service_settings: Settings) -> None:
+    """Through the webhook and Kafka: two successful pipelines of one commit make one version (the
+    second is linked to it), a late ``running`` does not undo a success, another commit makes another."""
+    async with (
+        running(create_catalog(service_settings)) as catalog,
+        running(create_versioning(service_settings)) as versioning,
+        TopicReader(service_settings.kafka_bootstrap, "version.created") as topics,
+    ):
+        [service] = await make_services(catalog, "commit")
+        jobs = [{"id": 1, "stage": "build", "name": "build", "status": "success"}]
+        hooks = [
+            ("p7-ok", {**pipeline_hook(service, 7, "success", sha="a" * 40), "builds": jobs}),
+            ("p8-ok", {**pipeline_hook(service, 8, "success", sha="a" * 40), "jobs": jobs}),
+            ("p7-late", {**pipeline_hook(service, 7, "running", sha="a" * 40), "builds": jobs}),
+            ("p9-ok", pipeline_hook(service, 9, "success", sha="b" * 40)),
+        ]
+        for delivery, body in hooks:
+            answer = await versioning.post("/webhooks/gitlab", json=body, headers=hook_headers(service, delivery))
+            assert answer.status_code == 202, answer.text
+
+        def made_by(value: dict) -> int | None:
+            data = value["data"]
+            return data["pipeline_id"] if data["service_id"] == service["id"] else None
+
+        await topics.wait_for(lambda topic, value: topic == "version.created" and made_by(value) == 9)
+        made = [made_by(value) for value in topics.of_type("version.created") if made_by(value)]
+        assert made == [7, 9], "pipeline 8 ran on pipeline 7's commit: no version of its own"
+        path = f"/projects/shop/services/{service['code']}/pipelines"
+        shown = {p["pipeline_id"]: p for p in (await versioning.get(path, headers=token("deploy-admin"))).json()}
+        assert shown[8]["version"] == shown[7]["version"] and shown[8]["version_made"] is False
+        assert (shown[7]["status"], shown[7]["version_made"]) == ("success", True), "the late 'running' changed nothing"
+        assert shown[9]["version"] != shown[7]["version"]
 
 
 async def _versions(client, headers):

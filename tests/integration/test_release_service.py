@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.release.app import create_app
-from shared.events import Envelope, ServiceCreated, Topic, VersionCreated, new_event
+from shared.events import DeployStatus, Envelope, ServiceChanged, ServiceCreated, Topic, VersionCreated, new_event
 from shared.settings import Settings
 from tests.support import ADMIN, TopicReader, eventually, running, token
 
@@ -116,7 +116,10 @@ async def test_release_chain_over_kafka(service_settings: Settings, publish) -> 
             "service_id": service_id,
             "project": project,
             "service": code,
+            "enabled": True,
             "auto_release": False,
+            "auto_release_refs": ["main"],
+            "auto_release_tags": False,
             "environments": [],
         }
 
@@ -184,3 +187,80 @@ async def test_release_chain_over_kafka(service_settings: Settings, publish) -> 
 
         outsider = await client.get(f"{base}/releases", headers=token("other:project-member"))
         assert outsider.status_code == 403
+
+
+def lifecycle_event(service: Envelope, topic: Topic, **fields: object) -> Envelope:
+    ids = {k: service.data[k] for k in ("service_id", "project", "service")}
+    model = {Topic.DEPLOY_STATUS: DeployStatus, Topic.SERVICE_CHANGED: ServiceChanged}[topic]
+    return new_event(topic, model.model_validate(ids | fields), source="gantry/test", subject=service.subject)
+
+
+def status(service: Envelope, environment: str, state: str) -> Envelope:
+    fields = {"deployment_id": "d1", "environment": environment, "version": "1", "state": state, "desired": 1}
+    return lifecycle_event(service, Topic.DEPLOY_STATUS, **fields)
+
+
+async def test_lifecycle_over_kafka(service_settings: Settings, publish) -> None:
+    """Where a service runs (deploy.status) and whether it is enabled (service.changed) decide
+    what may be un-released and released; environments and withdrawals are announced."""
+    project, code = f"p{uuid.uuid4().hex[:6]}", "web"
+    member = token(f"{project}:project-member", user="alice")
+    base = f"/projects/{project}/services/{code}"
+    env = f"stg-{uuid.uuid4().hex[:4]}"
+    topics = (Topic.ENVIRONMENT_CHANGED.value, Topic.RELEASE_WITHDRAWN.value)
+    async with (
+        running(create_app(service_settings)) as client,
+        TopicReader(service_settings.kafka_bootstrap, *topics) as reader,
+    ):
+        created = await client.post("/environments", json={"code": env, "name": "S", "tier": "staging"}, headers=ADMIN)
+        assert created.status_code == 201, created.text
+        service = announce(project, code)
+        await publish(Topic.SERVICE_CREATED, service)
+
+        async def released():
+            answer = await client.post(f"{base}/releases", json={"environment": env}, headers=member)
+            return answer if answer.status_code == 201 else None
+
+        assert (await eventually(released)).json()["version_choice"].startswith("no version goes there yet")
+        await publish(Topic.DEPLOY_STATUS, status(service, env, "succeeded"))
+
+        async def in_use(running: bool):  # a refused deletion says what uses the environment
+            answer = await client.delete(f"/environments/{env}", headers=ADMIN)
+            assert answer.status_code == 409, answer.text
+            return answer if ("running there" in answer.json()["detail"]) is running else None
+
+        await eventually(lambda: in_use(running=True))
+        refused = await client.delete(f"{base}/releases/{env}", headers=member)
+        assert refused.status_code == 409 and "undeploy it first" in refused.json()["detail"]
+        await publish(Topic.DEPLOY_STATUS, status(service, env, "removed"))
+
+        await eventually(lambda: in_use(running=False))
+        answer = await client.delete(f"{base}/releases/{env}", headers={**member, "x-correlation-id": "req-w"})
+        assert answer.status_code == 204, answer.text
+        event = await reader.wait_for(
+            lambda topic, value: topic == Topic.RELEASE_WITHDRAWN and value["correlation_id"] == "req-w"
+        )
+        assert (event["data"]["environment"], event["data"]["by"]) == (env, "alice")
+
+        await publish(
+            Topic.SERVICE_CHANGED,
+            lifecycle_event(service, Topic.SERVICE_CHANGED, name="Web", enabled=False, change="disabled"),
+        )
+
+        async def disabled():
+            answer = await client.get(f"{base}/releases", headers=member)
+            return answer if answer.json()["enabled"] is False else None
+
+        await eventually(disabled)
+        refused = await client.post(f"{base}/releases", json={"environment": env}, headers=member)
+        assert refused.status_code == 409 and "is disabled" in refused.json()["detail"]
+        assert (await client.delete(f"/environments/{env}", headers=ADMIN)).status_code == 204
+        for change in ("created", "deleted"):
+            announced = await reader.wait_for(
+                lambda topic, value, change=change: (
+                    topic == Topic.ENVIRONMENT_CHANGED
+                    and value["data"]["code"] == env
+                    and value["data"]["change"] == change
+                )
+            )
+            assert announced["data"]["namespace"] == env

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.versioning import handlers
-from services.versioning.models import KnownService, ParkedHook, Pipeline, Version
+from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
 from shared.db import create_tables, make_engine, session_factory
 from shared.events import Envelope, HookReceived, ServiceCreated, Topic, new_event
 from shared.outbox import OUTBOX_TABLES, UnitOfWork
@@ -32,7 +32,9 @@ async def uow(request: pytest.FixtureRequest, tmp_path: Path):
         postgres.create_database(database)
         settings = settings.model_copy(update={"database_url": postgres.url(database)})
     engine = make_engine("versioning", settings)
-    await create_tables(engine, "versioning", [*OUTBOX_TABLES, KnownService, Pipeline, Version, ParkedHook])
+    await create_tables(
+        engine, "versioning", [*OUTBOX_TABLES, KnownService, Pipeline, PipelineJob, Version, ParkedHook]
+    )
     yield UnitOfWork(session_factory(engine))
     await engine.dispose()
 

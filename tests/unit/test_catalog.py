@@ -9,6 +9,7 @@ import pytest
 
 from services.catalog import domain, handlers
 from services.catalog.models import Project, ProjectCreate, Service, ServiceCreate
+from services.catalog.running import ServiceRun
 from services.catalog.scm import (
     GroupNotFound,
     LocalGitScm,
@@ -55,7 +56,7 @@ def scm(tmp_path: Path) -> RecordingScm:
 
 @pytest.fixture
 async def uow(make_uow):
-    uow = await make_uow("catalog", [Project, Service])
+    uow = await make_uow("catalog", [Project, Service, ServiceRun])
     await handlers.create_project(ProjectCreate(code="shop", name="Shop", gitlab_group="acme"), by="root", uow=uow)
     return uow
 
@@ -190,3 +191,40 @@ async def test_check_code(uow, scm):
     assert (await handlers.check_code("shop", "api", uow=uow)).available is True
     bad = await handlers.check_code("shop", "Web", uow=uow)
     assert bad.available is False and "upper-case" in bad.reason
+
+
+def test_a_change_of_name_and_switch_announces_each_change_in_order():
+    both = domain.service_changes("Web", True, new_name=" Web Shop ", new_enabled=False)
+    assert [(c.change, c.name, c.enabled) for c in both] == [
+        ("updated", "Web Shop", True),
+        ("disabled", "Web Shop", False),
+    ]
+    assert [c.change for c in domain.service_changes("Web", False, new_name=None, new_enabled=True)] == ["enabled"]
+
+
+def test_what_is_already_so_changes_nothing():
+    assert domain.service_changes("Web", False, new_name="Web", new_enabled=False) == []
+    with pytest.raises(InvalidInput, match="nothing to change"):
+        domain.service_changes("Web", True, new_name=None, new_enabled=None)
+    with pytest.raises(InvalidInput, match="service name is required"):
+        domain.service_changes("Web", True, new_name="  ", new_enabled=None)
+
+
+def test_a_service_is_deleted_only_once_disabled():
+    domain.require_disabled("shop", "web", enabled=False)
+    with pytest.raises(Conflict, match=r"disable it first.*\{\"enabled\": false\}"):
+        domain.require_disabled("shop", "web", enabled=True)
+
+
+def test_a_service_is_deleted_only_when_it_runs_nowhere():
+    domain.require_running_nowhere("shop", "web", [])
+    with pytest.raises(Conflict, match="still runs in production, staging: undeploy it there first"):
+        domain.require_running_nowhere("shop", "web", ["staging", "production"])
+
+
+def test_a_project_is_deleted_only_when_empty():
+    domain.require_empty_project("shop", 0)
+    with pytest.raises(Conflict, match="still has 1 service: they must be deleted first"):
+        domain.require_empty_project("shop", 1)
+    with pytest.raises(Conflict, match="still has 3 services"):
+        domain.require_empty_project("shop", 3)

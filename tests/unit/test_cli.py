@@ -9,6 +9,8 @@ import pytest
 
 from gantry.cli import main, pipeline_hook_body
 from services.catalog.scm import LocalGitScm, RepoSpec
+from services.versioning import domain
+from shared import gitlab_hook
 from shared.auth import verify_token
 from tests.support import SECRET
 
@@ -100,3 +102,14 @@ def test_the_hook_body_has_gitlabs_shape_and_the_repository_head(tmp_path):
     tagged = pipeline_hook_body(service, report_args(ref="v1.2.0", tag=True, sha="f" * 40, status="running"))
     assert (tagged["object_attributes"]["ref"], tagged["object_attributes"]["tag"]) == ("v1.2.0", True)
     assert tagged["object_attributes"]["sha"] == "f" * 40 and tagged["object_attributes"]["finished_at"] is None
+
+
+@pytest.mark.parametrize(("status", "reason"), [("success", None), ("manual", None), ("failed", "'test'")])
+def test_the_hook_lists_its_jobs_as_gitlab_does_and_versioning_reads_them(status, reason):
+    service = {"scm_project_id": "p1", "code": "web", "repository_path": "acme/web"}
+    service |= {"repository_web_url": "file:///r", "repository_url": "file:///r"}
+    hook = gitlab_hook.parse_pipeline_hook(pipeline_hook_body(service, report_args(status=status, sha="a" * 40)))
+    assert [(job.stage, job.id) for job in hook.jobs] == [("build", 71), ("test", 72), ("package", 73)]
+    assert hook.object_attributes.created_at is not None and hook.jobs[0].finished_at is not None
+    judged = domain.no_version_reason(hook.jobs)
+    assert judged is None if reason is None else reason in judged

@@ -138,7 +138,9 @@ async def test_deploying_answers_with_the_guide_rules(
     await work(uow, cluster)
     state = (await client.get(BASE, headers=DEPLOYER)).json()
     assert state["stable"]["version"] == "1.0.0"
-    assert (state["stable"]["desired"], state["stable"]["state"]) == (2, "rendered")
+    assert (state["stable"]["replicas"], state["stable"]["state"]) == (2, "rendered")
+    live = [state["stable"][count] for count in ("desired", "current", "updated", "available")]
+    assert live == [None] * 4, "rendered manifests run nowhere: no counts rather than 0 available"
     assert state["canary"] is None and state["resources"] == ["orders-db"]
 
 

@@ -175,6 +175,7 @@ async def test_resources_are_defined_per_environment(uow: UnitOfWork) -> None:
 
 async def test_only_versions_released_to_the_environment_can_be_deployed(uow: UnitOfWork) -> None:
     await release(uow, "1.0.0", environment="test")
+    await release(uow, "0.9.0")
 
     with pytest.raises(Conflict, match="release version 1.0.0 to dev first"):
         await deploy(uow, "1.0.0", resources=[])
@@ -239,7 +240,7 @@ async def test_scaling_deploys_the_same_version_with_a_new_count(uow: UnitOfWork
     assert (scaled.action, scaled.version, scaled.replicas) == ("scale", "1.0.0", 3)
     assert cluster.applied[-1].replicas == 3
     state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
-    assert state.stable is not None and state.stable.desired == 3
+    assert state.stable is not None and state.stable.replicas == 3
 
 
 async def test_scaling_needs_a_running_deployment(uow: UnitOfWork) -> None:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from sqlmodel import col, select
 
-from services.release import handlers
+from services.release import environments, handlers, lifecycle
 from services.release.models import TABLES, EnvironmentCreate, KnownVersion
 from shared.errors import Conflict, InvalidInput, NotFound, PoisonEvent
 from shared.events import Envelope, ServiceCreated, Topic, VersionCreated, new_event
@@ -40,14 +40,15 @@ def service_created(code: str | None = None, project: str = PROJECT) -> Envelope
     return new_event(Topic.SERVICE_CREATED, data, source="gantry/catalog", subject=f"{project}/{code}")
 
 
-def version_created(service: Envelope, version: str) -> Envelope:
+def version_created(service: Envelope, version: str, *, ref: str = "main", tag: bool = False) -> Envelope:
     data = VersionCreated(
         service_id=service.data["service_id"],
         project=service.data["project"],
         service=service.data["service"],
         version=version,
         sha="a" * 40,
-        ref="main",
+        ref=ref,
+        tag=tag,
         pipeline_id=abs(hash(version)) % 10_000,
         image=f"registry.local/shop/web:{version}",
     )
@@ -72,7 +73,7 @@ async def released_events(uow: UnitOfWork) -> list[tuple[str, dict]]:
 
 async def add_environments(uow: UnitOfWork, *codes: str) -> None:
     for code in codes:
-        await handlers.create_environment(
+        await environments.create_environment(
             EnvironmentCreate(code=code, name=code.upper(), tier="test"), by="root", uow=uow
         )
 
@@ -80,7 +81,7 @@ async def add_environments(uow: UnitOfWork, *codes: str) -> None:
 async def known_service(uow: UnitOfWork, *environments: str, auto: bool = False) -> Envelope:
     """A service release has learned of, released to ``environments`` (before any version)."""
     announced = service_created()
-    await handlers.on_service_created(announced, uow=uow)
+    await lifecycle.on_service_created(announced, uow=uow)
     code = announced.data["service"]
     for environment in environments:
         await handlers.release_service(PROJECT, code, environment, by="alice", correlation_id="req-bind", uow=uow)
@@ -90,7 +91,7 @@ async def known_service(uow: UnitOfWork, *environments: str, auto: bool = False)
 
 
 async def test_create_environment_derives_namespace_and_refuses_duplicates(uow):
-    created = await handlers.create_environment(
+    created = await environments.create_environment(
         EnvironmentCreate(code="staging-eu", name="Staging EU", tier="staging"), by="root", uow=uow
     )
     assert (created.namespace, created.tier, created.created_by) == (
@@ -98,14 +99,14 @@ async def test_create_environment_derives_namespace_and_refuses_duplicates(uow):
         "staging",
         "root",
     )
-    assert [e.code for e in await handlers.list_environments(uow=uow)] == ["staging-eu"]
+    assert [e.code for e in await environments.list_environments(uow=uow)] == ["staging-eu"]
 
     with pytest.raises(Conflict, match="already exists"):
-        await handlers.create_environment(
+        await environments.create_environment(
             EnvironmentCreate(code="staging-eu", name="Again", tier="staging"), by="root", uow=uow
         )
     with pytest.raises(Conflict, match="namespace 'staging-eu' is already used"):
-        await handlers.create_environment(
+        await environments.create_environment(
             EnvironmentCreate(code="eu", name="EU", tier="prod", namespace="staging-eu"),
             by="root",
             uow=uow,
@@ -124,7 +125,7 @@ async def test_create_environment_derives_namespace_and_refuses_duplicates(uow):
 )
 async def test_create_environment_validates_input(uow, code, tier, namespace, message):
     with pytest.raises(InvalidInput, match=message):
-        await handlers.create_environment(
+        await environments.create_environment(
             EnvironmentCreate(code=code, name="Prod", tier=tier, namespace=namespace),
             by="root",
             uow=uow,
@@ -209,8 +210,8 @@ async def test_releasing_to_an_environment_sends_the_newest_known_version_at_onc
 async def test_redelivered_events_are_applied_once(uow):
     await add_environments(uow, "dev")
     announced = service_created()
-    await handlers.on_service_created(announced, uow=uow)
-    await handlers.on_service_created(announced, uow=uow)
+    await lifecycle.on_service_created(announced, uow=uow)
+    await lifecycle.on_service_created(announced, uow=uow)
     code = announced.data["service"]
     await handlers.release_service(PROJECT, code, "dev", by="alice", correlation_id="r", uow=uow)
     await handlers.set_auto_release(PROJECT, code, True, uow=uow)
@@ -233,7 +234,7 @@ async def test_a_version_before_its_service_announcement_is_kept(uow):
     """service.created travels on another topic: a consumer catching up may see the version first."""
     announced = service_created()
     await handlers.on_version_created(version_created(announced, "1.0.0"), uow=uow)
-    await handlers.on_service_created(announced, uow=uow)
+    await lifecycle.on_service_created(announced, uow=uow)
     await add_environments(uow, "dev")
     code = announced.data["service"]
     target = await handlers.release_service(PROJECT, code, "dev", by="bob", correlation_id="r", uow=uow)
@@ -297,6 +298,6 @@ async def test_unknown_service_and_environment_say_how_to_fix(uow):
 
 
 async def test_a_second_service_with_the_same_code_is_poison(uow):
-    await handlers.on_service_created(service_created("web"), uow=uow)
+    await lifecycle.on_service_created(service_created("web"), uow=uow)
     with pytest.raises(PoisonEvent, match="already known"):
-        await handlers.on_service_created(service_created("web"), uow=uow)
+        await lifecycle.on_service_created(service_created("web"), uow=uow)

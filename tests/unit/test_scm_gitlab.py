@@ -18,6 +18,7 @@ import responses
 from services.catalog.scm import (
     GitLabScm,
     GroupNotFound,
+    Repository,
     RepositoryExists,
     RepositoryIncomplete,
     RepoSpec,
@@ -201,3 +202,35 @@ def test_commit_failure_names_step(scm: GitLabScm, fake: responses.RequestsMock)
     assert info.value.step == "commit the template files"
     assert PROJECT["web_url"] in info.value.detail
     assert not [c for c in fake.calls if "/hooks" in c.request.url]
+
+
+REPOSITORY = Repository(
+    url=PROJECT["http_url_to_repo"],
+    web_url=PROJECT["web_url"],
+    path_with_namespace="acme/shop/web-service",
+    scm_project_id="42",
+)
+
+
+def test_archive_archives_the_project_not_deletes_it(scm: GitLabScm, fake: responses.RequestsMock) -> None:
+    fake.add(responses.POST, f"{API}/projects/42/archive", json={**PROJECT, "archived": True}, status=201)
+
+    assert scm.archive(REPOSITORY) is True
+
+    [call] = fake.calls
+    assert (call.request.method, call.request.url) == ("POST", f"{API}/projects/42/archive")
+    assert call.request.headers["PRIVATE-TOKEN"] == "x"
+
+
+def test_archive_of_a_project_removed_by_hand_has_nothing_to_do(scm: GitLabScm, fake: responses.RequestsMock) -> None:
+    fake.add(responses.POST, f"{API}/projects/42/archive", json={"message": "404 Project Not Found"}, status=404)
+    assert scm.archive(REPOSITORY) is False
+
+
+def test_archive_refused_says_why(scm: GitLabScm, fake: responses.RequestsMock) -> None:
+    fake.add(responses.POST, f"{API}/projects/42/archive", json={"message": "403 Forbidden"}, status=403)
+    with pytest.raises(ScmUnavailable, match="archive the project acme/shop/web-service.*Maintainer"):
+        scm.archive(REPOSITORY)
+    fake.replace(responses.POST, f"{API}/projects/42/archive", body=requests.ConnectionError("refused"))
+    with pytest.raises(ScmUnavailable, match="could not be reached to archive"):
+        scm.archive(REPOSITORY)

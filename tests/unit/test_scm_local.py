@@ -13,17 +13,16 @@ import pytest
 import yaml
 
 from services.catalog.scm import (
-    SERVICE_TYPES,
     GitLabScm,
     InvalidRepositorySpec,
     LocalGitScm,
+    Repository,
     RepositoryExists,
     RepoSpec,
     ScmError,
-    UnknownServiceType,
     build_scm,
-    template_files,
 )
+from services.catalog.service_types import SERVICE_TYPES, UnknownServiceType, template_files
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git program")
 
@@ -173,3 +172,34 @@ def test_build_scm(tmp_path: Path) -> None:
     assert isinstance(local, LocalGitScm) and local.root == tmp_path / "repos"
     assert isinstance(build_scm("http://gitlab.test", "x", tmp_path), GitLabScm)
     assert isinstance(build_scm("http://gitlab.test", None, tmp_path), LocalGitScm)
+
+
+def test_an_archived_repository_is_kept_and_refuses_pushes(tmp_path: Path) -> None:
+    scm = LocalGitScm(tmp_path / "repos")
+    repo = scm.create_repository(spec(code="web.v2"))
+    work = clone(repo.url, tmp_path / "clone")
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    git = ["git", "-C", str(work), "-c", "user.name=Ada", "-c", "user.email=ada@example.org"]
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "before"], check=True, env=env)
+    subprocess.run([*git, "push", "-q", "origin", "main"], check=True, env=env, capture_output=True)
+
+    assert scm.archive(repo) is True
+    assert scm.archive(repo) is True, "archiving again changes nothing"
+
+    bare = tmp_path / "repos" / "acme" / "shop" / "web.v2.git"
+    assert json.loads((bare / "archived.json").read_text())["project_id"] == repo.scm_project_id
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "after"], check=True, env=env)
+    refused = subprocess.run([*git, "push", "origin", "main"], env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "is archived" in refused.stderr
+    assert git_out(bare, "log", "-1", "--format=%s") == "before", "the history is kept, nothing after"
+    assert clone(repo.url, tmp_path / "again").is_dir(), "an archived repository can still be read"
+
+
+def test_archive_of_a_repository_removed_by_hand_has_nothing_to_do(tmp_path: Path) -> None:
+    scm = LocalGitScm(tmp_path / "repos")
+    repo = scm.create_repository(spec())
+    shutil.rmtree(tmp_path / "repos" / "acme" / "shop" / "web-service.git")
+    assert scm.archive(repo) is False
+    outside = Repository(url="", web_url="", path_with_namespace="../../etc/x", scm_project_id="local-x")
+    with pytest.raises(InvalidRepositorySpec, match="not a repository under"):
+        scm.archive(outside)

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from services.versioning import domain, handlers, parking
-from services.versioning.models import KnownService, ParkedHook, Pipeline, Version
+from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
+from shared import gitlab_hook
 from shared.errors import PoisonEvent
 from shared.events import Envelope, HookReceived, PipelineSucceeded, ServiceCreated, Topic, new_event
 from tests.unit.conftest import outbox
@@ -36,7 +37,7 @@ def hook(pipeline_id=7, status="success", ref="main", tag=False):
 
 @pytest.fixture
 async def uow(make_uow):
-    uow = await make_uow("versioning", [KnownService, Pipeline, Version, ParkedHook])
+    uow = await make_uow("versioning", [KnownService, Pipeline, PipelineJob, Version, ParkedHook])
     await announce(uow, SERVICE_ID, "acme/web", "42")
     return uow
 
@@ -155,7 +156,7 @@ def test_version_names():
     assert (
         domain.version_name(ref="feature/Login", tag=False, finished_at=at, now=at) == "2026.3.10-080509-feature-login"
     )
-    assert domain.parse_gitlab_time("2026-03-10 08:05:09 UTC") == at
+    assert gitlab_hook.parse_time("2026-03-10 08:05:09 UTC") == at
 
 
 @pytest.mark.parametrize(
@@ -190,6 +191,9 @@ async def test_a_tag_pipeline_keeps_its_ref_beside_the_sanitized_name(uow):
     [version] = await handlers.list_versions("shop", "web", uow=uow)
     assert (version.name, version.ref) == ("v1-..-..-x", "v1/../../x")
     assert version.image == "reg.local/acme/web:v1-..-..-x"
+    # release's auto-release tells tag versions from branch versions by this flag
+    [created] = await outbox(uow, "version.created")
+    assert json.loads(created.payload)["data"]["tag"] is True
 
 
 async def test_same_second_on_one_ref_gets_distinct_names(uow):
@@ -200,7 +204,7 @@ async def test_same_second_on_one_ref_gets_distinct_names(uow):
             service="web",
             pipeline_id=pipeline_id,
             ref="main",
-            sha="abc",
+            sha=f"abc{pipeline_id}",  # two commits: one commit would make one version
             finished_at=datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC),
         )
         await handlers.on_pipeline_succeeded(

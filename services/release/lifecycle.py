@@ -1,0 +1,103 @@
+"""What release learns from the other services: services announced, changed or deleted (catalog)
+and where a service runs (deploy's statuses). Each one transaction, claimed in the inbox."""
+
+from __future__ import annotations
+
+from sqlmodel import col, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.release import domain, lookups
+from services.release.models import Binding, KnownService, KnownVersion, Release, Running
+from shared.errors import PoisonEvent
+from shared.events import DeployStatus, Envelope, ReleaseWithdrawn, ServiceChanged, ServiceCreated, utcnow
+from shared.logging import get_logger
+from shared.outbox import UnitOfWork, claim_inbox, emit
+
+log = get_logger(__name__)
+DELETED_BY = "service-deleted"
+
+
+async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
+    """Learn a service from catalog's announcement, so it can be released."""
+    data = envelope.payload(ServiceCreated)
+    async with uow.begin() as session:
+        if not await claim_inbox(session, envelope):
+            return
+        known = await session.get(KnownService, data.service_id)
+        if known is not None:  # learned from its first version already, or announced again
+            known.name = data.name
+            session.add(known)
+            return
+        await _refuse_second_id(session, data.project, data.service, data.service_id)
+        session.add(KnownService(id=data.service_id, project=data.project, code=data.service, name=data.name))
+    log.info("service registered", project=data.project, service=data.service)
+
+
+async def on_service_changed(envelope: Envelope, *, uow: UnitOfWork) -> None:
+    """A renamed, disabled or enabled service keeps its bindings; a deleted one is forgotten."""
+    data = envelope.payload(ServiceChanged)
+    async with uow.begin() as session:
+        if not await claim_inbox(session, envelope):
+            return
+        service = await lookups.lock_service(session, data.service_id)
+        if data.change == "deleted":
+            if service is not None:
+                await _forget(session, service, envelope)
+            return
+        if service is None:  # service.created travels on another topic and may come later
+            await _refuse_second_id(session, data.project, data.service, data.service_id)
+            service = KnownService(id=data.service_id, project=data.project, code=data.service, name=data.name)
+        service.name = data.name
+        service.enabled = data.enabled
+        session.add(service)
+    log.info("service changed", project=data.project, service=data.service, change=data.change)
+
+
+async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
+    """Keep where each service runs: a track runs after any status but ``removed``."""
+    data = envelope.payload(DeployStatus)
+    async with uow.begin() as session:
+        if not await claim_inbox(session, envelope):
+            return
+        where = (col(Running.service_id) == data.service_id, col(Running.environment) == data.environment)
+        if not domain.runs_after(data.state):
+            # removing the stable track is an undeploy: nothing of the service is left there
+            tracks = () if data.track == "stable" else (col(Running.track) == data.track,)
+            await session.exec(delete(Running).where(*where, *tracks))
+            log.info("service no longer runs", environment=data.environment, track=data.track)
+            return
+        query = select(Running).where(*where, col(Running.track) == data.track)
+        running = (await session.exec(query)).first() or Running(
+            service_id=data.service_id,
+            project=data.project,
+            service=data.service,
+            environment=data.environment,
+            track=data.track,
+            version=data.version,
+            state=data.state,
+        )
+        running.version, running.state, running.updated_at = data.version, data.state, utcnow()
+        session.add(running)
+
+
+async def _forget(session: AsyncSession, service: KnownService, cause: Envelope) -> None:
+    """A deleted service's bindings are withdrawn (announced), then everything release kept of it goes."""
+    for binding, _environment in await lookups.bound_environments(session, service.id):
+        data = ReleaseWithdrawn(
+            service_id=service.id,
+            project=service.project,
+            service=service.code,
+            environment=binding.environment,
+            by=DELETED_BY,
+        )
+        emit(session, data, cause=cause)
+    for table in (Running, Release, Binding, KnownVersion):
+        await session.exec(delete(table).where(col(table.service_id) == service.id))
+    await session.delete(service)
+    log.info("service forgotten", project=service.project, service=service.code)
+
+
+async def _refuse_second_id(session: AsyncSession, project: str, code: str, service_id: str) -> None:
+    clash = await lookups.find_service(session, project, code)
+    if clash is not None:
+        raise PoisonEvent(f"service {project}/{code} is already known with id {clash.id}, not {service_id}")
