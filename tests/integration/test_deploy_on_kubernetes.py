@@ -187,7 +187,8 @@ async def api_ready_for(api, project: str, service: str, version: str = "v1") ->
     """The released version has reached the deploy service (it learns of it through an event).
 
     Asked with a resource that does not exist, so the answer is a refusal either way, and nothing
-    is deployed: "not released" until the event has arrived, "unknown resource" after."""
+    is deployed: "does not exist" (the environment) or "not released" until the event has arrived,
+    "unknown resource" after."""
 
     async def known() -> bool:
         probe = await api.post(
@@ -202,6 +203,6 @@ async def api_ready_for(api, project: str, service: str, version: str = "v1") ->
             },
         )
         assert probe.status_code in (404, 409, 422), probe.text
-        return "not released" not in probe.text
+        return probe.status_code == 422 and "unknown resource" in probe.text
 
     await eventually(known, timeout=30)

@@ -91,8 +91,9 @@ async def test_remove_takes_the_whole_service_and_nothing_else(k8s_control_plane
     cluster.add_ingress(namespace, "shop-web-extra", "shop-web")  # found by its labels
     cluster.add_ingress(namespace, "shop-api", "shop-api")
 
-    async def pods_running() -> bool:
-        return len(cluster.objects(namespace, "shop-web").get("Pod", [])) == 3
+    async def pods_running() -> bool:  # both services' pods made, so the neighbour's stay as they are
+        web, api = (len(cluster.objects(namespace, app).get("Pod", [])) for app in ("shop-web", "shop-api"))
+        return (web, api) == (3, 2)
 
     await eventually(pods_running, timeout=60)
     neighbour = cluster.objects(namespace, "shop-api")
