@@ -149,7 +149,8 @@ class VersionReleased(Placement):
     by: str
 
 
-DeployAction = Literal["deploy", "scale", "rollback", "promote", "abort"]
+# "undeploy": take the service's workload out of the cluster (both tracks, its Service and Ingress)
+DeployAction = Literal["deploy", "scale", "rollback", "promote", "abort", "undeploy"]
 
 
 class DeployRequested(Placement):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 
-from services.deploy import handlers, history, views
+from services.deploy import handlers, history, undeploy, views
 from services.deploy.cluster import ClusterDep
 from services.deploy.handlers import Action
 from services.deploy.models import (
@@ -19,9 +19,6 @@ from services.deploy.models import (
     DeploymentCreate,
     DeploymentPublic,
     ReplicasUpdate,
-    Resource,
-    ResourceCreate,
-    ResourcePublic,
     RollbackRequest,
     RunningState,
 )
@@ -33,7 +30,6 @@ router = APIRouter(tags=["deploy"])
 IdempotencyKey = Annotated[
     str | None, Header(max_length=200, description="resend-safe: the same key returns the same deployment")
 ]
-RESOURCES = "/environments/{environment}/resources"
 SERVICE = "/environments/{environment}/projects/{project}/services/{service}"
 DEPLOY_ADMIN = "deploy-admin"
 
@@ -59,20 +55,6 @@ async def acting(
 
 
 ActionDep = Annotated[Action, Depends(acting)]
-
-
-@router.post(RESOURCES, status_code=201, response_model=ResourcePublic)
-async def create_resource(environment: str, data: ResourceCreate, user: CurrentUser, runtime: RuntimeDep) -> Resource:
-    """Define a resource (database, cache, queue, config…) for deployments in the environment."""
-    user.require_org(DEPLOY_ADMIN)
-    return await handlers.create_resource(environment, data, by=user.user, uow=runtime.uow)
-
-
-@router.get(RESOURCES, response_model=list[ResourcePublic])
-async def read_resources(environment: str, user: CurrentUser, runtime: RuntimeDep) -> list[Resource]:
-    """The resources defined in an environment."""
-    user.require_org(DEPLOY_ADMIN)
-    return await views.list_resources(environment, uow=runtime.uow)
 
 
 @router.post("/deployments", status_code=202, response_model=DeploymentPublic)
@@ -135,6 +117,13 @@ async def promote_canary(act: ActionDep, runtime: RuntimeDep) -> Deployment:
 async def abort_canary(act: ActionDep, runtime: RuntimeDep) -> Deployment:
     """Remove the canary track; the stable version keeps serving."""
     return await handlers.abort_canary(act, uow=runtime.uow)
+
+
+@router.delete(SERVICE, status_code=202, response_model=DeploymentPublic)
+async def undeploy_service(act: ActionDep, runtime: RuntimeDep) -> Deployment:
+    """Undeploy: remove the service's workload (both tracks, its Service and Ingress) from the
+    environment's cluster; deploy.status says "removed" once it is gone."""
+    return await undeploy.undeploy(act, uow=runtime.uow)
 
 
 @router.put(f"{SERVICE}/auto-deploy", response_model=AutoDeployPublic)

@@ -8,7 +8,16 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.deploy import driver_info, environments, handlers, ingresses, known_services, org_api, worker
+from services.deploy import (
+    driver_info,
+    environments,
+    handlers,
+    ingresses,
+    known_services,
+    org_api,
+    resources_api,
+    worker,
+)
 from services.deploy.api import router
 from services.deploy.cluster import CLUSTER, ClusterDriver
 from services.deploy.kubernetes import KubernetesDriver
@@ -90,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "deploy",
         tables=DEPLOY_TABLES,
-        routers=[router, org_api.router, outbox_api.router],
+        routers=[router, org_api.router, resources_api.router, outbox_api.router],
         subscriptions=_subscriptions,
         extensions=[_cluster, ingresses.ingress_sync],
         settings=settings,

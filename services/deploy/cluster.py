@@ -1,6 +1,6 @@
 """What the deploy service asks of a cluster, whichever it is: apply a workload, tell its rollout,
-delete it. Two drivers answer: ``kubernetes.py`` (a real cluster) and ``rendered.py`` (manifest
-files, the embedded default)."""
+delete one track, remove the whole service. Two drivers answer: ``kubernetes.py`` (a real
+cluster) and ``rendered.py`` (manifest files, the embedded default)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from shared.service import Part
 if TYPE_CHECKING:  # ingress.py reads deploy's domain, which reads the manifests, which read this
     from services.deploy.ingress import IngressSpec
 
-RolloutState = Literal["rendered", "progressing", "succeeded", "failed"]
+RolloutState = Literal["rendered", "progressing", "succeeded", "failed", "removed"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,11 @@ class ClusterDriver(Protocol):
     async def delete(
         self, project: str, service: str, environment: str, namespace: str, track: str = "stable"
     ) -> None: ...
+
+    async def remove(self, project: str, service: str, environment: str, namespace: str) -> None:
+        """Take the service out of the cluster: both tracks' objects, its Service and its Ingress;
+        the namespace stays (other services share it). Removing what is already gone is no error."""
+        ...
 
     async def reachable(self) -> bool: ...
 

@@ -17,7 +17,7 @@ DATABASE = "database"
 # Deployments whose version really reached the cluster (the embedded driver only renders).
 APPLIED_STATES = ("rendered", "succeeded")
 IN_FLIGHT_STATES = ("requested", "progressing")
-FINAL_STATES = ("rendered", "succeeded", "failed")
+FINAL_STATES = ("rendered", "succeeded", "failed", "removed")
 # A deployment request may name this instead of a version: the one most recently released there.
 LATEST = "latest"
 
@@ -210,3 +210,45 @@ def ingress_dialect(ingress_class: str | None) -> IngressDialect:
     paths and a rewrite, so every route is served as the gateway serves it; other controllers get
     the portable path types, which cannot express '*' segments or strip a prefix."""
     return "ingress-nginx" if ingress_class and "nginx" in ingress_class.lower() else "portable"
+
+
+# --- resources' revisions, and what may be deleted or removed ------------------------------------
+
+REMOVED = ("undeploy", "removed")  # (action, state) of a deployment that took the workload out
+
+
+def next_revision(last: int | None) -> int:
+    """Revisions are numbered 1, 2, … per resource name and never reused (``last``: the highest
+    so far, also of a deleted resource of that name)."""
+    return 1 if last is None else last + 1
+
+
+def resource_revisions(snapshot: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """The revision of each resource a deployment used, as its snapshot recorded it (deployments
+    made before resources had revisions recorded none)."""
+    return {name: int(body["revision"]) for name, body in snapshot.items() if "revision" in body}
+
+
+def refuse_deleting_a_used_resource(name: str, environment: str, used_by: Sequence[str]) -> None:
+    """A resource that a running deployment uses cannot be deleted: the workload reads it."""
+    if used_by:
+        raise Conflict(
+            f"resource {name!r} is used by what runs in {environment}: {', '.join(sorted(used_by))}; "
+            "deploy them without it, or undeploy them, then delete it"
+        )
+
+
+def workload_removed(latest: tuple[str, str] | None) -> bool:
+    """Whether the last deployment (``(action, state)``) took the workload out of the cluster."""
+    return latest == REMOVED
+
+
+def require_workload_to_remove(what: str, environment: str, latest: tuple[str, str] | None) -> None:
+    """Undeploy removes a workload that may be in the cluster: never deployed, or already removed,
+    leaves nothing to remove. A failed deployment may have left objects behind, so it counts."""
+    if latest is None:
+        raise Conflict(f"{what} was never deployed to {environment}: there is nothing to remove")
+    if workload_removed(latest):
+        raise Conflict(
+            f"{what} was already removed from {environment}: deploy it again with POST /api/deploy/deployments"
+        )

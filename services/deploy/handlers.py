@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,13 +22,12 @@ from services.deploy.models import (
     Instance,
     PlacementColumns,
     ReleasedVersion,
-    Resource,
     ResourceChoice,
-    ResourceCreate,
     Strategy,
     Track,
     Trigger,
 )
+from services.deploy.resources import create_resource as create_resource  # one of deploy's use cases
 from shared.errors import Conflict
 from shared.events import DeployAction, DeployRequested, Envelope, Placement, VersionReleased, utcnow
 from shared.logging import get_logger
@@ -37,23 +35,6 @@ from shared.outbox import UnitOfWork, claim_inbox, emit
 
 log = get_logger(__name__)
 AUTO_DEPLOY_USER = "auto-deploy"
-
-
-async def create_resource(environment: str, data: ResourceCreate, *, by: str, uow: UnitOfWork) -> Resource:
-    domain.validate_resource(data.name, data.type, data.data)
-    resource = Resource.model_validate(data, update={"environment": environment, "created_by": by})
-    clash = Conflict(f"resource {data.name!r} already exists in environment {environment}")
-    try:
-        async with uow.begin() as session:
-            rows = await session.exec(
-                select(Resource.id).where(Resource.environment == environment, Resource.name == data.name)
-            )
-            if rows.first() is not None:
-                raise clash
-            session.add(resource)
-    except IntegrityError as exc:  # created concurrently
-        raise clash from exc
-    return resource
 
 
 async def record_released_version(envelope: Envelope, *, uow: UnitOfWork) -> Deployment | None:

@@ -24,7 +24,7 @@ from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
 from services.deploy.cluster import RolloutState, RolloutStatus, WorkloadSpec
 from services.deploy.ingress import IngressSpec, render_ingress
-from services.deploy.manifests import SHARED_KINDS, render_objects
+from services.deploy.manifests import MANAGED_BY, SHARED_KINDS, render_objects
 from shared.naming import suffixed_name, workload_name
 
 FIELD_MANAGER = "gantry"
@@ -130,6 +130,37 @@ class KubernetesDriver:
             resource = self._dynamic().resources.get(api_version=api_version, kind=kind)
             with contextlib.suppress(NotFoundError):
                 resource.delete(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
+
+    async def remove(  # the cluster driver's signature: a namespace is one environment's already
+        self,
+        project: str,
+        service: str,
+        environment: str,  # noqa: ARG002
+        namespace: str,
+    ) -> None:
+        """Remove the whole service: the objects Gantry names for it (both tracks, the Service, an
+        Ingress named after it) and any other object of those kinds labelled ``app=<app>`` by
+        Gantry. The Namespace stays; pods go with their Deployment (garbage collection)."""
+        app = workload_name(project, service)
+        tracks = [workload_name(project, service, track) for track in ("stable", "canary")]
+        await asyncio.to_thread(self._remove_all, app, tracks, namespace)
+
+    def _remove_all(self, app: str, tracks: list[str], namespace: str) -> None:
+        named: dict[tuple[str, str], set[str]] = {
+            ("apps/v1", "Deployment"): set(tracks),
+            ("v1", "ConfigMap"): {suffixed_name(t, "config") for t in tracks},
+            ("v1", "Secret"): {suffixed_name(t, "secret") for t in tracks},
+            ("v1", "Service"): {app},
+            ("networking.k8s.io/v1", "Ingress"): {app},
+        }
+        selector = ",".join(f"{key}={value}" for key, value in {"app": app, **MANAGED_BY}.items())
+        for (api_version, kind), names in named.items():
+            resource = self._dynamic().resources.get(api_version=api_version, kind=kind)
+            found = resource.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+            labelled = {item.metadata.name for item in found.items}
+            for name in sorted(names | labelled):
+                with contextlib.suppress(NotFoundError):
+                    resource.delete(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
 
 
 def rollout_status(deployment: dict[str, Any]) -> RolloutStatus:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -66,13 +67,13 @@ async def running(session: AsyncSession, project: str, service: str, environment
 
 
 async def resource_snapshot(session: AsyncSession, environment: str, names: list[str]) -> dict[str, dict[str, Any]]:
-    """``{name: {"type", "data"}}`` of the chosen resources, as they are defined now."""
+    """``{name: {"type", "data", "revision"}}`` of the chosen resources, as they are defined now."""
     if not names:
         return {}
     rows = await session.exec(
         select(Resource).where(Resource.environment == environment, col(Resource.name).in_(names))
     )
-    found = {r.name: {"type": r.type, "data": dict(r.data)} for r in rows.all()}
+    found = {r.name: {"type": r.type, "data": dict(r.data), "revision": r.revision} for r in rows.all()}
     missing = [name for name in names if name not in found]
     if missing:
         raise InvalidInput(
@@ -83,13 +84,32 @@ async def resource_snapshot(session: AsyncSession, environment: str, names: list
 
 
 async def has_manual_deployment(session: AsyncSession, service_id: str, environment: str) -> bool:
-    rows = await session.exec(
+    """A deployment made by hand since the workload was last removed (undeploy starts afresh)."""
+    query = (
         select(Deployment.id)
         .where(Deployment.service_id == service_id, Deployment.environment == environment)
         .where(Deployment.trigger == "manual", Deployment.action == "deploy")
+    )
+    removed_at = await session.exec(
+        select(func.max(Deployment.created_at))
+        .where(Deployment.service_id == service_id, Deployment.environment == environment)
+        .where(Deployment.action == "undeploy", Deployment.state == "removed")
+    )
+    since = removed_at.first()
+    if since is not None:
+        query = query.where(Deployment.created_at > since)
+    return (await session.exec(query.limit(1))).first() is not None
+
+
+async def latest_deployment(session: AsyncSession, service_id: str, environment: str) -> Deployment | None:
+    """The newest deployment of the service to the environment, whatever its track or action."""
+    rows = await session.exec(
+        select(Deployment)
+        .where(Deployment.service_id == service_id, Deployment.environment == environment)
+        .order_by(col(Deployment.created_at).desc())
         .limit(1)
     )
-    return rows.first() is not None
+    return rows.first()
 
 
 async def track_history(

@@ -17,13 +17,14 @@ from sqlmodel._compat import SQLModelConfig
 
 from services.deploy import domain
 from services.deploy.environments import KnownEnvironment
+from services.deploy.revisions import ResourceRevision
 from services.deploy.routes import KnownRoute
 from shared.db import UtcDateTime
 from shared.events import DeployAction, utcnow
 
 Strategy = Literal["rolling", "canary"]
 Track = Literal["stable", "canary"]
-DeploymentState = Literal["requested", "rendered", "progressing", "succeeded", "failed"]
+DeploymentState = Literal["requested", "rendered", "progressing", "succeeded", "failed", "removed"]
 Trigger = Literal["manual", "auto"]
 ServiceState = Literal["enabled", "disabled", "deleted"]
 TIMESTAMP = UtcDateTime
@@ -50,17 +51,36 @@ class ResourceBase(SQLModel):
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
 
+def bounded_resource_data(data: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(data, ensure_ascii=False).encode())
+    if size > MAX_RESOURCE_DATA_BYTES:
+        raise ValueError(
+            f"takes {size} bytes as JSON, more than the {MAX_RESOURCE_DATA_BYTES} a resource may hold: "
+            "keep connection settings here, and larger configuration in the service's own files"
+        )
+    return data
+
+
 class ResourceCreate(ResourceBase):
+    model_config = REFUSE_UNKNOWN_FIELDS
+
     @field_validator("data")
     @classmethod
     def _bounded(cls, data: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(data, ensure_ascii=False).encode())
-        if size > MAX_RESOURCE_DATA_BYTES:
-            raise ValueError(
-                f"takes {size} bytes as JSON, more than the {MAX_RESOURCE_DATA_BYTES} a resource may hold: "
-                "keep connection settings here, and larger configuration in the service's own files"
-            )
-        return data
+        return bounded_resource_data(data)
+
+
+class ResourceUpdate(SQLModel):
+    """The whole new content of a resource (its name is the path's): it becomes a new revision."""
+
+    model_config = REFUSE_UNKNOWN_FIELDS
+    type: str = Field(max_length=32)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("data")
+    @classmethod
+    def _bounded(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return bounded_resource_data(data)
 
 
 class Resource(ResourceBase, table=True):
@@ -70,12 +90,18 @@ class Resource(ResourceBase, table=True):
     environment: str = Field(max_length=63, index=True)
     created_at: datetime = _created()
     created_by: str = Field(max_length=128)
+    revision: int = 1  # the current one; every revision is kept in ResourceRevision
+    updated_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+    updated_by: str | None = Field(default=None, max_length=128)
 
 
 class ResourcePublic(ResourceBase):
     environment: str
+    revision: int
     created_at: datetime
     created_by: str
+    updated_at: datetime | None
+    updated_by: str | None
 
 
 # --- versions released to an environment (learned from version.released) ------------------------
@@ -156,6 +182,11 @@ class Deployment(PlacementColumns, table=True):
     created_at: datetime = _created()
     finished_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
 
+    @property
+    def resource_revisions(self) -> dict[str, int]:
+        """The revision of each resource it used (kept in its snapshot)."""
+        return domain.resource_revisions(self.resource_snapshot)
+
 
 class DeploymentPublic(SQLModel):
     id: str
@@ -170,6 +201,7 @@ class DeploymentPublic(SQLModel):
     action: DeployAction
     track: Track
     resources: list[str]
+    resource_revisions: dict[str, int]
     trigger: Trigger
     by: str
     state: DeploymentState
@@ -250,6 +282,7 @@ class TrackState(SQLModel):
     available: int | None
     message: str
     deployment_id: str
+    resource_revisions: dict[str, int] = Field(default_factory=dict)  # what this track runs with
 
     @model_validator(mode="after")
     def _no_counts_when_rendered(self) -> TrackState:
@@ -264,6 +297,14 @@ class DeployingVersion(SQLModel):
     state: DeploymentState
 
 
+class RemovalNote(SQLModel):
+    """The workload was removed from the cluster (undeploy): it runs nowhere in the environment."""
+
+    deployment_id: str
+    by: str
+    at: datetime | None
+
+
 class RunningState(SQLModel):
     project: str
     service: str
@@ -274,6 +315,7 @@ class RunningState(SQLModel):
     deploying: list[DeployingVersion]
     auto_deploy: bool
     resources: list[str]
+    removed: RemovalNote | None = None  # set when the last deployment took the workload out
 
 
 class AutoDeployPublic(SQLModel):
@@ -304,6 +346,7 @@ DEPLOY_TABLES: tuple[type[SQLModel], ...] = (
     KnownEnvironment,
     KnownService,
     Resource,
+    ResourceRevision,
     ReleasedVersion,
     Deployment,
     ResourceChoice,

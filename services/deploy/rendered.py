@@ -72,6 +72,12 @@ class RenderedManifestsDriver:
         path = self.path(project, service, environment, namespace, track)
         await asyncio.to_thread(path.unlink, missing_ok=True)
 
+    async def remove(self, project: str, service: str, environment: str, namespace: str) -> None:
+        """Remove the service's files: both tracks', and any other file beside them whose objects
+        belong to it alone (labelled ``app=<app>``, such as its Ingress)."""
+        tracks = [self.path(project, service, environment, namespace, track) for track in ("stable", "canary")]
+        await asyncio.to_thread(_remove_files, tracks, workload_name(project, service))
+
 
 def _rendered(replicas: int, path: Path) -> RolloutStatus:
     return RolloutStatus(
@@ -91,6 +97,25 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _remove_files(tracks: list[Path], app: str) -> None:
+    for path in tracks:
+        path.unlink(missing_ok=True)
+    folder = tracks[0].parent
+    for path in folder.glob("*.yaml") if folder.is_dir() else ():
+        if _only_of(path, app):
+            path.unlink(missing_ok=True)
+
+
+def _only_of(path: Path, app: str) -> bool:
+    """Whether every labelled object in the file is ``app``'s (the Namespace carries no ``app``)."""
+    try:
+        objects = [obj for obj in yaml.safe_load_all(path.read_text(encoding="utf-8")) if isinstance(obj, dict)]
+    except (OSError, yaml.YAMLError):
+        return False
+    apps = {((obj.get("metadata") or {}).get("labels") or {}).get("app") for obj in objects} - {None}
+    return apps == {app}
 
 
 def _read_status(path: Path) -> RolloutStatus | None:

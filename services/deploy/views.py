@@ -11,11 +11,13 @@ from services.deploy.models import (
     DeployingVersion,
     Deployment,
     Instance,
+    RemovalNote,
     Resource,
     ResourceChoice,
     RunningState,
     TrackState,
 )
+from services.deploy.references import require_environment
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork
 
@@ -24,6 +26,7 @@ log = get_logger(__name__)
 
 async def list_resources(environment: str, *, uow: UnitOfWork) -> list[Resource]:
     async with uow.sessions() as session:
+        await require_environment(session, environment)
         rows = await session.exec(
             select(Resource).where(Resource.environment == environment).order_by(col(Resource.name))
         )
@@ -61,6 +64,7 @@ async def running_state(
             .order_by(col(Deployment.created_at).desc())
         )
         in_flight = list(rows.all())
+        latest = await lookups.latest_deployment(session, *key)
     return RunningState(
         project=project,
         service=service,
@@ -71,7 +75,15 @@ async def running_state(
         deploying=[DeployingVersion.model_validate(d, update={"deployment_id": d.id}) for d in in_flight],
         auto_deploy=bool(rule and rule.enabled),
         resources=choice.resources if choice else [],
+        removed=_removal(latest),
     )
+
+
+def _removal(latest: Deployment | None) -> RemovalNote | None:
+    """Say so when the last deployment took the workload out of the cluster."""
+    if latest is None or not domain.workload_removed((latest.action, latest.state)):
+        return None
+    return RemovalNote(deployment_id=latest.id, by=latest.by, at=latest.finished_at)
 
 
 async def track_state(instance: Instance | None, driver: ClusterDriver) -> TrackState | None:
@@ -91,6 +103,7 @@ async def track_state(instance: Instance | None, driver: ClusterDriver) -> Track
         available=live.available if live else 0,
         message=instance.message if failed or live is None else live.message,
         deployment_id=instance.deployment_id,
+        resource_revisions=domain.resource_revisions(instance.resource_snapshot),
     )
 
 

@@ -87,6 +87,9 @@ async def _apply(driver: ClusterDriver, request: DeployRequested, track: str) ->
     if request.action == "abort":
         await driver.delete(*where, track="canary")
         return RolloutStatus("succeeded", 0, 0, 0, 0, "canary track removed")
+    if request.action == "undeploy":
+        await driver.remove(*where)
+        return RolloutStatus("removed", 0, 0, 0, 0, f"removed from the cluster (namespace {request.namespace})")
     spec = WorkloadSpec(
         project=request.project,
         service=request.service,
@@ -171,6 +174,12 @@ async def _record_track(session: AsyncSession, deployment: Deployment, status: R
         if current is not None:
             await session.delete(current)
         return
+    if deployment.action == "undeploy":  # nothing runs on either track now
+        for track in ("stable", "canary"):
+            if (running := await lookups.instance(session, *key, track)) is not None:
+                await session.delete(running)
+        await _end_rollouts(session, deployment)
+        return
     if deployment.action == "promote":
         canary = await lookups.instance(session, *key, "canary")
         if canary is not None:
@@ -192,6 +201,19 @@ async def _record_track(session: AsyncSession, deployment: Deployment, status: R
     )
     runs |= {"deployment_id": deployment.id, "state": status.state, "message": status.message, "updated_at": utcnow()}
     session.add(current.sqlmodel_update(runs) if current else Instance(**runs))
+
+
+async def _end_rollouts(session: AsyncSession, removal: Deployment) -> None:
+    """Rollouts still followed when their workload was removed end as superseded by the removal.
+    Their statuses are queued before the removal's own, so a consumer's last word is "removed"."""
+    rows = await session.exec(
+        select(Deployment)
+        .where(Deployment.service_id == removal.service_id, Deployment.environment == removal.environment)
+        .where(Deployment.state == "progressing", Deployment.id != removal.id)
+    )
+    for rollout in rows.all():
+        ended = RolloutStatus("failed", rollout.desired, 0, 0, 0, f"superseded by undeploy {removal.id}")
+        await record_outcome(session, rollout, ended, touch_track=False)
 
 
 async def follow_rollout(

@@ -203,6 +203,6 @@ async def api_ready_for(api, project: str, service: str, version: str = "v1") ->
             },
         )
         assert probe.status_code in (404, 409, 422), probe.text
-        return "unknown resource" in probe.text
+        return probe.status_code == 422 and "unknown resource" in probe.text
 
     await eventually(known, timeout=30)

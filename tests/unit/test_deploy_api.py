@@ -24,6 +24,7 @@ from tests.unit.test_deploy_handlers import (
     SERVICE,
     FakeCluster,
     add_resource,
+    announce,
     release,
     uow,  # noqa: F401 - the fixture
     work,
@@ -77,7 +78,8 @@ async def test_every_route_needs_the_deploy_admin_role(client: httpx.AsyncClient
         assert "deploy-admin" in refused.json()["detail"]
 
 
-async def test_resources_are_created_and_listed(client: httpx.AsyncClient) -> None:
+async def test_resources_are_created_and_listed(client: httpx.AsyncClient, uow: UnitOfWork) -> None:  # noqa: F811
+    await announce(uow)
     body = {"name": "orders-db", "type": "database", "data": {"url": "postgres://db/orders"}}
 
     created = await client.post(f"/environments/{ENV}/resources", json=body, headers=DEPLOYER)

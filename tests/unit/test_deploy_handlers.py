@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from services.deploy import handlers, views, worker
+from services.deploy import environments, handlers, views, worker
 from services.deploy.app import build_driver
 from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.handlers import Action
@@ -24,7 +24,7 @@ from services.deploy.kubernetes import KubernetesDriver
 from services.deploy.models import DEPLOY_TABLES, Deployment, DeploymentCreate, ResourceCreate
 from services.deploy.rendered import RenderedManifestsDriver
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.events import Envelope, Topic, VersionReleased, new_event
+from shared.events import Envelope, EnvironmentChanged, Topic, VersionReleased, new_event
 from shared.outbox import OutboxMessage, UnitOfWork, decode_envelope
 from shared.settings import Settings
 
@@ -41,6 +41,7 @@ class FakeCluster:
     applied: list[WorkloadSpec] = field(default_factory=list)
     deleted: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     statuses: dict[str, RolloutStatus] = field(default_factory=dict)
+    removed: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     async def apply(self, spec: WorkloadSpec) -> RolloutStatus:
         if self.fail_with is not None:
@@ -58,6 +59,12 @@ class FakeCluster:
     async def delete(self, project: str, service: str, environment: str, namespace: str, track: str = "stable") -> None:
         self.deleted.append((project, service, environment, namespace, track))
         self.statuses.pop(track, None)
+
+    async def remove(self, project: str, service: str, environment: str, namespace: str) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.removed.append((project, service, environment, namespace))
+        self.statuses.clear()
 
 
 @pytest.fixture
@@ -94,6 +101,13 @@ def released_event(version: str, environment: str = ENV, correlation_id: str = "
 async def release(uow: UnitOfWork, *versions: str, environment: str = ENV) -> None:
     for version in versions:
         await handlers.record_released_version(released_event(version, environment), uow=uow)
+
+
+async def announce(uow: UnitOfWork, environment: str = ENV) -> None:
+    """Release announces the environment (``environment.changed``), as it does when one is made."""
+    data = EnvironmentChanged(code=environment, name=environment, tier="dev", namespace=NAMESPACE, change="created")
+    event = new_event(Topic.ENVIRONMENT_CHANGED, data, source="gantry/release", subject=environment)
+    await environments.on_environment_changed(event, uow=uow)
 
 
 async def add_resource(uow: UnitOfWork, name: str, type_: str, **data: Any) -> None:
@@ -141,11 +155,15 @@ async def ready(uow: UnitOfWork, cluster: FakeCluster, version: str = "1.0.0") -
 
 
 async def test_resources_are_defined_per_environment(uow: UnitOfWork) -> None:
+    with pytest.raises(NotFound, match="environment 'dev' does not exist"):
+        await add_resource(uow, "orders-db", "database", url="postgres://db/orders")
+    await announce(uow)
     await add_resource(uow, "orders-db", "database", url="postgres://db/orders", password="pw")
     await add_resource(uow, "cache", "cache", host="redis")
 
     assert [r.name for r in await views.list_resources(ENV, uow=uow)] == ["cache", "orders-db"]
-    assert await views.list_resources("prod", uow=uow) == []
+    with pytest.raises(NotFound, match="environment 'prod' does not exist"):
+        await views.list_resources("prod", uow=uow)
     with pytest.raises(Conflict, match="already exists"):
         await add_resource(uow, "cache", "cache")
     with pytest.raises(InvalidInput, match="resource name"):
@@ -175,7 +193,9 @@ async def test_the_first_deployment_must_select_its_resources(uow: UnitOfWork) -
 
     assert later.resources == first.resources == ["orders-db"]
     requested = (await outbox(uow, Topic.DEPLOY_REQUESTED))[-1]
-    assert requested.data["resources"] == {"orders-db": {"type": "database", "data": {"url": "postgres://db/orders"}}}
+    assert requested.data["resources"] == {
+        "orders-db": {"type": "database", "data": {"url": "postgres://db/orders"}, "revision": 1}
+    }
     assert requested.correlation_id == "req-1.1.0"
     assert requested.subject == "shop/orders"
 
@@ -353,7 +373,9 @@ async def test_the_worker_applies_records_and_reports(uow: UnitOfWork, cluster: 
     assert (spec.version, spec.replicas, spec.track) == ("1.0.0", 2, "stable")
     assert spec.namespace == NAMESPACE
     assert spec.image == "registry.local/shop/orders:1.0.0"
-    assert spec.resources == {"orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}}}
+    assert spec.resources == {
+        "orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}, "revision": 1}
+    }
     recorded = await deployment(uow, first.id)
     assert (recorded.state, recorded.desired) == ("rendered", 2)
     assert recorded.finished_at is not None

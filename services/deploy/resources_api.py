@@ -1,0 +1,68 @@
+"""Deploy's HTTP API for resources (organization level, role deploy-admin): create, list, read
+with its revisions, update (a new revision) and delete (refused while something runs with it)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from services.deploy import resources, views
+from services.deploy.models import Resource, ResourceCreate, ResourcePublic, ResourceUpdate
+from services.deploy.resources import ResourceDetail
+from shared.paging import PageDep, SearchQuery, matches, serve_page
+from shared.service import CorrelationId, CurrentUser, RuntimeDep
+
+router = APIRouter(tags=["deploy"])
+RESOURCES = "/environments/{environment}/resources"
+RESOURCE = f"{RESOURCES}/{{name}}"
+DEPLOY_ADMIN = "deploy-admin"
+
+
+@router.post(RESOURCES, status_code=201, response_model=ResourcePublic)
+async def create_resource(
+    environment: str, data: ResourceCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+) -> Resource:
+    """Define a resource (database, cache, queue, config…) for deployments in the environment."""
+    user.require_org(DEPLOY_ADMIN)
+    return await resources.create_resource(environment, data, by=user.user, uow=runtime.uow, correlation_id=cid)
+
+
+@router.get(RESOURCES, response_model=list[ResourcePublic])
+async def read_resources(
+    environment: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
+    q: SearchQuery = None,
+) -> list[Resource]:
+    """The resources defined in an environment, by name (``q``: in their name or type)."""
+    user.require_org(DEPLOY_ADMIN)
+    found = [r for r in await views.list_resources(environment, uow=runtime.uow) if matches(q, r.name, r.type)]
+    return serve_page(found, lambda r: (r.name,), page, request, response)
+
+
+@router.get(RESOURCE, response_model=ResourceDetail)
+async def read_resource(environment: str, name: str, user: CurrentUser, runtime: RuntimeDep) -> ResourceDetail:
+    """A resource as it is now, with every revision it has had (oldest first)."""
+    user.require_org(DEPLOY_ADMIN)
+    return await resources.read_resource(environment, name, uow=runtime.uow)
+
+
+@router.put(RESOURCE, response_model=ResourcePublic)
+async def update_resource(
+    environment: str, name: str, data: ResourceUpdate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+) -> Resource:
+    """Replace a resource's type and data: a new revision. What runs keeps the revision it was
+    deployed with until it is deployed again; the same content again makes no revision."""
+    user.require_org(DEPLOY_ADMIN)
+    return await resources.update_resource(environment, name, data, by=user.user, uow=runtime.uow, correlation_id=cid)
+
+
+@router.delete(RESOURCE, status_code=204)
+async def delete_resource(
+    environment: str, name: str, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
+) -> None:
+    """Delete a resource; 409 naming the services while something runs with it."""
+    user.require_org(DEPLOY_ADMIN)
+    await resources.delete_resource(environment, name, uow=runtime.uow, correlation_id=cid)
