@@ -90,7 +90,7 @@ async def read_running_state(
     environment: str, project: str, service: str, user: CurrentUser, runtime: RuntimeDep, cluster: ClusterDep
 ) -> RunningState:
     """Running and deploying versions with desired / current / available counts."""
-    user.require_org(DEPLOY_ADMIN)
+    user.require_project_read(project)
     return await views.running_state(project, service, environment, uow=runtime.uow, driver=cluster)
 
 
@@ -160,7 +160,7 @@ async def read_deployments(
     response: Response,
 ) -> list[Deployment]:
     """The deployment history, newest first, with who or what triggered each one (paged)."""
-    user.require_org(DEPLOY_ADMIN)
+    user.require_project_read(project)
     return await history.page_of_deployments(
         project, service, environment, page, uow=runtime.uow, request=request, response=response
     )

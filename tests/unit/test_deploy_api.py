@@ -56,19 +56,17 @@ def deployment(version: str, **fields: object) -> dict[str, object]:
     return {"project": PROJECT, "service": SERVICE, "environment": ENV, "version": version} | fields
 
 
-async def test_every_route_needs_the_deploy_admin_role(client: httpx.AsyncClient) -> None:
+async def test_every_change_needs_the_deploy_admin_role(client: httpx.AsyncClient) -> None:
     member = token(f"{PROJECT}:project-owner")
     routes = [
         ("GET", f"/environments/{ENV}/resources", None),
         ("POST", f"/environments/{ENV}/resources", {"name": "db", "type": "database", "data": {}}),
         ("POST", "/deployments", deployment("1.0.0", resources=[])),
-        ("GET", BASE, None),
         ("PUT", f"{BASE}/replicas", {"replicas": 2}),
         ("POST", f"{BASE}/rollback", None),
         ("POST", f"{BASE}/canary/promote", None),
         ("POST", f"{BASE}/canary/abort", None),
         ("PUT", f"{BASE}/auto-deploy", {"enabled": True}),
-        ("GET", f"{BASE}/deployments", None),
     ]
     for method, path, body in routes:
         anonymous = await client.request(method, path, json=body)
@@ -76,6 +74,19 @@ async def test_every_route_needs_the_deploy_admin_role(client: httpx.AsyncClient
         refused = await client.request(method, path, json=body, headers=member)
         assert refused.status_code == 403, (method, path)
         assert "deploy-admin" in refused.json()["detail"]
+
+
+async def test_a_project_reads_what_runs_of_its_services_and_no_other_project_does(
+    client: httpx.AsyncClient,
+    uow: UnitOfWork,  # noqa: F811
+) -> None:
+    await release(uow, "1.0.0")
+    for path in (BASE, f"{BASE}/deployments"):
+        for reader in (token(f"{PROJECT}:project-member"), DEPLOYER, ADMIN):
+            answer = await client.get(path, headers=reader)
+            assert answer.status_code == 200, (path, answer.text)
+        stranger = await client.get(path, headers=token("other:project-owner"))
+        assert stranger.status_code == 403 and f"needs a role in project {PROJECT!r}" in stranger.json()["detail"]
 
 
 async def test_resources_are_created_and_listed(client: httpx.AsyncClient, uow: UnitOfWork) -> None:  # noqa: F811
