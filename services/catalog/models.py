@@ -6,13 +6,10 @@ from datetime import datetime
 
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
-from sqlmodel._compat import SQLModelConfig  # the type of SQLModel's model_config; not re-exported
 
 from shared.db import UtcDateTime
 from shared.events import utcnow
-
-# request bodies refuse unknown fields (422 naming them) instead of silently ignoring them
-REFUSE_UNKNOWN_FIELDS = SQLModelConfig(extra="forbid")
+from shared.schemas import REFUSE_UNKNOWN_FIELDS
 
 
 class ProjectBase(SQLModel):

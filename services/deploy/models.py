@@ -13,7 +13,6 @@ from typing import Any, Literal, TypeVar
 from pydantic import field_validator, model_validator
 from sqlalchemy import JSON, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
-from sqlmodel._compat import SQLModelConfig
 
 from services.deploy import domain
 from services.deploy.environments import KnownEnvironment
@@ -21,6 +20,7 @@ from services.deploy.revisions import ResourceRevision
 from services.deploy.routes import KnownRoute
 from shared.db import UtcDateTime
 from shared.events import DeployAction, utcnow
+from shared.schemas import REFUSE_UNKNOWN_FIELDS
 
 Strategy = Literal["rolling", "canary"]
 Track = Literal["stable", "canary"]
@@ -34,8 +34,6 @@ TIMESTAMP = UtcDateTime
 REPLICAS_BOUNDS = {"minimum": domain.MIN_REPLICAS, "maximum": domain.MAX_REPLICAS}
 MAX_RESOURCE_DATA_BYTES = 16_384
 MAX_RESOURCES_PER_DEPLOYMENT = 16
-# request bodies: a misspelt field ({"replica": 5}) is a 422 naming it, never silently ignored
-REFUSE_UNKNOWN_FIELDS = SQLModelConfig(extra="forbid")
 
 
 def _created() -> Any:

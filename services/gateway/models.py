@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlmodel import Field, SQLModel
-from sqlmodel._compat import SQLModelConfig
 
 from shared.db import UtcDateTime
 from shared.events import utcnow
+from shared.schemas import REFUSE_UNKNOWN_FIELDS
 
 
 class RouteBase(SQLModel):
@@ -20,13 +20,13 @@ class RouteBase(SQLModel):
 
 
 class RouteCreate(RouteBase):
-    model_config = SQLModelConfig(extra="forbid")  # a misspelt field is refused, never ignored
+    model_config = REFUSE_UNKNOWN_FIELDS  # a misspelt field is refused, never ignored
 
 
 class RouteUpdate(SQLModel):
     """Fields left out keep their value."""
 
-    model_config = SQLModelConfig(extra="forbid")
+    model_config = REFUSE_UNKNOWN_FIELDS
 
     path: str | None = None
     service: str | None = None

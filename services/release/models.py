@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from pydantic import ConfigDict
 from sqlalchemy import BigInteger, Column, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from services.release.domain import DEFAULT_REFS, Tier, Trigger
 from shared.db import UtcDateTime
 from shared.events import utcnow
+from shared.schemas import REFUSE_UNKNOWN_FIELDS
 
 
 class EnvironmentBase(SQLModel):
@@ -25,7 +25,7 @@ class EnvironmentBase(SQLModel):
 
 
 class EnvironmentCreate(EnvironmentBase):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = REFUSE_UNKNOWN_FIELDS
     namespace: str | None = None
     ingress_class: str | None = None
     ingress_host: str | None = None
@@ -34,7 +34,7 @@ class EnvironmentCreate(EnvironmentBase):
 class EnvironmentUpdate(SQLModel):
     """What may change of an environment; a field left out keeps its value, null clears an ingress one."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = REFUSE_UNKNOWN_FIELDS
     name: str | None = None
     ingress_class: str | None = None
     ingress_host: str | None = None
@@ -167,19 +167,19 @@ class Running(SQLModel, table=True):
 
 
 class ReleaseCreate(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = REFUSE_UNKNOWN_FIELDS
     environment: str
 
 
 class VersionReleaseCreate(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = REFUSE_UNKNOWN_FIELDS
     version: str
 
 
 class AutoReleaseUpdate(SQLModel):
     """Auto-release's settings, all at once (PUT): refs default to the default branch, tags to off."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = REFUSE_UNKNOWN_FIELDS
     enabled: bool
     refs: list[str] | None = None
     tags: bool = False
