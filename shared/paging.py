@@ -88,6 +88,41 @@ def serve_page(
     return served
 
 
+class Pages:
+    """A list endpoint's paging: this request's limit and cursor, and the Link to the next page
+    in its answer. Ask for it as ``pages: PagesDep``."""
+
+    def __init__(self, page: PageRequest, request: Request, response: Response) -> None:
+        self.page, self._request, self._response = page, request, response
+
+    @property
+    def limit(self) -> int:
+        return self.page.limit
+
+    @property
+    def after(self) -> SortKey | None:
+        return self.page.after
+
+    def serve(self, items: Sequence[T], key: Callable[[T], SortKey]) -> list[T]:
+        """This page of ``items``, ordered by ``key``; the next page linked when there is one."""
+        return serve_page(items, key, self.page, self._request, self._response)
+
+    def served(self, rows: Sequence[T], key: Callable[[T], SortKey]) -> list[T]:
+        """This page of ``rows`` a query already ordered, started after the cursor and limited to
+        ``limit + 1`` (the one more tells that a next page exists); the next page linked."""
+        served = list(rows[: self.limit])
+        more = len(rows) > self.limit and served
+        link_next(self._request, self._response, encode_cursor(key(served[-1])) if more else None)
+        return served
+
+
+def pages(page: PageDep, request: Request, response: Response) -> Pages:
+    return Pages(page, request, response)
+
+
+PagesDep = Annotated[Pages, Depends(pages)]
+
+
 def matches(q: str | None, *names: str | None) -> bool:
     """Whether any of ``names`` contains ``q`` (case-insensitive); no ``q`` matches everything."""
     if not q:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
 from services.catalog import handlers, lifecycle
 from services.catalog.models import (
@@ -19,7 +19,7 @@ from services.catalog.models import (
 from services.catalog.scm import ScmDep
 from services.catalog.service_types import SERVICE_TYPES
 from shared.auth import PROJECT_ROLES
-from shared.paging import PageDep, SearchQuery, matches, serve_page
+from shared.paging import PagesDep, SearchQuery, matches
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["catalog"])
@@ -35,12 +35,12 @@ async def create_project(data: ProjectCreate, user: CurrentUser, runtime: Runtim
 
 @router.get("/projects", response_model=list[ProjectPublic])
 async def read_projects(
-    user: CurrentUser, runtime: RuntimeDep, page: PageDep, request: Request, response: Response, q: SearchQuery = None
+    user: CurrentUser, runtime: RuntimeDep, pages: PagesDep, q: SearchQuery = None
 ) -> list[Project]:
     """List the projects the caller can see (organization roles: all), searched by code and name."""
     projects = await handlers.list_projects(uow=runtime.uow)
     seen = [p for p in projects if user.can_read_project(p.code) and matches(q, p.code, p.name)]
-    return serve_page(seen, lambda p: (p.code,), page, request, response)
+    return pages.serve(seen, lambda p: (p.code,))
 
 
 @router.delete("/projects/{project}", status_code=204)
@@ -79,16 +79,14 @@ async def read_services(
     project: str,
     user: CurrentUser,
     runtime: RuntimeDep,
-    page: PageDep,
-    request: Request,
-    response: Response,
+    pages: PagesDep,
     q: SearchQuery = None,
 ) -> list[Service]:
     """List a project's services, searched by code, name and group."""
     user.require_project_read(project)
     services = await handlers.list_services(project, uow=runtime.uow)
     found = [s for s in services if matches(q, s.code, s.name, s.group)]
-    return serve_page(found, lambda s: (s.code,), page, request, response)
+    return pages.serve(found, lambda s: (s.code,))
 
 
 @router.get("/projects/{project}/service-codes/{code}", response_model=CodeCheck)

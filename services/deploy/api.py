@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header
 
 from services.deploy import handlers, history, undeploy, views
 from services.deploy.cluster import ClusterDep
@@ -23,7 +23,7 @@ from services.deploy.models import (
     RunningState,
 )
 from services.deploy.resend import Fingerprint
-from shared.paging import PageDep
+from shared.paging import PagesDep
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["deploy"])
@@ -155,12 +155,8 @@ async def read_deployments(
     service: str,
     user: CurrentUser,
     runtime: RuntimeDep,
-    page: PageDep,
-    request: Request,
-    response: Response,
+    pages: PagesDep,
 ) -> list[Deployment]:
     """The deployment history, newest first, with who or what triggered each one (paged)."""
     user.require_project_read(project)
-    return await history.page_of_deployments(
-        project, service, environment, page, uow=runtime.uow, request=request, response=response
-    )
+    return await history.page_of_deployments(project, service, environment, pages, uow=runtime.uow)

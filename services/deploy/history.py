@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import Request, Response
 from sqlalchemy import and_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,7 +14,7 @@ from services.deploy.models import Deployment
 from shared.auth import Principal
 from shared.errors import BadRequest, NotFound
 from shared.outbox import UnitOfWork
-from shared.paging import PageRequest, encode_cursor, link_next
+from shared.paging import Pages
 
 
 async def read_deployment(deployment_id: str, user: Principal, *, uow: UnitOfWork) -> Deployment:
@@ -35,20 +34,15 @@ async def page_of_deployments(
     project: str,
     service: str,
     environment: str,
-    page: PageRequest,
+    pages: Pages,
     *,
     uow: UnitOfWork,
-    request: Request,
-    response: Response,
 ) -> list[Deployment]:
     """One page of the service's deployments to the environment, newest first; Link to the next."""
     async with uow.sessions() as session:
         release = await lookups.service_in(session, project, service, environment)
-        rows = await newest_first(session, release.service_id, environment, limit=page.limit + 1, after=page.after)
-    served = rows[: page.limit]
-    more = len(rows) > page.limit
-    link_next(request, response, encode_cursor(_key(served[-1])) if more and served else None)
-    return served
+        rows = await newest_first(session, release.service_id, environment, limit=pages.limit + 1, after=pages.after)
+    return pages.served(rows, _key)
 
 
 async def newest_first(

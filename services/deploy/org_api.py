@@ -6,12 +6,12 @@ roles: every project).
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
 from services.deploy import org_view
 from services.deploy.cluster import ClusterDep
 from services.deploy.org_view import ServiceDetail, ServiceView
-from shared.paging import PageDep, SearchQuery
+from shared.paging import PagesDep, SearchQuery
 from shared.service import CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["deploy"])
@@ -22,16 +22,12 @@ async def read_services(
     user: CurrentUser,
     runtime: RuntimeDep,
     cluster: ClusterDep,
-    page: PageDep,
-    request: Request,
-    response: Response,
+    pages: PagesDep,
     q: SearchQuery = None,
 ) -> list[ServiceView]:
     """Every service released to an environment, per environment its released and running
     versions and its last deployment; ``q`` searches the project, the code and the name."""
-    return await org_view.list_services(
-        user, q, page, uow=runtime.uow, driver=cluster, request=request, response=response
-    )
+    return await org_view.list_services(user, q, pages, uow=runtime.uow, driver=cluster)
 
 
 @router.get("/services/{project}/{service}", response_model=ServiceDetail)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fastapi import Request, Response
 from sqlalchemy import and_, func
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,7 +31,7 @@ from services.deploy.models import (
 from shared.auth import Principal
 from shared.errors import NotFound
 from shared.outbox import UnitOfWork
-from shared.paging import PageRequest, matches, serve_page
+from shared.paging import Pages, matches
 
 HISTORY_PER_ENVIRONMENT = 20  # the detail's history; the whole of it is paged at …/deployments
 LIVE_STATUS_CALLS = 8  # cluster calls in flight at once while a page is assembled
@@ -97,12 +96,10 @@ class _Listed:
 async def list_services(
     user: Principal,
     q: str | None,
-    page: PageRequest,
+    pages: Pages,
     *,
     uow: UnitOfWork,
     driver: ClusterDriver,
-    request: Request,
-    response: Response,
 ) -> list[ServiceView]:
     """One page of the services the user may read, released somewhere, matching ``q``."""
     async with uow.sessions() as session:
@@ -111,7 +108,7 @@ async def list_services(
             for item in await _released_services(session)
             if user.can_read_project(item.project) and matches(q, item.project, item.service, item.name)
         ]
-        served = serve_page(listed, lambda s: (s.project, s.service, s.service_id), page, request, response)
+        served = pages.serve(listed, lambda s: (s.project, s.service, s.service_id))
         facts = await _facts(session, [item.service_id for item in served])
     live = _Live(driver)
     return list(await asyncio.gather(*(_service_view(item, facts, live) for item in served)))

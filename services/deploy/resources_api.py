@@ -3,12 +3,12 @@ with its revisions, update (a new revision) and delete (refused while something 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
 from services.deploy import resources, views
 from services.deploy.models import Resource, ResourceCreate, ResourcePublic, ResourceUpdate
 from services.deploy.resources import ResourceDetail
-from shared.paging import PageDep, SearchQuery, matches, serve_page
+from shared.paging import PagesDep, SearchQuery, matches
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["deploy"])
@@ -31,15 +31,13 @@ async def read_resources(
     environment: str,
     user: CurrentUser,
     runtime: RuntimeDep,
-    page: PageDep,
-    request: Request,
-    response: Response,
+    pages: PagesDep,
     q: SearchQuery = None,
 ) -> list[Resource]:
     """The resources defined in an environment, by name (``q``: in their name or type)."""
     user.require_org(DEPLOY_ADMIN)
     found = [r for r in await views.list_resources(environment, uow=runtime.uow) if matches(q, r.name, r.type)]
-    return serve_page(found, lambda r: (r.name,), page, request, response)
+    return pages.serve(found, lambda r: (r.name,))
 
 
 @router.get(RESOURCE, response_model=ResourceDetail)

@@ -24,7 +24,7 @@ from services.gateway.models import (
 from shared.auth import Principal, parse_authorization, verify_token
 from shared.errors import InvalidInput
 from shared.events import ALL_TOPICS
-from shared.paging import PageDep, SearchQuery, matches, serve_page
+from shared.paging import PagesDep, SearchQuery, matches
 from shared.service import CorrelationId, CurrentUser, RuntimeDep, get_runtime
 
 router = APIRouter(tags=["routes"])
@@ -49,12 +49,10 @@ async def create_route(data: RouteCreate, user: CurrentUser, runtime: RuntimeDep
 
 
 @router.get("/routes", response_model=list[RoutePublic])
-async def read_routes(
-    _user: CurrentUser, runtime: RuntimeDep, page: PageDep, request: Request, response: Response, q: SearchQuery = None
-) -> list[Route]:
+async def read_routes(_user: CurrentUser, runtime: RuntimeDep, pages: PagesDep, q: SearchQuery = None) -> list[Route]:
     """Every route, built-in ones included, by name (`q` searches names, paths and targets)."""
     routes = [r for r in await handlers.list_routes(uow=runtime.uow) if matches(q, r.name, r.path, r.service)]
-    return serve_page(routes, lambda r: (r.name,), page, request, response)
+    return pages.serve(routes, lambda r: (r.name,))
 
 
 @router.get("/routes/{name}", response_model=RoutePublic)
@@ -83,12 +81,10 @@ async def delete_route(name: str, user: CurrentUser, runtime: RuntimeDep, cid: C
 
 
 @router.get("/route-table", response_model=list[RouteTableEntry])
-async def read_route_table(
-    _user: CurrentUser, runtime: RuntimeDep, page: PageDep, request: Request, response: Response
-) -> list[RouteTableEntry]:
+async def read_route_table(_user: CurrentUser, runtime: RuntimeDep, pages: PagesDep) -> list[RouteTableEntry]:
     """The compiled table in match order: the first route matching a path wins."""
     table = await handlers.route_table(uow=runtime.uow)
-    return serve_page(table, lambda entry: (entry.order,), page, request, response)
+    return pages.serve(table, lambda entry: (entry.order,))
 
 
 @router.get("/route-table/match", response_model=RouteMatch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
 from services.release import environments, handlers
 from services.release.models import (
@@ -20,7 +20,7 @@ from services.release.models import (
 )
 from shared.auth import PROJECT_ROLES
 from shared.errors import BadRequest
-from shared.paging import PageDep, PageRequest, SearchQuery, encode_cursor, link_next, matches, serve_page
+from shared.paging import PageRequest, PagesDep, SearchQuery, matches
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["release"])
@@ -38,11 +38,11 @@ async def create_environment(
 
 @router.get("/environments", response_model=list[EnvironmentPublic])
 async def read_environments(
-    _user: CurrentUser, runtime: RuntimeDep, page: PageDep, request: Request, response: Response, q: SearchQuery = None
+    _user: CurrentUser, runtime: RuntimeDep, pages: PagesDep, q: SearchQuery = None
 ) -> list[Environment]:
     """List the organization's environments, by code (``q`` searches codes and names)."""
     found = [e for e in await environments.list_environments(uow=runtime.uow) if matches(q, e.code, e.name)]
-    return serve_page(found, lambda e: (e.code,), page, request, response)
+    return pages.serve(found, lambda e: (e.code,))
 
 
 @router.get("/environments/{environment}", response_model=EnvironmentPublic)
@@ -140,18 +140,14 @@ async def read_version_releases(
     environment: str,
     user: CurrentUser,
     runtime: RuntimeDep,
-    page: PageDep,
-    request: Request,
-    response: Response,
+    pages: PagesDep,
 ) -> list[Release]:
     """Release history of a service in one environment, newest first, with deployment files."""
     user.require_project_read(project)
     releases = await handlers.list_release_history(
-        project, service, environment, limit=page.limit + 1, before_id=_before_id(page), uow=runtime.uow
+        project, service, environment, limit=pages.limit + 1, before_id=_before_id(pages.page), uow=runtime.uow
     )
-    served = releases[: page.limit]
-    link_next(request, response, encode_cursor((served[-1].id,)) if len(releases) > page.limit else None)
-    return served
+    return pages.served(releases, lambda release: (release.id,))
 
 
 def _before_id(page: PageRequest) -> int | None:

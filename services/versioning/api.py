@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
 from services.versioning import handlers
 from services.versioning.models import Pipeline, PipelinePublic, Version, VersionPublic
-from shared.paging import PageDep, SearchQuery, matches, serve_page
+from shared.paging import PagesDep, SearchQuery, matches
 from shared.service import CurrentUser, RuntimeDep
 
 router = APIRouter(tags=["versioning"])
@@ -18,16 +18,14 @@ async def read_versions(
     service: str,
     user: CurrentUser,
     runtime: RuntimeDep,
-    page: PageDep,
-    request: Request,
-    response: Response,
+    pages: PagesDep,
     q: SearchQuery = None,
 ) -> list[Version]:
     """The service's versions, newest first: one per commit whose pipeline succeeded (``q``: name or ref)."""
     user.require_project_read(project)
     versions = await handlers.list_versions(project, service, uow=runtime.uow)
     found = [version for version in versions if matches(q, version.name, version.ref)]
-    return serve_page(found, _newest_version_first, page, request, response)
+    return pages.serve(found, _newest_version_first)
 
 
 @router.get("/projects/{project}/services/{service}/pipelines", response_model=list[PipelinePublic])
@@ -36,9 +34,7 @@ async def read_pipelines(
     service: str,
     user: CurrentUser,
     runtime: RuntimeDep,
-    page: PageDep,
-    request: Request,
-    response: Response,
+    pages: PagesDep,
     q: SearchQuery = None,
 ) -> list[PipelinePublic]:
     """The service's pipelines, newest first: status, stages with their jobs, the version each made
@@ -46,7 +42,7 @@ async def read_pipelines(
     user.require_project_read(project)
     pipelines = await handlers.list_pipelines(project, service, uow=runtime.uow)
     found = [pipeline for pipeline in pipelines if matches(q, pipeline.ref)]
-    shown = serve_page(found, _newest_pipeline_first, page, request, response)
+    shown = pages.serve(found, _newest_pipeline_first)
     return await handlers.show_pipelines(shown, uow=runtime.uow)
 
 
