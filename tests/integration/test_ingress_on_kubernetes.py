@@ -18,10 +18,12 @@ from services.deploy.app import create_app
 from services.deploy.ingress import IngressSpec, RouteRule
 from services.deploy.kubernetes import KubernetesDriver
 from shared.events import Envelope, EnvironmentChanged, RouteChanged, Topic, new_event
-from shared.settings import Settings
 from tests.integration.conftest import released
-from tests.integration.test_deploy_on_kubernetes import api_ready_for
-from tests.support import SECRET, eventually, running, token
+from tests.integration.test_deploy_on_kubernetes import (
+    api_ready_for,
+    service_settings,  # noqa: F401 - the fixture: deploy's settings with the control plane's kubeconfig
+)
+from tests.support import eventually, running, token
 
 pytestmark = pytest.mark.integration
 DEPLOYER = token("deploy-admin", user="dora")
@@ -78,21 +80,6 @@ async def test_the_api_server_takes_both_kinds_of_paths(k8s_control_plane, netwo
     await driver.apply_ingress(IngressSpec("shop", "web", "staging", namespace, "nginx", None, ()))  # gone already
 
 
-@pytest.fixture
-def service_settings(embedded_kafka: str, k8s_control_plane, tmp_path) -> Settings:
-    return Settings(
-        home=tmp_path,
-        kafka_bootstrap=embedded_kafka,
-        secret=SECRET,
-        kafka_fetch_max_wait_ms=10,
-        kafka_idempotence=False,
-        kafka_session_timeout_ms=1000,
-        kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}",
-        kubeconfig=str(k8s_control_plane.kubeconfig),
-        progress_deadline_seconds=60,
-    )
-
-
 Send = Callable[[Envelope], Awaitable[None]]
 
 
@@ -116,7 +103,9 @@ def route(name: str, path: str, target: str, change: str = "created") -> Envelop
 
 
 async def test_a_route_change_reaches_the_ingress_and_a_deleted_route_its_rule(
-    service_settings, send, networking
+    service_settings,  # noqa: F811 - the fixture imported above
+    send,
+    networking,
 ) -> None:
     project, service, service_id = f"p{uuid.uuid4().hex[:6]}", "web", uuid.uuid4().hex
     namespace, name = f"{project}-qa", f"{project}-web"
