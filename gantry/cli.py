@@ -1,8 +1,9 @@
-"""The ``gantry`` command: ``up``, ``token issue``, ``pipeline report``, ``outbox``."""
+"""The ``gantry`` command: ``up``, ``token issue``, ``pipeline report``, ``outbox``, ``secrets rotate``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -99,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("row", type=int, help="the row's outbox_id (from `gantry outbox list`)")
         command.add_argument("--gateway", help="Gantry's address (default: the gateway's URL)")
         command.set_defaults(run=_outbox, action=action)
+    secrets = commands.add_parser("secrets", help="secret values sealed at rest").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    rotate = secrets.add_parser(
+        "rotate", help="seal every stored secret value again under GANTRY_ENCRYPTION_KEY (old keys then unneeded)"
+    )
+    rotate.set_defaults(run=_secrets_rotate)
     return parser
 
 
@@ -141,6 +149,18 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     if answer.status_code != 200:
         raise RuntimeError(_detail(answer))
     print(json.dumps(answer.json(), indent=2))
+    return 0
+
+
+def _secrets_rotate(_args: argparse.Namespace, settings: Settings) -> int:
+    from services.deploy.rotation import rotate_database
+    from shared.sealing import SealingError
+
+    try:
+        done = asyncio.run(rotate_database(settings))
+    except SealingError as exc:
+        raise RuntimeError(f"nothing was changed: {exc}") from exc
+    print(json.dumps({"key_id": done.key_id, "values_sealed": done.values, "rows_changed": done.rows}, indent=2))
     return 0
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.errors import PoisonEvent
 
@@ -158,9 +158,19 @@ class DeployRequested(Placement):
     replicas: int = Field(ge=1)
     strategy: Literal["rolling", "canary"] = "rolling"
     action: DeployAction = "deploy"
-    resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # name -> revision of each resource; never their values: the deploy worker reads them from its
+    # own store (None: a resource from before revisions, as the deployment recorded it)
+    resources: dict[str, int | None] = Field(default_factory=dict)
     trigger: Literal["manual", "auto"]
     by: str
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _names_and_revisions(cls, resources: Any) -> Any:
+        """Requests queued before they named revisions carried each resource's body: keep its revision."""
+        if not isinstance(resources, dict):
+            return resources
+        return {name: body.get("revision") if isinstance(body, dict) else body for name, body in resources.items()}
 
 
 class DeployStatus(EventData):

@@ -13,15 +13,20 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.sealing import SealingError, parse_key, parse_keys
 
 SERVICES = ("gateway", "catalog", "versioning", "release", "deploy")
 _BOOTSTRAP = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GANTRY_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a mistyped key or secret is never echoed in the error
+    model_config = SettingsConfigDict(
+        env_prefix="GANTRY_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     home: Path = Field(default=Path(".gantry"), description="data folder (SQLite, repos, manifests)")
     host: str = "127.0.0.1"
@@ -49,6 +54,9 @@ class Settings(BaseSettings):
     image_registry: str = "registry.gantry.local"
     progress_deadline_seconds: int = Field(default=600, ge=5, le=86_400)
     secret: str | None = None
+    # Seals secret resource values at rest (32 bytes, base64): default derived from the secret above.
+    encryption_key: str | None = None
+    encryption_old_keys: str | None = None  # keys that still open values sealed before a rotation
     log_level: str = "info"
     # Where each service answers, when not on this host's port range (containers, Kubernetes).
     gateway_url_override: str | None = Field(default=None, alias="GANTRY_GATEWAY_URL")
@@ -82,6 +90,18 @@ class Settings(BaseSettings):
                 "(postgresql://user:password@host:5432/gantry) or unset for SQLite files"
             )
         return value
+
+    @field_validator("encryption_key", "encryption_old_keys")
+    @classmethod
+    def _check_keys(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value or not value.strip():
+            return None
+        setting = f"GANTRY_{(info.field_name or '').upper()}"
+        try:
+            parse_key(value, setting) if info.field_name == "encryption_key" else parse_keys(value, setting)
+        except SealingError as exc:
+            raise ValueError(str(exc)) from exc
+        return value.strip()
 
     @field_validator("log_level")
     @classmethod

@@ -17,9 +17,11 @@ from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from shared.auth import issue_token
+from shared.sealing import Keyring, derive_key
 
 T = TypeVar("T")
 SECRET = "gantry-test-installation-secret-0123456789"
+KEYRING = Keyring(derive_key(SECRET))  # what a service started with GANTRY_SECRET=SECRET seals with
 
 
 def token(*roles: str, user: str = "alice") -> dict[str, str]:

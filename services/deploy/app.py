@@ -16,6 +16,7 @@ from services.deploy import (
     known_services,
     org_api,
     resources_api,
+    rotation,
     worker,
 )
 from services.deploy.api import router
@@ -23,6 +24,7 @@ from services.deploy.cluster import CLUSTER, ClusterDriver
 from services.deploy.kubernetes import KubernetesDriver
 from services.deploy.models import DEPLOY_TABLES
 from services.deploy.rendered import RenderedManifestsDriver
+from services.deploy.sealed import KEYRING
 from shared import outbox_api
 from shared.bus import Handler
 from shared.events import Envelope, Topic
@@ -61,14 +63,16 @@ async def _cluster(runtime: Runtime) -> AsyncIterator[None]:
 
 
 def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
-    uow, driver, rollouts = runtime.uow, CLUSTER.of(runtime), ROLLOUTS.of(runtime)
+    uow, driver, rollouts, keyring = runtime.uow, CLUSTER.of(runtime), ROLLOUTS.of(runtime), KEYRING.of(runtime)
     ingress = ingresses.INGRESSES.of(runtime)
 
     async def on_version_released(envelope: Envelope) -> None:
         await handlers.record_released_version(envelope, uow=uow)
 
     async def on_deploy_requested(envelope: Envelope) -> None:
-        deployment = await worker.apply_deploy_request(envelope, uow=uow, driver=driver, follow=rollouts.follow)
+        deployment = await worker.apply_deploy_request(
+            envelope, uow=uow, driver=driver, keyring=keyring, follow=rollouts.follow
+        )
         if deployment is not None:  # the service's Ingress goes with its deployment
             await ingress.sync(ingresses.Where.of(deployment))
 
@@ -101,6 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tables=DEPLOY_TABLES,
         routers=[router, org_api.router, resources_api.router, outbox_api.router],
         subscriptions=_subscriptions,
-        extensions=[_cluster, ingresses.ingress_sync],
+        extensions=[rotation.sealing, _cluster, ingresses.ingress_sync],
         settings=settings,
     )

@@ -87,9 +87,7 @@ def guard_database_change(
         return
     dropped = database_names(last) - database_names(chosen)
     changed = {
-        name
-        for name in database_names(last) & database_names(chosen)
-        if last[name].get("data") != chosen[name].get("data")
+        name for name in database_names(last) & database_names(chosen) if _values(last[name]) != _values(chosen[name])
     }
     if dropped or changed:
         names = ", ".join(sorted(dropped | changed))
@@ -97,6 +95,11 @@ def guard_database_change(
             "changing the database resource can lose data: resend with "
             f"confirm_resource_change=true (the last deployment used {names})"
         )
+
+
+def _values(body: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A snapshot's values: data, and the sealed secret values (an unchanged value keeps its sealed form)."""
+    return body.get("data"), body.get("sealed")
 
 
 def track_of(action: str, strategy: str) -> Literal["stable", "canary"]:

@@ -354,7 +354,7 @@ def _start(
         replicas=deployment.replicas,
         strategy=deployment.strategy,
         action=deployment.action,
-        resources=deployment.resource_snapshot,
+        resources={name: body.get("revision") for name, body in deployment.resource_snapshot.items()},
         trigger=deployment.trigger,
         by=deployment.by,
     )

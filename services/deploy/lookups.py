@@ -67,13 +67,14 @@ async def running(session: AsyncSession, project: str, service: str, environment
 
 
 async def resource_snapshot(session: AsyncSession, environment: str, names: list[str]) -> dict[str, dict[str, Any]]:
-    """``{name: {"type", "data", "revision"}}`` of the chosen resources, as they are defined now."""
+    """``{name: {"type", "data", "revision", "secret", "sealed"}}`` of the chosen resources, as they
+    are defined now (secret values sealed, as stored: ``sealed.py``)."""
     if not names:
         return {}
     rows = await session.exec(
         select(Resource).where(Resource.environment == environment, col(Resource.name).in_(names))
     )
-    found = {r.name: {"type": r.type, "data": dict(r.data), "revision": r.revision} for r in rows.all()}
+    found = {r.name: _snapshot_of(r) for r in rows.all()}
     missing = [name for name in names if name not in found]
     if missing:
         raise InvalidInput(
@@ -81,6 +82,13 @@ async def resource_snapshot(session: AsyncSession, environment: str, names: list
             f"with POST /api/deploy/environments/{environment}/resources"
         )
     return {name: found[name] for name in names}
+
+
+def _snapshot_of(resource: Resource) -> dict[str, Any]:
+    snapshot: dict[str, Any] = {"type": resource.type, "data": dict(resource.data), "revision": resource.revision}
+    if resource.secret is not None:  # a resource from before values were sealed has all of them in data
+        snapshot |= {"secret": list(resource.secret), "sealed": dict(resource.sealed or {})}
+    return snapshot
 
 
 async def has_manual_deployment(session: AsyncSession, service_id: str, environment: str) -> bool:

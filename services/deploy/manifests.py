@@ -15,8 +15,9 @@ Per workload (one service, one track) the objects are, in this order:
   deployment's resources as environment variables ``<RESOURCE>_<KEY>`` (upper case, other
   characters as ``_``). A key goes to the Secret when its name contains password, passwd,
   secret, token, credential, api_key/apikey or private_key, or when it is ``url``, ``uri`` or
-  ``dsn`` of a ``database`` resource (such URLs usually carry the credentials); everything
-  else goes to the ConfigMap. Both always exist (possibly empty) and feed ``envFrom``.
+  ``dsn`` of a ``database`` resource (such URLs usually carry the credentials), or when the
+  resource holds it secret (its ``secret`` keys: ``secrecy.py``); everything else goes to the
+  ConfigMap. Both always exist (possibly empty) and feed ``envFrom``.
 - ``Deployment`` ``<workload>``: selector ``app`` + ``track``; pods labelled with ``version``;
   one container listening on ``port`` (named ``http``) with a readiness probe ``GET /healthz``.
 
@@ -86,7 +87,8 @@ def split_resource_env(
                     f"environment variable {name}: rename one of them"
                 )
             origin[name] = f"{resource}.{key}"
-            target = secret if is_secret_key(str(body.get("type", "")), str(key)) else config
+            held_secret = key in (body.get("secret") or ()) or is_secret_key(str(body.get("type", "")), str(key))
+            target = secret if held_secret else config
             target[name] = _text(value)
     return config, secret
 

@@ -28,8 +28,7 @@ DeploymentState = Literal["requested", "rendered", "progressing", "succeeded", "
 Trigger = Literal["manual", "auto"]
 ServiceState = Literal["enabled", "disabled", "deleted"]
 TIMESTAMP = UtcDateTime
-# A deploy.requested carries the data of each resource it names: these bounds keep it well inside
-# the broker's message limit (16 × 16 KiB), whatever people put in their resources.
+# Bounds on what people put in their resources (a deploy.requested names them and their revisions).
 # Shown in the API's schema; checked by domain.validate_replicas, whose refusal says what to do.
 REPLICAS_BOUNDS = {"minimum": domain.MIN_REPLICAS, "maximum": domain.MAX_REPLICAS}
 MAX_RESOURCE_DATA_BYTES = 16_384
@@ -59,8 +58,16 @@ def bounded_resource_data(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+MAX_SECRET_KEYS = 64
+
+
+def _keys() -> Any:
+    return Field(default_factory=list, max_length=MAX_SECRET_KEYS)
+
+
 class ResourceCreate(ResourceBase):
     model_config = REFUSE_UNKNOWN_FIELDS
+    secret: list[str] = _keys()  # keys held secret besides the default ones (secrecy.py)
 
     @field_validator("data")
     @classmethod
@@ -74,6 +81,9 @@ class ResourceUpdate(SQLModel):
     model_config = REFUSE_UNKNOWN_FIELDS
     type: str = Field(max_length=32)
     data: dict[str, Any] = Field(default_factory=dict)
+    secret: list[str] = _keys()  # besides the default ones and those secret in earlier revisions
+    keep: list[str] = _keys()  # secret keys whose value stays as it is
+    remove: list[str] = _keys()  # secret keys whose value goes
 
     @field_validator("data")
     @classmethod
@@ -91,11 +101,19 @@ class Resource(ResourceBase, table=True):
     revision: int = 1  # the current one; every revision is kept in ResourceRevision
     updated_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
     updated_by: str | None = Field(default=None, max_length=128)
+    # secret values: masked in data, sealed here (None: a row from before values were sealed)
+    secret: list[str] | None = Field(default=None, sa_type=JSON)
+    sealed: dict[str, str] | None = Field(default=None, sa_type=JSON)
 
 
 class ResourcePublic(ResourceBase):
+    """``data`` with every secret value masked; ``secret``: the keys held secret, ``secret_set``:
+    those that have a value."""
+
     environment: str
     revision: int
+    secret: list[str]
+    secret_set: list[str]
     created_at: datetime
     created_by: str
     updated_at: datetime | None

@@ -3,20 +3,21 @@
 Each create and update is a new revision (``revisions.py``); the revisions are kept, and a
 deployment records the revision of each resource it used, so what runs keeps its values until it
 is deployed again. A resource that runs somewhere cannot be deleted. Every change is announced
-as ``resource.changed`` (its revision, never its values) in the same transaction.
+as ``resource.changed`` (its revision, never its values) in the same transaction. Secret values
+(``secrecy.py``) are sealed before they are stored (``sealed.py``) and every answer shows them masked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.deploy import domain
+from services.deploy import domain, sealed, secrecy
 from services.deploy.models import (
     Deployment,
     Instance,
@@ -30,6 +31,7 @@ from services.deploy.revisions import ResourceRevision, ResourceRevisionPublic
 from shared.errors import Conflict, NotFound
 from shared.events import ResourceChanged, utcnow
 from shared.outbox import UnitOfWork, emit
+from shared.sealing import Keyring
 
 T = TypeVar("T")
 Change = Literal["created", "updated", "deleted"]
@@ -40,10 +42,18 @@ class ResourceDetail(ResourcePublic):
 
 
 async def create_resource(
-    environment: str, data: ResourceCreate, *, by: str, uow: UnitOfWork, correlation_id: str | None = None
+    environment: str,
+    data: ResourceCreate,
+    *,
+    by: str,
+    uow: UnitOfWork,
+    keyring: Keyring,
+    correlation_id: str | None = None,
 ) -> Resource:
     """Define a resource: its revision 1 (or the next number, when the name was used before)."""
     domain.validate_resource(data.name, data.type, data.data)
+    secret = secrecy.secret_keys(data.type, data.data, data.secret)
+    stored = sealed.seal_values(keyring, (environment, data.name), data.data, secret)
 
     async def create(session: AsyncSession) -> Resource:
         await require_environment(session, environment)
@@ -53,8 +63,15 @@ async def create_resource(
                 f"PUT /api/deploy/environments/{environment}/resources/{data.name}"
             )
         revision = domain.next_revision(await _last_revision(session, environment, data.name))
-        resource = Resource.model_validate(
-            data, update={"environment": environment, "created_by": by, "revision": revision}
+        resource = Resource(
+            name=data.name,
+            type=data.type,
+            environment=environment,
+            created_by=by,
+            revision=revision,
+            data=stored.data,
+            sealed=stored.sealed,
+            secret=stored.secret,
         )
         session.add(resource)
         _revise(session, resource, by=by, change="created", correlation_id=correlation_id)
@@ -70,17 +87,28 @@ async def update_resource(
     *,
     by: str,
     uow: UnitOfWork,
+    keyring: Keyring,
     correlation_id: str | None = None,
 ) -> Resource:
-    """A new revision with the given type and data; the same content again changes nothing."""
+    """A new revision with the given type and data; the same content again changes nothing.
+    A secret value set now is replaced only by a new value, else kept or removed by name."""
     domain.validate_resource(name, data.type, data.data)
 
     async def update(session: AsyncSession) -> Resource:
         resource = await _existing(session, environment, name)
-        if (resource.type, resource.data) == (data.type, data.data):
+        now = sealed.stored_of(resource.data, resource.sealed, resource.secret)
+        values_now = sealed.open_values(keyring, (environment, name), now)
+        secret_now = now.secret if resource.secret is not None else secrecy.secret_keys(resource.type, values_now)
+        secrecy.check_secret_update(name, [k for k in secret_now if k in values_now], data.data, data.keep, data.remove)
+        values = {**data.data, **{key: values_now[key] for key in data.keep}}
+        domain.validate_resource(name, data.type, values)
+        secret = secrecy.secret_keys(data.type, values, data.secret, inherited=secret_now)
+        if resource.secret is not None and (resource.type, values_now, secret_now) == (data.type, values, secret):
             return resource
         await _keep_history(session, resource)
-        resource.type, resource.data = data.type, dict(data.data)
+        reuse = {key: (values_now[key], token) for key, token in now.sealed.items()}
+        resource.sqlmodel_update(_columns(sealed.seal_values(keyring, (environment, name), values, secret, reuse)))
+        resource.type = data.type
         resource.revision = domain.next_revision(await _last_revision(session, environment, name))
         resource.updated_at, resource.updated_by = utcnow(), by
         session.add(resource)
@@ -88,6 +116,24 @@ async def update_resource(
         return resource
 
     return await _write(uow, f"resource {name!r} in {environment}", update)
+
+
+def public(resource: Resource) -> ResourcePublic:
+    """The resource as answers show it: secret values masked, which keys are secret and set."""
+    view = sealed.public_view(
+        resource.type, sealed.stored_of(resource.data, resource.sealed, resource.secret), legacy=resource.secret is None
+    )
+    return ResourcePublic.model_validate(resource.model_dump(exclude={"data", "secret", "sealed"}) | view)
+
+
+def _revision_public(revision: ResourceRevision) -> ResourceRevisionPublic:
+    stored = sealed.stored_of(revision.data, revision.sealed, revision.secret)
+    view = sealed.public_view(revision.type, stored, legacy=revision.secret is None)
+    return ResourceRevisionPublic.model_validate(revision.model_dump(exclude={"data", "secret", "sealed"}) | view)
+
+
+def _columns(stored: sealed.Stored) -> dict[str, Any]:
+    return {"data": stored.data, "sealed": stored.sealed, "secret": stored.secret}
 
 
 async def read_resource(environment: str, name: str, *, uow: UnitOfWork) -> ResourceDetail:
@@ -99,10 +145,10 @@ async def read_resource(environment: str, name: str, *, uow: UnitOfWork) -> Reso
             .where(ResourceRevision.environment == environment, ResourceRevision.name == name)
             .order_by(col(ResourceRevision.revision))
         )
-        revisions = [ResourceRevisionPublic.model_validate(r) for r in rows.all()]
+        revisions = [_revision_public(r) for r in rows.all()]
     if not revisions or revisions[-1].revision != resource.revision:  # made before revisions were kept
-        revisions.append(ResourceRevisionPublic.model_validate(_revision_of(resource, resource.created_by)))
-    return ResourceDetail.model_validate(resource, update={"revisions": revisions})
+        revisions.append(_revision_public(_revision_of(resource, resource.created_by)))
+    return ResourceDetail.model_validate(public(resource).model_dump() | {"revisions": revisions})
 
 
 async def delete_resource(environment: str, name: str, *, uow: UnitOfWork, correlation_id: str | None = None) -> None:
@@ -189,6 +235,8 @@ def _revision_of(resource: Resource, by: str) -> ResourceRevision:
         revision=resource.revision,
         type=resource.type,
         data=dict(resource.data),
+        secret=None if resource.secret is None else list(resource.secret),
+        sealed=None if resource.sealed is None else dict(resource.sealed),
         created_at=resource.updated_at or resource.created_at,
         created_by=by,
     )

@@ -6,8 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.deploy import resources, views
-from services.deploy.models import Resource, ResourceCreate, ResourcePublic, ResourceUpdate
+from services.deploy.models import ResourceCreate, ResourcePublic, ResourceUpdate
 from services.deploy.resources import ResourceDetail
+from services.deploy.sealed import KeyringDep
 from shared.paging import PagesDep, SearchQuery, matches
 from shared.service import CorrelationId, CurrentUser, RuntimeDep
 
@@ -19,11 +20,20 @@ DEPLOY_ADMIN = "deploy-admin"
 
 @router.post(RESOURCES, status_code=201, response_model=ResourcePublic)
 async def create_resource(
-    environment: str, data: ResourceCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
-) -> Resource:
-    """Define a resource (database, cache, queue, config…) for deployments in the environment."""
+    environment: str,
+    data: ResourceCreate,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    keyring: KeyringDep,
+    cid: CorrelationId,
+) -> ResourcePublic:
+    """Define a resource (database, cache, queue, config…) for deployments in the environment;
+    its secret values are sealed, and shown masked."""
     user.require_org(DEPLOY_ADMIN)
-    return await resources.create_resource(environment, data, by=user.user, uow=runtime.uow, correlation_id=cid)
+    made = await resources.create_resource(
+        environment, data, by=user.user, uow=runtime.uow, keyring=keyring, correlation_id=cid
+    )
+    return resources.public(made)
 
 
 @router.get(RESOURCES, response_model=list[ResourcePublic])
@@ -33,10 +43,11 @@ async def read_resources(
     runtime: RuntimeDep,
     pages: PagesDep,
     q: SearchQuery = None,
-) -> list[Resource]:
+) -> list[ResourcePublic]:
     """The resources defined in an environment, by name (``q``: in their name or type)."""
     user.require_org(DEPLOY_ADMIN)
-    found = [r for r in await views.list_resources(environment, uow=runtime.uow) if matches(q, r.name, r.type)]
+    defined = await views.list_resources(environment, uow=runtime.uow)
+    found = [resources.public(r) for r in defined if matches(q, r.name, r.type)]
     return pages.serve(found, lambda r: (r.name,))
 
 
@@ -49,12 +60,22 @@ async def read_resource(environment: str, name: str, user: CurrentUser, runtime:
 
 @router.put(RESOURCE, response_model=ResourcePublic)
 async def update_resource(
-    environment: str, name: str, data: ResourceUpdate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
-) -> Resource:
+    environment: str,
+    name: str,
+    data: ResourceUpdate,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    keyring: KeyringDep,
+    cid: CorrelationId,
+) -> ResourcePublic:
     """Replace a resource's type and data: a new revision. What runs keeps the revision it was
-    deployed with until it is deployed again; the same content again makes no revision."""
+    deployed with until it is deployed again; the same content again makes no revision. A secret
+    value set now is sent anew, or named in ``keep`` or ``remove``."""
     user.require_org(DEPLOY_ADMIN)
-    return await resources.update_resource(environment, name, data, by=user.user, uow=runtime.uow, correlation_id=cid)
+    changed = await resources.update_resource(
+        environment, name, data, by=user.user, uow=runtime.uow, keyring=keyring, correlation_id=cid
+    )
+    return resources.public(changed)
 
 
 @router.delete(RESOURCE, status_code=204)

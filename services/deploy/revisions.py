@@ -28,11 +28,15 @@ class ResourceRevision(SQLModel, table=True):
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     created_by: str = Field(max_length=128)
+    secret: list[str] | None = Field(default=None, sa_type=JSON)  # as on Resource
+    sealed: dict[str, str] | None = Field(default=None, sa_type=JSON)
 
 
 class ResourceRevisionPublic(SQLModel):
     revision: int
     type: str
-    data: dict[str, Any]
+    data: dict[str, Any]  # secret values masked
+    secret: list[str]
+    secret_set: list[str]
     created_at: datetime
     created_by: str

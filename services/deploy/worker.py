@@ -13,17 +13,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.deploy import domain, lookups
+from services.deploy import domain, lookups, resource_values
 from services.deploy.cluster import ClusterDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import Deployment, Instance, Track
 from shared.events import DeployRequested, DeployStatus, Envelope, Placement, utcnow
 from shared.logging import get_logger
 from shared.outbox import InboxEntry, UnitOfWork, claim_inbox, emit
+from shared.sealing import Keyring
 
 log = get_logger(__name__)
 APPLY_TIMEOUT_SECONDS = 120.0
@@ -31,6 +33,7 @@ ROLLOUT_DEADLINE_SECONDS = 660.0  # the Deployment's progressDeadlineSeconds (60
 FOLLOW_INTERVAL_SECONDS = 0.5
 
 Follow = Callable[[str], None]
+Values = Callable[[], Awaitable[dict[str, dict[str, Any]]]]  # the resources' values, read when applied
 
 
 async def apply_deploy_request(
@@ -38,17 +41,19 @@ async def apply_deploy_request(
     *,
     uow: UnitOfWork,
     driver: ClusterDriver,
+    keyring: Keyring,
     follow: Follow | None = None,
     timeout: float = APPLY_TIMEOUT_SECONDS,
 ) -> Deployment | None:
-    """Apply one request; returns the deployment as recorded, None for a redelivery."""
+    """Apply one request; returns the deployment as recorded, None for a redelivery. The request
+    names resources and revisions: their values come from this database, opened with ``keyring``."""
     request = envelope.payload(DeployRequested)  # data that does not fit: PoisonEvent
     async with uow.sessions() as session:
         if await session.get(InboxEntry, envelope.id) is not None:
             log.info("deploy request already applied", deployment_id=request.deployment_id)
             return None
     track = domain.track_of(request.action, request.strategy)
-    status = await _drive(driver, request, track, timeout)
+    status = await _drive(driver, request, track, timeout, _values_of(request, uow, keyring))
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return None
@@ -69,11 +74,23 @@ async def apply_deploy_request(
     return deployment
 
 
-async def _drive(driver: ClusterDriver, request: DeployRequested, track: str, timeout: float) -> RolloutStatus:
+def _values_of(request: DeployRequested, uow: UnitOfWork, keyring: Keyring) -> Values:
+    async def values() -> dict[str, dict[str, Any]]:
+        async with uow.sessions() as session:
+            return await resource_values.values_to_apply(
+                session, request.environment, request.deployment_id, request.resources, keyring
+            )
+
+    return values
+
+
+async def _drive(
+    driver: ClusterDriver, request: DeployRequested, track: str, timeout: float, values: Values
+) -> RolloutStatus:
     """The cluster's answer to the request; any error becomes a failed status with its reason."""
     try:
         async with asyncio.timeout(timeout):
-            return await _apply(driver, request, track)
+            return await _apply(driver, request, track, values)
     except TimeoutError:
         reason = f"the cluster did not answer within {timeout:.0f}s"
     except Exception as exc:  # the cluster refused: fail this deployment, do not retry forever
@@ -82,7 +99,7 @@ async def _drive(driver: ClusterDriver, request: DeployRequested, track: str, ti
     return RolloutStatus("failed", request.replicas, 0, 0, 0, f"{request.action} failed: {reason}")
 
 
-async def _apply(driver: ClusterDriver, request: DeployRequested, track: str) -> RolloutStatus:
+async def _apply(driver: ClusterDriver, request: DeployRequested, track: str, values: Values) -> RolloutStatus:
     where = (request.project, request.service, request.environment, request.namespace)
     if request.action == "abort":
         await driver.delete(*where, track="canary")
@@ -99,7 +116,7 @@ async def _apply(driver: ClusterDriver, request: DeployRequested, track: str) ->
         image=request.image,
         replicas=request.replicas,
         track=track,
-        resources=request.resources,
+        resources=await values(),
     )
     status = await driver.apply(spec)
     if request.action == "promote" and status.state != "failed":
@@ -116,7 +133,7 @@ def _from_request(request: DeployRequested, track: Track, correlation_id: str) -
         action=request.action,
         track=track,
         resources=list(request.resources),
-        resource_snapshot=request.resources,
+        resource_snapshot={name: {"revision": revision} for name, revision in request.resources.items()},
         trigger=request.trigger,
         by=request.by,
         correlation_id=correlation_id,

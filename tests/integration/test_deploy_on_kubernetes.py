@@ -4,6 +4,7 @@ state showing the cluster's counts."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -37,6 +38,7 @@ def service_settings(embedded_kafka: str, k8s_control_plane, tmp_path) -> Settin
 
 async def test_deploy_canary_promote_abort_rollback_scale(service_settings, publish, k8s_control_plane) -> None:
     project, service, service_id = "shop", f"web{uuid.uuid4().hex[:5]}", uuid.uuid4().hex
+    password = f"pw-{uuid.uuid4().hex}"  # a secret value: it must reach the cluster only in a Secret
     state_url = f"/environments/qa/projects/{project}/services/{service}"
     async with running(create_app(service_settings)) as api:
         for version in ("v1", "v2", "v3"):
@@ -47,7 +49,7 @@ async def test_deploy_canary_promote_abort_rollback_scale(service_settings, publ
             await api.post(
                 "/environments/qa/resources",
                 headers=DEPLOYER,
-                json={"name": "cfg", "type": "config", "data": {"LOG_LEVEL": "info"}},
+                json={"name": "cfg", "type": "config", "data": {"LOG_LEVEL": "info", "password": password}},
             )
         ).status_code == 201
 
@@ -127,9 +129,15 @@ async def test_deploy_canary_promote_abort_rollback_scale(service_settings, publ
         apps = k8s.AppsV1Api(api_client)
         listed = apps.list_namespaced_deployment(f"{project}-qa", label_selector=f"app=shop-{service}").items
         names = [d.metadata.name for d in listed]
+        core = k8s.CoreV1Api(api_client)
+        selector = f"app=shop-{service}"
+        config_maps = core.list_namespaced_config_map(f"{project}-qa", label_selector=selector).items
+        secrets = core.list_namespaced_secret(f"{project}-qa", label_selector=selector).items
     finally:
         api_client.close()
     assert names == [f"shop-{service}"], "after promote and abort only the stable Deployment is left"
+    assert config_maps and all(password not in str(c.data) for c in config_maps)
+    assert [base64.b64decode(s.data["CFG_PASSWORD"]).decode() for s in secrets] == [password]
 
 
 async def test_a_restarted_deploy_service_follows_the_rollouts_it_left(service_settings, publish, k8s_control_plane):

@@ -15,9 +15,10 @@ import pytest
 
 from services.deploy.app import create_app
 from services.deploy.cluster import CLUSTER
+from services.deploy.sealed import KEYRING as KEYRING_PART
 from shared.outbox import UnitOfWork
 from shared.settings import Settings
-from tests.support import ADMIN, SECRET, token
+from tests.support import ADMIN, KEYRING, SECRET, token
 from tests.unit.test_deploy_handlers import (
     ENV,
     PROJECT,
@@ -46,7 +47,9 @@ async def client(
     tmp_path: Path,
 ) -> AsyncIterator[httpx.AsyncClient]:
     api = create_app(Settings(home=tmp_path, secret=SECRET))
-    api.state.runtime = SimpleNamespace(uow=uow, secret=SECRET, parts={CLUSTER.name: cluster})
+    api.state.runtime = SimpleNamespace(
+        uow=uow, secret=SECRET, parts={CLUSTER.name: cluster, KEYRING_PART.name: KEYRING}
+    )
     transport = httpx.ASGITransport(app=api)
     async with httpx.AsyncClient(transport=transport, base_url="http://deploy") as http:
         yield http

@@ -27,6 +27,7 @@ from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import Envelope, EnvironmentChanged, Topic, VersionReleased, new_event
 from shared.outbox import OutboxMessage, UnitOfWork, decode_envelope
 from shared.settings import Settings
+from tests.support import KEYRING
 
 SERVICE_ID = "svc-orders-1"
 PROJECT, SERVICE, ENV, NAMESPACE = "shop", "orders", "dev", "shop-dev"
@@ -111,7 +112,9 @@ async def announce(uow: UnitOfWork, environment: str = ENV) -> None:
 
 
 async def add_resource(uow: UnitOfWork, name: str, type_: str, **data: Any) -> None:
-    await handlers.create_resource(ENV, ResourceCreate(name=name, type=type_, data=data), by="ops", uow=uow)
+    await handlers.create_resource(
+        ENV, ResourceCreate(name=name, type=type_, data=data), by="ops", uow=uow, keyring=KEYRING
+    )
 
 
 async def deploy(uow: UnitOfWork, version: str, **fields: Any) -> Deployment:
@@ -132,7 +135,7 @@ async def outbox(uow: UnitOfWork, topic: Topic) -> list[Envelope]:
 async def work(uow: UnitOfWork, cluster: FakeCluster) -> None:
     """Deliver every deploy.requested queued so far to the worker (again: a harmless redelivery)."""
     for envelope in await outbox(uow, Topic.DEPLOY_REQUESTED):
-        await worker.apply_deploy_request(envelope, uow=uow, driver=cluster)
+        await worker.apply_deploy_request(envelope, uow=uow, driver=cluster, keyring=KEYRING)
 
 
 async def deployment(uow: UnitOfWork, deployment_id: str) -> Deployment:
@@ -193,9 +196,7 @@ async def test_the_first_deployment_must_select_its_resources(uow: UnitOfWork) -
 
     assert later.resources == first.resources == ["orders-db"]
     requested = (await outbox(uow, Topic.DEPLOY_REQUESTED))[-1]
-    assert requested.data["resources"] == {
-        "orders-db": {"type": "database", "data": {"url": "postgres://db/orders"}, "revision": 1}
-    }
+    assert requested.data["resources"] == {"orders-db": 1}  # names and revisions, never values
     assert requested.correlation_id == "req-1.1.0"
     assert requested.subject == "shop/orders"
 
@@ -373,8 +374,8 @@ async def test_the_worker_applies_records_and_reports(uow: UnitOfWork, cluster: 
     assert (spec.version, spec.replicas, spec.track) == ("1.0.0", 2, "stable")
     assert spec.namespace == NAMESPACE
     assert spec.image == "registry.local/shop/orders:1.0.0"
-    assert spec.resources == {
-        "orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}, "revision": 1}
+    assert spec.resources == {  # read from the revision the request names, opened
+        "orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}, "secret": ["url"]}
     }
     recorded = await deployment(uow, first.id)
     assert (recorded.state, recorded.desired) == ("rendered", 2)
@@ -422,8 +423,11 @@ async def test_a_request_unknown_to_this_database_is_recorded_from_the_event(
     await ready(uow, cluster)
     [requested] = await outbox(uow, Topic.DEPLOY_REQUESTED)
     other = await make_uow("deploy", DEPLOY_TABLES, home=tmp_path / "other")
-    recorded = await worker.apply_deploy_request(requested, uow=other, driver=cluster)
-    assert recorded is not None and recorded.state == "rendered" and recorded.by == "alice"
+    recorded = await worker.apply_deploy_request(requested, uow=other, driver=cluster, keyring=KEYRING)
+    assert recorded is not None and recorded.by == "alice"
+    # the event names the resources' revisions, not their values, and this database has none of them
+    assert recorded.state == "failed"
+    assert "resource 'orders-db' (revision 1) of environment dev is not in this deploy database" in recorded.message
 
 
 async def test_a_progressing_rollout_is_followed_until_it_finishes(uow: UnitOfWork, cluster: FakeCluster) -> None:
@@ -432,7 +436,7 @@ async def test_a_progressing_rollout_is_followed_until_it_finishes(uow: UnitOfWo
     await release(uow, "1.0.0")
     first = await deploy(uow, "1.0.0", resources=[])
     [requested] = await outbox(uow, Topic.DEPLOY_REQUESTED)
-    await worker.apply_deploy_request(requested, uow=uow, driver=cluster, follow=followed.append)
+    await worker.apply_deploy_request(requested, uow=uow, driver=cluster, keyring=KEYRING, follow=followed.append)
     assert followed == [first.id]
     state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert [d.version for d in state.deploying] == ["1.0.0"]

@@ -19,6 +19,7 @@ from services.deploy.models import DEPLOY_TABLES, Deployment
 from services.deploy.rendered import RenderedManifestsDriver
 from shared.events import Topic
 from shared.outbox import UnitOfWork, decode_envelope
+from tests.support import KEYRING
 from tests.unit.conftest import UowFactory, outbox
 from tests.unit.test_deploy_handlers import (
     ENV,
@@ -61,7 +62,7 @@ def deployments_loaded() -> Iterator[list[str]]:
 
 async def apply_newest_request(uow: UnitOfWork, driver: RenderedManifestsDriver) -> None:
     newest = (await outbox(uow, Topic.DEPLOY_REQUESTED))[-1]
-    await worker.apply_deploy_request(decode_envelope(newest.payload.encode()), uow=uow, driver=driver)
+    await worker.apply_deploy_request(decode_envelope(newest.payload.encode()), uow=uow, driver=driver, keyring=KEYRING)
 
 
 async def long_history(uow: UnitOfWork, driver: RenderedManifestsDriver) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.deploy import app, ingresses, worker
+from services.deploy import app, ingresses, sealed, worker
 from services.deploy.cluster import CLUSTER
 from services.deploy.ingress import IngressSpec
 from services.deploy.ingresses import INGRESSES, Ingresses
@@ -20,6 +20,7 @@ from services.deploy.rendered import RenderedManifestsDriver
 from services.deploy.routes import KnownRoute
 from shared.events import Envelope, EnvironmentChanged, RouteChanged, Topic, new_event
 from shared.outbox import UnitOfWork
+from tests.support import KEYRING
 from tests.unit.test_deploy_handlers import (
     ENV,
     NAMESPACE,
@@ -54,7 +55,7 @@ def cluster(tmp_path: Path) -> Cluster:
 @pytest.fixture
 def deliver(uow: UnitOfWork, cluster: Cluster) -> Any:  # noqa: F811
     """Hand an event to deploy's consumer of its topic, as the running service does."""
-    runtime = SimpleNamespace(uow=uow, parts={})
+    runtime = SimpleNamespace(uow=uow, parts={sealed.KEYRING.name: KEYRING})
     CLUSTER.provide(runtime, cluster)  # type: ignore[arg-type]
     app.ROLLOUTS.provide(runtime, worker.RolloutWatcher(uow, cluster))  # type: ignore[arg-type]
     INGRESSES.provide(runtime, Ingresses(uow, cluster))  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from services.deploy.undeploy import undeploy
 from shared.errors import Conflict, NotFound
 from shared.events import Topic
 from shared.outbox import UnitOfWork
+from tests.support import KEYRING
 from tests.unit.test_deploy_handlers import (
     ENV,
     PROJECT,
@@ -35,7 +36,9 @@ ACT = Action(PROJECT, SERVICE, ENV, by="dora", correlation_id="c-1")
 
 
 async def update(uow: UnitOfWork, name: str, type_: str, **data: object) -> Resource:  # noqa: F811
-    return await resources.update_resource(ENV, name, ResourceUpdate(type=type_, data=data), by="dora", uow=uow)
+    return await resources.update_resource(
+        ENV, name, ResourceUpdate(type=type_, data=data), by="dora", uow=uow, keyring=KEYRING
+    )
 
 
 async def test_each_update_is_a_new_revision_and_every_revision_is_kept(uow: UnitOfWork) -> None:  # noqa: F811
@@ -80,7 +83,7 @@ async def test_revision_numbers_are_never_reused_after_a_delete(uow: UnitOfWork)
         await resources.read_resource(ENV, "cfg", uow=uow)
 
     again = await resources.create_resource(
-        ENV, ResourceCreate(name="cfg", type="config", data={"level": "warn"}), by="ops", uow=uow
+        ENV, ResourceCreate(name="cfg", type="config", data={"level": "warn"}), by="ops", uow=uow, keyring=KEYRING
     )
     detail = await resources.read_resource(ENV, "cfg", uow=uow)
 
@@ -107,17 +110,17 @@ async def test_a_resource_made_before_revisions_were_kept_gets_its_history(uow: 
 async def test_a_resource_of_an_unknown_environment_is_not_found(uow: UnitOfWork) -> None:  # noqa: F811
     body = ResourceCreate(name="cfg", type="config", data={})
     with pytest.raises(NotFound, match="environment 'nowhere' does not exist"):
-        await resources.create_resource("nowhere", body, by="ops", uow=uow)
+        await resources.create_resource("nowhere", body, by="ops", uow=uow, keyring=KEYRING)
     for attempt in (
         resources.read_resource("nowhere", "cfg", uow=uow),
-        resources.update_resource("nowhere", "cfg", ResourceUpdate(type="config"), by="ops", uow=uow),
+        resources.update_resource("nowhere", "cfg", ResourceUpdate(type="config"), by="ops", uow=uow, keyring=KEYRING),
         resources.delete_resource("nowhere", "cfg", uow=uow),
     ):
         with pytest.raises(NotFound, match="environment 'nowhere' does not exist"):
             await attempt
 
     await release(uow, "1.0.0", environment="qa")  # released to, never announced: it exists
-    created = await resources.create_resource("qa", body, by="ops", uow=uow)
+    created = await resources.create_resource("qa", body, by="ops", uow=uow, keyring=KEYRING)
     assert (created.environment, created.revision) == ("qa", 1)
 
 

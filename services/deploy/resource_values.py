@@ -1,0 +1,71 @@
+"""The values a deployment applies, read by the worker from deploy's own store.
+
+``deploy.requested`` names each resource and its revision, never its values: the worker reads
+the revision (``resource_revisions``; the resource itself when it was made before revisions were
+kept; else the snapshot the deployment recorded) and opens its sealed values just before they go
+to the cluster, where secret ones become a Kubernetes Secret (``manifests.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.deploy import sealed, secrecy
+from services.deploy.models import Deployment, Resource
+from services.deploy.revisions import ResourceRevision
+from shared.sealing import Keyring
+
+
+async def values_to_apply(
+    session: AsyncSession,
+    environment: str,
+    deployment_id: str,
+    revisions: Mapping[str, int | None],
+    keyring: Keyring,
+) -> dict[str, dict[str, Any]]:
+    """``{name: {"type", "data" (in clear), "secret" (the keys held secret)}}`` at the named revisions.
+
+    Raises ``LookupError`` for a revision this database does not hold, ``SealingError`` for a value
+    that does not open."""
+    recorded = await session.get(Deployment, deployment_id)
+    snapshot = recorded.resource_snapshot if recorded is not None else {}
+    values: dict[str, dict[str, Any]] = {}
+    for name, revision in revisions.items():
+        type_, stored, legacy = await _stored(session, environment, name, revision, snapshot.get(name))
+        opened = sealed.open_values(keyring, (environment, name), stored)
+        secret = secrecy.secret_keys(type_, opened) if legacy else stored.secret
+        values[name] = {"type": type_, "data": opened, "secret": secret}
+    return values
+
+
+async def _stored(
+    session: AsyncSession, environment: str, name: str, revision: int | None, recorded: Mapping[str, Any] | None
+) -> tuple[str, sealed.Stored, bool]:
+    """(type, stored values, whether they are from before sealing) of one resource at ``revision``."""
+    if revision is not None:
+        rows = await session.exec(
+            select(ResourceRevision).where(
+                ResourceRevision.environment == environment,
+                ResourceRevision.name == name,
+                ResourceRevision.revision == revision,
+            )
+        )
+        kept: ResourceRevision | Resource | None = rows.first()
+        if kept is None:  # made before revisions were kept: the resource itself, if still at that revision
+            current = await session.exec(
+                select(Resource).where(Resource.environment == environment, Resource.name == name)
+            )
+            kept = next((r for r in current.all() if r.revision == revision), None)
+        if kept is not None:
+            return kept.type, sealed.stored_of(kept.data, kept.sealed, kept.secret), kept.secret is None
+    if recorded is not None and "data" in recorded:
+        stored = sealed.stored_of(recorded.get("data"), recorded.get("sealed"), recorded.get("secret"))
+        return str(recorded.get("type", "")), stored, "secret" not in recorded
+    raise LookupError(
+        f"resource {name!r} (revision {revision}) of environment {environment} is not in this deploy database: "
+        "deploy the service again from the installation that holds its resources"
+    )
