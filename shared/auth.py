@@ -1,4 +1,8 @@
-"""Bearer tokens (JWT, HS256, signed with the installation secret) and the guide's roles.
+"""Bearer tokens and the guide's roles.
+
+Two kinds of token: Gantry's own (JWT, HS256, signed with the installation secret, issued by
+``gantry token issue``) and, when an identity provider is configured, its tokens (RS256/ES256,
+verified by ``shared.oidc``). The token's header says which: HS* is Gantry's own.
 
 Roles: ``org-admin`` (everything), ``deploy-admin`` (organization level: deploy, resources),
 ``<project>:project-owner|source-code-admin|project-member`` (project level).
@@ -11,6 +15,7 @@ import hmac
 import re
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import jwt
 
@@ -57,8 +62,20 @@ class Principal:
         raise Forbidden(f"{self.user} needs one of the roles {wanted} (or org-admin)")
 
 
+class TokenVerifier(Protocol):
+    """Verifies an identity provider's tokens (``shared.oidc.OidcVerifier``)."""
+
+    issuer: str
+
+    async def verify(self, token: str) -> Principal: ...
+
+
+def is_role(role: str) -> bool:
+    return bool(_ROLE.match(role))
+
+
 def validate_role(role: str) -> str:
-    if not _ROLE.match(role):
+    if not is_role(role):
         raise InvalidInput(
             f"unknown role {role!r}: use org-admin, deploy-admin or "
             "<project>:project-owner|source-code-admin|project-member"
@@ -92,12 +109,37 @@ def verify_token(secret: str, token: str) -> Principal:
     return Principal(user=str(claims["sub"]), roles=frozenset(claims.get("roles", [])))
 
 
-def parse_authorization(secret: str, header: str | None) -> Principal:
+async def parse_authorization(secret: str, header: str | None, oidc: TokenVerifier | None = None) -> Principal:
     if not header or not header.lower().startswith("bearer "):
         raise NotAuthenticated(
             "missing 'Authorization: Bearer <token>': issue a token with `gantry token issue --user NAME --role ROLE`"
         )
-    return verify_token(secret, header.split(" ", 1)[1].strip())
+    return await verify_bearer(secret, header.split(" ", 1)[1].strip(), oidc)
+
+
+async def verify_bearer(secret: str, token: str, oidc: TokenVerifier | None = None) -> Principal:
+    """Gantry's own token (HS256) or, when one is configured, the identity provider's."""
+    try:
+        algorithm = str(jwt.get_unverified_header(token).get("alg", ""))
+    except jwt.InvalidTokenError as exc:
+        raise NotAuthenticated(f"the bearer token is not a JWT ({exc}): send a token, not a password") from exc
+    if algorithm.startswith("HS"):
+        return verify_token(secret, token)
+    if oidc is None:
+        raise NotAuthenticated(
+            f"this token is signed with {algorithm} by {unverified_claims(token).get('iss')!r}, and Gantry trusts "
+            "no identity provider: set GANTRY_OIDC_ISSUER and GANTRY_OIDC_AUDIENCE, or use `gantry token issue`"
+        )
+    return await oidc.verify(token)
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """A token's claims read WITHOUT checking them: only to say what a refused token was."""
+    try:
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return {}
+    return claims
 
 
 def webhook_secret(installation_secret: str, scm_project_id: str) -> str:

@@ -32,6 +32,7 @@ from shared.events import ALL_TOPICS
 from shared.kafka_admin import create_topics_async
 from shared.limits import BodyLimit
 from shared.logging import configure_logging, get_logger
+from shared.oidc import OidcVerifier, verifier_from_settings
 from shared.outbox import OUTBOX_TABLES, OutboxRelay, UnitOfWork, dead_letters
 from shared.settings import Settings, get_settings
 
@@ -95,6 +96,7 @@ def create_service_app(
             yield
 
     api = FastAPI(title=f"Gantry {name}", lifespan=lifespan, version="0.1.0")
+    api.state.oidc = verifier_from_settings(settings or get_settings())
     api.add_exception_handler(GantryError, _gantry_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(IntegrityError, _integrity_error)
@@ -163,8 +165,15 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def current_user(request: Request) -> Principal:
-    principal = parse_authorization(get_runtime(request).secret, request.headers.get("authorization"))
+def oidc_verifier(request: Request) -> OidcVerifier | None:
+    """The identity provider's verifier (GANTRY_OIDC_ISSUER), None when Gantry trusts its own tokens only."""
+    verifier: OidcVerifier | None = request.app.state.oidc
+    return verifier
+
+
+async def current_user(request: Request) -> Principal:
+    header = request.headers.get("authorization")
+    principal = await parse_authorization(get_runtime(request).secret, header, oidc_verifier(request))
     structlog.contextvars.bind_contextvars(user=principal.user)
     return principal
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.oidc_roles import GITLAB_GROUP_CLAIM, parse_project_groups
 from shared.sealing import SealingError, parse_key, parse_keys
 
 SERVICES = ("gateway", "catalog", "versioning", "release", "deploy")
@@ -58,6 +59,20 @@ class Settings(BaseSettings):
     encryption_key: str | None = None
     encryption_old_keys: str | None = None  # keys that still open values sealed before a rotation
     log_level: str = "info"
+    # People from the identity provider (OpenID Connect, GitLab by default): README "People from GitLab".
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None  # the client id of Gantry's application at the provider
+    oidc_user_claim: str = "preferred_username"
+    oidc_owner_claims: str = ",".join(GITLAB_GROUP_CLAIM.format(level=level) for level in ("owner", "maintainer"))
+    oidc_member_claims: str = GITLAB_GROUP_CLAIM.format(level="developer")
+    oidc_groups_claims: str = "groups,groups_direct"
+    oidc_membership_makes_member: bool = False
+    oidc_org_admin_groups: str = ""
+    oidc_deploy_admin_groups: str = ""
+    oidc_project_groups: str = ""  # code=group/path,... ; else a group's last segment is the project code
+    oidc_group_root: str | None = None
+    oidc_jwks_min_refresh_seconds: int = Field(default=30, ge=1, le=3600)
+    oidc_jwks_max_age_seconds: int = Field(default=3600, ge=60, le=86_400)
     # Where each service answers, when not on this host's port range (containers, Kubernetes).
     gateway_url_override: str | None = Field(default=None, alias="GANTRY_GATEWAY_URL")
     catalog_url: str | None = None
@@ -103,6 +118,25 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from exc
         return value.strip()
 
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _check_issuer(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        loopback = value.startswith(("http://127.0.0.1:", "http://localhost:", "http://[::1]:"))
+        if not (value.startswith("https://") or loopback):
+            raise ValueError(
+                f"GANTRY_OIDC_ISSUER {value!r} must be an https:// URL (the issuer exactly as the provider names "
+                "it, e.g. https://gitlab.example.com): keys fetched over plain HTTP could be anyone's"
+            )
+        return value
+
+    @field_validator("oidc_project_groups")
+    @classmethod
+    def _check_project_groups(cls, value: str) -> str:
+        parse_project_groups(value)
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:
@@ -116,6 +150,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set both GANTRY_GITLAB_URL and GANTRY_GITLAB_TOKEN to use GitLab, "
                 "or neither to use local git repositories"
+            )
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError(
+                "GANTRY_OIDC_ISSUER is set but not GANTRY_OIDC_AUDIENCE: set it to the client id (Application ID) "
+                "of Gantry's application at the provider, so tokens meant for other applications are refused"
             )
         if self.kubeconfig is None and os.environ.get("KUBECONFIG"):
             self.kubeconfig = os.environ["KUBECONFIG"]

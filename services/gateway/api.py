@@ -21,11 +21,11 @@ from services.gateway.models import (
     RouteTableEntry,
     RouteUpdate,
 )
-from shared.auth import Principal, parse_authorization, verify_token
+from shared.auth import Principal, parse_authorization, verify_bearer
 from shared.errors import InvalidInput
 from shared.events import ALL_TOPICS
 from shared.paging import PagesDep, SearchQuery, matches
-from shared.service import CorrelationId, CurrentUser, RuntimeDep, get_runtime
+from shared.service import CorrelationId, CurrentUser, RuntimeDep, get_runtime, oidc_verifier
 
 router = APIRouter(tags=["routes"])
 events_router = APIRouter(tags=["events"])
@@ -93,15 +93,15 @@ async def match_route(path: str, _user: CurrentUser, runtime: RuntimeDep) -> Rou
     return await handlers.match_path(path, uow=runtime.uow)
 
 
-def stream_user(request: Request, access_token: Annotated[str | None, Query()] = None) -> Principal:
+async def stream_user(request: Request, access_token: Annotated[str | None, Query()] = None) -> Principal:
     """A bearer token in the header, or ``?access_token=`` (EventSource cannot send headers).
 
     Events carry deployment resources (database URLs among them): organization roles only."""
-    secret = get_runtime(request).secret
+    secret, oidc = get_runtime(request).secret, oidc_verifier(request)
     if access_token and "authorization" not in request.headers:
-        user = verify_token(secret, access_token)
+        user = await verify_bearer(secret, access_token, oidc)
     else:
-        user = parse_authorization(secret, request.headers.get("authorization"))
+        user = await parse_authorization(secret, request.headers.get("authorization"), oidc)
     user.require_org("deploy-admin")
     return user
 

@@ -66,11 +66,13 @@ def test_tokens_and_roles():
     Principal("root", frozenset({"org-admin"})).require_project("any", "project-owner")
 
 
-def test_bad_tokens_are_401_with_a_way_out():
+async def test_bad_tokens_are_401_with_a_way_out():
     with pytest.raises(NotAuthenticated, match="gantry token issue"):
-        parse_authorization(SECRET, None)
+        await parse_authorization(SECRET, None)
     with pytest.raises(NotAuthenticated, match="not valid"):
-        parse_authorization(SECRET, "Bearer " + issue_token("another-secret-of-32-bytes-length!!", "a", []))
+        await parse_authorization(SECRET, "Bearer " + issue_token("another-secret-of-32-bytes-length!!", "a", []))
+    with pytest.raises(NotAuthenticated, match="not a JWT"):
+        await parse_authorization(SECRET, "Bearer hunter2")
     expired = jwt.encode(
         {"iss": "gantry", "sub": "a", "roles": [], "exp": int(time.time()) - 10}, SECRET, algorithm="HS256"
     )
