@@ -124,7 +124,8 @@ def wrote(session: AsyncSession) -> bool:
 def target_of(path_format: str, path_params: dict[str, Any], body: Any) -> dict[str, str]:
     """The ids a request names: every path parameter (``name``/``code`` called after the collection
     before it: ``/routes/{name}`` → route), the body's project/service/environment/version, and
-    for a POST to a collection (``/environments/{environment}/resources``) the body's code or name."""
+    for a POST to a collection (``/environments/{environment}/resources``) the body's code or name;
+    a service named 'project/service' names its project too."""
     segments = path_format.strip("/").split("/")
     target: dict[str, str] = {}
     for index, segment in enumerate(segments):
@@ -140,6 +141,8 @@ def target_of(path_format: str, path_params: dict[str, Any], body: Any) -> dict[
             target.setdefault(_singular(segments[-1]), body[identifier][:MAX_VALUE])
     for name in names:
         target.setdefault(name, body[name][:MAX_VALUE])
+    if "project" not in target and "/" in target.get("service", ""):  # a route's 'project/service'
+        target["project"], target["service"] = target["service"].split("/", 1)
     return target
 
 

@@ -195,3 +195,5 @@ def test_the_target_is_named_from_the_path_and_the_body() -> None:
         "service": "web",
     }
     assert target_of("/dead-letters/{outbox_id}", {"outbox_id": 7}, None) == {"outbox_id": "7"}
+    route = {"name": "orders", "path": "/orders/**", "service": "shop/orders"}
+    assert target_of("/routes", {}, route) == {"route": "orders", "project": "shop", "service": "orders"}
