@@ -103,6 +103,9 @@ async def test_the_trail_of_a_chain_names_who_did_what_and_what_came_of_it(stack
         assert resource["target"] == {"environment": ENV, "resource": "books-db"}
         assert PASSWORD not in (await admin.get("/api/gateway/audit", params={"limit": 500})).text
         assert not [entry for entry in trail if entry["path"].startswith("/webhooks")], "hooks are not user writes"
+        assert {entry["recorded_by"] for entry in trail} == {"catalog", "release", "deploy"}, "not the forwarding"
+        deployments = [entry for entry in trail if _line(entry) == ("deploy.create_deployment", "dora", 202)]
+        assert len(deployments) == 1, "one request, one record"
 
     async with httpx.AsyncClient(base_url=stack.gateway, timeout=60) as http:
         assert (await http.get("/api/gateway/audit", headers=DEPLOY_ADMIN)).status_code == 200
