@@ -27,6 +27,7 @@ PRODUCERS = {
     Topic.ENVIRONMENT_CHANGED: "release through its outbox",
     Topic.RELEASE_WITHDRAWN: "release through its outbox",
     Topic.RESOURCE_CHANGED: "deploy through its outbox",
+    Topic.AUDIT_RECORDED: "every service for each write request to its API, through its outbox",
 }
 
 KEYS = {
@@ -35,6 +36,7 @@ KEYS = {
     Topic.PROJECT_CHANGED: "the project code",
     Topic.ENVIRONMENT_CHANGED: "the environment code",
     Topic.RESOURCE_CHANGED: "<environment>/<resource name>",
+    Topic.AUDIT_RECORDED: "the target: <project>/<service>, else the project, environment or action",
 }
 
 

@@ -33,6 +33,7 @@ class Topic(StrEnum):
     ENVIRONMENT_CHANGED = "environment.changed"
     RELEASE_WITHDRAWN = "release.withdrawn"
     RESOURCE_CHANGED = "resource.changed"
+    AUDIT_RECORDED = "audit.recorded"
 
     @property
     def dlq(self) -> str:
@@ -281,6 +282,37 @@ class ResourceChanged(BaseModel):
         return self.record_key
 
 
+class AuditRecorded(BaseModel):
+    """A write request to a service's own API and what came of it, recorded by that service
+    (the request's correlation id is the envelope's). ``changed`` says the record was committed
+    in the same transaction as the change it made; a refused or failed request changed nothing."""
+
+    request_id: str
+    recorded_by: str  # the service that answered the request
+    action: str  # "<service>.<operation>", e.g. "deploy.create_deployment"
+    method: str
+    path: str
+    actor: str | None  # None when the request carried no valid token
+    roles: list[str]
+    target: dict[str, str]  # ids from the path and the body: project, service, environment, resource, version, …
+    outcome: int  # the HTTP status answered
+    reason: str | None = None  # the error's detail, for an outcome of 400 or more
+    changed: bool
+    at: datetime
+
+    @property
+    def record_key(self) -> str:
+        return self.subject
+
+    @property
+    def subject(self) -> str:
+        """The most specific target named: 'project/service', else the project, environment or action."""
+        target = self.target
+        if "project" in target and "service" in target:
+            return f"{target['project']}/{target['service']}"
+        return target.get("project") or target.get("environment") or self.action
+
+
 EVENT_DATA: dict[str, type[BaseModel]] = {
     Topic.HOOK_RECEIVED: HookReceived,
     Topic.SERVICE_CREATED: ServiceCreated,
@@ -295,11 +327,12 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     Topic.ENVIRONMENT_CHANGED: EnvironmentChanged,
     Topic.RELEASE_WITHDRAWN: ReleaseWithdrawn,
     Topic.RESOURCE_CHANGED: ResourceChanged,
+    Topic.AUDIT_RECORDED: AuditRecorded,
 }
 
 
 # What an outbox can queue: the data of any event but the hook (which the webhook door publishes).
-Emittable = EventData | RouteChanged | ProjectChanged | EnvironmentChanged | ResourceChanged
+Emittable = EventData | RouteChanged | ProjectChanged | EnvironmentChanged | ResourceChanged | AuditRecorded
 
 TOPIC_OF: dict[type[BaseModel], Topic] = {model: Topic(topic) for topic, model in EVENT_DATA.items()}
 

@@ -13,7 +13,9 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from contextvars import ContextVar
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from aiokafka.errors import (
     InvalidTopicError,
@@ -108,6 +110,19 @@ async def claim_inbox(session: AsyncSession, envelope: Envelope) -> bool:
     return True
 
 
+class TransactionHook(Protocol):
+    """What the current request adds to a transaction that is about to commit (``shared.audit``)."""
+
+    def joins(self, session: AsyncSession) -> bool:
+        """Add to ``session``'s transaction, just before it commits; True when something was added."""
+
+    def committed(self) -> None:
+        """The transaction it joined has committed."""
+
+
+TRANSACTION_HOOK: ContextVar[TransactionHook | None] = ContextVar("gantry_transaction_hook", default=None)
+
+
 class UnitOfWork:
     """One transaction per use case; wakes the relay when it committed outgoing events.
 
@@ -125,8 +140,12 @@ class UnitOfWork:
     async def begin(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
             session.info["source"] = self.source
+            hook = TRANSACTION_HOOK.get()
             async with session.begin():
                 yield session
+                joined = hook is not None and hook.joins(session)  # only when the body ended well
+            if joined and hook is not None:
+                hook.committed()
             if session.info.pop("outbox", False):
                 for listener in self._listeners:
                     listener()

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
+from shared.audit import AuditTrail, note_principal
 from shared.auth import Principal, parse_authorization
 from shared.bus import Handler, Producer, consumer_group, make_faust_app, subscribe
 from shared.db import create_tables, make_engine, session_factory
@@ -100,6 +101,7 @@ def create_service_app(
     api.add_exception_handler(GantryError, _gantry_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(IntegrityError, _integrity_error)
+    api.add_middleware(AuditTrail, service=name)  # inside the request context: knows the correlation id
     api.middleware("http")(_request_context)
     api.add_middleware(BodyLimit, limit_for=partial(_body_limit, settings or get_settings()))
     api.include_router(_health_router())
@@ -175,6 +177,7 @@ async def current_user(request: Request) -> Principal:
     header = request.headers.get("authorization")
     principal = await parse_authorization(get_runtime(request).secret, header, oidc_verifier(request))
     structlog.contextvars.bind_contextvars(user=principal.user)
+    note_principal(principal)
     return principal
 
 

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     request_max_bytes: int = Field(default=1_048_576, ge=1_024, le=100 * 1_048_576)
     # GitLab's pipeline hooks take a few KiB; GitLab itself sends at most 25 MB.
     webhook_max_bytes: int = Field(default=4 * 1_048_576, ge=1_024, le=25 * 1_048_576)
+    # The gateway's audit trail keeps each record this long (about 13 months: a year back, and a bit).
+    audit_retention_days: int = Field(default=400, ge=1, le=36_500)
     database_url: str | None = None
     gitlab_url: str | None = None
     gitlab_token: str | None = None

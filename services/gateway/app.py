@@ -9,7 +9,7 @@ from types import FrameType
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
-from services.gateway import handlers, known_services, proxy
+from services.gateway import audit, handlers, known_services, proxy
 from services.gateway.api import events_router, page_router, router
 from services.gateway.events_stream import EVENTS, event_stream
 from services.gateway.models import Route
@@ -31,12 +31,13 @@ def _front_door_copy() -> APIRouter:
     prefixed = APIRouter(prefix="/api/gateway", include_in_schema=False)
     prefixed.include_router(router)
     prefixed.include_router(events_router)
+    prefixed.include_router(audit.router)
     prefixed.include_router(outbox_api.router)
     return prefixed
 
 
 def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
-    """Which services exist: a route may only lead to one of them."""
+    """Which services exist (a route may only lead to one of them); every service's audit records."""
     uow = runtime.uow
 
     async def on_service_created(envelope: Envelope) -> None:
@@ -45,17 +46,25 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     async def on_service_changed(envelope: Envelope) -> None:
         await known_services.on_service_changed(envelope, uow=uow)
 
-    return {Topic.SERVICE_CREATED: on_service_created, Topic.SERVICE_CHANGED: on_service_changed}
+    async def on_audit_recorded(envelope: Envelope) -> None:
+        await audit.keep_record(envelope, uow=uow)
+
+    return {
+        Topic.SERVICE_CREATED: on_service_created,
+        Topic.SERVICE_CHANGED: on_service_changed,
+        Topic.AUDIT_RECORDED: on_audit_recorded,
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     # Order matters: the gateway's own paths first, the catch-all proxy last.
     return create_service_app(
         "gateway",
-        tables=[Route, known_services.KnownService],
+        tables=[Route, known_services.KnownService, audit.AuditEntry],
         routers=[
             router,
             events_router,
+            audit.router,
             outbox_api.router,
             _front_door_copy(),
             page_router,
@@ -63,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             proxy.router,
         ],
         subscriptions=_subscriptions,
-        extensions=[proxy.http_client, _builtin_routes, event_stream],
+        extensions=[proxy.http_client, _builtin_routes, event_stream, audit.pruning],
         settings=settings,
     )
 
