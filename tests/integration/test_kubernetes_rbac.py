@@ -14,6 +14,7 @@ from kubernetes import client as k8s
 from kubernetes import config as kube_config
 from kubernetes.dynamic import DynamicClient
 
+from services.deploy import driver_info
 from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.ingress import IngressSpec, RouteRule
 from services.deploy.kube_access import ClusterForbidden, InCluster
@@ -108,6 +109,7 @@ def names(admin: k8s.ApiClient, namespace: str) -> dict[str, set[str]]:
 async def test_the_account_deploys_the_whole_lifecycle_in_a_managed_namespace(admin, managed, pod_credentials):
     driver = KubernetesDriver(pod_credentials, create_namespaces=False)
     assert await driver.reachable()
+    assert driver_info.describe(driver) == {"driver": "kubernetes", "credentials": "in-cluster", "account": ACCOUNT}
     assert (await driver.apply(spec(managed))).state in ("progressing", "succeeded")
     assert (await settled(driver, managed)).state == "succeeded"
     await driver.apply(spec(managed, "v2", track="canary"))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,16 @@ def test_the_account_is_read_from_the_token(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(f"header.{encoded}.signature\n")
     assert InCluster(token_file=str(tmp_path / "token")).account() == claims["sub"]
     assert InCluster(token_file=str(tmp_path / "missing")).account() == ""
+
+
+@pytest.mark.parametrize("service", ["deploy", "gateway"])
+def test_a_service_started_with_a_placeholder_stops_at_once(tmp_path: Path, service: str) -> None:
+    placeholder = "change-me-to-the-output-of-openssl-rand-hex-32"  # deploy/overlays/example/secrets.env
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GANTRY_")}
+    env |= {"GANTRY_SECRET": placeholder, "GANTRY_HOME": str(tmp_path)}
+    started = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert started.returncode != 0
+    assert "GANTRY_SECRET holds a placeholder from the examples" in started.stderr
+    assert placeholder not in started.stderr, "the value itself is never echoed"
