@@ -12,6 +12,7 @@ import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,20 @@ from shared.sealing import SealingError, parse_key, parse_keys
 
 SERVICES = ("gateway", "catalog", "versioning", "release", "deploy")
 _BOOTSTRAP = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+# Settings that hold secrets: a value copied unchanged from the examples is refused at start.
+PLACEHOLDER_CHECKED = {
+    "secret": "a value of your own, the same for every service (`openssl rand -hex 32`)",
+    "database_url": "the database user's real password",
+    "gitlab_token": "a GitLab access token",
+}
+_PLACEHOLDER = re.compile(r"change[-_]?me", re.IGNORECASE)
+
+
+def is_placeholder(value: str | None) -> bool:
+    """Whether ``value`` is (or carries, like a URL's password) an example's placeholder."""
+    return bool(value) and _PLACEHOLDER.search(value or "") is not None
 
 
 class Settings(BaseSettings):
@@ -54,6 +69,10 @@ class Settings(BaseSettings):
     gitlab_token: str | None = None
     public_url: str | None = None
     kubeconfig: str | None = None
+    # How deploy reaches a cluster: "auto" = the kubeconfig when one is set, else the pod's
+    # ServiceAccount when running in a pod with a token; "off" renders manifests even so.
+    kubernetes: Literal["auto", "in-cluster", "kubeconfig", "off"] = "auto"
+    kubernetes_create_namespaces: bool = True  # off: environments' namespaces must exist already
     image_registry: str = "registry.gantry.local"
     progress_deadline_seconds: int = Field(default=600, ge=5, le=86_400)
     secret: str | None = None
@@ -160,6 +179,16 @@ class Settings(BaseSettings):
             )
         if self.kubeconfig is None and os.environ.get("KUBECONFIG"):
             self.kubeconfig = os.environ["KUBECONFIG"]
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        for name, real in PLACEHOLDER_CHECKED.items():
+            if is_placeholder(getattr(self, name)):
+                raise ValueError(
+                    f"GANTRY_{name.upper()} holds a placeholder from the examples ('change-me'): "
+                    f"put {real} in its place before starting Gantry"
+                )
         return self
 
     def port(self, service: str) -> int:

@@ -21,6 +21,7 @@ from services.deploy import (
 )
 from services.deploy.api import router
 from services.deploy.cluster import CLUSTER, ClusterDriver
+from services.deploy.kube_access import InCluster
 from services.deploy.kubernetes import KubernetesDriver
 from services.deploy.models import DEPLOY_TABLES
 from services.deploy.rendered import RenderedManifestsDriver
@@ -33,15 +34,38 @@ from shared.settings import Settings
 
 
 def build_driver(settings: Settings) -> ClusterDriver:
-    """The cluster to deploy to: Kubernetes when a kubeconfig is set, else rendered manifests."""
-    if settings.kubeconfig:
-        if not Path(settings.kubeconfig).is_file():
+    """The cluster to deploy to (``GANTRY_KUBERNETES``): a kubeconfig's, the pod's own through its
+    ServiceAccount, or none: manifests rendered under ``<home>/manifests``."""
+    source = _cluster_source(settings)
+    if source is None:
+        return RenderedManifestsDriver(settings.home / "manifests")
+    return KubernetesDriver(
+        source,
+        progress_deadline_seconds=settings.progress_deadline_seconds,
+        create_namespaces=settings.kubernetes_create_namespaces,
+    )
+
+
+def _cluster_source(settings: Settings) -> str | InCluster | None:
+    mode = settings.kubernetes
+    if mode == "auto":
+        mode = "kubeconfig" if settings.kubeconfig else "in-cluster" if InCluster.detected() else "off"
+    if mode == "in-cluster":
+        if not InCluster.detected():
+            raise RuntimeError(
+                "GANTRY_KUBERNETES=in-cluster, but this process has no ServiceAccount token (no "
+                "KUBERNETES_SERVICE_HOST or no /var/run/secrets/kubernetes.io/serviceaccount/token): run "
+                "it in a pod with automountServiceAccountToken, or set GANTRY_KUBECONFIG"
+            )
+        return InCluster()
+    if mode == "kubeconfig":
+        if not settings.kubeconfig or not Path(settings.kubeconfig).is_file():
             raise RuntimeError(
                 f"GANTRY_KUBECONFIG (or KUBECONFIG) names {settings.kubeconfig!r}, which is not a file: "
                 f"fix the path, or unset it to render manifests under {settings.home / 'manifests'}"
             )
-        return KubernetesDriver(settings.kubeconfig, progress_deadline_seconds=settings.progress_deadline_seconds)
-    return RenderedManifestsDriver(settings.home / "manifests")
+        return settings.kubeconfig
+    return None
 
 
 ROLLOUTS: Part[worker.RolloutWatcher] = Part("rollouts")

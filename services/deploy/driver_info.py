@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from services.deploy.cluster import ClusterDriver
+from services.deploy.kube_access import InCluster
 from services.deploy.kubernetes import KubernetesDriver
 from services.deploy.rendered import RenderedManifestsDriver
 
@@ -16,7 +17,9 @@ from services.deploy.rendered import RenderedManifestsDriver
 def describe(driver: ClusterDriver) -> dict[str, str]:
     if isinstance(driver, RenderedManifestsDriver):
         return {"driver": "rendered", "manifests": str(driver.root)}
-    if isinstance(driver, KubernetesDriver):
+    if isinstance(driver, KubernetesDriver) and isinstance(driver.source, InCluster):
+        return {"driver": "kubernetes", "credentials": "in-cluster", "account": driver.source.account()}
+    if isinstance(driver, KubernetesDriver) and driver.kubeconfig:
         return {"driver": "kubernetes", "kubeconfig": driver.kubeconfig, **_current_cluster(driver.kubeconfig)}
     return {"driver": type(driver).__name__}
 

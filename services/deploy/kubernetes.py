@@ -6,7 +6,8 @@ manager ``gantry`` without forcing: a field owned by another manager is a confli
 failed deployment with the API server's reason. Status follows kubectl's "rollout complete" rule
 (observedGeneration, updated/available replicas, ``ProgressDeadlineExceeded`` = failed). The
 official client is blocking, so every call runs in a worker thread and the event loop never
-waits on the cluster.
+waits on the cluster. Credentials come from a kubeconfig or the pod's ServiceAccount, and a
+refusal (403) names the namespace, the account and the permission (``kube_access.py``).
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
-from kubernetes import config as kube_config
 from kubernetes.client import VersionApi
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, ForbiddenError, NotFoundError
 
 from services.deploy.cluster import RolloutState, RolloutStatus, WorkloadSpec
 from services.deploy.ingress import IngressSpec, render_ingress
+from services.deploy.kube_access import InCluster, forbidden, new_client
 from services.deploy.manifests import MANAGED_BY, SHARED_KINDS, render_objects
 from shared.naming import suffixed_name, workload_name
 
@@ -32,21 +34,38 @@ REQUEST_TIMEOUT = 20.0  # seconds per API call: a stuck call ends instead of out
 
 
 class KubernetesDriver:
-    def __init__(self, kubeconfig: str, *, progress_deadline_seconds: int = 600) -> None:
-        self.kubeconfig = kubeconfig
+    """``source``: a kubeconfig path or ``InCluster()``. Without ``create_namespaces`` the
+    Namespace object is left out: the environments' namespaces must exist (and the account needs
+    no cluster-wide right)."""
+
+    def __init__(
+        self, source: str | InCluster, *, progress_deadline_seconds: int = 600, create_namespaces: bool = True
+    ) -> None:
+        self.source = source
+        self.kubeconfig = source if isinstance(source, str) else None
         self.progress_deadline_seconds = progress_deadline_seconds
+        self.create_namespaces = create_namespaces
         self._client: DynamicClient | None = None
 
     def _dynamic(self) -> DynamicClient:
         if self._client is None:
-            api = kube_config.new_client_from_config(config_file=self.kubeconfig)
-            self._client = DynamicClient(api)
+            self._client = DynamicClient(new_client(self.source))
         return self._client
+
+    async def _call(self, namespace: str, work: Callable[..., Any], *args: Any) -> Any:
+        """``work(*args)`` in a worker thread; a 403 becomes a ``ClusterForbidden`` that says why."""
+        try:
+            return await asyncio.to_thread(work, *args)
+        except ForbiddenError as exc:
+            account = self.source.account() if isinstance(self.source, InCluster) else ""
+            raise forbidden(exc, namespace, account) from None
 
     async def apply(self, spec: WorkloadSpec) -> RolloutStatus:
         objects = render_objects(spec, progress_deadline_seconds=self.progress_deadline_seconds)
+        if not self.create_namespaces:
+            objects = [obj for obj in objects if obj["kind"] != "Namespace"]
         try:
-            await asyncio.to_thread(self._apply_all, objects)
+            await self._call(spec.namespace, self._apply_all, objects)
         except ConflictError as exc:
             return RolloutStatus("failed", spec.replicas, 0, 0, 0, f"conflict: {_reason(exc)}")
         found = await self.status(spec.project, spec.service, spec.environment, spec.namespace, spec.track)
@@ -70,9 +89,11 @@ class KubernetesDriver:
         """Server-side apply of the service's Ingress; deleted once no route leads to the service."""
         ingress = render_ingress(spec)
         if ingress is None:
-            await asyncio.to_thread(self._delete_all, [("networking.k8s.io/v1", "Ingress", spec.name)], spec.namespace)
+            await self._call(
+                spec.namespace, self._delete_all, [("networking.k8s.io/v1", "Ingress", spec.name)], spec.namespace
+            )
         else:
-            await asyncio.to_thread(self._apply_all, [ingress])
+            await self._call(spec.namespace, self._apply_all, [ingress])
 
     async def reachable(self) -> bool:
         """The API server answers (its /version)."""
@@ -95,7 +116,7 @@ class KubernetesDriver:
         track: str = "stable",
     ) -> RolloutStatus | None:
         name = workload_name(project, service, track)
-        deployment = await asyncio.to_thread(self._read, "apps/v1", "Deployment", name, namespace)
+        deployment = await self._call(namespace, self._read, "apps/v1", "Deployment", name, namespace)
         return None if deployment is None else rollout_status(deployment)
 
     def _read(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
@@ -123,7 +144,7 @@ class KubernetesDriver:
             ("v1", "Secret", suffixed_name(workload, "secret")),
         ]
         assert not {kind for _v, kind, _n in owned} & set(SHARED_KINDS)
-        await asyncio.to_thread(self._delete_all, owned, namespace)
+        await self._call(namespace, self._delete_all, owned, namespace)
 
     def _delete_all(self, owned: list[tuple[str, str, str]], namespace: str) -> None:
         for api_version, kind, name in owned:
@@ -143,7 +164,7 @@ class KubernetesDriver:
         Gantry. The Namespace stays; pods go with their Deployment (garbage collection)."""
         app = workload_name(project, service)
         tracks = [workload_name(project, service, track) for track in ("stable", "canary")]
-        await asyncio.to_thread(self._remove_all, app, tracks, namespace)
+        await self._call(namespace, self._remove_all, app, tracks, namespace)
 
     def _remove_all(self, app: str, tracks: list[str], namespace: str) -> None:
         named: dict[tuple[str, str], set[str]] = {

@@ -93,7 +93,7 @@ def test_each_service_is_wired_by_environment(
     assert env["GANTRY_HOST"] == "0.0.0.0"
     database = urlsplit(env["GANTRY_DATABASE_URL"])
     assert (database.scheme, database.hostname, database.port) == ("postgresql", "postgres", 5432)
-    assert env["GANTRY_SECRET"], "GANTRY_SECRET needs a (placeholder) default"
+    assert env["GANTRY_SECRET"] == "", "no placeholder: unset, one secret is generated on the shared volume"
 
     settings = settings_of(env, monkeypatch)
     assert settings.kafka_bootstrap == "kafka:9092"
@@ -138,6 +138,11 @@ def test_data_lives_in_named_volumes(compose: dict[str, Any], services: dict[str
         mounts = dict(v.split(":")[:2] for v in services[name]["volumes"])
         assert env["GANTRY_HOME"] in mounts.values()
         assert all(source in volumes for source in mounts)
+    # One volume for every service's GANTRY_HOME: the installation secret generated there is shared.
+    homes = {
+        next(v.split(":")[0] for v in services[name]["volumes"] if v.split(":")[1] == "/data") for name in SERVICES
+    }
+    assert len(homes) == 1
 
 
 def test_kafka_runs_kraft_single_node(services: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from shared.settings import SERVICES, Settings
+from shared.settings import SERVICES, Settings, is_placeholder
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "base"
@@ -52,18 +52,22 @@ def program_build(path: Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def python_build(path: Path) -> list[Doc]:
-    """A kustomize build limited to the features deploy/ uses; anything else is an error."""
+def python_build(path: Path, before: list[Doc] | None = None) -> list[Doc]:
+    """A kustomize build limited to the features deploy/ uses; anything else is an error.
+    ``before``: the objects a Component (``path``) works on."""
     kustomization = yaml.safe_load((path / "kustomization.yaml").read_text())
-    known = {"apiVersion", "kind", "namespace", "resources", "images", "replicas", "patches", "secretGenerator"}
+    known = {"apiVersion", "kind", "namespace", "resources", "components"}
+    known |= {"images", "replicas", "patches", "secretGenerator"}
     assert set(kustomization) <= known, f"python_build does not know {set(kustomization) - known}"
-    docs: list[Doc] = []
+    docs: list[Doc] = list(before or [])
     for resource in kustomization.get("resources", []):
         target = (path / resource).resolve()
         if target.is_dir():
             docs += python_build(target)
         else:
             docs += [doc for doc in yaml.safe_load_all(target.read_text()) if doc]
+    for component in kustomization.get("components", []):  # its resources join, its patches apply
+        docs = python_build((path / component).resolve(), docs)
     for generator in kustomization.get("secretGenerator", []):
         assert generator.get("behavior") == "replace", "python_build only replaces existing Secrets"
         values: dict[str, str] = {}
@@ -100,8 +104,12 @@ def python_build(path: Path) -> list[Doc]:
     return docs
 
 
-def _find(docs: list[Doc], kind: str, name: str) -> Doc:
-    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+def _find(docs: list[Doc], kind: str, name: str, namespace: str | None = None) -> Doc:
+    (doc,) = [
+        d
+        for d in docs
+        if d["kind"] == kind and d["metadata"]["name"] == name and namespace in (None, d["metadata"].get("namespace"))
+    ]
     return doc
 
 
@@ -134,8 +142,8 @@ def _containers(doc: Doc) -> list[Doc]:
     return doc["spec"]["template"]["spec"]["containers"]  # type: ignore[no-any-return]
 
 
-def _normal(docs: list[Doc]) -> dict[tuple[str, str], Doc]:
-    """Objects by (kind, name), Secret values decoded: equal builds give equal results."""
+def _normal(docs: list[Doc]) -> dict[tuple[str, str, str], Doc]:
+    """Objects by (kind, namespace, name), Secret values decoded: equal builds give equal results."""
     out = {}
     for doc in docs:
         doc = copy.deepcopy(doc)
@@ -143,7 +151,7 @@ def _normal(docs: list[Doc]) -> dict[tuple[str, str], Doc]:
             values = {key: base64.b64decode(value).decode() for key, value in (doc.pop("data", None) or {}).items()}
             values.update(doc.pop("stringData", None) or {})
             doc["values"] = values
-        out[(doc["kind"], doc["metadata"]["name"])] = doc
+        out[(doc["kind"], doc["metadata"].get("namespace", ""), doc["metadata"]["name"])] = doc
     return out
 
 
@@ -200,7 +208,18 @@ def pod_environment(docs: list[Doc], name: str) -> dict[str, str]:
 
 
 def secret_values(docs: list[Doc], name: str) -> dict[str, str]:
-    return _normal([_find(docs, "Secret", name)])[("Secret", name)]["values"]  # type: ignore[no-any-return]
+    (secret,) = _normal([_find(docs, "Secret", name)]).values()
+    return secret["values"]  # type: ignore[no-any-return]
+
+
+def installed(env: dict[str, str]) -> dict[str, str]:
+    """The environment once the operator has put real values in place of the placeholders."""
+    real = {"GANTRY_SECRET": "0f" * 32, "GANTRY_GITLAB_TOKEN": "glpat-real"}
+    out = dict(env)
+    for key, value in env.items():
+        if is_placeholder(value):
+            out[key] = real.get(key) or value.replace("change-me", "s3cret-pw")
+    return out
 
 
 def settings_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -223,12 +242,16 @@ def container_port(docs: list[Doc], name: str) -> int:
 
 def test_every_object_is_well_formed_and_namespaced(base: list[Doc]) -> None:
     kinds = sorted(doc["kind"] for doc in base)
-    assert kinds == sorted(["Namespace", "ConfigMap", "Secret", "Ingress", *["Deployment", "Service"] * 5])
+    once = ["Namespace", "ConfigMap", "Secret", "Ingress", "ServiceAccount", "ClusterRole"]
+    per_service = ["Deployment", "Service", "PodDisruptionBudget"] * 5
+    assert kinds == sorted([*once, *per_service, "NetworkPolicy", "NetworkPolicy"])
     for doc in base:
         assert doc["apiVersion"] and doc["metadata"]["name"]
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "gantry"
         if doc["kind"] == "Namespace":
             assert doc["metadata"]["name"] == NAMESPACE
+        elif doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in doc["metadata"]
         else:
             assert doc["metadata"]["namespace"] == NAMESPACE
 
@@ -248,7 +271,7 @@ def test_deployment_runs_its_service(base: list[Doc], name: str, monkeypatch: py
     assert {"configMapRef": {"name": "gantry-config"}} in sources
     assert {"secretRef": {"name": "gantry-secrets"}} in sources
 
-    settings = settings_of(pod_environment(base, name), monkeypatch)
+    settings = settings_of(installed(pod_environment(base, name)), monkeypatch)
     assert settings.host == "0.0.0.0"
     assert settings.port(name) == container_port(base, name)
     mounts = {m["mountPath"]: m["name"] for m in spec["volumeMounts"]}
@@ -303,7 +326,7 @@ def test_service_selects_its_deployment_pods(base: list[Doc], name: str) -> None
 def test_services_reach_each_other_by_their_kubernetes_services(
     base: list[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_of(pod_environment(base, "gateway"), monkeypatch)
+    settings = settings_of(installed(pod_environment(base, "gateway")), monkeypatch)
     for name in SERVICES:
         url = urlsplit(settings.service_url(name))
         service = _find(base, "Service", url.hostname or "")
@@ -350,7 +373,7 @@ def test_overlay_image_and_replicas(overlay: list[Doc]) -> None:
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_overlay_settings_are_valid(overlay: list[Doc], name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = settings_of(pod_environment(overlay, name), monkeypatch)  # validators run here
+    settings = settings_of(installed(pod_environment(overlay, name)), monkeypatch)  # validators run here
     assert settings.kafka_bootstrap and settings.kafka_bootstrap != "kafka:9092"
     assert settings.database_url and settings.database_url.startswith("postgresql+asyncpg://")
     assert settings.secret
