@@ -1,0 +1,69 @@
+"""``gantry events tail``: the gateway's recent events, then (``--follow``) its live stream of
+server-sent events, one line per event (or one JSON object per line)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+from gantry.client.api import Api
+
+SUMMARY_FIELDS = 5
+Envelope = dict[str, Any]
+
+
+def event_line(envelope: Envelope) -> str:
+    """``12:00:03.123  deploy.status  <subject>  cid=1a2b3c4d  state=succeeded version=1.0.2 …``"""
+    when = str(envelope.get("time", ""))[11:23] or "-"
+    data = envelope.get("data") or {}
+    scalars = [(key, value) for key, value in data.items() if isinstance(value, str | int | float | bool)]
+    fields = " ".join(f"{key}={value}" for key, value in scalars[:SUMMARY_FIELDS])
+    correlation = str(envelope.get("correlation_id", ""))[:8]
+    return f"{when}  {envelope.get('type', '?')}  {envelope.get('subject', '-')}  cid={correlation}  {fields}".rstrip()
+
+
+def frames(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Server-sent events as (event name, data): ``data:`` lines joined, comments skipped."""
+    name, data = "message", list[str]()
+    for line in lines:
+        if not line:
+            if data:
+                yield name, "\n".join(data)
+            name, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+
+
+def write(envelope: Envelope, fmt: str, out: TextIO) -> None:
+    text = json.dumps(envelope, ensure_ascii=False) if fmt == "json" else event_line(envelope)
+    print(text, file=out, flush=True)
+
+
+def tail(api: Api, topics: list[str], limit: int, follow: bool, fmt: str, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    params: dict[str, Any] = {"topic": topics} if topics else {}
+    recent = api.call("GET", "/api/gateway/events/recent", params=params | {"limit": limit})
+    seen = set()
+    for item in recent:
+        seen.add(item["event"].get("id"))
+        write(item["event"], fmt, out)
+    if not follow:
+        return
+    with api.stream("/api/gateway/events", params) as answer:
+        for name, data in frames(answer.iter_lines()):
+            if name == "lagged":
+                dropped = json.loads(data).get("dropped")
+                print(f"gantry: {dropped} events dropped: this stream was read slower than they came", file=sys.stderr)
+                continue
+            envelope = json.loads(data)
+            if envelope.get("id") not in seen:  # the stream may repeat the last of the recent ones
+                write(envelope, fmt, out)
