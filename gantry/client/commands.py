@@ -33,7 +33,11 @@ def add_client_commands(commands: Subparsers) -> None:
     release.set_defaults(run=_release)
     deploy = _verb(commands, "deploy", "deploy a released version")
     deploy.add_argument("--version", default="latest", help='a released version, or "latest" (the default)')
-    deploy.add_argument("--resources", action="append", help="resource names, comma-separated (default: the last ones)")
+    deploy.add_argument(
+        "--resources",
+        action="append",
+        help="resource names, comma-separated (default: the last deployment's; '' for none)",
+    )
     deploy.add_argument("--replicas", type=_replicas, help="default: what runs now, else 1")
     deploy.add_argument("--strategy", choices=("rolling", "canary"))
     deploy.add_argument("--confirm-resource-change", action="store_true")

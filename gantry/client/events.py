@@ -49,21 +49,31 @@ def write(envelope: Envelope, fmt: str, out: TextIO) -> None:
 
 
 def tail(api: Api, topics: list[str], limit: int, follow: bool, fmt: str, out: TextIO | None = None) -> None:
+    """The recent events; with ``follow``, the stream is opened first (its first frame says the
+    gateway has subscribed it), so no event falls between the recent ones and the live ones."""
     out = out or sys.stdout
     params: dict[str, Any] = {"topic": topics} if topics else {}
-    recent = api.call("GET", "/api/gateway/events/recent", params=params | {"limit": limit})
-    seen = set()
-    for item in recent:
-        seen.add(item["event"].get("id"))
-        write(item["event"], fmt, out)
     if not follow:
+        _recent(api, params, limit, fmt, out)
         return
     with api.stream("/api/gateway/events", params) as answer:
-        for name, data in frames(answer.iter_lines()):
+        lines = answer.iter_lines()
+        for line in lines:  # "retry: …" and ": connected …", then a blank line: subscribed
+            if not line:
+                break
+        seen = _recent(api, params, limit, fmt, out)
+        for name, data in frames(lines):
             if name == "lagged":
                 dropped = json.loads(data).get("dropped")
                 print(f"gantry: {dropped} events dropped: this stream was read slower than they came", file=sys.stderr)
                 continue
             envelope = json.loads(data)
-            if envelope.get("id") not in seen:  # the stream may repeat the last of the recent ones
+            if envelope.get("id") not in seen:  # already shown among the recent ones
                 write(envelope, fmt, out)
+
+
+def _recent(api: Api, params: dict[str, Any], limit: int, fmt: str, out: TextIO) -> set[str]:
+    recent = api.call("GET", "/api/gateway/events/recent", params=params | {"limit": limit})
+    for item in recent:
+        write(item["event"], fmt, out)
+    return {str(item["event"].get("id")) for item in recent}
