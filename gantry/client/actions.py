@@ -61,7 +61,8 @@ def act(api: Api, args: argparse.Namespace) -> Item:
 def summary(deployment: Item) -> str:
     """One line naming the deployment: ``deployment 4f2… requested: deploy shop/web 1.0.2 to staging``."""
     d = deployment
-    what = f"{d['action']} {d['project']}/{d['service']} {d['version']} to {d['environment']}"
+    where = "from" if d["action"] == "undeploy" else "to"
+    what = f"{d['action']} {d['project']}/{d['service']} {d['version']} {where} {d['environment']}"
     shape = f"{d['replicas']} replica{'s' if d['replicas'] != 1 else ''}, {d['track']} track"
     return f"deployment {d['id']} {d['state']}: {what} ({shape})"
 

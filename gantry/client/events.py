@@ -11,6 +11,8 @@ from typing import Any, TextIO
 from gantry.client.api import Api
 
 SUMMARY_FIELDS = 5
+# said by the subject already, or ids no one reads in a terminal
+UNSHOWN = frozenset({"service_id", "project", "service", "scm_project_id", "delivery_id", "namespace"})
 Envelope = dict[str, Any]
 
 
@@ -18,7 +20,7 @@ def event_line(envelope: Envelope) -> str:
     """``12:00:03.123  deploy.status  <subject>  cid=1a2b3c4d  state=succeeded version=1.0.2 …``"""
     when = str(envelope.get("time", ""))[11:23] or "-"
     data = envelope.get("data") or {}
-    scalars = [(key, value) for key, value in data.items() if isinstance(value, str | int | float | bool)]
+    scalars = [(k, v) for k, v in data.items() if k not in UNSHOWN and isinstance(v, str | int | float | bool)]
     fields = " ".join(f"{key}={value}" for key, value in scalars[:SUMMARY_FIELDS])
     correlation = str(envelope.get("correlation_id", ""))[:8]
     return f"{when}  {envelope.get('type', '?')}  {envelope.get('subject', '-')}  cid={correlation}  {fields}".rstrip()

@@ -307,7 +307,13 @@ def test_an_event_is_one_line_with_its_time_topic_subject_and_chain():
         "time": "2024-05-01T12:00:03.123456Z",
         "subject": "s-42",
         "correlation_id": "1a2b3c4d5e6f",
-        "data": {"state": "rendered", "version": "1.0.2", "resources": {"db": 1}},
+        "data": {
+            "service_id": "s-42",
+            "project": "shop",
+            "state": "rendered",
+            "version": "1.0.2",
+            "resources": {"db": 1},
+        },
     }
     assert (
         events.event_line(envelope) == "12:00:03.123  deploy.status  s-42  cid=1a2b3c4d  state=rendered version=1.0.2"
