@@ -52,6 +52,10 @@ def add_client_commands(commands: Subparsers) -> None:
     _verb(canary, "promote", "make the canary's version the stable one")
     _verb(canary, "abort", "remove the canary track; the stable version keeps serving")
     _verb(commands, "undeploy", "remove the service's workload from the environment")
+    _add_watching(commands)
+
+
+def _add_watching(commands: Subparsers) -> None:
     wait = commands.add_parser("wait", help="wait until a deployment succeeds or fails (progress on stderr)")
     wait.add_argument("deployment", help="its id (from deploy, rollback, scale … or `gantry get deployments`)")
     wait.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="seconds (default 300)")

@@ -68,6 +68,8 @@ async def _a_service_with_two_versions(stack: Stack, cli: Cli) -> list[str]:
         assert (
             await api.post("/api/release/environments", json={"code": ENV, "name": "QA", "tier": "test"})
         ).is_success
+        unreleased = {"code": "api", "name": "API", "group": "com.acme.shop", "type": "go-http"}
+        assert (await api.post(f"/api/catalog/projects/{PROJECT}/services", json=unreleased)).status_code == 201
 
         async def released() -> str | None:  # release learns of the service from catalog's event
             command = [sys.executable, "-m", "gantry.cli", "release", *WHERE]
@@ -151,7 +153,11 @@ async def test_the_cli_walk(stack: Stack, tmp_path: Path) -> None:
     rolled = cli.json("rollback", *WHERE, "--wait")
     assert (rolled["action"], rolled["version"]) == ("rollback", first)
     services = cli("get", "services").stdout.splitlines()
-    assert services[1].split()[:5] == [PROJECT, SERVICE, ENV, first, "-"]
+    assert services[1].split()[:5] == [PROJECT, SERVICE, ENV, first, "-"] and len(services) == 2
+    in_project = cli.json("get", "services", "--project", PROJECT)
+    assert [(s["service"], len(s["environments"])) for s in in_project] == [(SERVICE, 1), ("api", 0)], (
+        "with --project, the services released nowhere too"
+    )
 
     tail = cli("events", "tail", "--topic", "deploy.status", "--limit", "200", "-o", "json").stdout.splitlines()
     statuses = [json.loads(line)["data"] for line in tail]
