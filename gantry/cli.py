@@ -1,4 +1,5 @@
-"""The ``gantry`` command: ``up``, ``token issue``, ``pipeline report``, ``outbox``, ``secrets rotate``."""
+"""The ``gantry`` command: ``up``, ``token issue``, ``pipeline report``, ``outbox``, ``secrets rotate``,
+and the client commands of ``gantry.client`` (``login``, ``get``, ``deploy``, ``wait``, ``events tail`` …)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
+from gantry.client.api import unreachable
+from gantry.client.commands import add_client_commands
+from gantry.client.errors import UNREACHABLE, USAGE, CliError
+from gantry.secret_lookup import find_secret
 from shared.auth import issue_token, webhook_secret
 from shared.errors import GantryError
 from shared.settings import SERVICES, Settings
@@ -51,16 +57,31 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as exc:
         print(f"gantry: bad setting: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     try:
         return int(args.run(args, settings) or 0)
+    except CliError as exc:
+        print(f"gantry: {exc.message}", file=sys.stderr)
+        return exc.code
+    except httpx.TransportError as exc:  # the commands that talk to the gateway of the settings
+        url = exc.request.url
+        print(f"gantry: {unreachable(f'{url.scheme}://{url.netloc.decode()}', exc).message}", file=sys.stderr)
+        return UNREACHABLE
     except (GantryError, RuntimeError, httpx.HTTPError) as exc:
         print(f"gantry: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C, as `events tail --follow` ends
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gantry", description="Gantry: from 'create' to 'running in Kubernetes'")
+    parser = argparse.ArgumentParser(
+        prog="gantry",
+        description="Gantry: from 'create' to 'running in Kubernetes'",
+        epilog="exit codes: 0 done, 1 the API refused, 2 usage, 3 gateway unreachable, "
+        "4 not logged in or token refused, 5 deployment failed or wait timed out",
+    )
+    parser.add_argument("--version", action="version", version=f"gantry {version('gantry')}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="start the broker (embedded unless configured) and the five services")
     up.set_defaults(run=_up)
@@ -107,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         "rotate", help="seal every stored secret value again under GANTRY_ENCRYPTION_KEY (old keys then unneeded)"
     )
     rotate.set_defaults(run=_secrets_rotate)
+    add_client_commands(commands)
     return parser
 
 
@@ -127,13 +149,16 @@ def _positive_hours(text: str) -> int:
 
 
 def _token_issue(args: argparse.Namespace, settings: Settings) -> int:
-    print(issue_token(settings.installation_secret(), args.user, args.roles, args.hours * 3600))
+    secret, source = find_secret(settings)
+    token = issue_token(secret, args.user, args.roles, args.hours * 3600)
+    print(f"gantry: signed with the installation secret {source}", file=sys.stderr)
+    print(token)
     return 0
 
 
 def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     gateway = (args.gateway or settings.gateway_url).rstrip("/")
-    admin = {"Authorization": f"Bearer {issue_token(settings.installation_secret(), 'gantry-cli', ['org-admin'], 300)}"}
+    admin = {"Authorization": f"Bearer {issue_token(find_secret(settings)[0], 'gantry-cli', ['org-admin'], 300)}"}
     with httpx.Client(timeout=30, headers=admin) as client:
         if args.action == "list":
             found = {}
@@ -166,7 +191,7 @@ def _secrets_rotate(_args: argparse.Namespace, settings: Settings) -> int:
 
 def _pipeline_report(args: argparse.Namespace, settings: Settings) -> int:
     gateway = (args.gateway or settings.gateway_url).rstrip("/")
-    secret = settings.installation_secret()
+    secret, _source = find_secret(settings)
     admin = {"Authorization": f"Bearer {issue_token(secret, 'gantry-cli', ['org-admin'], 300)}"}
     with httpx.Client(timeout=30) as client:
         url = f"{gateway}/api/catalog/projects/{quote(args.project)}/services/{quote(args.service)}"
