@@ -1,0 +1,87 @@
+"""Benchmark: GitLab's Pipeline Hooks taken at the front door, driven by ``wrk``.
+
+    python -m bench.ingress [--connections 16,64] [--seconds 10] [--targets gateway,versioning]
+                            [--kafka] [--postgres]
+
+For each target (the gateway, and versioning's own door straight) and each connection count, a
+fresh ``gantry up`` (embedded broker + SQLite unless --kafka/--postgres) gets one service, then
+``wrk`` (Debian's package, installed when missing) posts valid signed Pipeline Hooks, each with a
+new pipeline id, over that many keep-alive connections for ``--seconds``. A fresh stack per run
+keeps the backlog one run leaves for versioning's consumer out of the next run's figures; that
+consumer does work during each run, as it would in production. Prints requests/s and latency
+percentiles as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from bench.measures import table
+from bench.running import add_stack_options, create_service, running_stack
+from bench.wrk import WrkResult, run_wrk, wrk_binary
+from shared.auth import webhook_secret
+from shared.settings import SERVICES
+from tests.support import SECRET
+
+PROJECT, SERVICE = "bench", "api"
+TARGETS = ("gateway", "versioning")
+
+
+def measure(args: argparse.Namespace, target: str, connections: int) -> WrkResult:
+    with running_stack(args) as stack:
+        service = asyncio.run(_prepare(stack))
+        url = f"http://127.0.0.1:{stack.port_base + SERVICES.index(target)}/webhooks/gitlab"
+        script_args = [
+            webhook_secret(SECRET, service["scm_project_id"]),
+            str(service["scm_project_id"]),
+            service["repository_path"],
+            "1000000",
+        ]
+        return run_wrk(url, connections=connections, seconds=args.seconds, script_args=script_args)
+
+
+async def _prepare(stack) -> dict:  # type: ignore[no-untyped-def]
+    async with stack.client() as api:
+        return await create_service(api, PROJECT, SERVICE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", default="16,64", help="comma-separated connection counts")
+    parser.add_argument("--seconds", type=int, default=10, help="load per run (keep it ≤ 60 on a shared machine)")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="gateway and/or versioning")
+    add_stack_options(parser)
+    args = parser.parse_args()
+    wrk_binary()  # install it (or say how) before any stack starts
+    rows = []
+    for target in args.targets.split(","):
+        if target not in TARGETS:
+            parser.error(f"unknown target {target!r}: use {' or '.join(TARGETS)}")
+        for connections in (int(c) for c in args.connections.split(",")):
+            result = measure(args, target, connections)
+            rows.append(
+                (
+                    target,
+                    connections,
+                    result.requests,
+                    result.accepted_per_second,
+                    result.not_2xx + result.socket_errors,
+                    result.p50_ms,
+                    result.p90_ms,
+                    result.p99_ms,
+                    result.max_ms,
+                )
+            )
+    kind = f"{'apache' if args.kafka else 'embedded'}+{'postgres' if args.postgres else 'sqlite'}"
+    print(f"\nwebhook ingress, {kind}, {args.seconds} s per run (wrk, success Pipeline Hooks):")
+    print(
+        table(
+            ("target", "connections", "requests", "accepted/s", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"),
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
