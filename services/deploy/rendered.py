@@ -12,7 +12,7 @@ import yaml
 
 from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.ingress import IngressSpec, render_ingress
-from services.deploy.manifests import render_objects, render_yaml
+from services.deploy.manifests import SAFE_LOADER, render_objects, render_yaml
 from shared.naming import workload_name
 
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -86,13 +86,20 @@ def _rendered(replicas: int, path: Path) -> RolloutStatus:
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``.
+
+    The rename is what matters: a reader (kubectl, GitOps, ``_read_status``) sees the old file or
+    the new one, never half of one, and a crash of this process leaves the written file in the OS's
+    cache, to disk in due course. No fsync: it cost an fdatasync per deployment for the one case
+    it covers, an OS crash or power cut before the cache is written, and there the file is only a
+    rendering of deploy's database (the record, committed and durable by itself): the newest file
+    may then be missing or empty, which ``_read_status`` reports (not found, or failed) until the
+    next apply of that deployment writes it again."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -111,7 +118,9 @@ def _remove_files(tracks: list[Path], app: str) -> None:
 def _only_of(path: Path, app: str) -> bool:
     """Whether every labelled object in the file is ``app``'s (the Namespace carries no ``app``)."""
     try:
-        objects = [obj for obj in yaml.safe_load_all(path.read_text(encoding="utf-8")) if isinstance(obj, dict)]
+        objects = [
+            obj for obj in yaml.load_all(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) if isinstance(obj, dict)
+        ]
     except (OSError, yaml.YAMLError):
         return False
     apps = {((obj.get("metadata") or {}).get("labels") or {}).get("app") for obj in objects} - {None}
@@ -124,7 +133,7 @@ def _read_status(path: Path) -> RolloutStatus | None:
     except FileNotFoundError:
         return None
     try:
-        objects = [obj for obj in yaml.safe_load_all(text) if obj]
+        objects = [obj for obj in yaml.load_all(text, Loader=SAFE_LOADER) if obj]
         deployment = next(obj for obj in objects if obj.get("kind") == "Deployment")
         replicas = int(deployment["spec"]["replicas"])
     except (yaml.YAMLError, StopIteration, KeyError, TypeError, ValueError) as exc:
