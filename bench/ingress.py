@@ -9,15 +9,17 @@ fresh ``gantry up`` (embedded broker + SQLite unless --kafka/--postgres) gets on
 new pipeline id, over that many keep-alive connections for ``--seconds``. A fresh stack per run
 keeps the backlog one run leaves for versioning's consumer out of the next run's figures; that
 consumer does work during each run, as it would in production. Prints requests/s and latency
-percentiles as a table.
+percentiles as a table, with the CPU time the door's process spent per hook (which a busy
+machine does not inflate the way it inflates latency).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 
-from bench.measures import table
+from bench.measures import cpu_seconds, table
 from bench.running import add_stack_options, create_service, running_stack
 from bench.wrk import WrkResult, run_wrk, wrk_binary
 from shared.auth import webhook_secret
@@ -28,7 +30,8 @@ PROJECT, SERVICE = "bench", "api"
 TARGETS = ("gateway", "versioning")
 
 
-def measure(args: argparse.Namespace, target: str, connections: int) -> WrkResult:
+def measure(args: argparse.Namespace, target: str, connections: int) -> tuple[WrkResult, float]:
+    """wrk's figures, and the CPU seconds the door's process used meanwhile."""
     with running_stack(args) as stack:
         service = asyncio.run(_prepare(stack))
         url = f"http://127.0.0.1:{stack.port_base + SERVICES.index(target)}/webhooks/gitlab"
@@ -38,7 +41,10 @@ def measure(args: argparse.Namespace, target: str, connections: int) -> WrkResul
             service["repository_path"],
             "1000000",
         ]
-        return run_wrk(url, connections=connections, seconds=args.seconds, script_args=script_args)
+        door = stack.service_pids()[target]
+        before = cpu_seconds(door)
+        result = run_wrk(url, connections=connections, seconds=args.seconds, script_args=script_args)
+        return result, cpu_seconds(door) - before
 
 
 async def _prepare(stack) -> dict:  # type: ignore[no-untyped-def]
@@ -59,7 +65,7 @@ def main() -> None:
         if target not in TARGETS:
             parser.error(f"unknown target {target!r}: use {' or '.join(TARGETS)}")
         for connections in (int(c) for c in args.connections.split(",")):
-            result = measure(args, target, connections)
+            result, cpu = measure(args, target, connections)
             rows.append(
                 (
                     target,
@@ -71,13 +77,25 @@ def main() -> None:
                     result.p90_ms,
                     result.p99_ms,
                     result.max_ms,
+                    cpu * 1000 / result.requests if result.requests else math.nan,
                 )
             )
     kind = f"{'apache' if args.kafka else 'embedded'}+{'postgres' if args.postgres else 'sqlite'}"
     print(f"\nwebhook ingress, {kind}, {args.seconds} s per run (wrk, success Pipeline Hooks):")
     print(
         table(
-            ("target", "connections", "requests", "accepted/s", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"),
+            (
+                "target",
+                "connections",
+                "requests",
+                "accepted/s",
+                "errors",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms",
+                "door CPU ms/hook",
+            ),
             rows,
         )
     )

@@ -6,7 +6,6 @@ faust app with the service's subscriptions, health and readiness, error mapping,
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from shared.limits import BodyLimit
 from shared.logging import configure_logging, get_logger
 from shared.oidc import OidcVerifier, verifier_from_settings
 from shared.outbox import OUTBOX_TABLES, OutboxRelay, UnitOfWork, dead_letters
+from shared.request_context import RequestContext
 from shared.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -73,7 +73,7 @@ class Part(Generic[T]):
     def of(self, runtime: Runtime) -> T:
         return cast(T, runtime.parts[self.name])
 
-    def __call__(self, request: Request) -> T:
+    async def __call__(self, request: Request) -> T:  # async: FastAPI runs a sync dependency in a thread
         return self.of(get_runtime(request))
 
 
@@ -102,7 +102,7 @@ def create_service_app(
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(IntegrityError, _integrity_error)
     api.add_middleware(AuditTrail, service=name)  # inside the request context: knows the correlation id
-    api.middleware("http")(_request_context)
+    api.add_middleware(RequestContext)
     api.add_middleware(BodyLimit, limit_for=partial(_body_limit, settings or get_settings()))
     api.include_router(_health_router())
     for router in routers:
@@ -181,24 +181,21 @@ async def current_user(request: Request) -> Principal:
     return principal
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+async def runtime_dependency(request: Request) -> Runtime:
+    """``get_runtime`` as a dependency: async, so FastAPI calls it in place, not in a worker thread."""
+    return get_runtime(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime_dependency)]
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def correlation_id(request: Request) -> str:
+async def correlation_id(request: Request) -> str:
     chosen: str = request.state.correlation_id
     return chosen
 
 
 CorrelationId = Annotated[str, Depends(correlation_id)]
-
-
-async def _request_context(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-    request.state.correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
-    with structlog.contextvars.bound_contextvars(correlation_id=request.state.correlation_id):
-        response = await call_next(request)
-    response.headers["x-correlation-id"] = request.state.correlation_id
-    return response
 
 
 async def _gantry_error(_request: Request, exc: Exception) -> JSONResponse:
