@@ -27,16 +27,18 @@ from tests.support import TopicReader, eventually
 PROJECT, SERVICE, ENV = "bench", "api", "perf"
 
 
-async def prepare(api: httpx.AsyncClient) -> dict:
+async def prepare(api: httpx.AsyncClient, code: str = SERVICE) -> dict:
+    """Service ``code`` released to the environment, its first version deployed, auto-release and
+    auto-deploy on: from then on each successful pipeline of it goes all the way to deploy.status."""
     await api.post("/api/catalog/projects", json={"code": PROJECT, "name": "Bench", "gitlab_group": "bench"})
     service = (
         await api.post(
             f"/api/catalog/projects/{PROJECT}/services",
-            json={"code": SERVICE, "name": "Api", "group": "bench", "type": "go-http"},
+            json={"code": code, "name": code.title(), "group": "bench", "type": "go-http"},
         )
     ).json()
     await api.post("/api/release/environments", json={"code": ENV, "name": "Perf", "tier": "test"})
-    base = f"/api/release/projects/{PROJECT}/services/{SERVICE}"
+    base = f"/api/release/projects/{PROJECT}/services/{code}"
 
     async def released() -> bool:
         return (await api.post(f"{base}/releases", json={"environment": ENV})).status_code == 201
@@ -44,7 +46,7 @@ async def prepare(api: httpx.AsyncClient) -> dict:
     await eventually(released, timeout=60, interval=0.1)
     await api.put(f"{base}/auto-release", json={"enabled": True})
     await post_pipeline_hook(api, service, 1)
-    version = await eventually(lambda: _version(api, 1), timeout=60)
+    version = await eventually(lambda: _version(api, 1, code), timeout=60)
     await api.post(f"/api/deploy/environments/{ENV}/resources", json={"name": "cfg", "type": "config", "data": {}})
 
     async def deployed() -> bool:
@@ -52,7 +54,7 @@ async def prepare(api: httpx.AsyncClient) -> dict:
             "/api/deploy/deployments",
             json={
                 "project": PROJECT,
-                "service": SERVICE,
+                "service": code,
                 "environment": ENV,
                 "version": version["name"],
                 "resources": ["cfg"],
@@ -63,13 +65,13 @@ async def prepare(api: httpx.AsyncClient) -> dict:
 
     await eventually(deployed, timeout=60, interval=0.1)
     await api.put(
-        f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}/auto-deploy", json={"enabled": True}
+        f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{code}/auto-deploy", json={"enabled": True}
     )
     return service
 
 
-async def _version(api: httpx.AsyncClient, pipeline_id: int) -> dict | None:
-    answer = await api.get(f"/api/versioning/projects/{PROJECT}/services/{SERVICE}/versions")
+async def _version(api: httpx.AsyncClient, pipeline_id: int, code: str = SERVICE) -> dict | None:
+    answer = await api.get(f"/api/versioning/projects/{PROJECT}/services/{code}/versions")
     found = [v for v in answer.json() if v["pipeline_id"] == pipeline_id] if answer.status_code == 200 else []
     return found[0] if found else None
 

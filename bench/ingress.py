@@ -32,7 +32,8 @@ TARGETS = ("gateway", "versioning")
 
 def measure(args: argparse.Namespace, target: str, connections: int) -> tuple[WrkResult, float]:
     """wrk's figures, and the CPU seconds the door's process used meanwhile."""
-    with running_stack(args) as stack:
+    with running_stack(args) as running:
+        stack = running.stack
         service = asyncio.run(_prepare(stack))
         url = f"http://127.0.0.1:{stack.port_base + SERVICES.index(target)}/webhooks/gitlab"
         script_args = [

@@ -79,3 +79,26 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.1f}"
     return str(value)
+
+
+def tally(
+    sent: dict[str, float], accepted: set[str], completions: Iterable[tuple[str, str, float]]
+) -> tuple[list[float], int, int]:
+    """What became of the chains one run started.
+
+    ``sent`` maps each hook's correlation id to the time it was due to leave, ``accepted`` holds
+    those answered 202, ``completions`` are the (correlation id, event id, time seen) of the final
+    events seen. Gives the latencies (first completion minus due time) of the accepted chains that
+    completed, how many accepted chains never completed (lost), and how many completed more than
+    once with distinct events (duplicated; the same event id seen again is one event redelivered)."""
+    first: dict[str, float] = {}
+    events: dict[str, set[str]] = {}
+    for correlation_id, event_id, seen in completions:
+        if correlation_id not in accepted:
+            continue
+        first[correlation_id] = min(seen, first.get(correlation_id, seen))
+        events.setdefault(correlation_id, set()).add(event_id)
+    latencies = [first[cid] - sent[cid] for cid in accepted if cid in first]
+    lost = sum(1 for cid in accepted if cid not in first)
+    duplicated = sum(1 for ids in events.values() if len(ids) > 1)
+    return latencies, lost, duplicated

@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -21,16 +22,50 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL (from tests/harness) instead of SQLite")
 
 
+@dataclass
+class Running:
+    """A running ``gantry up`` and the other processes the benchmark watches (by name: pid)."""
+
+    stack: Stack
+    others: dict[str, int] = field(default_factory=dict)
+
+    def pids(self) -> dict[str, int]:
+        """Every Gantry service's process, the broker's (embedded, or a local Apache Kafka's) and
+        the rest the benchmark started (PostgreSQL's many processes are not counted)."""
+        found = self.stack.service_pids()
+        embedded = embedded_broker_pid(self.stack)
+        if embedded is not None:
+            found["broker"] = embedded
+        return {**found, **self.others}
+
+
+def embedded_broker_pid(stack: Stack) -> int | None:
+    """The embedded broker ``gantry up`` started (a child process running Tansu), if any."""
+    assert stack.process is not None
+    pid = stack.process.pid
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if b"tansu" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return None
+
+
 @contextmanager
-def running_stack(args: argparse.Namespace) -> Iterator[Stack]:
+def running_stack(args: argparse.Namespace) -> Iterator[Running]:
     """``gantry up`` in a temporary folder, on the servers ``args`` chose; everything stopped after."""
     with ExitStack() as stack:
         bootstrap = database_url = None
+        others: dict[str, int] = {}
         if args.kafka:
             kafka = kafka_server()
             kafka.start()
             stack.callback(kafka.stop)
             bootstrap = kafka.bootstrap
+            process = getattr(kafka, "_proc", None)  # a local broker's JVM (none for a container)
+            if process is not None:
+                others["broker"] = process.pid
         if args.postgres:
             postgres = postgres_server()
             postgres.start()
@@ -39,7 +74,8 @@ def running_stack(args: argparse.Namespace) -> Iterator[Stack]:
             postgres.create_database(database)
             database_url = postgres.url(database)
         home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        yield stack.enter_context(Stack(home, kafka_bootstrap=bootstrap, database_url=database_url))
+        gantry = stack.enter_context(Stack(home, kafka_bootstrap=bootstrap, database_url=database_url))
+        yield Running(gantry, others)
 
 
 async def create_service(api: httpx.AsyncClient, project: str, service: str) -> dict:

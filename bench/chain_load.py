@@ -1,0 +1,253 @@
+"""Benchmark: the whole chain under open-loop load, Pipeline Hook → ``deploy.status``.
+
+    python -m bench.chain_load [--services 10] [--rates 20,50,100] [--seconds 20] [--idle 10]
+                               [--drain 60] [--kafka] [--postgres]
+
+Starts ``gantry up`` (embedded broker + SQLite; ``--kafka`` and ``--postgres`` start Apache Kafka
+and PostgreSQL from the test harness instead), prepares ``--services`` services released to one
+environment with auto-release and auto-deploy on (as ``bench.chain_latency`` does), measures every
+process's CPU while idle for ``--idle`` seconds, then for each rate sends successful Pipeline Hooks
+through the gateway at that rate for ``--seconds``, round-robin over the services. The client is
+open-loop: each hook leaves at its scheduled time whatever the earlier ones are doing, and its
+latency counts from that time, so a slow chain shows as latency instead of as fewer hooks sent.
+
+Per rate it prints: hooks offered and accepted (202), p50/p95/p99 from the hook's due time to its
+``deploy.status`` as read from the bus (the reader polls every 20 ms), chains lost (accepted but no
+``deploy.status`` within ``--drain`` seconds after the last hook) and duplicated (two distinct
+``deploy.status`` events for one hook), the chains completed per second, and the CPU time per
+chain of each process (services and broker, from ``/proc/<pid>/stat``; idle burn included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from bench.chain_latency import prepare
+from bench.measures import cpu_snapshot, cpu_used, percentile, send_times, table, tally
+from bench.running import Running, add_stack_options, running_stack
+from shared.auth import webhook_secret
+from tests.support import SECRET
+
+FINAL_STATES = frozenset({"rendered", "succeeded", "failed"})
+PROCESSES = ("gateway", "catalog", "versioning", "release", "deploy", "broker")
+
+
+class Completions:
+    """Reads ``deploy.status`` in the background and notes when each chain's final state arrived."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.seen: list[tuple[str, str, float]] = []  # (correlation id, event id, monotonic time)
+        self.others: list[dict[str, Any]] = []  # deploy.status events in no final state, to tell why
+        self._consumer = AIOKafkaConsumer(
+            "deploy.status",
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+            client_id=f"bench-chain-{uuid.uuid4().hex[:6]}",
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Completions:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            now = time.monotonic()
+            for messages in batch.values():
+                for message in messages:
+                    event = json.loads(message.value or b"{}")
+                    if (event.get("data") or {}).get("state") in FINAL_STATES:
+                        self.seen.append((event.get("correlation_id") or "", event.get("id") or "", now))
+                    else:
+                        self.others.append(event)
+
+
+@dataclass
+class RateResult:
+    rate: float
+    offered: int
+    accepted: int
+    latencies: list[float]
+    lost: int
+    duplicated: int
+    seconds: float  # first hook due → last chain completed
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process
+
+
+async def offer(
+    api: httpx.AsyncClient, services: list[dict[str, Any]], rate: float, seconds: float, run: int
+) -> tuple[dict[str, float], set[str]]:
+    """Send the hooks open-loop; the due time of each (by correlation id), and those answered 202."""
+    due: dict[str, float] = {}
+    tasks: list[asyncio.Task[tuple[str, int]]] = []
+    start = time.monotonic() + 0.05
+    for index, offset in enumerate(send_times(rate, seconds)):
+        delay = start + offset - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        correlation_id = f"bench-{run}-{index}"
+        due[correlation_id] = start + offset
+        service = services[index % len(services)]
+        pipeline_id = (run + 1) * 1_000_000 + index
+        tasks.append(asyncio.create_task(_post(api, service, pipeline_id, correlation_id)))
+    answers = await asyncio.gather(*tasks)
+    return due, {cid for cid, status in answers if status == 202}
+
+
+async def _post(
+    api: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int, correlation_id: str
+) -> tuple[str, int]:
+    body = {
+        "object_kind": "pipeline",
+        "object_attributes": {
+            "id": pipeline_id,
+            "ref": "main",
+            "tag": False,
+            "sha": f"{pipeline_id:040x}",
+            "status": "success",
+        },
+        "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
+    }
+    headers = {
+        "X-Gitlab-Event": "Pipeline Hook",
+        "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"]),
+        # the delivery id: versioning correlates the chain that follows with it
+        "Idempotency-Key": correlation_id,
+    }
+    try:
+        answer = await api.post("/webhooks/gitlab", json=body, headers=headers)
+    except httpx.HTTPError:
+        return correlation_id, 0
+    return correlation_id, answer.status_code
+
+
+async def run_rate(
+    running: Running,
+    api: httpx.AsyncClient,
+    completions: Completions,
+    services: list[dict[str, Any]],
+    rate: float,
+    args: argparse.Namespace,
+    run: int,
+) -> RateResult:
+    pids = running.pids()
+    before = cpu_snapshot(pids)
+    due, accepted = await offer(api, services, rate, args.seconds, run)
+    deadline = time.monotonic() + args.drain
+    while time.monotonic() < deadline:
+        done = {cid for cid, _, _ in completions.seen}
+        if accepted <= done:
+            break
+        await asyncio.sleep(0.2)
+    cpu = cpu_used(before, cpu_snapshot(pids))
+    latencies, lost, duplicated = tally(due, accepted, completions.seen)
+    ours = [seen for cid, _, seen in completions.seen if cid in accepted]
+    span = (max(ours) - min(due.values())) if ours else math.nan
+    return RateResult(rate, len(due), len(accepted), latencies, lost, duplicated, span, cpu)
+
+
+async def idle_cpu(running: Running, seconds: float) -> dict[str, float]:
+    """Each process's CPU, in % of one core, over ``seconds`` with nothing to do."""
+    pids = running.pids()
+    before = cpu_snapshot(pids)
+    await asyncio.sleep(seconds)
+    return {name: 100 * used / seconds for name, used in cpu_used(before, cpu_snapshot(pids)).items()}
+
+
+async def measure(running: Running, args: argparse.Namespace) -> tuple[dict[str, float], list[RateResult]]:
+    stack = running.stack
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    async with stack.client() as admin, httpx.AsyncClient(base_url=stack.gateway, timeout=60, limits=limits) as hooks:
+        codes = [f"svc{index:02d}" for index in range(args.services)]
+        services = list(await asyncio.gather(*(prepare(admin, code) for code in codes)))
+        await asyncio.sleep(3)  # the preparation's last events settle
+        idle = await idle_cpu(running, args.idle)
+        results = []
+        async with Completions(stack.bootstrap) as completions:
+            for run, rate in enumerate(float(r) for r in args.rates.split(",")):
+                results.append(await run_rate(running, hooks, completions, services, rate, args, run))
+                print(f"  {rate:g} hooks/s done", flush=True)
+    return idle, results
+
+
+def report(kind: str, args: argparse.Namespace, idle: dict[str, float], results: list[RateResult]) -> None:
+    print(f"\nchain under load, {kind}, {args.services} services, {args.seconds} s per rate:")
+    rows = []
+    for r in results:
+        completed = len(r.latencies)
+        rows.append(
+            (
+                f"{r.rate:g}",
+                r.offered,
+                r.accepted,
+                completed,
+                r.lost,
+                r.duplicated,
+                completed / r.seconds if r.seconds and not math.isnan(r.seconds) else math.nan,
+                *(1000 * percentile(r.latencies, f) for f in (0.5, 0.95, 0.99)),
+                1000 * sum(r.cpu.values()) / completed if completed else math.nan,
+            )
+        )
+    headers = (
+        "hooks/s",
+        "offered",
+        "accepted",
+        "completed",
+        "lost",
+        "duplicated",
+        "chains/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "CPU ms/chain",
+    )
+    print(table(headers, rows))
+    names = [name for name in PROCESSES if name in idle]
+    print("\nCPU ms per chain, by process (idle burn included):")
+    print(
+        table(
+            ("hooks/s", *names),
+            [(f"{r.rate:g}", *(1000 * r.cpu.get(n, 0) / max(1, len(r.latencies)) for n in names)) for r in results],
+        )
+    )
+    print(f"\nidle CPU over {args.idle:g} s (% of one core), before any load:")
+    print(table((*names, "all"), [(*(idle[n] for n in names), sum(idle.values()))]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int, default=10)
+    parser.add_argument("--rates", default="20,50,100", help="comma-separated hooks per second")
+    parser.add_argument("--seconds", type=float, default=20, help="load per rate (keep it ≤ 60 on a shared machine)")
+    parser.add_argument("--idle", type=float, default=10, help="seconds of idle CPU measured before the load")
+    parser.add_argument("--drain", type=float, default=60, help="seconds to wait for the last chains")
+    add_stack_options(parser)
+    args = parser.parse_args()
+    with running_stack(args) as running:
+        idle, results = asyncio.run(measure(running, args))
+        kind = running.stack.kind
+    report(kind, args, idle, results)
+
+
+if __name__ == "__main__":
+    main()
