@@ -1,0 +1,135 @@
+"""The benchmarks' arithmetic: open-loop send times, percentiles, /proc CPU, tallies and tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bench.measures import cpu_seconds, cpu_seconds_of_stat, cpu_used, percentile, send_times, table, tally
+from bench.wrk import parse_wrk_output, run_wrk
+from shared import gitlab_hook
+
+# /proc/<pid>/stat of a process whose name holds a space and a parenthesis: utime 250, stime 50
+STAT = "4242 (python (x) 3) S 1 4242 4242 0 -1 4194560 9000 0 0 0 250 50 0 0 20 0 12 0 7000 123456 789"
+
+
+def test_send_times_are_fixed_in_advance_at_the_rate() -> None:
+    times = send_times(50, 2)
+    assert len(times) == 100
+    assert times[0] == 0
+    assert times[1] == pytest.approx(0.02)
+    assert times[-1] == pytest.approx(1.98)
+    assert all(later > earlier for earlier, later in zip(times, times[1:], strict=False))
+
+
+def test_send_times_of_a_fractional_rate_and_refusals() -> None:
+    assert send_times(2.5, 2) == [0.0, 0.4, 0.8, 1.2, 1.6]
+    with pytest.raises(ValueError, match="positive"):
+        send_times(0, 10)
+    with pytest.raises(ValueError, match="positive"):
+        send_times(10, -1)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # 100 … 1, unsorted on purpose
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.95) == 95
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 1.0) == 100
+    assert percentile([7.0], 0.99) == 7
+    assert math.isnan(percentile([], 0.5))
+    with pytest.raises(ValueError, match="fraction"):
+        percentile(values, 0)
+
+
+def test_cpu_seconds_read_after_the_command_name() -> None:
+    assert cpu_seconds_of_stat(STAT, ticks_per_second=100) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="stat"):
+        cpu_seconds_of_stat("garbage", ticks_per_second=100)
+
+
+def test_cpu_of_this_process_and_of_a_gone_one() -> None:
+    assert cpu_seconds(os.getpid()) > 0  # this test run has used some CPU by now
+    assert cpu_seconds(2**22 + 12345) == 0.0  # above pid_max's default: no such process
+    assert cpu_used({"a": 1.0, "b": 2.0}, {"a": 1.5, "b": 2.0}) == {"a": 0.5, "b": 0.0}
+
+
+def test_tally_counts_latency_lost_and_duplicated() -> None:
+    sent = {"h1": 10.0, "h2": 11.0, "h3": 12.0, "h4": 13.0}
+    accepted = {"h1", "h2", "h3"}  # h4 was refused: neither lost nor measured
+    completions = [
+        ("h1", "e1", 10.1),
+        ("h1", "e1", 10.5),  # the same event read twice: a redelivery, not a duplicate
+        ("h2", "e2", 11.3),
+        ("h2", "e9", 11.4),  # a second, distinct deploy.status for h2: duplicated
+        ("h4", "e4", 13.2),
+        ("other", "e5", 9.0),  # not a hook of this run
+    ]
+    latencies, lost, duplicated = tally(sent, accepted, completions)
+    assert sorted(latencies) == [pytest.approx(0.1), pytest.approx(0.3)]
+    assert lost == 1  # h3
+    assert duplicated == 1
+
+
+def test_table_aligns_columns_and_prints_missing_as_dash() -> None:
+    text = table(("rate", "p99 ms"), [(20, 12.345), (100, math.nan)])
+    assert text.splitlines() == [
+        "| rate | p99 ms |",
+        "|-----:|-------:|",
+        "|   20 |   12.3 |",
+        "|  100 |      - |",
+    ]
+
+
+def test_wrk_figures_come_from_the_scripts_line() -> None:
+    output = (
+        "Running 10s test @ http://127.0.0.1:1/webhooks/gitlab\n"
+        'WRK {"requests":15000,"duration_us":10000000,"not_2xx":1000,"socket_errors":2,'
+        '"p50_us":4100,"p90_us":9000,"p99_us":31500,"max_us":80000}\n'
+    )
+    result = parse_wrk_output(output)
+    assert result.accepted_per_second == 1400
+    assert (result.p50_ms, result.p99_ms, result.max_ms) == (4.1, 31.5, 80.0)
+    assert result.socket_errors == 2
+    with pytest.raises(ValueError, match="no WRK line"):
+        parse_wrk_output("Running 10s test\n")
+
+
+class Recorder(BaseHTTPRequestHandler):
+    bodies: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.bodies.append((dict(self.headers), body))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+def test_wrk_script_posts_signed_pipeline_hooks_each_with_a_new_pipeline() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/gitlab"
+        result = run_wrk(url, connections=2, seconds=1, script_args=["tok", "local-abc", "shop/web", "500"])
+    finally:
+        server.shutdown()
+    assert result.requests >= len(Recorder.bodies) > 0
+    assert result.not_2xx == 0
+    hooks = [gitlab_hook.parse_pipeline_hook(json.loads(body)) for _, body in Recorder.bodies]
+    ids = [hook.object_attributes.id for hook in hooks]
+    assert len(set(ids)) == len(ids)  # never the same pipeline twice, across wrk's threads too
+    assert {hook.scm_project_id for hook in hooks} == {"local-abc"}
+    assert {hook.project.path_with_namespace for hook in hooks} == {"shop/web"}
+    assert {headers["X-Gitlab-Token"] for headers, _ in Recorder.bodies} == {"tok"}
+    assert {headers["X-Gitlab-Event"] for headers, _ in Recorder.bodies} == {"Pipeline Hook"}
