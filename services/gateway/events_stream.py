@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -44,17 +45,21 @@ class StreamItem:
     partition: int
     offset: int
     key: str | None = field(compare=False)
-    event: Any = field(compare=False)  # the envelope (or dead-letter record) as JSON
+    raw: bytes = field(compare=False, repr=False)  # the record's value, read as JSON only when shown
 
     @classmethod
     def from_record(cls, record: ConsumerRecord[bytes, bytes]) -> StreamItem:
-        raw = record.value or b""
-        try:
-            event: Any = json.loads(raw)
-        except ValueError:
-            event = {"undecodable": raw.decode(errors="replace")}
         key = record.key.decode(errors="replace") if record.key is not None else None
-        return cls(record.timestamp, record.topic, record.partition, record.offset, key, event)
+        return cls(record.timestamp, record.topic, record.partition, record.offset, key, record.value or b"")
+
+    @cached_property
+    def event(self) -> Any:
+        """The envelope (or dead-letter record) as JSON: decoded when a client is shown it, not for
+        every record the gateway reads (most are only kept among the recent ones, then dropped)."""
+        try:
+            return json.loads(self.raw)
+        except ValueError:
+            return {"undecodable": self.raw.decode(errors="replace")}
 
     def as_json(self) -> dict[str, Any]:
         return {
