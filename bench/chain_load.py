@@ -1,7 +1,7 @@
 """Benchmark: the whole chain under open-loop load, Pipeline Hook → ``deploy.status``.
 
     python -m bench.chain_load [--services 10] [--rates 20,50,100] [--seconds 20] [--idle 10]
-                               [--drain 60] [--kafka] [--postgres]
+                               [--drain 120] [--kafka] [--postgres]
 
 Starts ``gantry up`` (embedded broker + SQLite; ``--kafka`` and ``--postgres`` start Apache Kafka
 and PostgreSQL from the test harness instead), prepares ``--services`` services released to one
@@ -13,8 +13,9 @@ latency counts from that time, so a slow chain shows as latency instead of as fe
 
 Per rate it prints: hooks offered and accepted (202), p50/p95/p99 from the hook's due time to its
 ``deploy.status`` as read from the bus (the reader polls every 20 ms), chains lost (accepted but no
-``deploy.status`` within ``--drain`` seconds after the last hook) and duplicated (two distinct
-``deploy.status`` events for one hook), the chains completed per second, and the CPU time per
+``deploy.status`` and none of the others completed for 15 s), late (still completing when
+``--drain`` seconds after the last hook had passed: a backlog, not a loss), duplicated (two
+distinct ``deploy.status`` events for one hook), the chains completed per second, and the CPU time per
 chain of each process (services and broker, from ``/proc/<pid>/stat``; idle burn included).
 """
 
@@ -39,6 +40,7 @@ from shared.auth import webhook_secret
 from tests.support import SECRET
 
 FINAL_STATES = frozenset({"rendered", "succeeded", "failed"})
+QUIET_SECONDS = 15.0  # no chain completed for this long: the ones still missing are lost
 PROCESSES = ("gateway", "catalog", "versioning", "release", "deploy", "broker")
 
 
@@ -89,6 +91,7 @@ class RateResult:
     accepted: int
     latencies: list[float]
     lost: int
+    late: int
     duplicated: int
     seconds: float  # first hook due → last chain completed
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process
@@ -153,17 +156,33 @@ async def run_rate(
     pids = running.pids()
     before = cpu_snapshot(pids)
     due, accepted = await offer(api, services, rate, args.seconds, run)
-    deadline = time.monotonic() + args.drain
-    while time.monotonic() < deadline:
-        done = {cid for cid, _, _ in completions.seen}
-        if accepted <= done:
-            break
-        await asyncio.sleep(0.2)
+    flowing = await drain(completions, accepted, args.drain)
     cpu = cpu_used(before, cpu_snapshot(pids))
-    latencies, lost, duplicated = tally(due, accepted, completions.seen)
+    latencies, unfinished, duplicated = tally(due, accepted, completions.seen)
     ours = [seen for cid, _, seen in completions.seen if cid in accepted]
     span = (max(ours) - min(due.values())) if ours else math.nan
-    return RateResult(rate, len(due), len(accepted), latencies, lost, duplicated, span, cpu)
+    lost, late = (0, unfinished) if flowing else (unfinished, 0)
+    return RateResult(rate, len(due), len(accepted), latencies, lost, late, duplicated, span, cpu)
+
+
+async def drain(completions: Completions, accepted: set[str], longest: float) -> bool:
+    """Wait until every accepted chain completed, or none completed for ``QUIET_SECONDS`` (the
+    rest are lost), or ``longest`` seconds passed; True when chains were still completing then
+    (the rest are late, not lost: the run was too short to tell)."""
+    deadline = time.monotonic() + longest
+    count, progressed = -1, time.monotonic()
+    while True:
+        done = {cid for cid, _, _ in completions.seen} & accepted
+        now = time.monotonic()
+        if len(done) == len(accepted):
+            return False
+        if len(done) != count:
+            count, progressed = len(done), now
+        if now - progressed > QUIET_SECONDS:
+            return False
+        if now > deadline:
+            return True
+        await asyncio.sleep(0.2)
 
 
 async def idle_cpu(running: Running, seconds: float) -> dict[str, float]:
@@ -202,6 +221,7 @@ def report(kind: str, args: argparse.Namespace, idle: dict[str, float], results:
                 r.accepted,
                 completed,
                 r.lost,
+                r.late,
                 r.duplicated,
                 completed / r.seconds if r.seconds and not math.isnan(r.seconds) else math.nan,
                 *(1000 * percentile(r.latencies, f) for f in (0.5, 0.95, 0.99)),
@@ -214,6 +234,7 @@ def report(kind: str, args: argparse.Namespace, idle: dict[str, float], results:
         "accepted",
         "completed",
         "lost",
+        "late",
         "duplicated",
         "chains/s",
         "p50 ms",
@@ -240,7 +261,7 @@ def main() -> None:
     parser.add_argument("--rates", default="20,50,100", help="comma-separated hooks per second")
     parser.add_argument("--seconds", type=float, default=20, help="load per rate (keep it ≤ 60 on a shared machine)")
     parser.add_argument("--idle", type=float, default=10, help="seconds of idle CPU measured before the load")
-    parser.add_argument("--drain", type=float, default=60, help="seconds to wait for the last chains")
+    parser.add_argument("--drain", type=float, default=120, help="longest wait for the last chains after the load")
     add_stack_options(parser)
     args = parser.parse_args()
     with running_stack(args) as running:
