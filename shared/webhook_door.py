@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import re
 import uuid
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request
@@ -88,19 +89,7 @@ async def receive_gitlab_hook(request: Request) -> Response:
     project_id = _verified_project(document, x_gitlab_token, runtime.secret)
     hook = gitlab_hook.parse_pipeline_hook(document)
     delivery = delivery_id(headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid"))
-    envelope = Envelope(
-        id=delivery,
-        type=Topic.HOOK_RECEIVED.value,
-        source=f"gantry/{runtime.name}",
-        subject=hook.project.path_with_namespace,
-        correlation_id=headers.get("x-correlation-id") or delivery,
-        data=HookReceived(
-            scm_project_id=project_id,
-            event=x_gitlab_event,
-            delivery_id=delivery,
-            hook=gitlab_hook.bounded(document, runtime.settings.kafka_max_message_bytes - ENVELOPE_ROOM),
-        ).model_dump(mode="json"),
-    )
+    envelope = _received(runtime, document, hook, project_id, delivery, headers.get("x-correlation-id"))
     request.state.correlation_id = envelope.correlation_id
     if not await _publish(runtime, envelope, key=project_id):
         return JSONResponse(
@@ -114,6 +103,30 @@ async def receive_gitlab_hook(request: Request) -> Response:
     attrs = hook.object_attributes
     log.info("hook queued", event_id=delivery, scm_project_id=project_id, pipeline_id=attrs.id, status=attrs.status)
     return _receipt(202, _queued(attrs, delivery))
+
+
+def _received(
+    runtime: Runtime,
+    document: dict[str, Any],
+    hook: gitlab_hook.PipelineHook,
+    project_id: str,
+    delivery: str,
+    correlation_id: str | None,
+) -> Envelope:
+    """The checked hook as the event versioning applies: received, its free text trimmed."""
+    return Envelope(
+        id=delivery,
+        type=Topic.HOOK_RECEIVED.value,
+        source=f"gantry/{runtime.name}",
+        subject=hook.project.path_with_namespace,
+        correlation_id=correlation_id or delivery,
+        data=HookReceived(
+            scm_project_id=project_id,
+            event=gitlab_hook.PIPELINE_HOOK,
+            delivery_id=delivery,
+            hook=gitlab_hook.bounded(document, runtime.settings.kafka_max_message_bytes - ENVELOPE_ROOM),
+        ).model_dump(mode="json"),
+    )
 
 
 def _receipt(status: int, receipt: HookReceipt) -> Response:
