@@ -70,6 +70,9 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
     return app
 
 
+PARTITION_BATCH_BYTES = 256 * 1024  # far below the brokers' 1 MiB limit on one batch
+
+
 class Producer:
     """acks=all, idempotent where the broker supports it; sends a batch and awaits every ack.
 
@@ -89,6 +92,10 @@ class Producer:
             acks="all",
             enable_idempotence=idempotent,
             linger_ms=0,
+            # A partition's batch holds this much while the one before it is in flight; a send
+            # that finds it full waits for the drain, and the waiters race, so with aiokafka's
+            # 16 KiB a busy key (many hooks of one repository) saw seconds-long tails.
+            max_batch_size=PARTITION_BATCH_BYTES,
             max_request_size=self.settings.kafka_max_message_bytes,
         )
 
