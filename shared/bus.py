@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -22,12 +23,23 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from shared.errors import PoisonEvent
 from shared.events import Envelope, utcnow
 from shared.logging import bind_event, get_logger, unbind_event
-from shared.outbox import HeldBack, decode_envelope
+from shared.outbox import HeldBack, UnitOfWork, decode_envelope
 from shared.settings import Settings
 
 log = get_logger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[object]]
+ONE_AT_A_TIME = "gantry_one_at_a_time"
+
+
+@dataclass(frozen=True)
+class Batches:
+    """How a service's agents take their events: up to ``max_events`` per transaction of ``uow``."""
+
+    uow: UnitOfWork
+    max_events: int = 500
+
+
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 OUTAGE_MAX_DELAY = 30.0
 STOP_TIMEOUT = 5.0
@@ -170,11 +182,31 @@ async def _outcome(future: asyncio.Future[object]) -> BaseException | None:
     return None
 
 
-def subscribe(app: faust.App, topic: str, handler: Handler, producer: Producer, name: str) -> None:
-    """Register a faust agent on ``topic`` that hands each envelope to ``handler``."""
+def one_at_a_time(handler: Handler) -> Handler:
+    """Mark a handler that must see each event in a transaction of its own, committed before the
+    next: one that acts outside the database after its transaction (a cluster, say), reading back
+    through other sessions what it just wrote. Others take their events in batches."""
+    setattr(handler, ONE_AT_A_TIME, True)  # noqa: B010
+    return handler
+
+
+def subscribe(
+    app: faust.App, topic: str, handler: Handler, producer: Producer, name: str, batches: Batches | None = None
+) -> None:
+    """Register a faust agent on ``topic`` that hands each envelope to ``handler``: in batches of
+    up to ``batches.max_events`` in one transaction of ``batches.uow`` (``shared.consume``), or one
+    at a time when no ``batches`` is given or the handler is marked ``one_at_a_time``."""
+    from shared.consume import handle_batch, take_ready
+
     channel = app.topic(topic, key_serializer="raw", value_serializer="raw")
+    batched = batches is not None and not getattr(handler, ONE_AT_A_TIME, False)
 
     async def agent(stream: faust.StreamT[Any]) -> None:
+        if batches is not None and batched:
+            async for events in take_ready(stream, batches.max_events):
+                records = [(event.message.key, event.message.value) for event in events]
+                await handle_batch(topic, records, handler, producer, batches.uow)
+            return
         async for event in stream.events():
             await handle_record(topic, event.message.key, event.message.value, handler, producer)
 
@@ -191,7 +223,7 @@ async def handle_record(topic: str, key: bytes | None, raw: bytes | None, handle
         return
     bind_event(envelope)
     try:
-        await _apply_with_retries(envelope, handler)
+        await apply_with_retries(envelope, handler)
     except PoisonEvent as exc:
         log.error("poison event sent to the dead-letter topic", topic=topic, reason=str(exc))
         await producer.dead_letter(topic, key, raw, f"poison: {exc}")
@@ -209,9 +241,10 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-async def _apply_with_retries(envelope: Envelope, handler: Handler) -> None:
-    """Outages are waited out (the partition waits, nothing is dead-lettered); any other error is
-    retried a few times and then raised, so the event goes to the dead-letter topic."""
+async def apply_with_retries(envelope: Envelope, handler: Handler, *, wait_out_outages: bool = True) -> None:
+    """Outages are waited out (the partition waits, nothing is dead-lettered), or raised at once
+    when not ``wait_out_outages`` (a batch rolls back whole); any other error is retried a few
+    times and then raised, so the event goes to the dead-letter topic."""
     attempt = 0
     while True:
         attempt += 1
@@ -222,7 +255,7 @@ async def _apply_with_retries(envelope: Envelope, handler: Handler) -> None:
             raise
         except Exception as exc:
             transient = is_transient(exc)
-            if not transient and attempt > len(RETRY_DELAYS):
+            if transient and not wait_out_outages or not transient and attempt > len(RETRY_DELAYS):
                 raise
             delay = min(OUTAGE_MAX_DELAY, 0.5 * 2 ** min(attempt, 6)) if transient else RETRY_DELAYS[attempt - 1]
             log.warning(

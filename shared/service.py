@@ -26,7 +26,7 @@ from sqlmodel import SQLModel
 
 from shared.audit import AuditTrail, note_principal
 from shared.auth import Principal, parse_authorization
-from shared.bus import Handler, Producer, consumer_group, make_faust_app, subscribe
+from shared.bus import Batches, Handler, Producer, consumer_group, make_faust_app, subscribe
 from shared.db import create_tables, make_engine, session_factory
 from shared.errors import GantryError
 from shared.events import ALL_TOPICS
@@ -147,8 +147,9 @@ async def run_service(
             await stack.enter_async_context(extension(runtime))
         if subscriptions is not None:
             runtime.faust_app = make_faust_app(name, settings)
+            batches = Batches(runtime.uow, settings.consumer_batch_max)
             for topic, handler in subscriptions(runtime).items():
-                subscribe(runtime.faust_app, topic, handler, producer, f"{name}.on_{topic}")
+                subscribe(runtime.faust_app, topic, handler, producer, f"{name}.on_{topic}", batches)
                 runtime.consumes.append(str(topic))
             await stack.enter_async_context(faust_app_running(runtime.faust_app, stop_timeout=15))
         log.info("service started", port=settings.port(name))

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=3, ge=1, le=256)
     kafka_replication_factor: int = Field(default=1, ge=1, le=7)
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
+    # The fetch wait once a consumer has seen nothing for a while (shared/kafka_transport.py);
+    # 0 keeps kafka_fetch_max_wait_ms always.
+    kafka_fetch_idle_wait_ms: int = Field(default=0, ge=0, le=10_000)
+    # The most events a consumer applies in one transaction (shared/consume.py).
+    consumer_batch_max: int = Field(default=500, ge=1, le=10_000)
     kafka_idempotence: bool = True
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     kafka_rebalance_timeout_ms: int = Field(default=4_000, ge=1_000)

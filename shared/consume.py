@@ -1,0 +1,157 @@
+"""Consuming in batches: what one fetch returned, applied in one transaction, acknowledged once.
+
+``take_ready`` hands a faust agent the events that are already there (up to a bound) as soon as
+one arrives: no timer, so an idle agent sleeps, and a busy one takes what the fetch brought.
+``apply_batch`` applies them in order in one transaction (``UnitOfWork.batch``): each use case is
+a savepoint, so an event that is poison or keeps failing rolls back alone and goes to the
+dead-letter topic, while the rest of its batch commits. An outage (database or broker away, or a
+deadlock another instance caused) rolls the whole batch back and tries it again after a pause:
+the inbox, read afresh each time, makes that harmless. The events are acknowledged after the
+commit, and faust commits their offsets together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import EventT
+from sqlalchemy.exc import DBAPIError
+
+from shared.batches import BatchConflict
+from shared.bus import OUTAGE_MAX_DELAY, Handler, Producer, apply_with_retries, is_transient
+from shared.errors import PoisonEvent
+from shared.events import Envelope
+from shared.logging import bind_event, get_logger, unbind_event
+from shared.outbox import UnitOfWork, decode_envelope
+
+log = get_logger(__name__)
+RESTART_STATES = frozenset({"40001", "40P01"})  # PostgreSQL: serialization failure, deadlock
+
+
+@dataclass
+class Record:
+    key: bytes | None
+    raw: bytes | None
+    envelope: Envelope | None = None
+    dead: str | None = None  # why it goes to the dead-letter topic
+
+
+async def take_ready(stream: faust.StreamT[Any], max_events: int) -> AsyncIterator[list[EventT[Any]]]:
+    """Yield the events already delivered to ``stream`` (at most ``max_events``) whenever there is
+    at least one, and acknowledge them once the caller is done with them (faust's ``take_events``
+    without its timer: it waits for the first event, not for a deadline)."""
+    buffer: list[EventT[Any]] = []
+    arrived, room = asyncio.Event(), asyncio.Event()
+    room.set()
+
+    async def add(value: Any) -> Any:
+        while len(buffer) >= max_events:
+            room.clear()
+            await room.wait()
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("a batch found no current event")
+        buffer.append(event)
+        arrived.set()
+        return value
+
+    acks, stream.enable_acks = stream.enable_acks, False  # acknowledged here, after the batch
+    stream.add_processor(add)
+    stream._enable_passive(aiter(stream.channel))  # type: ignore[attr-defined]  # as take_events does
+    try:
+        while not stream.should_stop:
+            if await stream.wait_for_stopped(arrived):  # type: ignore[attr-defined]
+                break
+            await _settle(buffer, max_events)
+            batch = buffer[:max_events]
+            del buffer[: len(batch)]
+            if not buffer:
+                arrived.clear()
+            try:
+                yield batch
+            finally:
+                for event in batch:
+                    await stream.ack(event)
+                room.set()
+    finally:
+        stream.enable_acks = acks
+        stream._processors.remove(add)  # type: ignore[attr-defined]
+
+
+async def _settle(buffer: list[EventT[Any]], max_events: int) -> None:
+    """Let the rest of the records one fetch delivered reach the buffer (a few loop turns, no timer)."""
+    size = -1
+    while size != len(buffer) and len(buffer) < max_events:
+        size = len(buffer)
+        await asyncio.sleep(0)
+
+
+RawRecord = tuple[bytes | None, bytes | None]  # key, value
+
+
+async def handle_batch(
+    topic: str, events: Sequence[RawRecord], handler: Handler, producer: Producer, uow: UnitOfWork
+) -> None:
+    """Apply a batch of records of ``topic``; send the undecodable, the poison and the failed to
+    ``<topic>.dlq`` once the rest committed. Never raises but for cancellation."""
+    records = [_decoded(key, raw) for key, raw in events]
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await apply_batch(uow, records, handler)
+            break
+        except Exception as exc:
+            if not restarts_batch(exc):
+                raise
+            delay = min(OUTAGE_MAX_DELAY, 0.25 * 2 ** min(attempt, 7))
+            log.warning("batch rolled back, will try it again", topic=topic, error=repr(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+    for record in records:
+        if record.dead is not None:
+            await producer.dead_letter(topic, record.key, record.raw, record.dead)
+
+
+def _decoded(key: bytes | None, raw: bytes | None) -> Record:
+    try:
+        return Record(key, raw, decode_envelope(raw))
+    except ValueError as exc:
+        log.error("undecodable event sent to the dead-letter topic", error=str(exc))
+        return Record(key, raw, dead=f"undecodable: {exc}")
+
+
+async def apply_batch(uow: UnitOfWork, records: list[Record], handler: Handler) -> None:
+    """Apply ``records`` in order in one transaction; mark which go to the dead-letter topic."""
+    envelopes = [record.envelope for record in records if record.envelope is not None]
+    async with uow.batch(envelope.id for envelope in envelopes) as batch:
+        for record in records:
+            if record.envelope is None:
+                continue
+            record.dead = None  # tried again after a rollback: decided afresh
+            bind_event(record.envelope)
+            try:
+                await apply_with_retries(record.envelope, handler, wait_out_outages=False)
+            except PoisonEvent as exc:
+                log.error("poison event sent to the dead-letter topic", reason=str(exc))
+                record.dead = f"poison: {exc}"
+            except Exception as exc:
+                if restarts_batch(exc):
+                    raise
+                log.exception("event failed after retries; sent to the dead-letter topic")
+                record.dead = f"failed after retries: {exc!r}"
+            finally:
+                unbind_event()
+    log.debug("batch applied", events=len(envelopes), applied=len(batch.claims))
+
+
+def restarts_batch(exc: BaseException) -> bool:
+    """An outage, or a conflict the whole transaction must retry: a deadlock or serialization
+    failure, or an inbox insert that met another instance's (the next try skips what it applied)."""
+    if is_transient(exc) or isinstance(exc, BatchConflict):
+        return True
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(getattr(exc, "orig", None), "pgcode", None)
+    return isinstance(exc, DBAPIError) and state in RESTART_STATES
