@@ -79,6 +79,7 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
         datadir=str(datadir),
     )
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms  # type: ignore[attr-defined]  # read by the transport
+    app.fetch_idle_wait_ms = settings.kafka_fetch_idle_wait_ms  # type: ignore[attr-defined]
     return app
 
 

@@ -26,6 +26,7 @@ from fastapi import Depends
 from shared.bus import stop_within
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import ready_partitions
+from shared.kafka_transport import AdaptiveWait
 from shared.logging import get_logger
 from shared.service import Part, Runtime
 
@@ -156,9 +157,12 @@ async def _assigned_consumer(
 class EventStream:
     """The shared consumer, the recent buffer and the connected clients."""
 
-    def __init__(self, bootstrap: str, fetch_wait_ms: int, *, recent: int = RECENT) -> None:
+    def __init__(
+        self, bootstrap: str, fetch_wait_ms: int, *, recent: int = RECENT, idle_wait_ms: int | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.fetch_wait_ms = fetch_wait_ms
+        self._wait = AdaptiveWait(fetch_wait_ms, idle_wait_ms)  # an idle gateway sleeps too
         self.recent_size = recent
         self._recent: list[StreamItem] = []
         self._clients: set[ClientQueue] = set()
@@ -229,6 +233,7 @@ class EventStream:
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=1000, max_records=500)
+                self._wait.saw(self._consumer, bool(batch))
             except (KafkaError, OSError) as exc:  # the broker went away: the dashboard waits
                 log.warning("event stream fetch failed, retrying", error=repr(exc))
                 await asyncio.sleep(1.0)
@@ -275,7 +280,9 @@ EventsDep = Annotated[EventStream, Depends(EVENTS)]
 async def event_stream(runtime: Runtime) -> AsyncIterator[None]:
     """Start the shared consumer with the service, stop it (and end every stream) on stop."""
     settings = runtime.settings
-    stream = EventStream(settings.require_bootstrap(), settings.kafka_fetch_max_wait_ms)
+    stream = EventStream(
+        settings.require_bootstrap(), settings.kafka_fetch_max_wait_ms, idle_wait_ms=settings.kafka_fetch_idle_wait_ms
+    )
     await stream.start()
     EVENTS.provide(runtime, stream)
     try:
