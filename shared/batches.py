@@ -24,6 +24,10 @@ class BatchConflict(Exception):
     """Another consumer applied some of the batch's events meanwhile: the batch is tried again."""
 
 
+class SpoiledBatch(Exception):
+    """A use case failed in a batch applied without savepoints: it is applied again with them."""
+
+
 @dataclass
 class Batch:
     """The transaction a consumer applies one batch of events in."""
@@ -34,7 +38,8 @@ class Batch:
     claims: list[tuple[str, str]] = field(default_factory=list)  # (event id, topic) claimed, in order
     task: asyncio.Task[object] | None = field(default_factory=asyncio.current_task)
     open: bool = True
-    savepoints: int = 0  # how many use cases joined (a test and a log line read it)
+    careful: bool = True  # each use case in a savepoint; else in the batch's transaction itself
+    failures: int = 0  # use cases that failed inside the batch (not careful: the batch is spoiled)
 
     def joins(self, owner: object) -> bool:
         """Whether a use case of ``owner`` running now belongs to this batch (same task, still open)."""
@@ -47,15 +52,22 @@ class Batch:
         self.claims.append((event_id, topic))
         return True
 
+    def spoiled(self) -> bool:
+        """Whether a use case failed in a batch without savepoints: its half-done writes are in it."""
+        return not self.careful and self.failures > 0
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[AsyncSession]:
-        """A use case's share of the batch: its changes and its claims go if it fails."""
+        """A use case's share of the batch: when careful, its changes and claims go if it fails."""
         mark = len(self.claims)
-        self.savepoints += 1
         try:
-            async with self.session.begin_nested():
+            if self.careful:
+                async with self.session.begin_nested():
+                    yield self.session
+            else:
                 yield self.session
         except BaseException:
+            self.failures += 1
             del self.claims[mark:]
             raise
 

@@ -13,7 +13,7 @@ commit, and faust commits their offsets together.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import faust
 from faust.types import EventT
 from sqlalchemy.exc import DBAPIError
 
-from shared.batches import BatchConflict
+from shared.batches import BatchConflict, SpoiledBatch
 from shared.bus import OUTAGE_MAX_DELAY, Handler, Producer, apply_with_retries, is_transient
 from shared.errors import PoisonEvent
 from shared.events import Envelope
@@ -97,15 +97,22 @@ async def handle_batch(
     topic: str, events: Sequence[RawRecord], handler: Handler, producer: Producer, uow: UnitOfWork
 ) -> None:
     """Apply a batch of records of ``topic``; send the undecodable, the poison and the failed to
-    ``<topic>.dlq`` once the rest committed. Never raises but for cancellation."""
+    ``<topic>.dlq`` once the rest committed. Never raises but for cancellation.
+
+    The batch is first applied without savepoints (the common case: nothing fails, two statements
+    per event saved); if anything fails in it, it is rolled back and applied again with a
+    savepoint per event, which tells the failing event from the rest."""
     records = [_decoded(key, raw) for key, raw in events]
-    attempt = 0
+    attempt, careful = 0, False
     while True:
         attempt += 1
         try:
-            await apply_batch(uow, records, handler)
+            await apply_batch(uow, records, handler, careful=careful)
             break
         except Exception as exc:
+            if not careful and not is_transient(exc):
+                careful = True  # again at once, each event in a savepoint of its own
+                continue
             if not restarts_batch(exc):
                 raise
             delay = min(OUTAGE_MAX_DELAY, 0.25 * 2 ** min(attempt, 7))
@@ -124,28 +131,46 @@ def _decoded(key: bytes | None, raw: bytes | None) -> Record:
         return Record(key, raw, dead=f"undecodable: {exc}")
 
 
-async def apply_batch(uow: UnitOfWork, records: list[Record], handler: Handler) -> None:
-    """Apply ``records`` in order in one transaction; mark which go to the dead-letter topic."""
+async def apply_batch(uow: UnitOfWork, records: list[Record], handler: Handler, *, careful: bool = True) -> None:
+    """Apply ``records`` in order in one transaction; mark which go to the dead-letter topic.
+    Not ``careful`` (no savepoints), the first failure raises ``SpoiledBatch``."""
     envelopes = [record.envelope for record in records if record.envelope is not None]
-    async with uow.batch(envelope.id for envelope in envelopes) as batch:
+    async with uow.batch((envelope.id for envelope in envelopes), careful=careful) as batch:
         for record in records:
             if record.envelope is None:
                 continue
             record.dead = None  # tried again after a rollback: decided afresh
             bind_event(record.envelope)
             try:
-                await apply_with_retries(record.envelope, handler, wait_out_outages=False)
+                if careful:
+                    await apply_with_retries(record.envelope, handler, wait_out_outages=False)
+                else:
+                    await _apply_once(record.envelope, handler, batch.spoiled)
             except PoisonEvent as exc:
                 log.error("poison event sent to the dead-letter topic", reason=str(exc))
                 record.dead = f"poison: {exc}"
             except Exception as exc:
-                if restarts_batch(exc):
+                if restarts_batch(exc) or not careful:
                     raise
                 log.exception("event failed after retries; sent to the dead-letter topic")
                 record.dead = f"failed after retries: {exc!r}"
             finally:
                 unbind_event()
-    log.debug("batch applied", events=len(envelopes), applied=len(batch.claims))
+            if batch.spoiled():
+                raise SpoiledBatch("a use case failed inside the batch")
+        await batch.session.flush()  # what the use cases left pending fails here, not at the commit
+    log.debug("batch applied", events=len(envelopes), applied=len(batch.claims), careful=careful)
+
+
+async def _apply_once(envelope: Envelope, handler: Handler, spoiled: Callable[[], bool]) -> None:
+    """Without savepoints: a poison event refused before it wrote anything is set aside; any other
+    failure spoils the batch (``SpoiledBatch``), which is then applied again carefully."""
+    try:
+        await handler(envelope)
+    except PoisonEvent:
+        if spoiled():
+            raise SpoiledBatch("a use case failed inside the batch") from None
+        raise
 
 
 def restarts_batch(exc: BaseException) -> bool:

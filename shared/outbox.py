@@ -162,7 +162,7 @@ class UnitOfWork:
                     listener()
 
     @asynccontextmanager
-    async def batch(self, event_ids: Iterable[str]) -> AsyncIterator[Batch]:
+    async def batch(self, event_ids: Iterable[str], *, careful: bool = True) -> AsyncIterator[Batch]:
         """One transaction for a batch of events (``shared.batches``): the inbox is read once for
         all of them, the use cases that run inside join it as savepoints, the ids they claimed are
         inserted in one statement and everything commits once."""
@@ -172,7 +172,8 @@ class UnitOfWork:
                 await write_lock(session)
                 ids = unique_ids(event_ids)
                 query = select(InboxEntry.event_id).where(col(InboxEntry.event_id).in_(ids))
-                batch = Batch(self, session, frozenset((await session.exec(query)).all()) if ids else frozenset())
+                applied = frozenset((await session.exec(query)).all()) if ids else frozenset()
+                batch = Batch(self, session, applied, careful=careful)
                 token = CURRENT_BATCH.set(batch)
                 try:
                     yield batch

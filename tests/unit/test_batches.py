@@ -31,6 +31,10 @@ def _records(*envelopes: Envelope) -> list[Record]:
     ]
 
 
+def _raw(*envelopes: Envelope) -> list[tuple[bytes | None, bytes | None]]:
+    return [(record.key, record.raw) for record in _records(*envelopes)]
+
+
 def make_version(uow: UnitOfWork):
     """A use case of the usual shape: claim the event, write its outgoing event, in one unit of work."""
 
@@ -91,13 +95,22 @@ async def test_a_batch_is_applied_in_one_transaction_with_one_inbox_read_and_one
     uow = await make_uow("batchtest", [])
     envelopes = [_succeeded("s1", n) for n in range(100, 150)]
     with counted(uow) as counts:
-        await apply_batch(uow, _records(*envelopes), make_version(uow))
+        await handle_batch("pipeline.succeeded", _raw(*envelopes), make_version(uow), FakeDeadLetters(), uow)
     assert counts["commits"] == 1
-    # BEGIN IMMEDIATE, the inbox read, then per event its savepoint, outbox insert and release,
-    # then the inbox insert: no per-event inbox look-up, no per-event commit
-    assert counts["statements"] <= 3 + 3 * len(envelopes) + 1, counts
+    # BEGIN IMMEDIATE, the inbox read, the outbox inserts, the inbox insert: no per-event inbox
+    # look-up, no savepoint when nothing fails, no per-event commit
+    assert counts["statements"] <= 2 + len(envelopes) + 1, counts
     assert _versions_made(await outbox(uow)) == [f"v{n}" for n in range(100, 150)]
     assert await _inbox(uow) == {envelope.id for envelope in envelopes}
+
+
+async def test_a_careful_batch_gives_each_event_a_savepoint_and_still_commits_once(make_uow):
+    uow = await make_uow("batchtest", [])
+    envelopes = [_succeeded("s1", n) for n in range(100, 120)]
+    with counted(uow) as counts:
+        await apply_batch(uow, _records(*envelopes), make_version(uow), careful=True)
+    assert counts["commits"] == 1 and counts["statements"] <= 2 + 3 * len(envelopes) + 1, counts
+    assert _versions_made(await outbox(uow)) == [f"v{n}" for n in range(100, 120)]
 
 
 async def test_a_redelivered_batch_applies_nothing_twice(make_uow):
