@@ -40,6 +40,7 @@ class Batch:
     open: bool = True
     careful: bool = True  # each use case in a savepoint; else in the batch's transaction itself
     failures: int = 0  # use cases that failed inside the batch (not careful: the batch is spoiled)
+    _claimed: set[str] = field(default_factory=set)
 
     def joins(self, owner: object) -> bool:
         """Whether a use case of ``owner`` running now belongs to this batch (same task, still open)."""
@@ -47,9 +48,10 @@ class Batch:
 
     def claim(self, event_id: str, topic: str) -> bool:
         """Claim an event for this batch; False when the inbox had it or the batch already claimed it."""
-        if event_id in self.applied or any(claimed == event_id for claimed, _ in self.claims):
+        if event_id in self.applied or event_id in self._claimed:
             return False
         self.claims.append((event_id, topic))
+        self._claimed.add(event_id)
         return True
 
     def spoiled(self) -> bool:
@@ -68,6 +70,8 @@ class Batch:
                 yield self.session
         except BaseException:
             self.failures += 1
+            for event_id, _topic in self.claims[mark:]:
+                self._claimed.discard(event_id)
             del self.claims[mark:]
             raise
 

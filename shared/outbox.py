@@ -116,6 +116,12 @@ async def claim_inbox(session: AsyncSession, envelope: Envelope) -> bool:
     return True
 
 
+def record_applied(session: AsyncSession, envelope: Envelope) -> None:
+    """Record ``envelope`` as applied without looking first: for a use case that checked the inbox
+    just before (a redelivery applied meanwhile makes the insert fail, and the event is retried)."""
+    session.add(InboxEntry(event_id=envelope.id, topic=envelope.type))
+
+
 class TransactionHook(Protocol):
     """What the current request adds to a transaction that is about to commit (``shared.audit``)."""
 

@@ -24,7 +24,7 @@ from services.deploy.cluster import ClusterDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import Deployment, Instance, Track
 from shared.events import DeployRequested, DeployStatus, Envelope, Placement, utcnow
 from shared.logging import get_logger
-from shared.outbox import InboxEntry, UnitOfWork, claim_inbox, emit
+from shared.outbox import InboxEntry, UnitOfWork, emit, record_applied
 from shared.sealing import Keyring
 
 log = get_logger(__name__)
@@ -55,8 +55,7 @@ async def apply_deploy_request(
     track = domain.track_of(request.action, request.strategy)
     status = await _drive(driver, request, track, timeout, _values_of(request, uow, keyring))
     async with uow.begin() as session:
-        if not await claim_inbox(session, envelope):
-            return None
+        record_applied(session, envelope)  # checked above: one look-up, not two
         deployment = await session.get(Deployment, request.deployment_id)
         if deployment is None:  # requested by another deploy database: record it from the event
             deployment = _from_request(request, track, envelope.correlation_id)
