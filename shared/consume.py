@@ -113,8 +113,8 @@ async def handle_batch(
             if not careful and not is_transient(exc):
                 careful = True  # again at once, each event in a savepoint of its own
                 continue
-            if not restarts_batch(exc):
-                raise
+            # careful, a use case's own failure was dealt with inside: what comes out is the
+            # database or the broker (away, starting up, a conflict), waited out like an outage
             delay = min(OUTAGE_MAX_DELAY, 0.25 * 2 ** min(attempt, 7))
             log.warning("batch rolled back, will try it again", topic=topic, error=repr(exc), retry_in=delay)
             await asyncio.sleep(delay)
