@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     image_registry: str = "registry.gantry.local"
     progress_deadline_seconds: int = Field(default=600, ge=5, le=86_400)
     secret: str | None = None
+    # OTLP/HTTP base URL spans are exported to (…/v1/traces); unset: OTEL_EXPORTER_OTLP_ENDPOINT, else no traces
+    otlp_endpoint: str | None = None
     # Seals secret resource values at rest (32 bytes, base64): default derived from the secret above.
     encryption_key: str | None = None
     encryption_old_keys: str | None = None  # keys that still open values sealed before a rotation

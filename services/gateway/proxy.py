@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from shared import tracing
 from shared.logging import get_logger
 from shared.service import Part, Runtime, RuntimeDep
 
@@ -116,6 +117,7 @@ async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
 def _request_headers(request: Request) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     headers["x-correlation-id"] = request.state.correlation_id
+    headers.update(tracing.current_carrier())  # the service behind continues this request's trace
     if request.client is not None:
         headers["x-forwarded-for"] = request.client.host
     return headers
