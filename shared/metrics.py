@@ -11,6 +11,7 @@ Counters and histograms count in the process; the gauges are read when Prometheu
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import event, func
 from sqlalchemy.ext.asyncio import AsyncSession as SaAsyncSession
 from sqlmodel import col, select
 
+from shared.errors import NotAuthenticated
 from shared.events import Envelope, utcnow
 from shared.outbox import OutboxDeadLetter, OutboxMessage
 
@@ -136,13 +138,22 @@ def consumer_lag(app: faust.App) -> Iterable[tuple[str, int, int]]:
     return lags
 
 
-def metrics_router(runtime_of: Callable[[Request], Runtime]) -> APIRouter:
+def metrics_router(runtime_of: Callable[[Request], Runtime], token: str | None) -> APIRouter:
+    """``GET /metrics``: open by default (nothing secret or personal in it); with ``token`` (the
+    ``GANTRY_METRICS_TOKEN`` setting) only a scraper that sends it as a bearer token is answered."""
     router = APIRouter(tags=["health"])
 
     @router.get("/metrics", response_class=Response, include_in_schema=False)
     async def read_metrics(request: Request) -> Response:
-        """Prometheus' text exposition of this service's metrics (no token: no secret, no user in it)."""
+        """Prometheus' text exposition of this service's metrics."""
+        if token is not None and not _bearer_is(request.headers.get("authorization"), token):
+            raise NotAuthenticated("/metrics wants Authorization: Bearer <GANTRY_METRICS_TOKEN>")
         await refresh(runtime_of(request))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _bearer_is(header: str | None, token: str) -> bool:
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())

@@ -108,7 +108,7 @@ def create_service_app(
     api.add_middleware(BodyLimit, limit_for=partial(_body_limit, settings or get_settings()))
     api.add_middleware(RequestObserver)  # outermost: logs, times and traces every answer, a 413 too
     api.include_router(_health_router())
-    api.include_router(metrics.metrics_router(get_runtime))
+    api.include_router(metrics.metrics_router(get_runtime, (settings or get_settings()).metrics_token))
     for router in routers:
         api.include_router(router)
     return api

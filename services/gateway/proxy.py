@@ -64,6 +64,8 @@ async def forward_api(service: str, path: str, request: Request, runtime: Runtim
         return _detail(404, f"the gateway has no endpoint /{path}: see /docs for its routes")
     if service not in UPSTREAMS:
         return _detail(404, f"unknown service {service!r}: use one of {', '.join((*UPSTREAMS, 'gateway'))}")
+    if path.strip("/") == "metrics":  # operations' view, not the public API's: Prometheus scrapes each port
+        return _detail(404, f"/metrics is not forwarded: scrape the {service} service on its own port (its /metrics)")
     slow = service == "catalog" and request.method in ("POST", "DELETE")
     return await forward(
         request,

@@ -197,3 +197,16 @@ async def test_each_request_writes_one_access_line_and_scrapes_stay_quiet(client
     )
     assert (line["user"], line["correlation_id"], line["service"]) == ("olga", "c-42", "things")
     assert line["duration_ms"] >= 0 and line["level"] == "info"
+
+
+async def test_with_a_metrics_token_only_a_scraper_that_sends_it_is_answered(uow: UnitOfWork, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, metrics_token="scrape-token-0123456789")
+    api = create_service_app("things", tables=[], routers=[router], settings=settings)
+    api.state.runtime = SimpleNamespace(uow=uow, secret=SECRET, parts={}, faust_app=None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://things") as http:
+        assert (await http.get("/metrics")).status_code == 401
+        wrong = await http.get("/metrics", headers={"Authorization": "Bearer another-token-0123456789"})
+        assert wrong.status_code == 401 and "GANTRY_METRICS_TOKEN" in wrong.json()["detail"]
+        assert (await http.get("/metrics", headers=OWNER)).status_code == 401, "a user's token is not the scraper's"
+        right = await http.get("/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"})
+        assert right.status_code == 200 and "gantry_outbox_pending_rows" in right.text
