@@ -47,7 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver):
         yield running
 
 
-async def _ready_for_auto_deploy(api: httpx.AsyncClient, stack: Stack) -> dict:
+async def _ready_for_auto_deploy(api: httpx.AsyncClient, stack: Stack, traceparent: str) -> dict:
     """Project, service, environment, release with auto-release, a first version deployed by hand, auto-deploy on."""
     assert (
         await api.post("/api/catalog/projects", json={"code": PROJECT, "name": "Optics", "gitlab_group": "acme"})
@@ -77,7 +77,8 @@ async def _ready_for_auto_deploy(api: httpx.AsyncClient, stack: Stack) -> dict:
         "version": first["name"],
         "resources": ["lens-db"],
     }
-    await until(lambda: api.post("/api/deploy/deployments", json=deployment), 202)
+    traced = {"traceparent": traceparent}  # the gateway's proxy passes the request's trace on
+    await until(lambda: api.post("/api/deploy/deployments", json=deployment, headers=traced), 202)
     running = f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{SERVICE}"
     assert (await api.put(f"{running}/auto-deploy", json={"enabled": True})).status_code == 200
     return created.json()
@@ -103,9 +104,9 @@ def count(families: dict[str, list], sample: str, **labels: str) -> float:
 async def test_one_chain_is_one_trace_across_the_five_services_and_its_hops_are_measured(
     stack: Stack, receiver: OtlpReceiver
 ) -> None:
-    trace_id = os.urandom(16).hex()
+    trace_id, deploy_trace = os.urandom(16).hex(), os.urandom(16).hex()
     async with stack.client() as api:
-        service = await _ready_for_auto_deploy(api, stack)
+        service = await _ready_for_auto_deploy(api, stack, f"00-{deploy_trace}-{os.urandom(8).hex()}-01")
         traceparent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
         await post_pipeline_hook(api, service, 2, headers={"traceparent": traceparent})
         await stack.wait_for_version(api, PROJECT, SERVICE, 2)
@@ -119,6 +120,15 @@ async def test_one_chain_is_one_trace_across_the_five_services_and_its_hops_are_
     assert {svc for svc, _name in spans} == set(SERVICES), spans
     assert ("gateway", "POST /webhooks/gitlab") in spans, "the hook's request is the trace's first span"
     assert ("deploy", "deploy.status publish") in spans
+
+    async def proxied() -> set[tuple[str, str]] | None:
+        names = {(span.service, span.name) for span in receiver.of_trace(deploy_trace)}
+        return names if ("deploy", "POST /deployments") in names else None
+
+    through_gateway = await eventually(proxied, timeout=30, interval=0.2)
+    assert ("gateway", "POST /api/{service}/{path}") in through_gateway
+    assert ("gateway", "audit.recorded process") in through_gateway, "the deployment's audit record, too"
+    assert ("deploy", "deploy.requested process") in through_gateway, "a manual deployment's chain is its trace"
 
     async def chain_measured() -> dict[str, dict[str, list]] | None:
         scraped = {name: await scrape(stack, name) for name in SERVICES}
