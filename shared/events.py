@@ -60,8 +60,11 @@ class Envelope(BaseModel):
     subject: str
     correlation_id: str
     causation_id: str | None = None
-    # when the chain's first event happened (inherited from the cause); None on a chain's first event
-    chain_started_at: datetime | None = None
+    chain_started_at: datetime | None = Field(
+        default=None,
+        description="when the chain's first event happened (inherited from the cause); "
+        "absent on a chain's first event, whose own time is the chain's start",
+    )
     data: dict[str, Any]
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -91,7 +91,7 @@ def count_dead_lettered(topic: str, reason: str) -> None:
     DEAD_LETTERED.labels(topic=topic, reason=reason).inc()
 
 
-def count_on_commit(session: SaAsyncSession | Any, action: str, outcome: str) -> None:
+def count_on_commit(session: SaAsyncSession, action: str, outcome: str) -> None:
     """Count a deployment's outcome once the transaction that records it has committed."""
     child = DEPLOYMENTS.labels(action=action, outcome=outcome)
     event.listen(session.sync_session, "after_commit", lambda _session: child.inc(), once=True)
