@@ -100,8 +100,7 @@ function renderPipelines(pipelines) {
   }));
 }
 
-function renderChains(chains) {
-  const box = $("chains");
+function renderChains(chains, box = $("chains")) {
   if (!chains.length) { box.replaceChildren(el("p", { class: "empty" }, "No chain yet.")); return; }
   box.replaceChildren(...chains.map((chain) => {
     const span = Math.max(chain.duration_ms, 1);
@@ -133,7 +132,7 @@ function renderDeadLetters(letters) {
       ? el("span", { class: "actions" }, el("button", { class: "quiet", onclick: () => decide(`${address}/retry`, "POST") }, "Retry"),
         el("button", { class: "danger", onclick: () => decide(address, "DELETE") }, "Discard"))
       : "waiting for an org admin";
-    return el("tr", { class: "dead-letter" }, el("td", { class: "time" }, when(d.failed_at)), el("td", { class: "mono" }, d.original_topic),
+    return el("tr", { class: "dead-letter" }, el("td", { class: "time" }, when(d.failed_at)), el("td", { class: "mono" }, d.original_topic, d.consumer ? el("div", { class: "small" }, `given up by ${d.consumer}`) : null),
       el("td", {}, el("strong", {}, d.headline), el("ul", { class: "errors" }, d.errors.map((e) => el("li", {}, e)))),
       el("td", { class: "small" }, d.event_type || "", d.correlation_id ? el("div", { class: "mono" }, d.correlation_id.slice(0, 8)) : null),
       el("td", {}, decision));
@@ -169,6 +168,18 @@ async function loadService(project, service) {
   const mayAct = state.viewer && state.viewer.may_deploy;
   $("service-note").textContent = mayAct ? "" : "Read-only: deploying, rolling back, scaling and canary decisions need the deploy-admin or org-admin role.";
   box.replaceChildren(...detail.environments.map((env) => environmentPanel(project, service, env, mayAct)));
+  const path = `api/versioning/projects/${encodeURIComponent(project)}/services/${encodeURIComponent(service)}/pipelines?limit=10`;
+  api(path).then((pipelines) => renderServicePipelines(pipelines)).catch((error) => emptyRow($("service-pipelines"), 5, error.message));
+  api("chains?limit=100").then((chains) => renderChains(chains.filter((c) => c.project === project && c.service === service).slice(0, 10), $("service-chains")))
+    .catch((error) => $("service-chains").replaceChildren(el("p", { class: "error" }, error.message)));
+}
+
+function renderServicePipelines(pipelines) {
+  const body = $("service-pipelines");
+  if (!pipelines.length) { emptyRow(body, 5, "No pipeline yet."); return; }
+  body.replaceChildren(...pipelines.map((p) => el("tr", { class: `pipeline ${p.status === "failed" ? "failed-pipeline" : ""}` },
+    el("td", { class: "mono" }, `#${p.pipeline_id}`), el("td", { class: "mono" }, p.ref), el("td", { class: p.status === "failed" ? "failed" : p.status === "success" ? "succeeded" : "" }, p.status),
+    el("td", { class: "mono" }, p.version || p.no_version_reason || ""), el("td", { class: "time" }, when(p.finished_at || p.updated_at)))));
 }
 
 function environmentPanel(project, service, env, mayAct) {
@@ -221,7 +232,11 @@ async function loadAudit() {
   }));
 }
 
+const seenEvents = new Set();
 function addEventRow(topic, event) {
+  const seen = `${topic}:${event.id || event.failed_at}`;
+  if (seenEvents.has(seen)) return;
+  seenEvents.add(seen);
   const rows = $("rows");
   if (rows.querySelector(".empty")) rows.replaceChildren();
   const data = event.data || {};
@@ -265,7 +280,10 @@ async function connect() {
   const v = state.viewer;
   $("viewer").textContent = `${v.user} · ${v.roles.join(", ")}${v.reads_every_project ? "" : " · read-only: " + v.projects.join(", ")}`;
   $("org-only").hidden = !v.reads_every_project;
-  if (v.reads_every_project) listen();
+  if (v.reads_every_project) {
+    listen();
+    api("events/recent?limit=50").then((items) => { for (const item of items) addEventRow(item.topic, item.event || {}); }).catch(() => {});
+  }
   else { setStatus("read-only view, refreshed every 10 s", "live"); state.poll = setInterval(refresh, 10000); }
   route();
 }

@@ -51,6 +51,7 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     original_topic: str
+    consumer: str | None  # the service that gave up on it (unknown for older records)
     failed_at: datetime
     headline: str
     errors: list[str]
@@ -191,6 +192,7 @@ def dead_letter(item: StreamItem, *, with_value: bool) -> DeadLetter:
         partition=item.partition,
         offset=item.offset,
         original_topic=str(record.get("topic") or item.topic.removesuffix(domain.DLQ_SUFFIX)),
+        consumer=record.get("consumer"),
         failed_at=event_time(item),
         headline=headline,
         errors=errors,

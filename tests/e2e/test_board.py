@@ -136,6 +136,9 @@ async def test_the_board_shows_what_runs_the_chain_and_what_failed(tmp_path: Pat
                 "[...document.querySelectorAll('.actions button')].map(b => b.dataset.action)"
             )
             assert {"Deploy", "Rollback", "Scale"} <= set(buttons), buttons
+            failed = await page.wait_for("document.querySelector('#service-pipelines tr.failed-pipeline')?.textContent")
+            assert "#102" in failed
+            await page.wait_for("!!document.querySelector('#service-chains .chain .hop[data-topic=\"deploy.status\"]')")
             await _shot(page, "service-org-admin.png")
 
         async with browser.page() as page:

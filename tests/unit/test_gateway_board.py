@@ -56,6 +56,7 @@ def dead(topic: str, reason: str, value: str, offset: int, ms: int = 900) -> Str
     record = {
         "failed_at": (START + timedelta(milliseconds=ms)).isoformat(),
         "topic": topic,
+        "consumer": "deploy",
         "reason": reason,
         "value": value,
     }
@@ -192,6 +193,7 @@ async def test_dead_letters_are_listed_with_readable_reasons_for_whoever_may_rea
     ]
     assert letters[0]["errors"] == ["field `source`: required", "field `data.project`: should be a valid string"]
     assert letters[1]["value"] is not None and letters[1]["decision"] is None
+    assert letters[1]["consumer"] == "deploy", "which service gave up on it"
     theirs = (await client.get("/dlq", headers=MEMBER)).json()
     assert [(d["original_topic"], d["value"]) for d in theirs] == [("deploy.requested", None)], (
         "theirs, without the value"
