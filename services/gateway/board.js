@@ -258,7 +258,7 @@ function listen() {
 
 // ---- connecting and routing ----
 
-function refreshLater() { clearTimeout(state.refreshSoon); state.refreshSoon = setTimeout(refresh, 800); }
+function refreshLater() { clearTimeout(state.refreshSoon); state.refreshSoon = setTimeout(refresh, 1500); }
 function refresh() { route(); }
 
 function route() {
