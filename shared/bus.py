@@ -78,8 +78,9 @@ class Producer:
     producer warns, says which setting silences the warning, and goes on without idempotence
     (acks=all still; the consumers' inbox absorbs a duplicate a retry may make)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, service: str | None = None) -> None:
         self.settings = settings
+        self.service = service  # named in the dead letters it writes: which consumer gave up
         self.idempotent = settings.kafka_idempotence
         self._producer = self._make(self.idempotent)
         self.started = False
@@ -143,6 +144,7 @@ class Producer:
         record = {
             "failed_at": utcnow().isoformat(),
             "topic": topic,
+            "consumer": self.service,
             "reason": reason,
             "value": raw.decode(errors="replace") if raw is not None else None,
         }

@@ -128,7 +128,7 @@ async def run_service(
     engine = make_engine(name, settings)
     await create_tables(engine, name, [*OUTBOX_TABLES, *tables])
     sessions = session_factory(engine)
-    producer = Producer(settings)
+    producer = Producer(settings, service=name)
     runtime = Runtime(
         name=name,
         settings=settings,
