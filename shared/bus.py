@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from shared import metrics, tracing
 from shared.errors import PoisonEvent
 from shared.events import Envelope, utcnow
 from shared.logging import bind_event, get_logger, unbind_event
@@ -90,8 +91,9 @@ class Producer:
     producer warns, says which setting silences the warning, and goes on without idempotence
     (acks=all still; the consumers' inbox absorbs a duplicate a retry may make)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, service: str | None = None) -> None:
         self.settings = settings
+        self.service = service  # named in the dead letters it writes: which consumer gave up
         self.idempotent = settings.kafka_idempotence
         self._producer = self._make(self.idempotent)
         self.started = False
@@ -135,24 +137,27 @@ class Producer:
         its key behind it, so a key's records never overtake one another."""
         pending: list[asyncio.Future[object] | BaseException] = []
         refused: set[str] = set()
-        for topic, key, value in records:
+        for record in records:
+            topic, key, value = record
             if key in refused:
                 pending.append(HeldBack(key))
                 continue
+            headers = getattr(record, "headers", None) or None
             try:
-                pending.append(await self._producer.send(topic, value=value, key=key.encode()))
+                pending.append(await self._producer.send(topic, value=value, key=key.encode(), headers=headers))
             except KafkaError as exc:
                 pending.append(exc)
                 refused.add(key)
         return [item if isinstance(item, BaseException) else await _outcome(item) for item in pending]
 
-    async def send_and_wait(self, topic: str, key: str, value: bytes) -> None:
-        await self._producer.send_and_wait(topic, value=value, key=key.encode())
+    async def send_and_wait(self, topic: str, key: str, value: bytes, headers: tracing.Headers | None = None) -> None:
+        await self._producer.send_and_wait(topic, value=value, key=key.encode(), headers=headers or None)
 
     async def dead_letter(self, topic: str, key: bytes | None, raw: bytes | None, reason: str) -> None:
         record = {
             "failed_at": utcnow().isoformat(),
             "topic": topic,
+            "consumer": self.service,
             "reason": reason,
             "value": raw.decode(errors="replace") if raw is not None else None,
         }
@@ -205,32 +210,46 @@ def subscribe(
     async def agent(stream: faust.StreamT[Any]) -> None:
         if batches is not None and batched:
             async for events in take_ready(stream, batches.max_events):
-                records = [(event.message.key, event.message.value) for event in events]
+                records = [(event.message.key, event.message.value, event.message.headers) for event in events]
                 await handle_batch(topic, records, handler, producer, batches.uow)
             return
         async for event in stream.events():
-            await handle_record(topic, event.message.key, event.message.value, handler, producer)
+            message = event.message
+            await handle_record(topic, message.key, message.value, handler, producer, message.headers)
 
     agent.__name__ = agent.__qualname__ = name
     app.agent(channel, name=name)(agent)
 
 
-async def handle_record(topic: str, key: bytes | None, raw: bytes | None, handler: Handler, producer: Producer) -> None:
+async def handle_record(
+    topic: str,
+    key: bytes | None,
+    raw: bytes | None,
+    handler: Handler,
+    producer: Producer,
+    headers: Any = None,
+) -> None:
+    """Decode, apply (in the trace the record's headers carry), time the hop; dead-letter what fails."""
     try:
         envelope = decode_envelope(raw)
     except ValueError as exc:
         log.error("undecodable event sent to the dead-letter topic", topic=topic, error=str(exc))
         await producer.dead_letter(topic, key, raw, f"undecodable: {exc}")
+        metrics.count_dead_lettered(topic, "undecodable")
         return
     bind_event(envelope)
     try:
-        await apply_with_retries(envelope, handler)
+        with tracing.consumer_span(topic, headers):
+            await apply_with_retries(envelope, handler)
+        metrics.observe_handled(topic, envelope)
     except PoisonEvent as exc:
         log.error("poison event sent to the dead-letter topic", topic=topic, reason=str(exc))
         await producer.dead_letter(topic, key, raw, f"poison: {exc}")
+        metrics.count_dead_lettered(topic, "poison")
     except Exception as exc:
         log.exception("event failed after retries; sent to the dead-letter topic", topic=topic)
         await producer.dead_letter(topic, key, raw, f"failed after retries: {exc!r}")
+        metrics.count_dead_lettered(topic, "failed")
     finally:
         unbind_event()
 

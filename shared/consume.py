@@ -13,7 +13,7 @@ commit, and faust commits their offsets together.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ import faust
 from faust.types import EventT
 from sqlalchemy.exc import DBAPIError
 
+from shared import metrics, tracing
 from shared.batches import BatchConflict, SpoiledBatch
 from shared.bus import OUTAGE_MAX_DELAY, Handler, Producer, apply_with_retries, is_transient
 from shared.errors import PoisonEvent
@@ -38,6 +39,7 @@ class Record:
     raw: bytes | None
     envelope: Envelope | None = None
     dead: str | None = None  # why it goes to the dead-letter topic
+    headers: Headers | None = None  # the trace context it carries
 
 
 async def take_ready(stream: faust.StreamT[Any], max_events: int) -> AsyncIterator[list[EventT[Any]]]:
@@ -90,7 +92,8 @@ async def _settle(buffer: list[EventT[Any]], max_events: int) -> None:
         await asyncio.sleep(0)
 
 
-RawRecord = tuple[bytes | None, bytes | None]  # key, value
+Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
+RawRecord = tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, Headers | None]  # key, value, headers
 
 
 async def handle_batch(
@@ -102,12 +105,12 @@ async def handle_batch(
     The batch is first applied without savepoints (the common case: nothing fails, two statements
     per event saved); if anything fails in it, it is rolled back and applied again with a
     savepoint per event, which tells the failing event from the rest."""
-    records = [_decoded(key, raw) for key, raw in events]
+    records = [_decoded(*event) for event in events]
     attempt, careful = 0, False
     while True:
         attempt += 1
         try:
-            await apply_batch(uow, records, handler, careful=careful)
+            await apply_batch(uow, records, handler, careful=careful, topic=topic)
             break
         except Exception as exc:
             if not careful and not is_transient(exc):
@@ -121,17 +124,22 @@ async def handle_batch(
     for record in records:
         if record.dead is not None:
             await producer.dead_letter(topic, record.key, record.raw, record.dead)
+            metrics.count_dead_lettered(topic, record.dead.split(":", 1)[0].replace("failed after retries", "failed"))
+        elif record.envelope is not None:
+            metrics.observe_handled(topic, record.envelope)
 
 
-def _decoded(key: bytes | None, raw: bytes | None) -> Record:
+def _decoded(key: bytes | None, raw: bytes | None, headers: Headers | None = None) -> Record:
     try:
-        return Record(key, raw, decode_envelope(raw))
+        return Record(key, raw, decode_envelope(raw), headers=headers)
     except ValueError as exc:
         log.error("undecodable event sent to the dead-letter topic", error=str(exc))
-        return Record(key, raw, dead=f"undecodable: {exc}")
+        return Record(key, raw, dead=f"undecodable: {exc}", headers=headers)
 
 
-async def apply_batch(uow: UnitOfWork, records: list[Record], handler: Handler, *, careful: bool = True) -> None:
+async def apply_batch(
+    uow: UnitOfWork, records: list[Record], handler: Handler, *, careful: bool = True, topic: str = ""
+) -> None:
     """Apply ``records`` in order in one transaction; mark which go to the dead-letter topic.
     Not ``careful`` (no savepoints), the first failure raises ``SpoiledBatch``."""
     envelopes = [record.envelope for record in records if record.envelope is not None]
@@ -142,10 +150,11 @@ async def apply_batch(uow: UnitOfWork, records: list[Record], handler: Handler, 
             record.dead = None  # tried again after a rollback: decided afresh
             bind_event(record.envelope)
             try:
-                if careful:
-                    await apply_with_retries(record.envelope, handler, wait_out_outages=False)
-                else:
-                    await _apply_once(record.envelope, handler, batch.spoiled)
+                with tracing.consumer_span(topic, record.headers):
+                    if careful:
+                        await apply_with_retries(record.envelope, handler, wait_out_outages=False)
+                    else:
+                        await _apply_once(record.envelope, handler, batch.spoiled)
             except PoisonEvent as exc:
                 log.error("poison event sent to the dead-letter topic", reason=str(exc))
                 record.dead = f"poison: {exc}"

@@ -34,6 +34,7 @@ from shared.db import UtcDateTime
 from shared.errors import NotFound
 from shared.events import TOPIC_OF, Emittable, Envelope, Topic, new_event, utcnow
 from shared.logging import get_logger
+from shared.tracing import Headers, current_context, relay_headers
 
 log = get_logger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
@@ -48,6 +49,8 @@ class OutboxMessage(SQLModel, table=True):
     payload: str
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     published_at: datetime | None = Field(default=None, index=True, sa_type=UtcDateTime)
+    # the trace context the row was written in (W3C carrier, JSON), sent in the record's headers
+    trace_context: str | None = Field(default=None, max_length=1024)
 
 
 class InboxEntry(SQLModel, table=True):
@@ -77,7 +80,15 @@ OUTBOX_TABLES: tuple[type[SQLModel], ...] = (OutboxMessage, InboxEntry, OutboxDe
 
 def add_event(session: AsyncSession, topic: Topic, envelope: Envelope, key: str) -> None:
     """Queue ``envelope`` for ``topic`` in the caller's transaction."""
-    session.add(OutboxMessage(event_id=envelope.id, topic=topic.value, key=key, payload=envelope.model_dump_json()))
+    session.add(
+        OutboxMessage(
+            event_id=envelope.id,
+            topic=topic.value,
+            key=key,
+            payload=envelope.model_dump_json(),
+            trace_context=current_context(),
+        )
+    )
     session.info["outbox"] = True
 
 
@@ -200,6 +211,17 @@ async def _insert_claims(session: AsyncSession, batch: Batch) -> None:
             await (await session.connection()).execute(insert(InboxEntry), rows)
         except IntegrityError as exc:
             raise BatchConflict("another consumer applied some of these events meanwhile") from exc
+
+
+class Record(tuple[str, str, bytes]):
+    """A (topic, key, value) record to publish, with the Kafka headers that go with it."""
+
+    headers: Headers
+
+    def __new__(cls, topic: str, key: str, value: bytes, headers: Headers | None = None) -> Record:
+        record = super().__new__(cls, (topic, key, value))
+        record.headers = headers or []
+        return record
 
 
 class HeldBack(Exception):
@@ -331,7 +353,7 @@ class OutboxRelay:
             ).all()
             if not rows:
                 return 0
-            outcomes = await self.publish([(row.topic, row.key, row.payload.encode()) for row in rows])
+            outcomes = await self.publish([_record(row) for row in rows])
             published: list[int] = []
             done, outage = 0, None
             for row, outcome in zip(rows, outcomes, strict=True):
@@ -399,6 +421,11 @@ async def _mark_published(session: AsyncSession, ids: list[int]) -> None:
     if ids:
         query = update(OutboxMessage).where(col(OutboxMessage.id).in_(ids)).values(published_at=utcnow())
         await (await session.connection()).execute(query)
+
+
+def _record(row: OutboxMessage) -> Record:
+    headers = relay_headers(row.trace_context, row.topic, row.created_at)
+    return Record(row.topic, row.key, row.payload.encode(), headers)
 
 
 def _unpublished(*, held: bool) -> tuple[ColumnElement[bool], ...]:

@@ -24,6 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
+from shared import metrics, tracing
+from shared.access import RequestObserver
 from shared.audit import AuditTrail, note_principal
 from shared.auth import Principal, parse_authorization
 from shared.bus import Batches, Handler, Producer, consumer_group, make_faust_app, subscribe
@@ -104,7 +106,9 @@ def create_service_app(
     api.add_middleware(AuditTrail, service=name)  # inside the request context: knows the correlation id
     api.middleware("http")(_request_context)
     api.add_middleware(BodyLimit, limit_for=partial(_body_limit, settings or get_settings()))
+    api.add_middleware(RequestObserver)  # outermost: logs, times and traces every answer, a 413 too
     api.include_router(_health_router())
+    api.include_router(metrics.metrics_router(get_runtime, (settings or get_settings()).metrics_token))
     for router in routers:
         api.include_router(router)
     return api
@@ -120,10 +124,11 @@ async def run_service(
 ) -> AsyncIterator[Runtime]:
     settings = settings or get_settings()
     configure_logging(name, settings.log_level)
+    traces = tracing.configure_tracing(name, settings.otlp_endpoint)
     engine = make_engine(name, settings)
     await create_tables(engine, name, [*OUTBOX_TABLES, *tables])
     sessions = session_factory(engine)
-    producer = Producer(settings)
+    producer = Producer(settings, service=name)
     runtime = Runtime(
         name=name,
         settings=settings,
@@ -136,6 +141,8 @@ async def run_service(
     runtime.uow.on_outbox_commit(runtime.relay.wake)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
+        if traces is not None:
+            stack.callback(traces.shutdown)  # last out: exports the spans of the shutdown too
         await create_topics_async(
             settings.require_bootstrap(), list(ALL_TOPICS), settings.kafka_partitions, settings.kafka_replication_factor
         )
@@ -178,6 +185,7 @@ async def current_user(request: Request) -> Principal:
     header = request.headers.get("authorization")
     principal = await parse_authorization(get_runtime(request).secret, header, oidc_verifier(request))
     structlog.contextvars.bind_contextvars(user=principal.user)
+    request.state.user = principal.user  # for the access log line, written outside this task
     note_principal(principal)
     return principal
 

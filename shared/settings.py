@@ -29,6 +29,7 @@ PLACEHOLDER_CHECKED = {
     "secret": "a value of your own, the same for every service (`openssl rand -hex 32`)",
     "database_url": "the database user's real password",
     "gitlab_token": "a GitLab access token",
+    "metrics_token": "a random token of your own (`openssl rand -hex 32`), given to Prometheus too",
 }
 _PLACEHOLDER = re.compile(r"change[-_]?me", re.IGNORECASE)
 
@@ -81,6 +82,10 @@ class Settings(BaseSettings):
     image_registry: str = "registry.gantry.local"
     progress_deadline_seconds: int = Field(default=600, ge=5, le=86_400)
     secret: str | None = None
+    # OTLP/HTTP base URL spans are exported to (…/v1/traces); unset: OTEL_EXPORTER_OTLP_ENDPOINT, else no traces
+    otlp_endpoint: str | None = None
+    # when set, GET /metrics wants "Authorization: Bearer <it>" (for a gateway whose port is public)
+    metrics_token: str | None = Field(default=None, min_length=16)
     # Seals secret resource values at rest (32 bytes, base64): default derived from the secret above.
     encryption_key: str | None = None
     encryption_old_keys: str | None = None  # keys that still open values sealed before a rotation

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from shared import gitlab_hook
+from shared import gitlab_hook, tracing
 from shared.auth import webhook_secret
 from shared.errors import NotAuthenticated
 from shared.events import Envelope, HookReceived, Topic
@@ -149,7 +149,8 @@ async def _publish(runtime: Runtime, envelope: Envelope, *, key: str) -> bool:
     value = envelope.model_dump_json().encode()
     try:
         await asyncio.wait_for(
-            runtime.producer.send_and_wait(Topic.HOOK_RECEIVED.value, key, value), PUBLISH_TIMEOUT_SECONDS
+            runtime.producer.send_and_wait(Topic.HOOK_RECEIVED.value, key, value, tracing.current_headers()),
+            PUBLISH_TIMEOUT_SECONDS,
         )
     except (KafkaError, TimeoutError) as exc:
         log.error("hook refused: the broker did not take it", event_id=envelope.id, error=repr(exc))

@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.deploy import domain, lookups, resource_values
 from services.deploy.cluster import ClusterDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import Deployment, Instance, Track
+from shared import metrics
 from shared.events import DeployRequested, DeployStatus, Envelope, Placement, utcnow
 from shared.logging import get_logger
 from shared.outbox import InboxEntry, UnitOfWork, emit, record_applied
@@ -152,6 +153,8 @@ async def record_outcome(
     deployment.desired, deployment.current = status.desired, status.current
     deployment.updated, deployment.available = status.updated, status.available
     deployment.finished_at = utcnow() if status.state in domain.FINAL_STATES else None
+    if deployment.finished_at is not None:
+        metrics.count_on_commit(session, deployment.action, status.state)
     session.add(deployment)
     if touch_track:
         await _record_track(session, deployment, status)

@@ -161,7 +161,7 @@ async def read_recent_events(
 
 @page_router.get("/", response_class=HTMLResponse)
 async def dashboard() -> HTMLResponse:
-    """The dashboard: recent and live events (static page, no external assets)."""
+    """The state board: what runs where, chains, failures (static page, no external assets)."""
     return HTMLResponse(_dashboard_html(), headers={"Cache-Control": "no-cache"})
 
 

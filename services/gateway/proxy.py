@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from shared import tracing
 from shared.logging import get_logger
 from shared.service import Part, Runtime, RuntimeDep
 
@@ -63,6 +64,8 @@ async def forward_api(service: str, path: str, request: Request, runtime: Runtim
         return _detail(404, f"the gateway has no endpoint /{path}: see /docs for its routes")
     if service not in UPSTREAMS:
         return _detail(404, f"unknown service {service!r}: use one of {', '.join((*UPSTREAMS, 'gateway'))}")
+    if path.strip("/") == "metrics":  # operations' view, not the public API's: Prometheus scrapes each port
+        return _detail(404, f"/metrics is not forwarded: scrape the {service} service on its own port (its /metrics)")
     slow = service == "catalog" and request.method in ("POST", "DELETE")
     return await forward(
         request,
@@ -116,6 +119,7 @@ async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
 def _request_headers(request: Request) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     headers["x-correlation-id"] = request.state.correlation_id
+    headers.update(tracing.current_carrier())  # the service behind continues this request's trace
     if request.client is not None:
         headers["x-forwarded-for"] = request.client.host
     return headers

@@ -347,7 +347,9 @@ async def test_dashboard_page_is_self_contained(settings: Settings) -> None:
     async with running(create_app(settings)) as client:
         page = await client.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert "EventSource" in page.text and '"deploy.status"' in page.text
-        assert "http://" not in page.text and "https://" not in page.text
+        script = await client.get("/board.js")
+        assert "EventSource" in script.text and '"deploy.status"' in page.text
+        for text in (page.text, script.text, (await client.get("/board.css")).text):
+            assert "http://" not in text and "https://" not in text
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
