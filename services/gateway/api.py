@@ -25,7 +25,7 @@ from shared.auth import Principal, parse_authorization, verify_bearer
 from shared.errors import InvalidInput
 from shared.events import ALL_TOPICS
 from shared.paging import PagesDep, SearchQuery, matches
-from shared.service import CorrelationId, CurrentUser, RuntimeDep, get_runtime, oidc_verifier
+from shared.service import BearerCredentials, CorrelationId, CurrentUser, RuntimeDep, get_runtime, oidc_verifier
 
 router = APIRouter(tags=["routes"])
 events_router = APIRouter(tags=["events"])
@@ -93,7 +93,9 @@ async def match_route(path: str, _user: CurrentUser, runtime: RuntimeDep) -> Rou
     return await handlers.match_path(path, uow=runtime.uow)
 
 
-async def stream_user(request: Request, access_token: Annotated[str | None, Query()] = None) -> Principal:
+async def stream_user(
+    request: Request, _credentials: BearerCredentials, access_token: Annotated[str | None, Query()] = None
+) -> Principal:
     """A bearer token in the header, or ``?access_token=`` (EventSource cannot send headers).
 
     Events carry deployment resources (database URLs among them): organization roles only."""
