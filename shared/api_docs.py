@@ -80,7 +80,7 @@ def _document_errors(method: str, operation: dict[str, Any]) -> None:
     if parameters or "requestBody" in operation:
         statuses.add(422)
     if "requestBody" in operation:
-        statuses.add(413)
+        statuses |= {400, 413}  # 400: a body that cannot be parsed at all
     if any(p.get("in") == "path" for p in parameters):
         statuses.add(404)
     if any(p.get("name") == "cursor" for p in parameters):

@@ -222,7 +222,13 @@ def _health_router() -> APIRouter:
         """The process is alive."""
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get(
+        "/readyz",
+        responses={
+            200: {"description": "ready", "content": {"application/json": {}}},
+            503: {"description": "not ready: `checks` says what is not", "content": {"application/json": {}}},
+        },
+    )
     async def readyz(runtime: RuntimeDep) -> JSONResponse:
         """Ready when the database answers, the producer is connected and the agents are assigned.
 
