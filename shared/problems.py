@@ -8,17 +8,20 @@ also lists each field that is wrong in ``errors``, so a client can point at it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import compile_path
 
 from shared.errors import GantryError
 from shared.logging import get_logger
@@ -178,9 +181,17 @@ async def _unforeseen(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method of every route whose path matches this request's."""
+    """Every method of every route whose path matches this request's (routers included in the app
+    are walked through: each of their routes counts)."""
+    path = request.url.path
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
-            methods |= route.methods
+    for route in iter_route_contexts(request.app.routes):
+        template, taken = route.path, route.methods
+        if template and taken and _path_regex(template).match(path):
+            methods |= taken
     return sorted(methods)
+
+
+@lru_cache(maxsize=512)
+def _path_regex(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]

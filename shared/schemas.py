@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
 from pydantic import BaseModel
 from sqlmodel._compat import SQLModelConfig
 
@@ -14,3 +19,43 @@ class Toggle(BaseModel):
 # (`{"replica": 5}` once deployed the default 3). SQLModel types its models' config as its own
 # TypedDict, which it does not re-export: this is the one place that reaches for it.
 REFUSE_UNKNOWN_FIELDS = SQLModelConfig(extra="forbid")
+
+
+def documented(
+    pattern: re.Pattern[str] | Callable[[], str] | str | None = None,
+    *,
+    max_length: int | None = None,
+    min_length: int | None = None,
+) -> dict[str, Any]:
+    """``schema_extra`` of a field whose rule a domain function enforces, with its own message: the
+    OpenAPI document states the same rule, so a client (or a generator of tests) knows it before it
+    sends. ``pattern`` may be built when the document is (a callable), from the domain's own test."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        if pattern is not None:
+            schema["pattern"] = (
+                pattern.pattern if isinstance(pattern, re.Pattern) else (pattern() if callable(pattern) else pattern)
+            )
+        if max_length is not None:
+            schema["maxLength"] = max_length
+        if min_length is not None:
+            schema["minLength"] = min_length
+
+    return {"json_schema_extra": extra}
+
+
+def char_class_of(refused: Callable[[str], bool]) -> str:
+    """The inside of a regex character class (``[...]``) of every character ``refused`` refuses."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(sys.maxunicode + 1):
+        if refused(chr(code)):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    parts = (_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in ranges)
+    return "".join(parts)
+
+
+def _escape(code: int) -> str:
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

@@ -13,7 +13,7 @@ from services.gateway import audit, handlers, known_services, proxy
 from services.gateway.api import events_router, page_router, router
 from services.gateway.events_stream import EVENTS, event_stream
 from services.gateway.models import Route
-from shared import outbox_api, webhook_door
+from shared import api_docs, outbox_api, webhook_door
 from shared.bus import Handler
 from shared.events import Envelope, Topic
 from shared.service import Runtime, create_service_app
@@ -33,6 +33,7 @@ def _front_door_copy() -> APIRouter:
     prefixed.include_router(events_router)
     prefixed.include_router(audit.router)
     prefixed.include_router(outbox_api.router)
+    prefixed.include_router(api_docs.router)  # /api/gateway/docs, like every service's docs
     return prefixed
 
 
