@@ -47,6 +47,17 @@ def operation_id(route: APIRoute) -> str:
     return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+def links_to(status: int, parameter: str, field: str, *operation_ids: str) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of an operation that makes something: OpenAPI links saying which field of its
+    answer names it in the operations that take it (``parameter``), for clients and test generators."""
+    where = f"$response.body#/{field}"
+    return {
+        status: {
+            "links": {op: {"operationId": op, "parameters": {parameter: where}} for op in operation_ids},
+        }
+    }
+
+
 def install(api: FastAPI) -> None:
     """Replace the app's OpenAPI document with Gantry's (built once, on first ask)."""
 

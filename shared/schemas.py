@@ -26,12 +26,17 @@ def documented(
     *,
     max_length: int | None = None,
     min_length: int | None = None,
+    nullable: bool = True,
+    **more: Any,
 ) -> dict[str, Any]:
     """``schema_extra`` of a field whose rule a domain function enforces, with its own message: the
     OpenAPI document states the same rule, so a client (or a generator of tests) knows it before it
     sends. ``pattern`` may be built when the document is (a callable), from the domain's own test."""
 
     def extra(schema: dict[str, Any]) -> None:
+        if not nullable:  # optional (left out: unchanged), but never null
+            kept = [branch for branch in schema.pop("anyOf", []) if branch.get("type") != "null"]
+            schema.update(kept[0] if len(kept) == 1 else {"anyOf": kept} if kept else {})
         if pattern is not None:
             schema["pattern"] = (
                 pattern.pattern if isinstance(pattern, re.Pattern) else (pattern() if callable(pattern) else pattern)
@@ -40,6 +45,7 @@ def documented(
             schema["maxLength"] = max_length
         if min_length is not None:
             schema["minLength"] = min_length
+        schema.update(more)  # other JSON Schema keywords as they are: enum, maxItems, items
 
     return {"json_schema_extra": extra}
 
