@@ -20,7 +20,7 @@ from services.deploy.revisions import ResourceRevision
 from services.deploy.routes import KnownRoute
 from shared.db import UtcDateTime
 from shared.events import DeployAction, utcnow
-from shared.schemas import REFUSE_UNKNOWN_FIELDS
+from shared.schemas import REFUSE_UNKNOWN_FIELDS, documented
 
 Strategy = Literal["rolling", "canary"]
 Track = Literal["stable", "canary"]
@@ -43,8 +43,8 @@ def _created() -> Any:
 
 
 class ResourceBase(SQLModel):
-    name: str = Field(max_length=63)
-    type: str = Field(max_length=32)  # database | cache | queue | config | …
+    name: str = Field(max_length=63, schema_extra=documented(domain.RESOURCE_NAME))
+    type: str = Field(max_length=32, schema_extra=documented(domain.RESOURCE_TYPE))  # database | cache | queue | …
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
 
@@ -79,7 +79,7 @@ class ResourceUpdate(SQLModel):
     """The whole new content of a resource (its name is the path's): it becomes a new revision."""
 
     model_config = REFUSE_UNKNOWN_FIELDS
-    type: str = Field(max_length=32)
+    type: str = Field(max_length=32, schema_extra=documented(domain.RESOURCE_TYPE))
     data: dict[str, Any] = Field(default_factory=dict)
     secret: list[str] = _keys()  # besides the default ones and those secret in earlier revisions
     keep: list[str] = _keys()  # secret keys whose value stays as it is
