@@ -5,20 +5,33 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, StrictBool
 from sqlmodel._compat import SQLModelConfig
 
 
 class Toggle(BaseModel):
-    enabled: bool
+    enabled: StrictBool
 
 
 # A request body's config: a misspelt or unknown field is refused (422 naming it), never ignored
 # (`{"replica": 5}` once deployed the default 3). SQLModel types its models' config as its own
 # TypedDict, which it does not re-export: this is the one place that reaches for it.
 REFUSE_UNKNOWN_FIELDS = SQLModelConfig(extra="forbid")
+
+
+def _not_a_number(value: object) -> object:
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("give an ISO 8601 date-time (e.g. 2026-01-31T12:00:00Z), not a number")
+    return value
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# A date-time as the document says it (format: date-time): ISO 8601, never a bare number, which
+# pydantic would otherwise read as seconds since 1970
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
 
 
 def documented(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import StrictBool
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -50,7 +51,7 @@ class ServiceUpdate(SQLModel):
 
     model_config = REFUSE_UNKNOWN_FIELDS
     name: str | None = Field(default=None, max_length=128, schema_extra=documented(NAME_PATTERN))
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class Service(ServiceBase, table=True):

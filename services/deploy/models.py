@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import field_validator, model_validator
+from pydantic import StrictBool, field_validator, model_validator
 from sqlalchemy import JSON, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -170,7 +170,7 @@ class DeploymentCreate(SQLModel):
     # default: what the track runs now, else 1
     replicas: int | None = Field(default=None, schema_extra={"json_schema_extra": REPLICAS_BOUNDS})
     strategy: Strategy = "rolling"
-    confirm_resource_change: bool = False
+    confirm_resource_change: StrictBool = False
 
 
 class Deployment(PlacementColumns, table=True):
@@ -350,7 +350,7 @@ class ReplicasUpdate(SQLModel):
 
 class AutoDeployUpdate(SQLModel):
     model_config = REFUSE_UNKNOWN_FIELDS
-    enabled: bool
+    enabled: StrictBool
 
 
 class RollbackRequest(SQLModel):

@@ -41,7 +41,12 @@ def require_route_writer(user: Principal, *targets: str) -> None:
     user.require_org("deploy-admin")
 
 
-@router.post("/routes", status_code=201, response_model=RoutePublic)
+@router.post(
+    "/routes",
+    status_code=201,
+    response_model=RoutePublic,
+    responses={404: {"description": "the target is not a service Gantry knows"}},
+)
 async def create_route(data: RouteCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId) -> Route:
     """Register a service's route (name and Ant-style path unique)."""
     require_route_writer(user, data.service)
@@ -87,7 +92,11 @@ async def read_route_table(_user: CurrentUser, runtime: RuntimeDep, pages: Pages
     return pages.serve(table, lambda entry: (entry.order,))
 
 
-@router.get("/route-table/match", response_model=RouteMatch)
+@router.get(
+    "/route-table/match",
+    response_model=RouteMatch,
+    responses={404: {"description": "no route matches the path"}},
+)
 async def match_route(path: str, _user: CurrentUser, runtime: RuntimeDep) -> RouteMatch:
     """Which route a request path goes to, and the path its target receives."""
     return await handlers.match_path(path, uow=runtime.uow)

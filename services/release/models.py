@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from pydantic import StrictBool
 from sqlalchemy import BigInteger, Column, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 from sqlmodel._compat import SQLModelConfig
@@ -186,11 +187,11 @@ class AutoReleaseUpdate(SQLModel):
     """Auto-release's settings, all at once (PUT): refs default to the default branch, tags to off."""
 
     model_config = SQLModelConfig(extra="forbid", json_schema_extra=domain.AUTO_RELEASE_RULE)
-    enabled: bool
+    enabled: StrictBool
     refs: list[str] | None = Field(
         default=None, schema_extra=documented(maxItems=domain.MAX_REF_PATTERNS, items=domain.REF_PATTERN_ITEM)
     )
-    tags: bool = False
+    tags: StrictBool = False
 
 
 class LatestRelease(SQLModel):
