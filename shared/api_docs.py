@@ -100,6 +100,8 @@ def _document_errors(method: str, operation: dict[str, Any]) -> None:
         statuses.add(409)
     for status in sorted(statuses):
         given = responses.get(str(status), {})
+        if "content" in given and "HTTPValidationError" not in str(given):
+            continue  # the route documents its own body for it (readyz's 503)
         description = given.get("description") if str(status) in responses and status != 422 else None
         responses[str(status)] = {
             "description": description or ERRORS.get(status, "an error"),

@@ -102,6 +102,7 @@ def _app(name: str, home: Path) -> FastAPI:
         )
         async with AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)
+            stack.push_async_callback(producer.stop)  # closes the client it made, never connected
             for extension in shape.extensions:
                 await stack.enter_async_context(extension(runtime))
             api.state.runtime = runtime
