@@ -6,6 +6,7 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, StrictBool
@@ -74,6 +75,18 @@ def char_class_of(refused: Callable[[str], bool]) -> str:
                 ranges.append((code, code))
     parts = (_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in ranges)
     return "".join(parts)
+
+
+@lru_cache(maxsize=1)
+def spaces() -> str:
+    """Every character ``str.isspace`` (so ``str.strip``) takes for a space, as a class's inside:
+    more than the regex ``\\s`` matches (the separators \\x1c-\\x1f are spaces too)."""
+    return char_class_of(str.isspace)
+
+
+def not_blank() -> str:
+    """A text with something besides spaces in it (what a ``strip()``-ed check takes)."""
+    return f"[^{spaces()}]"
 
 
 def _escape(code: int) -> str:

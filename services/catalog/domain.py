@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 from shared.errors import Conflict, InvalidInput
 from shared.naming import dns1123_name, workload_name
-from shared.schemas import char_class_of
+from shared.schemas import char_class_of, not_blank
 
 CANARY_SUFFIX = "-canary"  # the canary track's Kubernetes names end so
 SERVICE_CODE = re.compile(r"^[a-z0-9_. -]+$")
@@ -19,7 +19,7 @@ PROJECT_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$|^[a-z0-9]$")
 
 
 # the same rules as the OpenAPI document states them (the validators below keep their messages)
-NAME_PATTERN = r"\S"  # a name is not blank
+NAME_PATTERN = not_blank  # a name is not blank
 SERVICE_CODE_PATTERN = r"^[a-z0-9_. -]*[a-z0-9][a-z0-9_. -]*$"
 
 

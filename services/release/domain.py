@@ -15,6 +15,7 @@ from pydantic.config import JsonDict
 from shared.errors import Conflict, InvalidInput
 from shared.events import VersionReleased
 from shared.naming import DNS1123_LABEL, DNS1123_MAX, dns1123_name, label_value, workload_name
+from shared.schemas import not_blank, spaces
 
 ENVIRONMENT_CODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 Tier = Literal["dev", "test", "staging", "prod"]
@@ -25,9 +26,9 @@ VersionRefT = TypeVar("VersionRefT", bound="VersionRef")
 
 
 # the same rules as the OpenAPI document states them (the validators keep their messages)
-NAME_PATTERN = r"\S"  # a name is not blank
+NAME_PATTERN = not_blank  # a name is not blank
 NAMESPACE_PATTERN = r"^$|" + DNS1123_LABEL.pattern  # empty: derived from the code
-REF_PATTERN_ITEM = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^(?!refs/)\S+$"}
+REF_PATTERN_ITEM = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": f"^(?!refs/)[^{spaces()}]+$"}
 
 
 def validate_environment_code(code: str) -> str:
