@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,7 @@ from shared.auth import Principal, parse_authorization, verify_bearer
 from shared.errors import InvalidInput
 from shared.events import ALL_TOPICS
 from shared.paging import PagesDep, SearchQuery, matches
+from shared.schemas import spaces
 from shared.service import BearerCredentials, CorrelationId, CurrentUser, RuntimeDep, get_runtime, oidc_verifier
 
 router = APIRouter(tags=["routes"])
@@ -118,7 +120,23 @@ async def stream_user(
 
 
 StreamUser = Annotated[Principal, Depends(stream_user)]
-TopicsQuery = Annotated[list[str] | None, Query(alias="topic")]
+
+
+def _topics_pattern() -> str:
+    """What ``chosen_topics`` takes in one ``topic=``: known topics separated by commas, spaces around."""
+    space, loose = f"[{spaces()}]", f"[{spaces()},]"
+    known = "(" + "|".join(re.escape(topic) for topic in ALL_TOPICS) + ")"
+    return f"^{loose}*({known}{space}*(,{loose}*{known}{space}*)*{loose}*)?$"
+
+
+TopicsQuery = Annotated[
+    list[str] | None,
+    Query(
+        alias="topic",
+        description="topics to keep, repeated or comma-separated (default: every topic)",
+        json_schema_extra={"items": {"type": "string", "pattern": _topics_pattern()}},
+    ),
+]
 
 
 def chosen_topics(topic: list[str] | None) -> frozenset[str]:
