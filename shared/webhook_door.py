@@ -27,6 +27,7 @@ from shared.auth import webhook_secret
 from shared.errors import NotAuthenticated
 from shared.events import Envelope, HookReceived, Topic
 from shared.logging import get_logger
+from shared.problems import problem_response
 from shared.service import Runtime, RuntimeDep
 
 log = get_logger(__name__)
@@ -98,13 +99,11 @@ async def receive_gitlab_hook(
     )
     request.state.correlation_id = envelope.correlation_id
     if not await _publish(runtime, envelope, key=project_id):
-        return JSONResponse(
-            status_code=503,
+        return problem_response(
+            503,
+            "the event bus cannot take the hook now: it was not kept. Resend it from the "
+            "hook's settings in GitLab (or `gantry pipeline report`) once Kafka answers",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            content={
-                "detail": "the event bus cannot take the hook now: it was not kept. Resend it from the "
-                "hook's settings in GitLab (or `gantry pipeline report`) once Kafka answers"
-            },
         )
     attrs = hook.object_attributes
     log.info("hook queued", event_id=delivery, scm_project_id=project_id, pipeline_id=attrs.id, status=attrs.status)

@@ -57,7 +57,7 @@ def _public(letter: DeadLetter, decided: DeadLetterDecision | None) -> DeadLette
 
 
 @router.get("/dlq", response_model=list[DeadLetterPublic])
-async def read_dead_letters(
+async def read_dlq(
     user: CurrentUser, runtime: RuntimeDep, stream: EventsDep, pages: PagesDep
 ) -> list[DeadLetterPublic]:
     """The bus's latest dead letters, newest first, each with why in short messages and what was
@@ -70,7 +70,7 @@ async def read_dead_letters(
 
 
 @router.post(f"{LETTER}/retry", response_model=DeadLetterPublic)
-async def retry_dead_letter(
+async def retry_dlq_event(
     topic: TopicPath, partition: int, offset: int, user: CurrentUser, runtime: RuntimeDep, stream: EventsDep
 ) -> DeadLetterPublic:
     """Send the dead letter's event again on its topic (org admins)."""
@@ -80,7 +80,7 @@ async def retry_dead_letter(
 
 
 @router.delete(LETTER, response_model=DeadLetterPublic)
-async def discard_dead_letter(
+async def discard_dlq_event(
     topic: TopicPath, partition: int, offset: int, user: CurrentUser, runtime: RuntimeDep, stream: EventsDep
 ) -> DeadLetterPublic:
     """Set the dead letter aside for good (org admins)."""

@@ -16,6 +16,15 @@ PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 SERVICE_ID = re.compile(r"^[0-9a-f]{32}$")
 PROJECT_SERVICE = re.compile(r"^(?P<project>[a-z0-9][a-z0-9-]{0,39})/(?P<service>[a-z0-9_.-][a-z0-9_. -]{0,63})$")
 MAX_PATH = 255
+# the same rules as the OpenAPI document states them (the validators keep their messages)
+PATH_PATTERN = r"^(/([A-Za-z0-9._-]+|\*))*/([A-Za-z0-9._-]+|\*|\*\*)$"
+TARGET_PATTERN = "|".join(
+    (
+        "^(" + "|".join(SERVICES) + ")$",
+        SERVICE_ID.pattern,
+        re.sub(r"\(\?P<\w+>", "(", PROJECT_SERVICE.pattern),  # named groups are Python's own syntax
+    )
+)
 
 
 @dataclass(frozen=True)

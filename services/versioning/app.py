@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from fastapi import FastAPI
+from sqlmodel import SQLModel
 
 from services.versioning import handlers
 from services.versioning.api import router
@@ -28,10 +29,13 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     }
 
 
+TABLES: list[type[SQLModel]] = [KnownService, Pipeline, PipelineJob, Version, ParkedHook]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "versioning",
-        tables=[KnownService, Pipeline, PipelineJob, Version, ParkedHook],
+        tables=TABLES,
         routers=[router, pipelines_router, webhook_door.router, outbox_api.router],
         subscriptions=_subscriptions,
         settings=settings,
