@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -19,15 +20,27 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from shared import metrics, tracing
 from shared.errors import PoisonEvent
 from shared.events import Envelope, utcnow
 from shared.logging import bind_event, get_logger, unbind_event
-from shared.outbox import HeldBack, decode_envelope
+from shared.outbox import HeldBack, UnitOfWork, decode_envelope
 from shared.settings import Settings
 
 log = get_logger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[object]]
+ONE_AT_A_TIME = "gantry_one_at_a_time"
+
+
+@dataclass(frozen=True)
+class Batches:
+    """How a service's agents take their events: up to ``max_events`` per transaction of ``uow``."""
+
+    uow: UnitOfWork
+    max_events: int = 500
+
+
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 OUTAGE_MAX_DELAY = 30.0
 STOP_TIMEOUT = 5.0
@@ -67,6 +80,7 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
         datadir=str(datadir),
     )
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms  # type: ignore[attr-defined]  # read by the transport
+    app.fetch_idle_wait_ms = settings.kafka_fetch_idle_wait_ms  # type: ignore[attr-defined]
     return app
 
 
@@ -80,8 +94,9 @@ class Producer:
     producer warns, says which setting silences the warning, and goes on without idempotence
     (acks=all still; the consumers' inbox absorbs a duplicate a retry may make)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, service: str | None = None) -> None:
         self.settings = settings
+        self.service = service  # named in the dead letters it writes: which consumer gave up
         self.idempotent = settings.kafka_idempotence
         self._producer = self._make(self.idempotent)
         self.started = False
@@ -129,24 +144,27 @@ class Producer:
         its key behind it, so a key's records never overtake one another."""
         pending: list[asyncio.Future[object] | BaseException] = []
         refused: set[str] = set()
-        for topic, key, value in records:
+        for record in records:
+            topic, key, value = record
             if key in refused:
                 pending.append(HeldBack(key))
                 continue
+            headers = getattr(record, "headers", None) or None
             try:
-                pending.append(await self._producer.send(topic, value=value, key=key.encode()))
+                pending.append(await self._producer.send(topic, value=value, key=key.encode(), headers=headers))
             except KafkaError as exc:
                 pending.append(exc)
                 refused.add(key)
         return [item if isinstance(item, BaseException) else await _outcome(item) for item in pending]
 
-    async def send_and_wait(self, topic: str, key: str, value: bytes) -> None:
-        await self._producer.send_and_wait(topic, value=value, key=key.encode())
+    async def send_and_wait(self, topic: str, key: str, value: bytes, headers: tracing.Headers | None = None) -> None:
+        await self._producer.send_and_wait(topic, value=value, key=key.encode(), headers=headers or None)
 
     async def dead_letter(self, topic: str, key: bytes | None, raw: bytes | None, reason: str) -> None:
         record = {
             "failed_at": utcnow().isoformat(),
             "topic": topic,
+            "consumer": self.service,
             "reason": reason,
             "value": raw.decode(errors="replace") if raw is not None else None,
         }
@@ -177,34 +195,68 @@ async def _outcome(future: asyncio.Future[object]) -> BaseException | None:
     return None
 
 
-def subscribe(app: faust.App, topic: str, handler: Handler, producer: Producer, name: str) -> None:
-    """Register a faust agent on ``topic`` that hands each envelope to ``handler``."""
+def one_at_a_time(handler: Handler) -> Handler:
+    """Mark a handler that must see each event in a transaction of its own, committed before the
+    next: one that acts outside the database after its transaction (a cluster, say), reading back
+    through other sessions what it just wrote. Others take their events in batches."""
+    setattr(handler, ONE_AT_A_TIME, True)  # noqa: B010
+    return handler
+
+
+def subscribe(
+    app: faust.App, topic: str, handler: Handler, producer: Producer, name: str, batches: Batches | None = None
+) -> None:
+    """Register a faust agent on ``topic`` that hands each envelope to ``handler``: in batches of
+    up to ``batches.max_events`` in one transaction of ``batches.uow`` (``shared.consume``), or one
+    at a time when no ``batches`` is given or the handler is marked ``one_at_a_time``."""
+    from shared.consume import handle_batch, take_ready
+
     channel = app.topic(topic, key_serializer="raw", value_serializer="raw")
+    batched = batches is not None and not getattr(handler, ONE_AT_A_TIME, False)
 
     async def agent(stream: faust.StreamT[Any]) -> None:
+        if batches is not None and batched:
+            async for events in take_ready(stream, batches.max_events):
+                records = [(event.message.key, event.message.value, event.message.headers) for event in events]
+                await handle_batch(topic, records, handler, producer, batches.uow)
+            return
         async for event in stream.events():
-            await handle_record(topic, event.message.key, event.message.value, handler, producer)
+            message = event.message
+            await handle_record(topic, message.key, message.value, handler, producer, message.headers)
 
     agent.__name__ = agent.__qualname__ = name
     app.agent(channel, name=name)(agent)
 
 
-async def handle_record(topic: str, key: bytes | None, raw: bytes | None, handler: Handler, producer: Producer) -> None:
+async def handle_record(
+    topic: str,
+    key: bytes | None,
+    raw: bytes | None,
+    handler: Handler,
+    producer: Producer,
+    headers: Any = None,
+) -> None:
+    """Decode, apply (in the trace the record's headers carry), time the hop; dead-letter what fails."""
     try:
         envelope = decode_envelope(raw)
     except ValueError as exc:
         log.error("undecodable event sent to the dead-letter topic", topic=topic, error=str(exc))
         await producer.dead_letter(topic, key, raw, f"undecodable: {exc}")
+        metrics.count_dead_lettered(topic, "undecodable")
         return
     bind_event(envelope)
     try:
-        await _apply_with_retries(envelope, handler)
+        with tracing.consumer_span(topic, headers):
+            await apply_with_retries(envelope, handler)
+        metrics.observe_handled(topic, envelope)
     except PoisonEvent as exc:
         log.error("poison event sent to the dead-letter topic", topic=topic, reason=str(exc))
         await producer.dead_letter(topic, key, raw, f"poison: {exc}")
+        metrics.count_dead_lettered(topic, "poison")
     except Exception as exc:
         log.exception("event failed after retries; sent to the dead-letter topic", topic=topic)
         await producer.dead_letter(topic, key, raw, f"failed after retries: {exc!r}")
+        metrics.count_dead_lettered(topic, "failed")
     finally:
         unbind_event()
 
@@ -216,9 +268,10 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-async def _apply_with_retries(envelope: Envelope, handler: Handler) -> None:
-    """Outages are waited out (the partition waits, nothing is dead-lettered); any other error is
-    retried a few times and then raised, so the event goes to the dead-letter topic."""
+async def apply_with_retries(envelope: Envelope, handler: Handler, *, wait_out_outages: bool = True) -> None:
+    """Outages are waited out (the partition waits, nothing is dead-lettered), or raised at once
+    when not ``wait_out_outages`` (a batch rolls back whole); any other error is retried a few
+    times and then raised, so the event goes to the dead-letter topic."""
     attempt = 0
     while True:
         attempt += 1
@@ -229,7 +282,7 @@ async def _apply_with_retries(envelope: Envelope, handler: Handler) -> None:
             raise
         except Exception as exc:
             transient = is_transient(exc)
-            if not transient and attempt > len(RETRY_DELAYS):
+            if transient and not wait_out_outages or not transient and attempt > len(RETRY_DELAYS):
                 raise
             delay = min(OUTAGE_MAX_DELAY, 0.5 * 2 ** min(attempt, 6)) if transient else RETRY_DELAYS[attempt - 1]
             log.warning(

@@ -60,7 +60,17 @@ class Envelope(BaseModel):
     subject: str
     correlation_id: str
     causation_id: str | None = None
+    chain_started_at: datetime | None = Field(
+        default=None,
+        description="when the chain's first event happened (inherited from the cause); "
+        "absent on a chain's first event, whose own time is the chain's start",
+    )
     data: dict[str, Any]
+
+    @property
+    def chain_started(self) -> datetime:
+        """When the chain this event belongs to began: its first event's time."""
+        return self.chain_started_at or self.time
 
     def payload(self, model: builtins.type[DataT]) -> DataT:
         """The typed data; data that does not fit the event's model makes the event poison."""
@@ -355,5 +365,6 @@ def new_event(
         subject=subject,
         correlation_id=correlation_id or str(uuid.uuid4()),
         causation_id=cause.id if cause else None,
+        chain_started_at=cause.chain_started if cause else None,
         data=data.model_dump(mode="json"),
     )

@@ -1,4 +1,4 @@
-"""faust's aiokafka transport with the consumer's fetch wait as a Gantry setting.
+"""faust's aiokafka transport with the consumer's fetch wait as a Gantry setting, adapting to load.
 
 faust-streaming builds its worker consumer with ``fetch_max_wait_ms=1500`` hard-coded. Apache
 Kafka answers a fetch as soon as data arrives, so there it costs nothing; the embedded broker
@@ -6,24 +6,71 @@ holds every fetch for the full wait, so each hop would take up to 1.5 s. This tr
 registered by ``shared.bus`` under the ``gantry://`` broker scheme and applies
 ``GANTRY_KAFKA_FETCH_MAX_WAIT_MS`` (kept on the app by ``shared.bus.make_faust_app``) to the
 consumer before it starts.
+
+On the embedded broker that short wait is also what an idle service pays: one fetch, and one
+wake-up of the consumer's thread and of the broker, every wait. So the wait adapts
+(``AdaptiveWait``): the short one while records flow, ``GANTRY_KAFKA_FETCH_IDLE_WAIT_MS`` once a
+consumer has seen nothing for ``IDLE_AFTER_SECONDS``; the first record after a quiet spell waits
+up to the long one, and the next fetch is short again.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import time
+from typing import Any, ClassVar
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+IDLE_AFTER_SECONDS = 3.0
+
+
+class AdaptiveWait:
+    """A consumer's fetch wait: ``short_ms`` while records flow, ``idle_ms`` after a quiet spell."""
+
+    def __init__(self, short_ms: int, idle_ms: int | None, idle_after: float = IDLE_AFTER_SECONDS) -> None:
+        self.short_ms, self.idle_ms = short_ms, idle_ms or short_ms
+        self.idle_after = idle_after
+        self.last_records = time.monotonic()
+        self.current_ms = short_ms
+
+    def saw(self, consumer: aiokafka.AIOKafkaConsumer, records: bool) -> None:
+        """After a fetch came back: set the wait the next fetch request carries."""
+        now = time.monotonic()
+        if records:
+            self.last_records, wait = now, self.short_ms
+        elif now - self.last_records >= self.idle_after:
+            wait = self.idle_ms
+        else:
+            return
+        fetcher = getattr(consumer, "_fetcher", None)  # read each time aiokafka builds a request
+        if fetcher is not None and wait != self.current_ms:
+            fetcher._fetch_max_wait_ms = self.current_ms = wait
+
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    _wait: AdaptiveWait | None = None
+
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher, so setting it here is enough.
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
         if wait_ms is not None:
             consumer._fetch_max_wait_ms = wait_ms
+            self._wait = AdaptiveWait(wait_ms, getattr(self.app, "fetch_idle_wait_ms", None))
         return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
+        if self._wait is not None:
+            self._wait.saw(consumer, bool(records))
+        return records
 
 
 class Consumer(faust_aiokafka.Consumer):

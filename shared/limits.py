@@ -7,10 +7,11 @@ that crossed it. Either way the caller learns the limit and the setting that rai
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.problems import MEDIA_TYPE, problem_bytes
 
 
 class BodyTooLarge(Exception):
@@ -75,14 +76,14 @@ def _content_length(scope: Scope) -> int | None:
 
 async def _refuse(send: Send, limit: int, setting: str) -> None:
     detail = f"the request body is larger than {limit} bytes: send less, or raise {setting} if such bodies are expected"
-    body = json.dumps({"detail": detail}).encode()
+    body = problem_bytes(413, detail)
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             # the rest of the body is not read: the connection cannot carry another request
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
             ],

@@ -2,6 +2,8 @@
 
 Everything (uvicorn, faust, aiokafka, our code) goes out as one JSON object per line on stderr.
 ``bind_event`` binds an event's ids to the current task's context for the lines that follow.
+``service`` is always the service that wrote the line; a service of the domain a line is about is
+``service_code`` (a line that passes ``service=`` has it moved there, so it never hides the writer).
 """
 
 from __future__ import annotations
@@ -15,8 +17,24 @@ import structlog
 if TYPE_CHECKING:
     from shared.events import Envelope
 
+_EMITTER: dict[str, str] = {}
+
+
+def _keep_emitting_service(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``service`` names the service that wrote the line; any other value given is ``service_code``."""
+    emitter = _EMITTER.get("service")
+    if emitter is None:
+        return event
+    given = event.get("service")
+    if given is not None and given != emitter:
+        event.setdefault("service_code", given)
+    event["service"] = emitter
+    return event
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    _keep_emitting_service,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -24,6 +42,7 @@ _SHARED: list[Any] = [
 
 
 def configure_logging(service: str, level: str = "info") -> None:
+    _EMITTER["service"] = service
     structlog.configure(
         processors=[
             *_SHARED,

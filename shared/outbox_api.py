@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
 from shared import outbox
@@ -37,6 +38,9 @@ class DeadLetterPublic(BaseModel):
         return cls(payload_bytes=len(row.payload.encode(errors="replace")), **row.model_dump(exclude={"payload"}))
 
 
+OutboxId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the outbox row (a database row id)")]
+
+
 @router.get("/dead-letters", response_model=list[DeadLetterPublic])
 async def read_dead_letters(user: CurrentUser, runtime: RuntimeDep) -> list[DeadLetterPublic]:
     """Outbox rows that failed for a permanent reason, oldest first; the rows of their key wait."""
@@ -45,13 +49,13 @@ async def read_dead_letters(user: CurrentUser, runtime: RuntimeDep) -> list[Dead
 
 
 @router.post("/dead-letters/{outbox_id}/retry", response_model=DeadLetterPublic)
-async def retry_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep) -> DeadLetterPublic:
+async def retry_dead_letter(outbox_id: OutboxId, user: CurrentUser, runtime: RuntimeDep) -> DeadLetterPublic:
     """Put the row back in the outbox, before the rows of its key that waited: it is sent again at once."""
     return await _decide(outbox.retry_dead_letter, "retried", outbox_id, user, runtime)
 
 
 @router.delete("/dead-letters/{outbox_id}", response_model=DeadLetterPublic)
-async def discard_dead_letter(outbox_id: int, user: CurrentUser, runtime: RuntimeDep) -> DeadLetterPublic:
+async def discard_dead_letter(outbox_id: OutboxId, user: CurrentUser, runtime: RuntimeDep) -> DeadLetterPublic:
     """Drop the row for good (its event is never published); the rows of its key go on."""
     return await _decide(outbox.discard_dead_letter, "discarded", outbox_id, user, runtime)
 

@@ -15,19 +15,19 @@ from typing import Annotated, Any, Generic, TypeVar, cast
 import faust
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faust.contrib.asgi import faust_app_running
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
+from shared import api_docs, metrics, problems, tracing
+from shared.access import RequestObserver
 from shared.audit import AuditTrail, note_principal
 from shared.auth import Principal, parse_authorization
-from shared.bus import Handler, Producer, consumer_group, make_faust_app, subscribe
+from shared.bus import Batches, Handler, Producer, consumer_group, make_faust_app, subscribe
 from shared.db import create_tables, make_engine, session_factory
-from shared.errors import GantryError
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import create_topics_async
 from shared.limits import BodyLimit
@@ -96,17 +96,27 @@ def create_service_app(
             api.state.runtime = runtime
             yield
 
-    api = FastAPI(title=f"Gantry {name}", lifespan=lifespan, version="0.1.0")
+    api = FastAPI(
+        title=f"Gantry {name}",
+        lifespan=lifespan,
+        version="0.1.0",
+        docs_url=None,  # served by shared.api_docs: local Swagger UI assets, the spec relative to the page
+        redoc_url=None,
+        openapi_url=None,
+        generate_unique_id_function=api_docs.operation_id,
+    )
     api.state.oidc = verifier_from_settings(settings or get_settings())
-    api.add_exception_handler(GantryError, _gantry_error)
-    api.add_exception_handler(RequestValidationError, _validation_error)
-    api.add_exception_handler(IntegrityError, _integrity_error)
+    problems.install(api)
     api.add_middleware(AuditTrail, service=name)  # inside the request context: knows the correlation id
     api.add_middleware(RequestContext)
     api.add_middleware(BodyLimit, limit_for=partial(_body_limit, settings or get_settings()))
+    api.add_middleware(RequestObserver)  # outermost: logs, times and traces every answer, a 413 too
     api.include_router(_health_router())
+    api.include_router(metrics.metrics_router(get_runtime, (settings or get_settings()).metrics_token))
+    api.include_router(api_docs.router)
     for router in routers:
         api.include_router(router)
+    api_docs.install(api)
     return api
 
 
@@ -120,10 +130,11 @@ async def run_service(
 ) -> AsyncIterator[Runtime]:
     settings = settings or get_settings()
     configure_logging(name, settings.log_level)
+    traces = tracing.configure_tracing(name, settings.otlp_endpoint)
     engine = make_engine(name, settings)
     await create_tables(engine, name, [*OUTBOX_TABLES, *tables])
     sessions = session_factory(engine)
-    producer = Producer(settings)
+    producer = Producer(settings, service=name)
     runtime = Runtime(
         name=name,
         settings=settings,
@@ -136,6 +147,8 @@ async def run_service(
     runtime.uow.on_outbox_commit(runtime.relay.wake)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
+        if traces is not None:
+            stack.callback(traces.shutdown)  # last out: exports the spans of the shutdown too
         await create_topics_async(
             settings.require_bootstrap(), list(ALL_TOPICS), settings.kafka_partitions, settings.kafka_replication_factor
         )
@@ -147,8 +160,9 @@ async def run_service(
             await stack.enter_async_context(extension(runtime))
         if subscriptions is not None:
             runtime.faust_app = make_faust_app(name, settings)
+            batches = Batches(runtime.uow, settings.consumer_batch_max)
             for topic, handler in subscriptions(runtime).items():
-                subscribe(runtime.faust_app, topic, handler, producer, f"{name}.on_{topic}")
+                subscribe(runtime.faust_app, topic, handler, producer, f"{name}.on_{topic}", batches)
                 runtime.consumes.append(str(topic))
             await stack.enter_async_context(faust_app_running(runtime.faust_app, stop_timeout=15))
         log.info("service started", port=settings.port(name))
@@ -173,10 +187,17 @@ def oidc_verifier(request: Request) -> OidcVerifier | None:
     return verifier
 
 
-async def current_user(request: Request) -> Principal:
+# declares the bearer scheme in the OpenAPI document (Swagger's "Authorize"); the header itself is
+# read by parse_authorization, whose refusals say what is wrong with it
+bearer = HTTPBearer(auto_error=False, description="a token from `gantry token issue` or the identity provider")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+async def current_user(request: Request, _credentials: BearerCredentials) -> Principal:
     header = request.headers.get("authorization")
     principal = await parse_authorization(get_runtime(request).secret, header, oidc_verifier(request))
     structlog.contextvars.bind_contextvars(user=principal.user)
+    request.state.user = principal.user  # for the access log line, written outside this task
     note_principal(principal)
     return principal
 
@@ -198,27 +219,6 @@ async def correlation_id(request: Request) -> str:
 CorrelationId = Annotated[str, Depends(correlation_id)]
 
 
-async def _gantry_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GantryError)
-    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
-
-
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's own 422s in the same one-string shape as ours: which field, what is wrong."""
-    assert isinstance(exc, RequestValidationError)
-    problems = [f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()]
-    return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
-
-
-async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
-    """Two requests raced to write the same thing; the database kept one. Nothing half-written."""
-    log.warning("concurrent write refused by the database", error=str(exc).splitlines()[0])
-    return JSONResponse(
-        status_code=409,
-        content={"detail": "another request changed the same thing at the same moment: read it again and retry"},
-    )
-
-
 def _health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
@@ -227,7 +227,13 @@ def _health_router() -> APIRouter:
         """The process is alive."""
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get(
+        "/readyz",
+        responses={
+            200: {"description": "ready", "content": {"application/json": {}}},
+            503: {"description": "not ready: `checks` says what is not", "content": {"application/json": {}}},
+        },
+    )
     async def readyz(runtime: RuntimeDep) -> JSONResponse:
         """Ready when the database answers, the producer is connected and the agents are assigned.
 

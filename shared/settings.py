@@ -29,6 +29,7 @@ PLACEHOLDER_CHECKED = {
     "secret": "a value of your own, the same for every service (`openssl rand -hex 32`)",
     "database_url": "the database user's real password",
     "gitlab_token": "a GitLab access token",
+    "metrics_token": "a random token of your own (`openssl rand -hex 32`), given to Prometheus too",
 }
 _PLACEHOLDER = re.compile(r"change[-_]?me", re.IGNORECASE)
 
@@ -51,6 +52,11 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=3, ge=1, le=256)
     kafka_replication_factor: int = Field(default=1, ge=1, le=7)
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
+    # The fetch wait once a consumer has seen nothing for a while (shared/kafka_transport.py);
+    # 0 keeps kafka_fetch_max_wait_ms always.
+    kafka_fetch_idle_wait_ms: int = Field(default=0, ge=0, le=10_000)
+    # The most events a consumer applies in one transaction (shared/consume.py).
+    consumer_batch_max: int = Field(default=500, ge=1, le=10_000)
     kafka_idempotence: bool = True
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     kafka_rebalance_timeout_ms: int = Field(default=4_000, ge=1_000)
@@ -76,6 +82,10 @@ class Settings(BaseSettings):
     image_registry: str = "registry.gantry.local"
     progress_deadline_seconds: int = Field(default=600, ge=5, le=86_400)
     secret: str | None = None
+    # OTLP/HTTP base URL spans are exported to (…/v1/traces); unset: OTEL_EXPORTER_OTLP_ENDPOINT, else no traces
+    otlp_endpoint: str | None = None
+    # when set, GET /metrics wants "Authorization: Bearer <it>" (for a gateway whose port is public)
+    metrics_token: str | None = Field(default=None, min_length=16)
     # Seals secret resource values at rest (32 bytes, base64): default derived from the secret above.
     encryption_key: str | None = None
     encryption_old_keys: str | None = None  # keys that still open values sealed before a rotation

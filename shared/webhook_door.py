@@ -20,14 +20,15 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 
-from shared import gitlab_hook
+from shared import gitlab_hook, tracing
 from shared.auth import webhook_secret
 from shared.errors import NotAuthenticated
 from shared.events import Envelope, HookReceived, Topic
 from shared.logging import get_logger
+from shared.problems import problem_response
 from shared.service import Runtime, get_runtime
 
 log = get_logger(__name__)
@@ -92,13 +93,11 @@ async def receive_gitlab_hook(request: Request) -> Response:
     envelope = _received(runtime, document, hook, project_id, delivery, headers.get("x-correlation-id"))
     request.state.correlation_id = envelope.correlation_id
     if not await _publish(runtime, envelope, key=project_id):
-        return JSONResponse(
-            status_code=503,
+        return problem_response(
+            503,
+            "the event bus cannot take the hook now: it was not kept. Resend it from the "
+            "hook's settings in GitLab (or `gantry pipeline report`) once Kafka answers",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            content={
-                "detail": "the event bus cannot take the hook now: it was not kept. Resend it from the "
-                "hook's settings in GitLab (or `gantry pipeline report`) once Kafka answers"
-            },
         )
     attrs = hook.object_attributes
     log.info("hook queued", event_id=delivery, scm_project_id=project_id, pipeline_id=attrs.id, status=attrs.status)
@@ -171,7 +170,7 @@ async def _publish(runtime: Runtime, envelope: Envelope, *, key: str) -> bool:
     value = envelope.model_dump_json().encode()
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):  # unlike wait_for, no task per hook
-            await runtime.producer.send_and_wait(Topic.HOOK_RECEIVED.value, key, value)
+            await runtime.producer.send_and_wait(Topic.HOOK_RECEIVED.value, key, value, tracing.current_headers())
     except (KafkaError, TimeoutError) as exc:
         log.error("hook refused: the broker did not take it", event_id=envelope.id, error=repr(exc))
         return False

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI
+from sqlmodel import SQLModel
 
 from services.catalog.api import router
 from services.catalog.models import Project, Service
@@ -31,10 +32,13 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     return {Topic.DEPLOY_STATUS: partial(on_deploy_status, uow=runtime.uow)}
 
 
+TABLES: list[type[SQLModel]] = [Project, Service, ServiceRun]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "catalog",
-        tables=[Project, Service, ServiceRun],
+        tables=TABLES,
         routers=[router, outbox_api.router],
         subscriptions=_subscriptions,
         extensions=[_scm],

@@ -6,14 +6,29 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Protocol
 
 from shared.errors import Conflict, InvalidInput
 from shared.naming import dns1123_name, workload_name
+from shared.schemas import char_class_of, not_blank
 
 CANARY_SUFFIX = "-canary"  # the canary track's Kubernetes names end so
 SERVICE_CODE = re.compile(r"^[a-z0-9_. -]+$")
 PROJECT_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$|^[a-z0-9]$")
+
+
+# the same rules as the OpenAPI document states them (the validators below keep their messages)
+NAME_PATTERN = not_blank  # a name is not blank
+SERVICE_CODE_PATTERN = r"^[a-z0-9_. -]*[a-z0-9][a-z0-9_. -]*$"
+
+
+@lru_cache(maxsize=1)
+def group_pattern() -> str:
+    """``validate_service_group`` as a pattern: no Chinese, upper-case or space characters, no '.'
+    at either end."""
+    refused = char_class_of(lambda ch: _is_chinese(ch) or ch.isupper() or ch.isspace())
+    return rf"^(?!\.)[^{refused}]+(?<!\.)$"
 
 
 def validate_project_code(code: str) -> str:

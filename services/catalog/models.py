@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import StrictBool
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from services.catalog.domain import NAME_PATTERN, PROJECT_CODE, SERVICE_CODE_PATTERN, group_pattern
 from shared.db import UtcDateTime
 from shared.events import utcnow
-from shared.schemas import REFUSE_UNKNOWN_FIELDS
+from shared.schemas import REFUSE_UNKNOWN_FIELDS, documented
 
 
 class ProjectBase(SQLModel):
-    code: str = Field(max_length=40)
-    name: str = Field(max_length=128)
-    gitlab_group: str = Field(max_length=255)
+    code: str = Field(max_length=40, schema_extra=documented(PROJECT_CODE))
+    name: str = Field(max_length=128, schema_extra=documented(NAME_PATTERN))
+    gitlab_group: str = Field(max_length=255, schema_extra=documented(group_pattern, max_length=128))
 
 
 class ProjectCreate(ProjectBase):
@@ -34,9 +36,9 @@ class ProjectPublic(ProjectBase):
 
 
 class ServiceBase(SQLModel):
-    code: str = Field(max_length=64)
-    name: str = Field(max_length=128)
-    group: str = Field(max_length=128)
+    code: str = Field(max_length=64, schema_extra=documented(SERVICE_CODE_PATTERN))
+    name: str = Field(max_length=128, schema_extra=documented(NAME_PATTERN))
+    group: str = Field(max_length=128, schema_extra=documented(group_pattern))
     type: str = Field(max_length=64)
 
 
@@ -48,8 +50,8 @@ class ServiceUpdate(SQLModel):
     """What a service's owners may change: its name, and whether it is enabled."""
 
     model_config = REFUSE_UNKNOWN_FIELDS
-    name: str | None = Field(default=None, max_length=128)
-    enabled: bool | None = None
+    name: str | None = Field(default=None, max_length=128, schema_extra=documented(NAME_PATTERN))
+    enabled: StrictBool | None = None
 
 
 class Service(ServiceBase, table=True):

@@ -64,7 +64,7 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
         else:
             run.state, run.deployment_id, run.updated_at = status.state, status.deployment_id, utcnow()
             session.add(run)
-    log.info("service runs", service=status.subject, environment=status.environment, state=status.state)
+    log.info("service runs", subject=status.subject, environment=status.environment, state=status.state)
 
 
 async def environments_running(session: AsyncSession, service_id: str) -> list[str]:

@@ -57,7 +57,12 @@ async def acting(
 ActionDep = Annotated[Action, Depends(acting)]
 
 
-@router.post("/deployments", status_code=202, response_model=DeploymentPublic)
+@router.post(
+    "/deployments",
+    status_code=202,
+    response_model=DeploymentPublic,
+    responses={404: {"description": "the service, environment, version or a resource named does not exist"}},
+)
 async def create_deployment(
     data: DeploymentCreate,
     user: CurrentUser,

@@ -27,7 +27,7 @@ from services.deploy.models import DEPLOY_TABLES
 from services.deploy.rendered import RenderedManifestsDriver
 from services.deploy.sealed import KEYRING
 from shared import outbox_api
-from shared.bus import Handler
+from shared.bus import Handler, one_at_a_time
 from shared.events import Envelope, Topic
 from shared.service import Part, Runtime, create_service_app
 from shared.settings import Settings
@@ -116,10 +116,11 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     return {
         Topic.SERVICE_CHANGED: on_service_changed,
         Topic.RELEASE_WITHDRAWN: on_release_withdrawn,
-        Topic.ENVIRONMENT_CHANGED: on_environment_changed,
+        # these act on the cluster after their transaction, reading back what it committed
+        Topic.ENVIRONMENT_CHANGED: one_at_a_time(on_environment_changed),
         Topic.VERSION_RELEASED: on_version_released,
-        Topic.DEPLOY_REQUESTED: on_deploy_requested,
-        Topic.ROUTE_CHANGED: on_route_changed,
+        Topic.DEPLOY_REQUESTED: one_at_a_time(on_deploy_requested),
+        Topic.ROUTE_CHANGED: one_at_a_time(on_route_changed),
     }
 
 

@@ -100,9 +100,9 @@ class Ingresses:
             try:
                 await self.driver.apply_ingress(spec)
             except Exception:  # the cluster refused or is away: the next deployment or route change retries
-                log.exception("ingress not applied", service=spec.service, environment=spec.environment)
+                log.exception("ingress not applied", service_code=spec.service, environment=spec.environment)
                 return
-        log.info("ingress applied", service=spec.service, environment=spec.environment, routes=len(spec.routes))
+        log.info("ingress applied", service_code=spec.service, environment=spec.environment, routes=len(spec.routes))
 
     async def sync_targets(self, targets: Collection[str]) -> None:
         """Every Ingress the services named by route targets have, wherever they run."""

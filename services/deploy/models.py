@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import field_validator, model_validator
+from pydantic import StrictBool, field_validator, model_validator
 from sqlalchemy import JSON, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -20,7 +20,7 @@ from services.deploy.revisions import ResourceRevision
 from services.deploy.routes import KnownRoute
 from shared.db import UtcDateTime
 from shared.events import DeployAction, utcnow
-from shared.schemas import REFUSE_UNKNOWN_FIELDS
+from shared.schemas import REFUSE_UNKNOWN_FIELDS, documented
 
 Strategy = Literal["rolling", "canary"]
 Track = Literal["stable", "canary"]
@@ -43,8 +43,8 @@ def _created() -> Any:
 
 
 class ResourceBase(SQLModel):
-    name: str = Field(max_length=63)
-    type: str = Field(max_length=32)  # database | cache | queue | config | …
+    name: str = Field(max_length=63, schema_extra=documented(domain.RESOURCE_NAME))
+    type: str = Field(max_length=32, schema_extra=documented(domain.RESOURCE_TYPE))  # database | cache | queue | …
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
 
@@ -79,7 +79,7 @@ class ResourceUpdate(SQLModel):
     """The whole new content of a resource (its name is the path's): it becomes a new revision."""
 
     model_config = REFUSE_UNKNOWN_FIELDS
-    type: str = Field(max_length=32)
+    type: str = Field(max_length=32, schema_extra=documented(domain.RESOURCE_TYPE))
     data: dict[str, Any] = Field(default_factory=dict)
     secret: list[str] = _keys()  # besides the default ones and those secret in earlier revisions
     keep: list[str] = _keys()  # secret keys whose value stays as it is
@@ -170,7 +170,7 @@ class DeploymentCreate(SQLModel):
     # default: what the track runs now, else 1
     replicas: int | None = Field(default=None, schema_extra={"json_schema_extra": REPLICAS_BOUNDS})
     strategy: Strategy = "rolling"
-    confirm_resource_change: bool = False
+    confirm_resource_change: StrictBool = False
 
 
 class Deployment(PlacementColumns, table=True):
@@ -350,7 +350,7 @@ class ReplicasUpdate(SQLModel):
 
 class AutoDeployUpdate(SQLModel):
     model_config = REFUSE_UNKNOWN_FIELDS
-    enabled: bool
+    enabled: StrictBool
 
 
 class RollbackRequest(SQLModel):

@@ -53,6 +53,10 @@ async def running_state(
     async with uow.sessions() as session:
         release = await lookups.service_in(session, project, service, environment)
         key = (release.service_id, environment)
+        # Each read sees what is committed when it runs (SQLite's reads outside a write, PostgreSQL's
+        # read committed): the last deployment first, so a removal it names is already in the
+        # tracks read after it (an undeploy deletes them in the same transaction).
+        latest = await lookups.latest_deployment(session, *key)
         stable = await lookups.instance(session, *key, "stable")
         canary = await lookups.instance(session, *key, "canary")
         rule = await session.get(AutoDeployRule, key)
@@ -64,7 +68,6 @@ async def running_state(
             .order_by(col(Deployment.created_at).desc())
         )
         in_flight = list(rows.all())
-        latest = await lookups.latest_deployment(session, *key)
     return RunningState(
         project=project,
         service=service,

@@ -22,9 +22,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.deploy import domain, lookups, resource_values
 from services.deploy.cluster import ClusterDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import Deployment, Instance, Track
+from shared import metrics
 from shared.events import DeployRequested, DeployStatus, Envelope, Placement, utcnow
 from shared.logging import get_logger
-from shared.outbox import InboxEntry, UnitOfWork, claim_inbox, emit
+from shared.outbox import InboxEntry, UnitOfWork, emit, record_applied
 from shared.sealing import Keyring
 
 log = get_logger(__name__)
@@ -55,8 +56,7 @@ async def apply_deploy_request(
     track = domain.track_of(request.action, request.strategy)
     status = await _drive(driver, request, track, timeout, _values_of(request, uow, keyring))
     async with uow.begin() as session:
-        if not await claim_inbox(session, envelope):
-            return None
+        record_applied(session, envelope)  # checked above: one look-up, not two
         deployment = await session.get(Deployment, request.deployment_id)
         if deployment is None:  # requested by another deploy database: record it from the event
             deployment = _from_request(request, track, envelope.correlation_id)
@@ -153,6 +153,8 @@ async def record_outcome(
     deployment.desired, deployment.current = status.desired, status.current
     deployment.updated, deployment.available = status.updated, status.available
     deployment.finished_at = utcnow() if status.state in domain.FINAL_STATES else None
+    if deployment.finished_at is not None:
+        metrics.count_on_commit(session, deployment.action, status.state)
     session.add(deployment)
     if touch_track:
         await _record_track(session, deployment, status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +26,8 @@ from shared.auth import Principal, parse_authorization, verify_bearer
 from shared.errors import InvalidInput
 from shared.events import ALL_TOPICS
 from shared.paging import PagesDep, SearchQuery, matches
-from shared.service import CorrelationId, CurrentUser, RuntimeDep, get_runtime, oidc_verifier
+from shared.schemas import spaces
+from shared.service import BearerCredentials, CorrelationId, CurrentUser, RuntimeDep, get_runtime, oidc_verifier
 
 router = APIRouter(tags=["routes"])
 events_router = APIRouter(tags=["events"])
@@ -41,7 +43,12 @@ def require_route_writer(user: Principal, *targets: str) -> None:
     user.require_org("deploy-admin")
 
 
-@router.post("/routes", status_code=201, response_model=RoutePublic)
+@router.post(
+    "/routes",
+    status_code=201,
+    response_model=RoutePublic,
+    responses={404: {"description": "the target is not a service Gantry knows"}},
+)
 async def create_route(data: RouteCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId) -> Route:
     """Register a service's route (name and Ant-style path unique)."""
     require_route_writer(user, data.service)
@@ -87,13 +94,19 @@ async def read_route_table(_user: CurrentUser, runtime: RuntimeDep, pages: Pages
     return pages.serve(table, lambda entry: (entry.order,))
 
 
-@router.get("/route-table/match", response_model=RouteMatch)
+@router.get(
+    "/route-table/match",
+    response_model=RouteMatch,
+    responses={404: {"description": "no route matches the path"}},
+)
 async def match_route(path: str, _user: CurrentUser, runtime: RuntimeDep) -> RouteMatch:
     """Which route a request path goes to, and the path its target receives."""
     return await handlers.match_path(path, uow=runtime.uow)
 
 
-async def stream_user(request: Request, access_token: Annotated[str | None, Query()] = None) -> Principal:
+async def stream_user(
+    request: Request, _credentials: BearerCredentials, access_token: Annotated[str | None, Query()] = None
+) -> Principal:
     """A bearer token in the header, or ``?access_token=`` (EventSource cannot send headers).
 
     Events carry deployment resources (database URLs among them): organization roles only."""
@@ -107,7 +120,23 @@ async def stream_user(request: Request, access_token: Annotated[str | None, Quer
 
 
 StreamUser = Annotated[Principal, Depends(stream_user)]
-TopicsQuery = Annotated[list[str] | None, Query(alias="topic")]
+
+
+def _topics_pattern() -> str:
+    """What ``chosen_topics`` takes in one ``topic=``: known topics separated by commas, spaces around."""
+    space, loose = f"[{spaces()}]", f"[{spaces()},]"
+    known = "(" + "|".join(re.escape(topic) for topic in ALL_TOPICS) + ")"
+    return f"^{loose}*({known}{space}*(,{loose}*{known}{space}*)*{loose}*)?$"
+
+
+TopicsQuery = Annotated[
+    list[str] | None,
+    Query(
+        alias="topic",
+        description="topics to keep, repeated or comma-separated (default: every topic)",
+        json_schema_extra={"items": {"type": "string", "pattern": _topics_pattern()}},
+    ),
+]
 
 
 def chosen_topics(topic: list[str] | None) -> frozenset[str]:
@@ -161,7 +190,7 @@ async def read_recent_events(
 
 @page_router.get("/", response_class=HTMLResponse)
 async def dashboard() -> HTMLResponse:
-    """The dashboard: recent and live events (static page, no external assets)."""
+    """The state board: what runs where, chains, failures (static page, no external assets)."""
     return HTMLResponse(_dashboard_html(), headers={"Cache-Control": "no-cache"})
 
 

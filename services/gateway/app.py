@@ -8,12 +8,13 @@ from types import FrameType
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from sqlmodel import SQLModel
 
-from services.gateway import audit, handlers, known_services, proxy
+from services.gateway import audit, board, dead_letters, handlers, known_services, proxy
 from services.gateway.api import events_router, page_router, router
 from services.gateway.events_stream import EVENTS, event_stream
 from services.gateway.models import Route
-from shared import outbox_api, webhook_door
+from shared import api_docs, outbox_api, webhook_door
 from shared.bus import Handler
 from shared.events import Envelope, Topic
 from shared.service import Runtime, create_service_app
@@ -32,7 +33,10 @@ def _front_door_copy() -> APIRouter:
     prefixed.include_router(router)
     prefixed.include_router(events_router)
     prefixed.include_router(audit.router)
+    prefixed.include_router(board.router)
+    prefixed.include_router(dead_letters.router)
     prefixed.include_router(outbox_api.router)
+    prefixed.include_router(api_docs.router)  # /api/gateway/docs, like every service's docs
     return prefixed
 
 
@@ -56,18 +60,24 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     }
 
 
+TABLES: list[type[SQLModel]] = [Route, known_services.KnownService, audit.AuditEntry, dead_letters.DeadLetterDecision]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     # Order matters: the gateway's own paths first, the catch-all proxy last.
     return create_service_app(
         "gateway",
-        tables=[Route, known_services.KnownService, audit.AuditEntry],
+        tables=TABLES,
         routers=[
             router,
             events_router,
             audit.router,
+            board.router,
+            dead_letters.router,
             outbox_api.router,
             _front_door_copy(),
             page_router,
+            board.assets_router,
             webhook_door.router,
             proxy.router,
         ],

@@ -24,6 +24,7 @@ from shared.events import AuditRecorded, Envelope, utcnow
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork
 from shared.paging import PagesDep
+from shared.schemas import IsoDateTime
 from shared.service import CurrentUser, Runtime, RuntimeDep
 
 log = get_logger(__name__)
@@ -193,8 +194,8 @@ def audit_query(
     service: Annotated[str | None, Query(max_length=255)] = None,
     outcome: Annotated[str | None, Query(pattern=r"^([1-5]\d\d|succeeded|refused|failed)$")] = None,
     correlation_id: Annotated[str | None, Query(max_length=255)] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601, excluded; without a zone, UTC")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="ISO 8601; without a zone, UTC")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="ISO 8601, excluded; without a zone, UTC")] = None,
 ) -> AuditQuery:
     return AuditQuery(environment, actor, action, project, service, outcome, correlation_id, since, until)
 

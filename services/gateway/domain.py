@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -16,6 +16,15 @@ PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 SERVICE_ID = re.compile(r"^[0-9a-f]{32}$")
 PROJECT_SERVICE = re.compile(r"^(?P<project>[a-z0-9][a-z0-9-]{0,39})/(?P<service>[a-z0-9_.-][a-z0-9_. -]{0,63})$")
 MAX_PATH = 255
+# the same rules as the OpenAPI document states them (the validators keep their messages)
+PATH_PATTERN = r"^(/([A-Za-z0-9._-]+|\*))*/([A-Za-z0-9._-]+|\*|\*\*)$"
+TARGET_PATTERN = "|".join(
+    (
+        "^(" + "|".join(SERVICES) + ")$",
+        SERVICE_ID.pattern,
+        re.sub(r"\(\?P<\w+>", "(", PROJECT_SERVICE.pattern),  # named groups are Python's own syntax
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -153,3 +162,68 @@ def forward_path(pattern: str, path: str, strip_prefix: bool) -> str:
     prefix = literal_prefix(pattern)
     rest = path[len(prefix) :] if prefix and path.startswith(prefix) else path
     return rest if rest.startswith("/") else "/" + rest
+
+
+# The state board: which events a viewer may see, and dead letters' reasons as people read them.
+
+DLQ_SUFFIX = ".dlq"
+_PYDANTIC_ERROR = re.compile(r"^(?P<loc>\S[^\n]*)\n  (?P<msg>[^\n\[]+?)(?: \[type=[^\n]*)?$", re.MULTILINE)
+_UNUSABLE_DATA = re.compile(r"has unusable data for (?P<model>\w+): (?P<problems>.*)$", re.DOTALL)
+
+
+def project_of_event(event: object) -> str | None:
+    """The Gantry project an event (or a dead letter's event) is about, when it names one."""
+    if not isinstance(event, dict):
+        return None
+    data = event.get("data")
+    if isinstance(data, dict):
+        target = data.get("target")
+        named = data.get("project") or (target.get("project") if isinstance(target, dict) else None)
+        if isinstance(named, str):
+            return named
+    return None
+
+
+def may_see_chain(reads_every_project: bool, readable: Iterable[str | None], may_read: Callable[[str], bool]) -> bool:
+    """A chain is visible to organization roles, and to a project role when one of its events is
+    about a project of theirs (its other hops are then theirs too: one correlation, one cause)."""
+    return reads_every_project or any(project is not None and may_read(project) for project in readable)
+
+
+def _short(message: str) -> str:
+    message = message.strip().removeprefix("Value error, ")
+    if message == "Field required":
+        return "required"
+    if message.startswith("Input should be "):
+        return "should be " + message.removeprefix("Input should be ")
+    return message[:1].lower() + message[1:]
+
+
+def _field_errors(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    return [f"field `{loc.strip()}`: {_short(msg)}" for loc, msg in pairs]
+
+
+def readable_reasons(reason: str) -> tuple[str, list[str]]:
+    """Why an event was dead-lettered, as a headline and one short message per error, from the
+    reason the consumer recorded (which may be a validation error's full text)."""
+    kind, _, detail = reason.partition(": ")
+    unusable = _UNUSABLE_DATA.search(detail)
+    if kind == "poison" and unusable:
+        pairs = [problem.partition(": ")[::2] for problem in unusable.group("problems").split("; ")]
+        return f"data does not fit {unusable.group('model')}", _field_errors(pairs)
+    found = [(m.group("loc"), m.group("msg")) for m in _PYDANTIC_ERROR.finditer(detail)]
+    if kind == "undecodable" and found:
+        return "not a Gantry event", _field_errors(found)
+    if kind == "undecodable":
+        return "not a Gantry event", [f"not JSON: {detail.splitlines()[0] if detail else 'empty value'}"]
+    if kind == "failed after retries":
+        return "failed after retries", [detail.splitlines()[0][:300] if detail else "no reason given"]
+    first = reason.splitlines()[0] if reason else "no reason given"
+    return first[:200], []
+
+
+def original_topic(dead_letter_topic: str) -> str:
+    """The topic a dead letter's event came from (``deploy.status.dlq`` → ``deploy.status``)."""
+    if not dead_letter_topic.endswith(DLQ_SUFFIX):
+        raise InvalidInput(f"{dead_letter_topic!r} is not a dead-letter topic: they end in {DLQ_SUFFIX}")
+    return dead_letter_topic.removesuffix(DLQ_SUFFIX)

@@ -3,8 +3,9 @@
 A plain aiokafka consumer WITHOUT a consumer group is assigned every partition of Gantry's topics:
 it never commits and never takes partitions from the services. Each connected client has a bounded
 queue; a client too slow to keep up loses its oldest events and is told so (``event: lagged``).
-The last events are kept in a small buffer for ``GET /events/recent``, filled from the topics'
-tails at start so a restarted gateway still shows what happened.
+The last events are kept in a bounded buffer for ``GET /events/recent`` and the board's chains, and
+the last dead letters in one of their own (so a busy bus never pushes them out); both are filled from
+the topics' tails at start, so a restarted gateway still shows what happened.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from fastapi import Depends
 from shared.bus import stop_within
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import ready_partitions
+from shared.kafka_transport import AdaptiveWait
 from shared.logging import get_logger
 from shared.service import Part, Runtime
 
 log = get_logger(__name__)
 
-RECENT = 200
+RECENT = 1000  # events kept (and read back per partition at start)
+DEAD_LETTERS = 500
 CLIENT_QUEUE = 256
 KEEP_ALIVE_SECONDS = 15.0
 TOPICS_PATIENCE = 30.0
@@ -161,11 +164,15 @@ async def _assigned_consumer(
 class EventStream:
     """The shared consumer, the recent buffer and the connected clients."""
 
-    def __init__(self, bootstrap: str, fetch_wait_ms: int, *, recent: int = RECENT) -> None:
+    def __init__(
+        self, bootstrap: str, fetch_wait_ms: int, *, recent: int = RECENT, idle_wait_ms: int | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.fetch_wait_ms = fetch_wait_ms
+        self._wait = AdaptiveWait(fetch_wait_ms, idle_wait_ms)  # an idle gateway sleeps too
         self.recent_size = recent
         self._recent: list[StreamItem] = []
+        self._dead: list[StreamItem] = []
         self._clients: set[ClientQueue] = set()
         self._replaying: set[ClientQueue] = set()
         self._live_from: dict[TopicPartition, int] = {}
@@ -221,9 +228,20 @@ class EventStream:
         chosen = [item for item in self._recent if not topics or item.topic in topics]
         return [item.as_json() for item in chosen[-limit:]]
 
+    def history(self) -> list[StreamItem]:
+        """Every event kept, oldest first."""
+        return list(self._recent)
+
+    def dead_letters(self) -> list[StreamItem]:
+        """The dead letters kept, oldest first."""
+        return list(self._dead)
+
     def accept(self, item: StreamItem, *, live: bool = True) -> None:
         bisect.insort(self._recent, item)
         del self._recent[: -self.recent_size]
+        if item.topic.endswith(".dlq"):
+            bisect.insort(self._dead, item)
+            del self._dead[:-DEAD_LETTERS]
         if live:
             for client in self._clients:
                 if client.wants(item):
@@ -234,6 +252,7 @@ class EventStream:
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=1000, max_records=500)
+                self._wait.saw(self._consumer, bool(batch))
             except (KafkaError, OSError) as exc:  # the broker went away: the dashboard waits
                 log.warning("event stream fetch failed, retrying", error=repr(exc))
                 await asyncio.sleep(1.0)
@@ -280,7 +299,9 @@ EventsDep = Annotated[EventStream, Depends(EVENTS)]
 async def event_stream(runtime: Runtime) -> AsyncIterator[None]:
     """Start the shared consumer with the service, stop it (and end every stream) on stop."""
     settings = runtime.settings
-    stream = EventStream(settings.require_bootstrap(), settings.kafka_fetch_max_wait_ms)
+    stream = EventStream(
+        settings.require_bootstrap(), settings.kafka_fetch_max_wait_ms, idle_wait_ms=settings.kafka_fetch_idle_wait_ms
+    )
     await stream.start()
     EVENTS.provide(runtime, stream)
     try:

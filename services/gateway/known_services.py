@@ -40,7 +40,7 @@ async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
             return
         if await session.get(KnownService, data.service_id) is None:
             session.add(_known(data))
-    log.info("service known", project=data.project, service=data.service)
+    log.info("service known", project=data.project, service_code=data.service)
 
 
 async def on_service_changed(envelope: Envelope, *, uow: UnitOfWork) -> None:
@@ -53,7 +53,7 @@ async def on_service_changed(envelope: Envelope, *, uow: UnitOfWork) -> None:
         if not known.gone:
             known.name, known.gone = data.name, data.change == "deleted"
         session.add(known)
-    log.info("service changed", project=data.project, service=data.service, change=data.change)
+    log.info("service changed", project=data.project, service_code=data.service, change=data.change)
 
 
 async def is_known(session: AsyncSession, target: str) -> bool:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import StrictBool
 from sqlmodel import Field, SQLModel
 
+from services.gateway.domain import MAX_PATH, PATH_PATTERN, ROUTE_NAME, TARGET_PATTERN
 from shared.db import UtcDateTime
 from shared.events import utcnow
-from shared.schemas import REFUSE_UNKNOWN_FIELDS
+from shared.schemas import REFUSE_UNKNOWN_FIELDS, documented
+
+PATH = documented(PATH_PATTERN, max_length=MAX_PATH)
+TARGET = documented(TARGET_PATTERN)
 
 
 class RouteBase(SQLModel):
-    name: str = Field(max_length=64)
-    path: str = Field(max_length=255)
-    service: str = Field(max_length=128)  # 'project/service', a service id, or a platform service
-    strip_prefix: bool = True
-    retryable: bool = False
+    name: str = Field(max_length=64, schema_extra=documented(ROUTE_NAME))
+    path: str = Field(max_length=255, schema_extra=PATH)
+    service: str = Field(max_length=128, schema_extra=TARGET)  # 'project/service', a service id, or a platform one
+    strip_prefix: StrictBool = True
+    retryable: StrictBool = False
 
 
 class RouteCreate(RouteBase):
@@ -28,10 +33,10 @@ class RouteUpdate(SQLModel):
 
     model_config = REFUSE_UNKNOWN_FIELDS
 
-    path: str | None = None
-    service: str | None = None
-    strip_prefix: bool | None = None
-    retryable: bool | None = None
+    path: str | None = Field(default=None, schema_extra=PATH)
+    service: str | None = Field(default=None, schema_extra=TARGET)
+    strip_prefix: StrictBool | None = None
+    retryable: StrictBool | None = None
 
 
 class Route(RouteBase, table=True):

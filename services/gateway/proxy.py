@@ -15,7 +15,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from shared import tracing
+from shared.api_docs import FORWARDED_PREFIX
 from shared.logging import get_logger
+from shared.problems import problem_response
 from shared.service import Part, Runtime, RuntimeDep
 
 log = get_logger(__name__)
@@ -36,6 +39,7 @@ RESPONSE_HEADERS = (
     "content-disposition",
     "etag",
     "last-modified",
+    "allow",  # a 405's methods
 )
 
 
@@ -63,6 +67,8 @@ async def forward_api(service: str, path: str, request: Request, runtime: Runtim
         return _detail(404, f"the gateway has no endpoint /{path}: see /docs for its routes")
     if service not in UPSTREAMS:
         return _detail(404, f"unknown service {service!r}: use one of {', '.join((*UPSTREAMS, 'gateway'))}")
+    if path.strip("/") == "metrics":  # operations' view, not the public API's: Prometheus scrapes each port
+        return _detail(404, f"/metrics is not forwarded: scrape the {service} service on its own port (its /metrics)")
     slow = service == "catalog" and request.method in ("POST", "DELETE")
     return await forward(
         request,
@@ -84,7 +90,7 @@ async def forward(
     client = HTTP.of(runtime)
     base = runtime.settings.service_url(service)
     url = base + raw_path + (f"?{request.url.query}" if request.url.query else "")
-    outgoing = _request_headers(request)
+    outgoing = _request_headers(request, service)
     upstream_request = client.build_request(
         request.method, url, headers=outgoing, content=await request.body(), timeout=timeout
     )
@@ -113,9 +119,11 @@ async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
         await upstream.aclose()
 
 
-def _request_headers(request: Request) -> dict[str, str]:
+def _request_headers(request: Request, service: str) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     headers["x-correlation-id"] = request.state.correlation_id
+    headers.update(tracing.current_carrier())  # the service behind continues this request's trace
+    headers[FORWARDED_PREFIX] = f"/api/{service}"  # the service's docs name the gateway's address
     if request.client is not None:
         headers["x-forwarded-for"] = request.client.host
     return headers
@@ -135,4 +143,4 @@ def _unreachable(service: str, url: str) -> JSONResponse:
 
 
 def _detail(status: int, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail})
+    return problem_response(status, detail)

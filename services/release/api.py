@@ -18,6 +18,7 @@ from services.release.models import (
     ServiceReleases,
     VersionReleaseCreate,
 )
+from shared.api_docs import links_to
 from shared.auth import PROJECT_ROLES
 from shared.errors import BadRequest
 from shared.paging import PageRequest, PagesDep, SearchQuery, matches
@@ -27,7 +28,12 @@ router = APIRouter(tags=["release"])
 SERVICE = "/projects/{project}/services/{service}"
 
 
-@router.post("/environments", status_code=201, response_model=EnvironmentPublic)
+@router.post(
+    "/environments",
+    status_code=201,
+    response_model=EnvironmentPublic,
+    responses=links_to(201, "environment", "code", "readEnvironment", "updateEnvironment", "deleteEnvironment"),
+)
 async def create_environment(
     data: EnvironmentCreate, user: CurrentUser, runtime: RuntimeDep, cid: CorrelationId
 ) -> Environment:

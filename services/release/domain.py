@@ -10,10 +10,12 @@ from typing import Literal, Protocol, TypeVar, get_args
 
 import yaml
 from pydantic import ConfigDict
+from pydantic.config import JsonDict
 
 from shared.errors import Conflict, InvalidInput
 from shared.events import VersionReleased
 from shared.naming import DNS1123_LABEL, DNS1123_MAX, dns1123_name, label_value, workload_name
+from shared.schemas import not_blank, spaces
 
 ENVIRONMENT_CODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 Tier = Literal["dev", "test", "staging", "prod"]
@@ -21,6 +23,12 @@ TIERS: tuple[Tier, ...] = get_args(Tier)
 AUTO_RELEASE_BY = "auto-release"
 Trigger = Literal["manual", "auto"]
 VersionRefT = TypeVar("VersionRefT", bound="VersionRef")
+
+
+# the same rules as the OpenAPI document states them (the validators keep their messages)
+NAME_PATTERN = not_blank  # a name is not blank
+NAMESPACE_PATTERN = r"^$|" + DNS1123_LABEL.pattern  # empty: derived from the code
+REF_PATTERN_ITEM = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": f"^(?!refs/)[^{spaces()}]+$"}
 
 
 def validate_environment_code(code: str) -> str:
@@ -164,6 +172,13 @@ def validate_ref_patterns(refs: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(kept)
 
 
+# validate_auto_release as JSON Schema: enabled, with tags off, needs refs (or none given: the default branch)
+AUTO_RELEASE_RULE: JsonDict = {
+    "if": {"properties": {"enabled": {"const": True}, "tags": {"const": False}}},
+    "then": {"properties": {"refs": {"anyOf": [{"type": "null"}, {"type": "array", "minItems": 1}]}}},
+}
+
+
 def validate_auto_release(enabled: bool, refs: Sequence[str], tags: bool) -> None:
     """Auto-release on must be able to take some version: at least one ref pattern, or tags."""
     if enabled and not refs and not tags:
@@ -268,6 +283,10 @@ def refuse_environment_delete(code: str, *, released: Sequence[str], running: Se
 
 INGRESS_HOST = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 INGRESS_CLASS = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+
+
+INGRESS_CLASS_PATTERN = r"^$|" + INGRESS_CLASS.pattern  # empty: cleared
+INGRESS_HOST_PATTERN = r"^$|" + INGRESS_HOST.pattern
 
 
 def validate_ingress_class(value: str | None) -> str | None:

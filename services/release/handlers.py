@@ -49,7 +49,7 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
             service = KnownService(id=data.service_id, project=data.project, code=data.service, name=data.service)
             session.add(service)
             await session.flush()
-            log.info("service learned from its first version", project=data.project, service=data.service)
+            log.info("service learned from its first version", project=data.project, service_code=data.service)
         if await lookups.find_version(session, service.id, data.version) is not None:
             log.info("version already known, not released again", version=data.version)
             return
@@ -120,7 +120,7 @@ async def withdraw_release(
         await session.delete(binding)
         data = ReleaseWithdrawn(service_id=service.id, project=project, service=code, environment=target.code, by=by)
         emit(session, data, correlation_id=correlation_id)
-    log.info("release withdrawn", project=project, service=code, environment=environment)
+    log.info("release withdrawn", project=project, service_code=code, environment=environment)
 
 
 async def release_version(
@@ -173,7 +173,7 @@ async def set_auto_release(
         service.auto_release_refs = None if refs is None else json.dumps(list(patterns))
         service.auto_release_tags = tags
         session.add(service)
-    log.info("auto-release set", project=project, service=code, enabled=enabled, refs=patterns, tags=tags)
+    log.info("auto-release set", project=project, service_code=code, enabled=enabled, refs=patterns, tags=tags)
     return await list_releases(project, code, uow=uow)
 
 
@@ -272,7 +272,7 @@ def _release(
     session.add(release)
     log.info(
         "version released",
-        service=service.code,
+        service_code=service.code,
         environment=environment.code,
         version=version.version,
         trigger=trigger,

@@ -30,7 +30,7 @@ async def on_service_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
             return
         await _refuse_second_id(session, data.project, data.service, data.service_id)
         session.add(KnownService(id=data.service_id, project=data.project, code=data.service, name=data.name))
-    log.info("service registered", project=data.project, service=data.service)
+    log.info("service registered", project=data.project, service_code=data.service)
 
 
 async def on_service_changed(envelope: Envelope, *, uow: UnitOfWork) -> None:
@@ -50,7 +50,7 @@ async def on_service_changed(envelope: Envelope, *, uow: UnitOfWork) -> None:
         service.name = data.name
         service.enabled = data.enabled
         session.add(service)
-    log.info("service changed", project=data.project, service=data.service, change=data.change)
+    log.info("service changed", project=data.project, service_code=data.service, change=data.change)
 
 
 async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
@@ -94,7 +94,7 @@ async def _forget(session: AsyncSession, service: KnownService, cause: Envelope)
     for table in (Running, Release, Binding, KnownVersion):
         await session.exec(delete(table).where(col(table.service_id) == service.id))
     await session.delete(service)
-    log.info("service forgotten", project=service.project, service=service.code)
+    log.info("service forgotten", project=service.project, service_code=service.code)
 
 
 async def _refuse_second_id(session: AsyncSession, project: str, code: str, service_id: str) -> None:

@@ -9,35 +9,42 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from pydantic import StrictBool
 from sqlalchemy import BigInteger, Column, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+from sqlmodel._compat import SQLModelConfig
 
+from services.release import domain
 from services.release.domain import DEFAULT_REFS, Tier, Trigger
 from shared.db import UtcDateTime
 from shared.events import utcnow
-from shared.schemas import REFUSE_UNKNOWN_FIELDS
+from shared.schemas import REFUSE_UNKNOWN_FIELDS, documented
 
 
 class EnvironmentBase(SQLModel):
-    code: str
-    name: str
-    tier: str
+    code: str = Field(schema_extra=documented(domain.ENVIRONMENT_CODE, max_length=40))
+    name: str = Field(schema_extra=documented(domain.NAME_PATTERN, max_length=128))
+    tier: str = Field(schema_extra=documented(enum=list(domain.TIERS)))
+
+
+INGRESS_CLASS = documented(domain.INGRESS_CLASS_PATTERN, max_length=253)
+INGRESS_HOST = documented(domain.INGRESS_HOST_PATTERN, max_length=253)
 
 
 class EnvironmentCreate(EnvironmentBase):
     model_config = REFUSE_UNKNOWN_FIELDS
-    namespace: str | None = None
-    ingress_class: str | None = None
-    ingress_host: str | None = None
+    namespace: str | None = Field(default=None, schema_extra=documented(domain.NAMESPACE_PATTERN, max_length=63))
+    ingress_class: str | None = Field(default=None, schema_extra=INGRESS_CLASS)
+    ingress_host: str | None = Field(default=None, schema_extra=INGRESS_HOST)
 
 
 class EnvironmentUpdate(SQLModel):
     """What may change of an environment; a field left out keeps its value, null clears an ingress one."""
 
     model_config = REFUSE_UNKNOWN_FIELDS
-    name: str | None = None
-    ingress_class: str | None = None
-    ingress_host: str | None = None
+    name: str | None = Field(default=None, schema_extra=documented(domain.NAME_PATTERN, max_length=128, nullable=False))
+    ingress_class: str | None = Field(default=None, schema_extra=INGRESS_CLASS)
+    ingress_host: str | None = Field(default=None, schema_extra=INGRESS_HOST)
 
 
 class Environment(EnvironmentBase, table=True):
@@ -179,10 +186,12 @@ class VersionReleaseCreate(SQLModel):
 class AutoReleaseUpdate(SQLModel):
     """Auto-release's settings, all at once (PUT): refs default to the default branch, tags to off."""
 
-    model_config = REFUSE_UNKNOWN_FIELDS
-    enabled: bool
-    refs: list[str] | None = None
-    tags: bool = False
+    model_config = SQLModelConfig(extra="forbid", json_schema_extra=domain.AUTO_RELEASE_RULE)
+    enabled: StrictBool
+    refs: list[str] | None = Field(
+        default=None, schema_extra=documented(maxItems=domain.MAX_REF_PATTERNS, items=domain.REF_PATTERN_ITEM)
+    )
+    tags: StrictBool = False
 
 
 class LatestRelease(SQLModel):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import partial
 
 from fastapi import FastAPI
+from sqlmodel import SQLModel
 
 from services.versioning import handlers
 from services.versioning.api import router
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
+from services.versioning.pipelines_api import router as pipelines_router
 from shared import outbox_api, webhook_door
 from shared.bus import Handler
 from shared.events import Topic
@@ -27,11 +29,14 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     }
 
 
+TABLES: list[type[SQLModel]] = [KnownService, Pipeline, PipelineJob, Version, ParkedHook]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         "versioning",
-        tables=[KnownService, Pipeline, PipelineJob, Version, ParkedHook],
-        routers=[router, webhook_door.router, outbox_api.router],
+        tables=TABLES,
+        routers=[router, pipelines_router, webhook_door.router, outbox_api.router],
         subscriptions=_subscriptions,
         settings=settings,
     )

@@ -101,7 +101,7 @@ async def _apply_hook(
     if pipeline.no_version_reason is None:
         pipeline.succeeded = True
         emit(session, _succeeded(service, hook), correlation_id=delivery_id)
-        log.info("pipeline succeeded", pipeline_id=pipeline.pipeline_id, service=service.code)
+        log.info("pipeline succeeded", pipeline_id=pipeline.pipeline_id, service_code=service.code)
     else:
         log.info("success makes no version", pipeline_id=pipeline.pipeline_id, reason=pipeline.no_version_reason)
     session.add(pipeline)
@@ -147,7 +147,7 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
         version = await _make_version(session, service, data, registry)
         await _link(session, data, version.name, made=True)
         emit(session, _created(version, data), cause=envelope)
-    log.info("version created", version=version.name, service=data.service)
+    log.info("version created", version=version.name, service_code=data.service)
 
 
 async def _version_of_pipeline(session: AsyncSession, data: PipelineSucceeded) -> Version | None:

@@ -174,7 +174,9 @@ class Stack:
         return await eventually(probe, timeout=60, interval=0.1)
 
 
-async def post_pipeline_hook(api: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int) -> dict[str, Any]:
+async def post_pipeline_hook(
+    api: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Post a successful Pipeline Hook for ``service`` (as GitLab would) through the gateway."""
     body = {
         "object_kind": "pipeline",
@@ -193,6 +195,7 @@ async def post_pipeline_hook(api: httpx.AsyncClient, service: dict[str, Any], pi
         headers={
             "X-Gitlab-Event": "Pipeline Hook",
             "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"]),
+            **(headers or {}),
         },
     )
     answer.raise_for_status()

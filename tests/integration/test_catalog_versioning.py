@@ -157,6 +157,7 @@ async def test_poison_event_goes_to_dead_letter_topic(service_settings: Settings
             await producer.stop()
         dead = await dlq.wait_for(lambda t, v: v["value"] == poison, timeout=60)
         assert dead["topic"] == "pipeline.succeeded" and dead["reason"].startswith("undecodable")
+        assert dead["consumer"] == "versioning", "the dead letter names the consumer that gave up"
 
 
 async def test_the_rest_apis_answer_people_clearly(service_settings: Settings) -> None:

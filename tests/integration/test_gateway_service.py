@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from services.catalog.app import create_app as create_catalog
 from services.gateway.app import GatewayServer, create_app
 from shared.events import DeployStatus, Envelope, RouteChanged, ServiceCreated, Topic, new_event
 from shared.settings import Settings
@@ -76,6 +77,7 @@ async def test_front_door_forwards_calls_and_answers(settings: Settings, ports: 
         assert seen["headers"]["authorization"] == ADMIN["Authorization"]
         assert seen["headers"]["content-type"] == "application/json"
         assert seen["headers"]["x-correlation-id"] == "cid-42"
+        assert seen["headers"]["x-forwarded-prefix"] == "/api/catalog"  # where its docs are reached
         assert "cookie" not in seen["headers"]
         assert answer.headers["content-type"] == "application/json"
         assert answer.headers["location"] == "/made/1"
@@ -107,15 +109,40 @@ async def test_front_door_explains_what_is_wrong(settings: Settings, ports) -> N
     ports["release"].close()  # nothing listens there
     async with running(create_app(settings)) as client:
         down = await client.get("/api/release/environments", headers=ADMIN)
-        assert down.status_code == 503
+        assert down.status_code == 503 and down.headers["content-type"] == "application/problem+json"
         assert down.json() == {
-            "detail": f"the release service is not reachable at {release_url}: is it running? (gantry up starts it)"
+            "type": "urn:gantry:problem:unavailable",
+            "title": "Service Unavailable",
+            "status": 503,
+            "code": "unavailable",
+            "detail": f"the release service is not reachable at {release_url}: is it running? (gantry up starts it)",
         }
         unknown = await client.get("/api/billing/invoices", headers=ADMIN)
         assert unknown.status_code == 404
         assert unknown.json()["detail"].startswith("unknown service 'billing': use one of catalog")
         own = await client.get("/api/gateway/nothing-here", headers=ADMIN)
         assert own.status_code == 404 and "the gateway has no endpoint" in own.json()["detail"]
+
+
+async def test_each_service_s_docs_load_its_own_document_through_the_gateway(
+    settings: Settings, ports: dict[str, socket.socket]
+) -> None:
+    """/api/catalog/docs is catalog's Swagger UI, which loads catalog's document (not the gateway's),
+    whose server is the gateway's /api/catalog; a 405 from catalog keeps its Allow header."""
+    catalog = create_catalog(settings)  # its docs and its routing need no database
+    async with serving(catalog, ports["catalog"], lifespan="off"), running(create_app(settings)) as client:
+        page = await client.get("/api/catalog/docs")
+        assert page.status_code == 200 and 'url: "openapi.json"' in page.text
+        script = await client.get("/api/catalog/docs/assets/swagger-ui-bundle.js")
+        assert script.status_code == 200 and "SwaggerUIBundle" in script.text
+        document = (await client.get("/api/catalog/openapi.json")).json()
+        assert document["info"]["title"] == "Gantry catalog" and "/projects" in document["paths"]
+        assert document["servers"] == [{"url": "/api/catalog"}]
+        refused = await client.put("/api/catalog/projects", headers=ADMIN)
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, POST"
+        assert refused.json()["code"] == "method-not-allowed"
+        own = (await client.get("/api/gateway/openapi.json")).json()
+        assert own["info"]["title"] == "Gantry gateway" and own["servers"] == [{"url": "/api/gateway"}]
 
 
 def service_created(project: str, service: str) -> Envelope:
@@ -347,7 +374,9 @@ async def test_dashboard_page_is_self_contained(settings: Settings) -> None:
     async with running(create_app(settings)) as client:
         page = await client.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert "EventSource" in page.text and '"deploy.status"' in page.text
-        assert "http://" not in page.text and "https://" not in page.text
+        script = await client.get("/board.js")
+        assert "EventSource" in script.text and '"deploy.status"' in page.text
+        for text in (page.text, script.text, (await client.get("/board.css")).text):
+            assert "http://" not in text and "https://" not in text
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True

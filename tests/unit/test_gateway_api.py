@@ -88,3 +88,13 @@ async def test_route_lists_are_paged_and_searched(client: httpx.AsyncClient) -> 
     rest = await client.get(first.links["next"]["url"], headers=MEMBER)
     orders = [e["order"] for e in first.json() + rest.json()]
     assert orders == list(range(1, 7))
+
+
+async def test_metrics_are_scraped_on_each_services_own_port_never_through_the_gateway(
+    client: httpx.AsyncClient,
+) -> None:
+    for service in ("catalog", "versioning", "release", "deploy"):
+        answer = await client.get(f"/api/{service}/metrics", headers=ADMIN)
+        assert answer.status_code == 404 and "own port" in answer.json()["detail"], answer.text
+    own = await client.get("/metrics")
+    assert own.status_code == 200 and "gantry_http_request_duration_seconds" in own.text

@@ -168,4 +168,5 @@ async def test_the_gateways_own_writes_reach_its_trail(client: httpx.AsyncClient
 async def test_the_dashboard_shows_the_trail(client: httpx.AsyncClient) -> None:
     page = await client.get("/")
     assert page.status_code == 200 and "<h2>Audit" in page.text
-    assert "fetch(`audit?${params}`" in page.text  # the panel asks the same endpoint, with the viewer's token
+    script = await client.get("/board.js")
+    assert "api(`audit?${params}`)" in script.text  # the panel asks the same endpoint, with the viewer's token

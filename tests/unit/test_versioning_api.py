@@ -94,3 +94,19 @@ async def test_the_pipelines_view_shows_stages_jobs_and_the_version_made_or_link
     ]
     assert running["status"] == "running" and running["stages"][0]["status"] == "running"
     assert running["stages"][1] == {"name": "test", "status": None, "jobs": []}, "no job of it listed yet"
+
+
+async def test_failed_pipelines_across_services_for_the_projects_a_user_reads(client, uow):
+    await receive(uow, pipeline_hook(1, "success", passing()), "d1")
+    await receive(uow, pipeline_hook(2, "failed", [job(5, "unit", "failed")], sha=SHA_B), "d2")
+    for reader in (token("deploy-admin"), token("shop:project-member")):
+        failed = await client.get("/pipelines?status=failed", headers=reader)
+        assert failed.status_code == 200, failed.text
+        assert [(p["project"], p["service"], p["pipeline_id"]) for p in failed.json()] == [("shop", "web", 2)]
+        jobs = [(job["name"], job["status"]) for stage in failed.json()[0]["stages"] for job in stage["jobs"]]
+        assert jobs == [("unit", "failed")], "with its stages and jobs, as the service's own list shows them"
+        every = await client.get("/pipelines", headers=reader)
+        assert [p["pipeline_id"] for p in every.json()] == [2, 1], "last changed first"
+    assert (await client.get("/pipelines?status=failed", headers=token("other:project-owner"))).json() == []
+    assert (await client.get("/pipelines?status=failed")).status_code == 401
+    assert (await client.get("/pipelines?status=no%20such", headers=token("deploy-admin"))).status_code == 422

@@ -1,0 +1,97 @@
+"""One transaction for a batch of events: what a consumer's use cases share while it applies them.
+
+A consumer applies what one fetch returned in ONE database transaction (``UnitOfWork.batch``).
+The use cases keep their shape: inside a batch, ``UnitOfWork.begin()`` opens a savepoint of the
+batch's transaction instead of a transaction of its own, so an event that fails rolls back its
+own changes only, exactly as its own transaction would have; and ``claim_inbox`` answers from the
+ids the inbox already had (read once for the whole batch) and the ids claimed so far, the claims
+being written in one insert when the batch commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+class BatchConflict(Exception):
+    """Another consumer applied some of the batch's events meanwhile: the batch is tried again."""
+
+
+class SpoiledBatch(Exception):
+    """A use case failed in a batch applied without savepoints: it is applied again with them."""
+
+
+@dataclass
+class Batch:
+    """The transaction a consumer applies one batch of events in."""
+
+    owner: object  # the UnitOfWork that opened it: only its use cases join
+    session: AsyncSession
+    applied: frozenset[str]  # ids the inbox had when the batch began
+    claims: list[tuple[str, str]] = field(default_factory=list)  # (event id, topic) claimed, in order
+    task: asyncio.Task[object] | None = field(default_factory=asyncio.current_task)
+    open: bool = True
+    careful: bool = True  # each use case in a savepoint; else in the batch's transaction itself
+    failures: int = 0  # use cases that failed inside the batch (not careful: the batch is spoiled)
+    _claimed: set[str] = field(default_factory=set)
+
+    def joins(self, owner: object) -> bool:
+        """Whether a use case of ``owner`` running now belongs to this batch (same task, still open)."""
+        return self.open and owner is self.owner and asyncio.current_task() is self.task
+
+    def claim(self, event_id: str, topic: str) -> bool:
+        """Claim an event for this batch; False when the inbox had it or the batch already claimed it."""
+        if event_id in self.applied or event_id in self._claimed:
+            return False
+        self.claims.append((event_id, topic))
+        self._claimed.add(event_id)
+        return True
+
+    def spoiled(self) -> bool:
+        """Whether a use case failed in a batch without savepoints: its half-done writes are in it."""
+        return not self.careful and self.failures > 0
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[AsyncSession]:
+        """A use case's share of the batch: when careful, its changes and claims go if it fails."""
+        mark = len(self.claims)
+        try:
+            if self.careful:
+                async with self.session.begin_nested():
+                    yield self.session
+            else:
+                yield self.session
+        except BaseException:
+            self.failures += 1
+            for event_id, _topic in self.claims[mark:]:
+                self._claimed.discard(event_id)
+            del self.claims[mark:]
+            raise
+
+
+CURRENT_BATCH: ContextVar[Batch | None] = ContextVar("gantry_batch", default=None)
+
+
+def current_batch(owner: object) -> Batch | None:
+    """The batch a use case of ``owner`` running now belongs to, if any."""
+    batch = CURRENT_BATCH.get()
+    return batch if batch is not None and batch.joins(owner) else None
+
+
+async def write_lock(session: AsyncSession) -> None:
+    """On SQLite, take the write lock as the batch begins (``BEGIN IMMEDIATE``): its reads and
+    writes then see one state, its savepoints nest inside it, and another writer waits for the
+    commit instead of failing half-way. PostgreSQL needs nothing (row locks, advisory locks)."""
+    if session.get_bind().dialect.name == "sqlite":
+        await (await session.connection()).execute(text("BEGIN IMMEDIATE"))
+
+
+def unique_ids(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))

@@ -1,0 +1,208 @@
+"""Consuming in batches: one transaction per batch, nothing applied twice, a poison event alone to
+the dead-letter topic, each key's order kept; and the relay marking a published batch at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
+
+from shared.consume import Record, apply_batch, handle_batch
+from shared.errors import PoisonEvent
+from shared.events import Envelope, PipelineSucceeded, Topic, VersionCreated, new_event
+from shared.outbox import InboxEntry, OutboxRelay, UnitOfWork, add_event, claim_inbox, emit
+from tests.unit.conftest import outbox
+from tests.unit.test_shared import FakeDeadLetters
+
+
+def _succeeded(service_id: str, pipeline_id: int) -> Envelope:
+    data = PipelineSucceeded(service_id=service_id, project="p", service="s", pipeline_id=pipeline_id, ref="m", sha="a")
+    return new_event(Topic.PIPELINE_SUCCEEDED, data, source="test", subject="p/s")
+
+
+def _records(*envelopes: Envelope) -> list[Record]:
+    return [
+        Record(envelope.data["service_id"].encode(), envelope.model_dump_json().encode(), envelope)
+        for envelope in envelopes
+    ]
+
+
+def _raw(*envelopes: Envelope) -> list[tuple[bytes | None, bytes | None]]:
+    return [(record.key, record.raw) for record in _records(*envelopes)]
+
+
+def make_version(uow: UnitOfWork):
+    """A use case of the usual shape: claim the event, write its outgoing event, in one unit of work."""
+
+    async def handler(envelope: Envelope) -> None:
+        data = envelope.payload(PipelineSucceeded)
+        async with uow.begin() as session:
+            if not await claim_inbox(session, envelope):
+                return
+            version = VersionCreated(
+                service_id=data.service_id,
+                project="p",
+                service="s",
+                version=f"v{data.pipeline_id}",
+                sha="a",
+                ref="m",
+                pipeline_id=data.pipeline_id,
+                image="registry/p/s:a",
+            )
+            emit(session, version, cause=envelope)
+            if data.pipeline_id == 13:  # written, then found poison: its own write must go too
+                raise PoisonEvent("pipeline 13 is poison")
+
+    return handler
+
+
+@contextmanager
+def counted(uow: UnitOfWork) -> Iterator[dict[str, int]]:
+    """Count commits and statements on the unit of work's real SQLite engine."""
+    engine = uow.sessions.kw["bind"]
+    assert isinstance(engine, AsyncEngine)
+    counts = {"commits": 0, "statements": 0}
+
+    def on_commit(_conn) -> None:
+        counts["commits"] += 1
+
+    def on_statement(*_args) -> None:
+        counts["statements"] += 1
+
+    event.listen(engine.sync_engine, "commit", on_commit)
+    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    try:
+        yield counts
+    finally:
+        event.remove(engine.sync_engine, "commit", on_commit)
+        event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
+
+
+async def _inbox(uow: UnitOfWork) -> set[str]:
+    async with uow.sessions() as session:
+        return set((await session.exec(select(InboxEntry.event_id))).all())
+
+
+def _versions_made(rows) -> list[str]:
+    return [json.loads(row.payload)["data"]["version"] for row in rows if row.topic == "version.created"]
+
+
+async def test_a_batch_is_applied_in_one_transaction_with_one_inbox_read_and_one_insert(make_uow):
+    uow = await make_uow("batchtest", [])
+    envelopes = [_succeeded("s1", n) for n in range(100, 150)]
+    with counted(uow) as counts:
+        await handle_batch("pipeline.succeeded", _raw(*envelopes), make_version(uow), FakeDeadLetters(), uow)
+    assert counts["commits"] == 1
+    # BEGIN IMMEDIATE, the inbox read, the outbox inserts, the inbox insert: no per-event inbox
+    # look-up, no savepoint when nothing fails, no per-event commit
+    assert counts["statements"] <= 2 + len(envelopes) + 1, counts
+    assert _versions_made(await outbox(uow)) == [f"v{n}" for n in range(100, 150)]
+    assert await _inbox(uow) == {envelope.id for envelope in envelopes}
+
+
+async def test_a_careful_batch_gives_each_event_a_savepoint_and_still_commits_once(make_uow):
+    uow = await make_uow("batchtest", [])
+    envelopes = [_succeeded("s1", n) for n in range(100, 120)]
+    with counted(uow) as counts:
+        await apply_batch(uow, _records(*envelopes), make_version(uow), careful=True)
+    assert counts["commits"] == 1 and counts["statements"] <= 2 + 3 * len(envelopes) + 1, counts
+    assert _versions_made(await outbox(uow)) == [f"v{n}" for n in range(100, 120)]
+
+
+async def test_a_redelivered_batch_applies_nothing_twice(make_uow):
+    uow = await make_uow("batchtest", [])
+    first = [_succeeded("s1", n) for n in range(5)]
+    await apply_batch(uow, _records(*first), make_version(uow))
+    later = _succeeded("s1", 5)
+    # the same batch again (a crash before the offsets were committed), overlapping a new event,
+    # and one event twice within the batch (a relay that published it again)
+    await apply_batch(uow, _records(*first[2:], later, later), make_version(uow))
+    assert _versions_made(await outbox(uow)) == [f"v{n}" for n in range(6)]
+
+
+async def test_a_poison_event_in_the_middle_goes_alone_to_the_dead_letter_topic(make_uow):
+    uow = await make_uow("batchtest", [])
+    envelopes = [_succeeded("s1", n) for n in (11, 12, 13, 14, 15)]
+    dlq = FakeDeadLetters()
+    raw = [(record.key, record.raw) for record in _records(*envelopes)]
+    await handle_batch("pipeline.succeeded", [*raw[:2], (b"s1", b"{oops"), *raw[2:]], make_version(uow), dlq, uow)
+    assert _versions_made(await outbox(uow)) == ["v11", "v12", "v14", "v15"]
+    assert await _inbox(uow) == {envelopes[n].id for n in (0, 1, 3, 4)}, "the poison event is not marked applied"
+    assert [(topic, reason.split(":")[0]) for topic, _raw, reason in dlq.records] == [
+        ("pipeline.succeeded", "undecodable"),
+        ("pipeline.succeeded", "poison"),
+    ]
+
+
+async def test_each_keys_order_is_kept_across_keys_in_one_batch(make_uow):
+    uow = await make_uow("batchtest", [])
+    mixed = [_succeeded(key, n) for n in range(10) for key in ("a", "b", "c")]
+    await apply_batch(uow, _records(*mixed), make_version(uow))
+    rows = await outbox(uow)
+    for key in ("a", "b", "c"):
+        assert _versions_made(row for row in rows if row.key == key) == [f"v{n}" for n in range(10)]
+
+
+async def test_a_unit_of_work_outside_a_batch_commits_on_its_own(make_uow):
+    uow = await make_uow("batchtest", [])
+    with counted(uow) as counts:
+        await make_version(uow)(_succeeded("s1", 1))
+        await make_version(uow)(_succeeded("s1", 2))
+    assert counts["commits"] == 2 and _versions_made(await outbox(uow)) == ["v1", "v2"]
+
+
+async def test_the_relay_sends_a_batch_and_marks_it_in_one_statement(make_uow):
+    uow = await make_uow("batchtest", [])
+    async with uow.begin() as session:
+        for n in range(30):
+            add_event(session, Topic.PIPELINE_SUCCEEDED, _succeeded("s1", n), key="s1")
+    calls: list[int] = []
+
+    async def broker(records):
+        calls.append(len(records))
+        return [None] * len(records)
+
+    engine = uow.sessions.kw["bind"]
+    updates: list[str] = []
+
+    def on_statement(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updates.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    try:
+        assert await OutboxRelay(uow.sessions, broker).relay_once() == 30
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
+    assert calls == [30] and len(updates) == 1
+    assert all(row.published_at is not None for row in await outbox(uow))
+
+
+async def test_an_outage_rolls_the_whole_batch_back_and_it_is_tried_again(make_uow, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from shared import consume
+
+    monkeypatch.setattr(consume, "OUTAGE_MAX_DELAY", 0.0)
+    uow = await make_uow("batchtest", [])
+    envelopes = [_succeeded("s1", n) for n in (1, 2, 3)]
+    apply, calls = make_version(uow), []
+
+    committed_meanwhile: list[int] = []
+
+    async def database_away_once(envelope: Envelope) -> None:
+        committed_meanwhile.append(len(await outbox(uow)))  # what another connection sees now
+        await apply(envelope)
+        calls.append(envelope.data["pipeline_id"])
+        if calls == [1, 2]:  # the first two written, then the database goes away
+            raise OperationalError("COMMIT", {}, ConnectionRefusedError("database restarting"))
+
+    raw = [(record.key, record.raw) for record in _records(*envelopes)]
+    await handle_batch("pipeline.succeeded", raw, database_away_once, FakeDeadLetters(), uow)
+    assert calls == [1, 2, 1, 2, 3], "the batch was tried again from its start"
+    assert committed_meanwhile == [0] * 5, "no event's savepoint committed before its batch"
+    assert _versions_made(await outbox(uow)) == ["v1", "v2", "v3"], "nothing of the first try stayed"
