@@ -49,7 +49,8 @@ def envelope(topic: str, correlation: str, ms: int, project: str | None = "shop"
 
 
 def kept(topic: str, event: dict[str, Any], offset: int, partition: int = 0) -> StreamItem:
-    return StreamItem(1_700_000_000_000 + offset, topic, partition, offset, "svc-1", event)
+    """Kept as the gateway keeps a record read from the bus: its value's bytes, decoded when shown."""
+    return StreamItem(1_700_000_000_000 + offset, topic, partition, offset, "svc-1", json.dumps(event).encode())
 
 
 def dead(topic: str, reason: str, value: str, offset: int, ms: int = 900) -> StreamItem:
