@@ -10,7 +10,7 @@ from kubernetes import client as k8s
 from kubernetes import config as kube_config
 from kubernetes.dynamic import DynamicClient
 
-from tests.unit.test_deploy_manifests_kustomize import python_build
+from tests.kustomize_builds import python_build
 
 pytestmark = pytest.mark.integration
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

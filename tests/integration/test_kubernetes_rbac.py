@@ -19,8 +19,8 @@ from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.ingress import IngressSpec, RouteRule
 from services.deploy.kube_access import ClusterForbidden, InCluster
 from services.deploy.kubernetes import KubernetesDriver
+from tests.kustomize_builds import OVERLAY, python_build
 from tests.support import eventually
-from tests.unit.test_deploy_manifests_kustomize import OVERLAY, python_build
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ from sqlmodel import SQLModel, select
 from shared.db import create_tables, make_engine, session_factory
 from shared.outbox import OUTBOX_TABLES, OutboxMessage, UnitOfWork
 from shared.settings import Settings
+from tests.kustomize_builds import BASE, BUILDERS, OVERLAY, Doc, kustomize_program
 from tests.support import SECRET
 
 UowFactory = Callable[[str, Sequence[type[SQLModel]]], "AsyncIterator[UnitOfWork]"]
@@ -42,3 +43,23 @@ async def outbox(uow: UnitOfWork, topic: str | None = None) -> list[OutboxMessag
         query = select(OutboxMessage).order_by(OutboxMessage.id)  # type: ignore[arg-type]
         rows = list((await session.exec(query)).all())
     return [row for row in rows if topic is None or row.topic == topic]
+
+
+# --- deploy/'s kustomize builds (tests/kustomize_builds.py), each check run on every build --------
+
+
+@pytest.fixture(params=list(BUILDERS), scope="module")
+def build(request: pytest.FixtureRequest) -> Callable[[Path], list[Doc]]:
+    if request.param == "kustomize" and kustomize_program() is None:
+        pytest.skip("neither kustomize nor kubectl is installed: checked with the pure-Python build only")
+    return BUILDERS[request.param]
+
+
+@pytest.fixture(scope="module")
+def base(build: Callable[[Path], list[Doc]]) -> list[Doc]:
+    return build(BASE)
+
+
+@pytest.fixture(scope="module")
+def overlay(build: Callable[[Path], list[Doc]]) -> list[Doc]:
+    return build(OVERLAY)

@@ -1,5 +1,5 @@
 """deploy/: the deploy service's account and rights, placeholders refused, disruption budgets and
-network policies, checked on the built objects (the builds of test_deploy_manifests_kustomize)."""
+network policies, checked on the built objects (the builds of tests/kustomize_builds.py)."""
 
 from __future__ import annotations
 
@@ -17,16 +17,13 @@ from services.deploy.cluster import WorkloadSpec
 from services.deploy.ingress import IngressSpec, RouteRule, render_ingress
 from services.deploy.manifests import render_objects
 from shared.settings import SERVICES
-from tests.unit.test_deploy_manifests_kustomize import (
-    BASE,
-    BUILDERS,
+from tests.kustomize_builds import (
     NAMESPACE,
     OVERLAY,
     ROOT,
     Doc,
-    _find,
-    _kustomize_program,
     deployment,
+    find,
     installed,
     pod_environment,
     settings_of,
@@ -35,23 +32,6 @@ from tests.unit.test_deploy_manifests_kustomize import (
 COMPONENT = ROOT / "deploy" / "components" / "namespace-creation"
 ACCOUNT = {"kind": "ServiceAccount", "name": "gantry-deploy", "namespace": NAMESPACE}
 PLURAL = {"Ingress": "ingresses"}
-
-
-@pytest.fixture(params=list(BUILDERS), scope="module")
-def build(request: pytest.FixtureRequest) -> Callable[[Path], list[Doc]]:
-    if request.param == "kustomize" and _kustomize_program() is None:
-        pytest.skip("neither kustomize nor kubectl is installed: checked with the pure-Python build only")
-    return BUILDERS[request.param]
-
-
-@pytest.fixture(scope="module")
-def base(build: Callable[[Path], list[Doc]]) -> list[Doc]:
-    return build(BASE)
-
-
-@pytest.fixture(scope="module")
-def overlay(build: Callable[[Path], list[Doc]]) -> list[Doc]:
-    return build(OVERLAY)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +71,7 @@ def test_the_examples_placeholders_are_refused_at_start(
 
 
 def test_only_the_deploy_pods_carry_a_token(base: list[Doc], monkeypatch: pytest.MonkeyPatch) -> None:
-    account = _find(base, "ServiceAccount", "gantry-deploy")
+    account = find(base, "ServiceAccount", "gantry-deploy")
     assert account["metadata"]["namespace"] == NAMESPACE
     assert account.get("automountServiceAccountToken") is False, "a token only where a pod asks for it"
     assert pod(base, "deploy")["serviceAccountName"] == "gantry-deploy"
@@ -127,7 +107,7 @@ def _granted(role: Doc, api_version: str, kind: str) -> set[str]:
 
 
 def test_the_deployer_role_covers_every_object_the_driver_writes_and_no_more(base: list[Doc]) -> None:
-    role = _find(base, "ClusterRole", "gantry-deployer")
+    role = find(base, "ClusterRole", "gantry-deployer")
     written = {(obj["apiVersion"], obj["kind"]) for obj in _everything_the_driver_writes()}
     assert ("networking.k8s.io/v1", "Ingress") in written and ("v1", "Namespace") in written
     for api_version, kind in written - {("v1", "Namespace")}:  # namespaces: the optional component
@@ -153,7 +133,7 @@ def test_the_overlay_binds_the_deployer_in_each_managed_namespace_only(overlay: 
         }
         assert binding["subjects"] == [ACCOUNT]
     assert not [doc for doc in overlay if doc["kind"] == "ClusterRoleBinding"], "no right outside those namespaces"
-    assert _find(overlay, "Deployment", "gantry-deploy")["metadata"]["namespace"] == NAMESPACE
+    assert find(overlay, "Deployment", "gantry-deploy")["metadata"]["namespace"] == NAMESPACE
 
 
 def test_namespace_creation_is_a_component_that_turns_it_on(
@@ -161,7 +141,7 @@ def test_namespace_creation_is_a_component_that_turns_it_on(
 ) -> None:
     settings = settings_of(installed(pod_environment(with_component, "deploy")), monkeypatch)
     assert settings.kubernetes_create_namespaces is True
-    creator = _find(with_component, "ClusterRole", "gantry-namespaces")
+    creator = find(with_component, "ClusterRole", "gantry-namespaces")
     assert _granted(creator, "v1", "Namespace") == {"create", "patch"}
     bound = {
         doc["roleRef"]["name"]

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared import metrics
 from shared.service import create_service_app
 from shared.settings import SERVICES, Settings
+from tests.kustomize_builds import OVERLAY, ROOT, kustomize_program, program_build
 from tests.support import SECRET
-from tests.unit.test_deploy_manifests_kustomize import OVERLAY, ROOT, _kustomize_program, program_build
 
 MONITORING = ROOT / "deploy" / "components" / "monitoring"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
@@ -76,7 +76,7 @@ def test_the_dashboard_groups_and_filters_only_by_labels_the_metrics_have() -> N
         assert used <= allowed, f"{query}: {used - allowed}"
 
 
-@pytest.mark.skipif(_kustomize_program() is None, reason="neither kustomize nor kubectl is installed")
+@pytest.mark.skipif(kustomize_program() is None, reason="neither kustomize nor kubectl is installed")
 def test_the_service_monitor_scrapes_every_service_on_its_http_port(tmp_path: Path) -> None:
     kustomization = {
         "resources": [os.path.relpath(OVERLAY, tmp_path)],
