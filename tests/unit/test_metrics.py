@@ -11,37 +11,15 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from fastapi import APIRouter
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import bus, metrics
-from shared.errors import NotFound, PoisonEvent
-from shared.events import PipelineSucceeded, ServiceChanged, Topic, new_event, utcnow
+from shared.errors import PoisonEvent
+from shared.events import PipelineSucceeded, Topic, new_event, utcnow
 from shared.logging import configure_logging
-from shared.outbox import OutboxDeadLetter, UnitOfWork, emit
-from shared.service import CurrentUser, RuntimeDep, create_service_app
+from shared.outbox import OutboxDeadLetter, UnitOfWork
 from shared.settings import Settings
-from tests.support import SECRET, token
-
-OWNER = token("shop:project-owner", user="olga")
-router = APIRouter()
-
-
-@router.get("/things/{name}")
-async def read_thing(name: str, user: CurrentUser) -> dict[str, str]:
-    if name == "missing":
-        raise NotFound("no thing missing")
-    return {"name": name, "by": user.user}
-
-
-@router.post("/things/{name}/changes", status_code=202)
-async def change_thing(name: str, user: CurrentUser, runtime: RuntimeDep) -> dict[str, str]:
-    async with runtime.uow.begin() as session:
-        emit(
-            session,
-            ServiceChanged(service_id="s1", project="shop", service=name, name=name, enabled=True, change="updated"),
-        )
-    return {"name": name}
+from tests.unit.things_service import OWNER, things_client
 
 
 @pytest.fixture
@@ -51,9 +29,7 @@ async def uow(make_uow) -> UnitOfWork:
 
 @pytest.fixture
 async def client(uow: UnitOfWork, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    api = create_service_app("things", tables=[], routers=[router], settings=Settings(home=tmp_path))
-    api.state.runtime = SimpleNamespace(uow=uow, secret=SECRET, parts={}, faust_app=None)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://things") as http:
+    async with things_client(uow, Settings(home=tmp_path)) as http:
         yield http
 
 
@@ -201,9 +177,7 @@ async def test_each_request_writes_one_access_line_and_scrapes_stay_quiet(client
 
 async def test_with_a_metrics_token_only_a_scraper_that_sends_it_is_answered(uow: UnitOfWork, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, metrics_token="scrape-token-0123456789")
-    api = create_service_app("things", tables=[], routers=[router], settings=settings)
-    api.state.runtime = SimpleNamespace(uow=uow, secret=SECRET, parts={}, faust_app=None)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://things") as http:
+    async with things_client(uow, settings) as http:
         assert (await http.get("/metrics")).status_code == 401
         wrong = await http.get("/metrics", headers={"Authorization": "Bearer another-token-0123456789"})
         assert wrong.status_code == 401 and "GANTRY_METRICS_TOKEN" in wrong.json()["detail"]

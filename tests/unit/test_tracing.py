@@ -17,11 +17,9 @@ from opentelemetry.trace import SpanKind
 from shared import bus, tracing
 from shared.events import Envelope, ServiceChanged
 from shared.outbox import OutboxRelay, UnitOfWork, emit
-from shared.service import create_service_app
 from shared.settings import Settings
-from tests.support import SECRET
 from tests.unit.conftest import outbox
-from tests.unit.test_metrics import OWNER, router
+from tests.unit.things_service import OWNER, things_client
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -43,9 +41,7 @@ async def uow(make_uow) -> UnitOfWork:
 
 @pytest.fixture
 async def client(uow: UnitOfWork, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    api = create_service_app("things", tables=[], routers=[router], settings=Settings(home=tmp_path))
-    api.state.runtime = SimpleNamespace(uow=uow, secret=SECRET, parts={}, faust_app=None)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://things") as http:
+    async with things_client(uow, Settings(home=tmp_path)) as http:
         yield http
 
 
