@@ -34,6 +34,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench.chain_latency import prepare
+from bench.goals import RateFigures, chain_goals, goal_table
 from bench.measures import cpu_snapshot, cpu_used, percentile, send_times, table, tally
 from bench.running import Running, add_stack_options, running_stack
 from shared.auth import webhook_secret
@@ -253,6 +254,15 @@ def report(kind: str, args: argparse.Namespace, idle: dict[str, float], results:
     )
     print(f"\nidle CPU over {args.idle:g} s (% of one core), before any load:")
     print(table((*names, "all"), [(*(idle[n] for n in names), sum(idle.values()))]))
+    figures = [
+        RateFigures(
+            r.rate, r.offered, r.accepted, len(r.latencies), r.lost + r.late + r.duplicated, row[7], row[10], row[11]
+        )
+        for r, row in zip(results, rows, strict=True)
+    ]
+    suffix = "" if kind.startswith("embedded") and kind.endswith("sqlite") else "_kafka"
+    print("\nthe goals, beside this run's figures:")
+    print(goal_table(chain_goals(figures, sum(idle.values()), suffix=suffix)))
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import math
 
+from bench.goals import goal_table
 from bench.measures import cpu_seconds, table
 from bench.running import add_stack_options, create_service, running_stack
 from bench.wrk import WrkResult, run_wrk, wrk_binary
@@ -100,6 +101,10 @@ def main() -> None:
             rows,
         )
     )
+    at_64 = [row for row in rows if row[0] == "gateway" and row[1] == 64]
+    if at_64 and kind == "embedded+sqlite":
+        print("\nthe goals, beside this run's figures:")
+        print(goal_table({"ingress_per_s": at_64[0][3], "ingress_p99_ms": at_64[0][7]}))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from bench.goals import RateFigures, chain_goals, goal_table
 from bench.measures import cpu_seconds, cpu_seconds_of_stat, cpu_used, percentile, send_times, table, tally
 from bench.wrk import parse_wrk_output, run_wrk
 from shared import gitlab_hook
@@ -133,3 +134,34 @@ def test_wrk_script_posts_signed_pipeline_hooks_each_with_a_new_pipeline() -> No
     assert {hook.project.path_with_namespace for hook in hooks} == {"shop/web"}
     assert {headers["X-Gitlab-Token"] for headers, _ in Recorder.bodies} == {"tok"}
     assert {headers["X-Gitlab-Event"] for headers, _ in Recorder.bodies} == {"Pipeline Hook"}
+
+
+def figures(rate: float, *, accepted: int | None = None, wrong: int = 0, p99: float = 100.0) -> RateFigures:
+    offered = int(rate * 10)
+    taken = offered if accepted is None else accepted
+    return RateFigures(rate, offered, taken, taken - wrong, wrong, rate * 0.99, p99, 40.0 / rate)
+
+
+def test_the_sustained_rate_is_the_highest_at_which_every_chain_completed_once() -> None:
+    runs = [figures(100, p99=180.0), figures(200), figures(300, wrong=3), figures(400, accepted=3000)]
+    goals = chain_goals(runs, idle_percent=7.5)
+    assert goals["chains_per_s"] == pytest.approx(198), "300 lost chains and 400 refused hooks: 200 is the last clean"
+    assert goals["cpu_ms_per_chain"] == pytest.approx(0.2), "the CPU per chain of that same rate"
+    assert goals["p99_at_100_ms"] == 180.0 and goals["idle_percent"] == 7.5
+    none_clean = chain_goals([figures(50, wrong=1)], idle_percent=1.0, suffix="_kafka")
+    assert math.isnan(none_clean["chains_per_s_kafka"]) and set(none_clean) == {
+        "chains_per_s_kafka",
+        "p99_at_100_ms_kafka",
+    }
+
+
+def test_the_goal_table_says_which_goals_are_met_and_leaves_out_what_was_not_measured() -> None:
+    printed = goal_table({"chains_per_s": 320.0, "p99_at_100_ms": 900.0, "idle_percent": math.nan})
+    lines = {line.split("|")[1].strip(): line for line in printed.splitlines()[2:]}
+    assert lines.keys() == {
+        "chains/s sustained, nothing lost (embedded)",
+        "p99 hook → deploy.status at 100 chains/s (embedded)",
+    }
+    assert lines["chains/s sustained, nothing lost (embedded)"].rstrip(" |").endswith("yes")
+    assert lines["p99 hook → deploy.status at 100 chains/s (embedded)"].rstrip(" |").endswith("no")
+    assert "≤ 250 ms" in printed and "30–40/s" in printed
