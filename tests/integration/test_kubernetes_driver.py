@@ -10,8 +10,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
 
-from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.kubernetes import KubernetesDriver
+from tests.integration.shop_web import settled, web_spec
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -34,32 +34,8 @@ def driver(k8s_control_plane) -> KubernetesDriver:
     return KubernetesDriver(str(k8s_control_plane.kubeconfig), progress_deadline_seconds=600)
 
 
-def spec(namespace: str, version: str = "v1", replicas: int = 3, track: str = "stable") -> WorkloadSpec:
-    return WorkloadSpec(
-        project="shop",
-        service="web",
-        environment="staging",
-        namespace=namespace,
-        version=version,
-        image=f"registry.local/shop/web:{version}",
-        replicas=replicas,
-        track=track,
-        resources={"db": {"type": "database", "data": {"url": "postgresql://db"}}},
-    )
-
-
-async def settled(
-    driver: KubernetesDriver, namespace: str, track: str = "stable", timeout: float = 60
-) -> RolloutStatus:
-    async def done() -> RolloutStatus | None:
-        status = await driver.status("shop", "web", "staging", namespace, track)
-        return status if status is not None and status.state in ("succeeded", "failed") else None
-
-    return await eventually(done, timeout=timeout, interval=0.1)
-
-
 async def test_deploy_rolls_out_until_available_equals_desired(driver, cluster, namespace):
-    first = await driver.apply(spec(namespace))
+    first = await driver.apply(web_spec(namespace))
     assert first.state == "progressing" and first.desired == 3
     done = await settled(driver, namespace)
     assert (done.state, done.desired, done.current, done.updated, done.available) == ("succeeded", 3, 3, 3, 3)
@@ -70,17 +46,17 @@ async def test_deploy_rolls_out_until_available_equals_desired(driver, cluster, 
     secret = core.read_namespaced_secret("shop-web-secret", namespace)
     assert "DB_URL" in secret.data and "DB_URL" not in (config.data or {})
     generation = apps.read_namespaced_deployment("shop-web", namespace).metadata.generation
-    again = await driver.apply(spec(namespace))
+    again = await driver.apply(web_spec(namespace))
     assert again.state == "succeeded", "the same request applied twice changes nothing"
     assert apps.read_namespaced_deployment("shop-web", namespace).metadata.generation == generation
 
 
 async def test_scale_up_and_down(driver, cluster, namespace):
-    await driver.apply(spec(namespace, replicas=1))
+    await driver.apply(web_spec(namespace, replicas=1))
     assert (await settled(driver, namespace)).available == 1
-    await driver.apply(spec(namespace, replicas=4))
+    await driver.apply(web_spec(namespace, replicas=4))
     assert (await settled(driver, namespace)).available == 4
-    await driver.apply(spec(namespace, replicas=2))
+    await driver.apply(web_spec(namespace, replicas=2))
     apps, core = cluster
 
     async def two_pods() -> bool:
@@ -93,9 +69,9 @@ async def test_scale_up_and_down(driver, cluster, namespace):
 
 async def test_canary_beside_stable_then_promote_or_abort(driver, cluster, namespace):
     apps, core = cluster
-    await driver.apply(spec(namespace, "v1", replicas=3))
+    await driver.apply(web_spec(namespace, "v1", replicas=3))
     await settled(driver, namespace)
-    await driver.apply(spec(namespace, "v2", replicas=1, track="canary"))
+    await driver.apply(web_spec(namespace, "v2", replicas=1, track="canary"))
     assert (await settled(driver, namespace, "canary")).available == 1
     service = core.read_namespaced_service("shop-web", namespace)
     assert service.spec.selector == {"app": "shop-web"}, "one Service in front of both tracks"
@@ -104,7 +80,7 @@ async def test_canary_beside_stable_then_promote_or_abort(driver, cluster, names
     assert tracks == ["canary", "stable", "stable", "stable"], "the replica ratio is the traffic share"
 
     # promote: the canary's version becomes stable, the canary track goes away
-    await driver.apply(spec(namespace, "v2", replicas=3))
+    await driver.apply(web_spec(namespace, "v2", replicas=3))
     await driver.delete("shop", "web", "staging", namespace, "canary")
     assert (await settled(driver, namespace)).state == "succeeded"
     stable = apps.read_namespaced_deployment("shop-web", namespace)
@@ -113,7 +89,7 @@ async def test_canary_beside_stable_then_promote_or_abort(driver, cluster, names
     core.read_namespaced_service("shop-web", namespace)  # the shared Service stays
 
     # abort: a new canary is removed, stable untouched
-    await driver.apply(spec(namespace, "v3", replicas=1, track="canary"))
+    await driver.apply(web_spec(namespace, "v3", replicas=1, track="canary"))
     await settled(driver, namespace, "canary")
     await driver.delete("shop", "web", "staging", namespace, "canary")
     assert await driver.status("shop", "web", "staging", namespace, "canary") is None
@@ -123,7 +99,7 @@ async def test_canary_beside_stable_then_promote_or_abort(driver, cluster, names
 async def test_rollback_to_a_previous_version(driver, cluster, namespace):
     apps, _ = cluster
     for version in ("v1", "v2", "v1"):
-        await driver.apply(spec(namespace, version, replicas=2))
+        await driver.apply(web_spec(namespace, version, replicas=2))
         assert (await settled(driver, namespace)).state == "succeeded"
     deployment = apps.read_namespaced_deployment("shop-web", namespace)
     assert deployment.spec.template.spec.containers[0].image.endswith(":v1")
@@ -141,7 +117,7 @@ async def test_a_rollout_that_never_becomes_ready_fails(k8s_control_plane, clust
         ),
     )
     driver = KubernetesDriver(str(k8s_control_plane.kubeconfig), progress_deadline_seconds=5)
-    assert (await driver.apply(spec(namespace, replicas=2))).state == "progressing"
+    assert (await driver.apply(web_spec(namespace, replicas=2))).state == "progressing"
     failed = await settled(driver, namespace, timeout=90)
     assert failed.state == "failed" and "progress deadline exceeded" in failed.message
     assert (failed.desired, failed.available) == (2, 0)
@@ -149,7 +125,7 @@ async def test_a_rollout_that_never_becomes_ready_fails(k8s_control_plane, clust
 
 async def test_a_field_owned_by_another_manager_is_a_failed_deployment(driver, cluster, namespace):
     apps, _ = cluster
-    await driver.apply(spec(namespace, replicas=2))
+    await driver.apply(web_spec(namespace, replicas=2))
     await settled(driver, namespace)
     # someone scales by hand with their own field manager, taking .spec.replicas
     apps.patch_namespaced_deployment(
@@ -160,7 +136,7 @@ async def test_a_field_owned_by_another_manager_is_a_failed_deployment(driver, c
         force=True,
         _content_type="application/apply-patch+yaml",
     )
-    conflict = await driver.apply(spec(namespace, replicas=3))
+    conflict = await driver.apply(web_spec(namespace, replicas=3))
     assert conflict.state == "failed"
     assert "conflict" in conflict.message and "ops-console" in conflict.message
     assert apps.read_namespaced_deployment("shop-web", namespace).spec.replicas == 5, "nothing overwritten"

@@ -15,12 +15,12 @@ from kubernetes import config as kube_config
 from kubernetes.dynamic import DynamicClient
 
 from services.deploy import driver_info
-from services.deploy.cluster import RolloutStatus, WorkloadSpec
+from services.deploy.cluster import WorkloadSpec
 from services.deploy.ingress import IngressSpec, RouteRule
 from services.deploy.kube_access import ClusterForbidden, InCluster
 from services.deploy.kubernetes import KubernetesDriver
+from tests.integration.shop_web import settled, web_spec
 from tests.kustomize_builds import OVERLAY, python_build
-from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -73,25 +73,8 @@ def pod_credentials(admin, managed, k8s_control_plane, tmp_path_factory) -> InCl
 
 
 def spec(namespace: str, version: str = "v1", track: str = "stable") -> WorkloadSpec:
-    return WorkloadSpec(
-        project="shop",
-        service="web",
-        environment="staging",
-        namespace=namespace,
-        version=version,
-        image=f"registry.local/shop/web:{version}",
-        replicas=2 if track == "stable" else 1,
-        track=track,
-        resources={"db": {"type": "database", "data": {"url": "postgresql://db", "password": "pw"}}},
-    )
-
-
-async def settled(driver: KubernetesDriver, namespace: str, track: str = "stable") -> RolloutStatus:
-    async def done() -> RolloutStatus | None:
-        status = await driver.status("shop", "web", "staging", namespace, track)
-        return status if status is not None and status.state in ("succeeded", "failed") else None
-
-    return await eventually(done, timeout=60, interval=0.1)
+    resources = {"db": {"type": "database", "data": {"url": "postgresql://db", "password": "pw"}}}
+    return web_spec(namespace, version, replicas=2 if track == "stable" else 1, track=track, resources=resources)
 
 
 def names(admin: k8s.ApiClient, namespace: str) -> dict[str, set[str]]:
