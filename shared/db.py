@@ -15,6 +15,7 @@ from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.settings import Settings
+from shared.sqlite_one_hop import one_hop_dbapi
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -47,7 +48,9 @@ def database_url(service: str, settings: Settings) -> str:
 def make_engine(service: str, settings: Settings) -> AsyncEngine:
     url = database_url(service, settings)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        dbapi = one_hop_dbapi()
+        options = {"module": dbapi} if dbapi is not None else {}
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # One PostgreSQL database, one schema per service: services never read each other's tables.
