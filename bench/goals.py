@@ -52,7 +52,13 @@ def goal_table(measured: Mapping[str, float]) -> str:
         if figure is None or math.isnan(figure):
             continue
         rows.append(
-            (goal.what, goal.target_text(), goal.when_set, f"{figure:,.1f}", "yes" if goal.met(figure) else "no")
+            (
+                goal.what,
+                goal.target_text(),
+                goal.when_set,
+                f"{figure:,.1f} {goal.unit}",
+                "yes" if goal.met(figure) else "no",
+            )
         )
     return table(("goal", "target", "when set", "this run", "met"), rows)
 
