@@ -125,7 +125,9 @@ def test_wrk_script_posts_signed_pipeline_hooks_each_with_a_new_pipeline() -> No
         result = run_wrk(url, connections=2, seconds=1, script_args=["tok", "local-abc", "shop/web", "500"])
     finally:
         server.shutdown()
-    assert result.requests >= len(Recorder.bodies) > 0
+    received = len(Recorder.bodies)
+    # wrk counts the answers it read; when its time is up, each connection may have one more sent
+    assert 0 < result.requests <= received <= result.requests + 2, (result.requests, received)
     assert result.not_2xx == 0
     hooks = [gitlab_hook.parse_pipeline_hook(json.loads(body)) for _, body in Recorder.bodies]
     ids = [hook.object_attributes.id for hook in hooks]
