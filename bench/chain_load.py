@@ -26,18 +26,18 @@ import asyncio
 import json
 import math
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 
 from bench.chain_latency import prepare
 from bench.goals import RateFigures, chain_goals, goal_table
 from bench.measures import cpu_snapshot, cpu_used, percentile, send_times, table, tally
 from bench.running import Running, add_stack_options, running_stack
+from bench.status_reader import StatusReader
 from shared.auth import webhook_secret
+from tests.e2e.stack import success_hook
 from tests.support import SECRET
 
 FINAL_STATES = frozenset({"rendered", "succeeded", "failed"})
@@ -45,44 +45,21 @@ QUIET_SECONDS = 15.0  # no chain completed for this long: the ones still missing
 PROCESSES = ("gateway", "catalog", "versioning", "release", "deploy", "broker")
 
 
-class Completions:
+class Completions(StatusReader):
     """Reads ``deploy.status`` in the background and notes when each chain's final state arrived."""
 
     def __init__(self, bootstrap: str) -> None:
+        super().__init__(bootstrap, name="chain", fetch_wait_ms=20, poll_ms=200)
         self.seen: list[tuple[str, str, float]] = []  # (correlation id, event id, monotonic time)
         self.others: list[dict[str, Any]] = []  # deploy.status events in no final state, to tell why
-        self._consumer = AIOKafkaConsumer(
-            "deploy.status",
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
-            client_id=f"bench-chain-{uuid.uuid4().hex[:6]}",
-        )
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Completions:
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=200)
-            now = time.monotonic()
-            for messages in batch.values():
-                for message in messages:
-                    event = json.loads(message.value or b"{}")
-                    if (event.get("data") or {}).get("state") in FINAL_STATES:
-                        self.seen.append((event.get("correlation_id") or "", event.get("id") or "", now))
-                    else:
-                        self.others.append(event)
+    def take(self, records: list[Any], now: float) -> None:
+        for record in records:
+            event = json.loads(record.value or b"{}")
+            if (event.get("data") or {}).get("state") in FINAL_STATES:
+                self.seen.append((event.get("correlation_id") or "", event.get("id") or "", now))
+            else:
+                self.others.append(event)
 
 
 @dataclass
@@ -121,17 +98,7 @@ async def offer(
 async def _post(
     api: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int, correlation_id: str
 ) -> tuple[str, int]:
-    body = {
-        "object_kind": "pipeline",
-        "object_attributes": {
-            "id": pipeline_id,
-            "ref": "main",
-            "tag": False,
-            "sha": f"{pipeline_id:040x}",
-            "status": "success",
-        },
-        "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
-    }
+    body = success_hook(service, pipeline_id)
     headers = {
         "X-Gitlab-Event": "Pipeline Hook",
         "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"]),

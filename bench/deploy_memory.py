@@ -16,45 +16,24 @@ import argparse
 import asyncio
 import tempfile
 import time
-import uuid
 from pathlib import Path
-
-from aiokafka import AIOKafkaConsumer
+from typing import Any
 
 from bench.chain_latency import prepare, rss_mb
+from bench.status_reader import StatusReader
 from shared.settings import SERVICES
 from tests.e2e.stack import Stack, post_pipeline_hook
 
 
-class StatusCounter:
+class StatusCounter(StatusReader):
     """Counts ``deploy.status`` events in the background, keeping none of them."""
 
     def __init__(self, bootstrap: str) -> None:
+        super().__init__(bootstrap, name="counter")
         self.count = 0
-        self._consumer = AIOKafkaConsumer(
-            "deploy.status",
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            client_id=f"bench-counter-{uuid.uuid4().hex[:6]}",
-        )
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> StatusCounter:
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=500)
-            self.count += sum(len(messages) for messages in batch.values())
+    def take(self, records: list[Any], _now: float) -> None:
+        self.count += len(records)
 
 
 async def soak(stack: Stack, rate: float, seconds: float, every: float) -> None:

@@ -174,11 +174,9 @@ class Stack:
         return await eventually(probe, timeout=60, interval=0.1)
 
 
-async def post_pipeline_hook(
-    api: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int, headers: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Post a successful Pipeline Hook for ``service`` (as GitLab would) through the gateway."""
-    body = {
+def success_hook(service: dict[str, Any], pipeline_id: int) -> dict[str, Any]:
+    """The body of GitLab's Pipeline Hook for a successful pipeline of ``service`` (catalog's answer)."""
+    return {
         "object_kind": "pipeline",
         "object_attributes": {
             "id": pipeline_id,
@@ -189,9 +187,15 @@ async def post_pipeline_hook(
         },
         "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
     }
+
+
+async def post_pipeline_hook(
+    api: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Post a successful Pipeline Hook for ``service`` (as GitLab would) through the gateway."""
     answer = await api.post(
         "/webhooks/gitlab",
-        json=body,
+        json=success_hook(service, pipeline_id),
         headers={
             "X-Gitlab-Event": "Pipeline Hook",
             "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"]),
