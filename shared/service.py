@@ -131,19 +131,8 @@ async def run_service(
     settings = settings or get_settings()
     configure_logging(name, settings.log_level)
     traces = tracing.configure_tracing(name, settings.otlp_endpoint)
-    engine = make_engine(name, settings)
-    await create_tables(engine, name, [*OUTBOX_TABLES, *tables])
-    sessions = session_factory(engine)
-    producer = Producer(settings, service=name)
-    runtime = Runtime(
-        name=name,
-        settings=settings,
-        engine=engine,
-        uow=UnitOfWork(sessions, source=f"gantry/{name}"),
-        producer=producer,
-        relay=OutboxRelay(sessions, producer.send_batch, lock_name=f"gantry-outbox-{name}"),
-        secret=settings.installation_secret(),
-    )
+    runtime = await build_runtime(name, settings, tables)
+    engine, producer = runtime.engine, runtime.producer
     runtime.uow.on_outbox_commit(runtime.relay.wake)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
@@ -168,6 +157,23 @@ async def run_service(
         log.info("service started", port=settings.port(name))
         yield runtime
         log.info("service stopping")
+
+
+async def build_runtime(name: str, settings: Settings, tables: Sequence[type[SQLModel]]) -> Runtime:
+    """The service's database (its tables made), unit of work, producer (not started) and relay."""
+    engine = make_engine(name, settings)
+    await create_tables(engine, name, [*OUTBOX_TABLES, *tables])
+    sessions = session_factory(engine)
+    producer = Producer(settings, service=name)
+    return Runtime(
+        name=name,
+        settings=settings,
+        engine=engine,
+        uow=UnitOfWork(sessions, source=f"gantry/{name}"),
+        producer=producer,
+        relay=OutboxRelay(sessions, producer.send_batch, lock_name=f"gantry-outbox-{name}"),
+        secret=settings.installation_secret(),
+    )
 
 
 def _body_limit(settings: Settings, path: str) -> tuple[int, str]:

@@ -30,10 +30,7 @@ from services.gateway import proxy
 from services.gateway.events_stream import EVENTS, EventStream
 from services.release import app as release_app
 from services.versioning import app as versioning_app
-from shared.bus import Producer
-from shared.db import create_tables, make_engine, session_factory
-from shared.outbox import OUTBOX_TABLES, OutboxRelay, UnitOfWork
-from shared.service import Extension, Runtime
+from shared.service import Extension, Runtime, build_runtime
 from shared.settings import Settings
 from tests.support import SECRET
 
@@ -82,22 +79,11 @@ def _app(name: str, home: Path) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_api: Any) -> AsyncIterator[None]:
-        engine = make_engine(name, settings)
-        await create_tables(engine, name, [*OUTBOX_TABLES, *shape.tables])
-        sessions = session_factory(engine)
-        producer = Producer(settings)  # never started: what is emitted waits in the outbox
-        runtime = Runtime(
-            name=name,
-            settings=settings,
-            engine=engine,
-            uow=UnitOfWork(sessions, source=f"gantry/{name}"),
-            producer=producer,
-            relay=OutboxRelay(sessions, producer.send_batch, lock_name=f"gantry-outbox-{name}"),
-            secret=settings.installation_secret(),
-        )
+        # its producer is never started: what a request emits waits in the outbox
+        runtime = await build_runtime(name, settings, shape.tables)
         async with AsyncExitStack() as stack:
-            stack.push_async_callback(engine.dispose)
-            stack.push_async_callback(producer.stop)  # closes the client it made, never connected
+            stack.push_async_callback(runtime.engine.dispose)
+            stack.push_async_callback(runtime.producer.stop)  # closes the client it made, never connected
             for extension in shape.extensions:
                 await stack.enter_async_context(extension(runtime))
             api.state.runtime = runtime
