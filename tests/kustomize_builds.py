@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import base64
 import copy
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from shared.settings import Settings, is_placeholder
+from shared.settings import is_placeholder
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "deploy" / "base"
@@ -194,15 +192,6 @@ def installed(env: dict[str, str]) -> dict[str, str]:
         if is_placeholder(value):
             out[key] = real.get(key) or value.replace("change-me", "s3cret-pw")
     return out
-
-
-def settings_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for key in list(os.environ):
-        if key.startswith("GANTRY_") or key == "KUBECONFIG":
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Settings()
 
 
 def container_port(docs: list[Doc], name: str) -> int:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
+if TYPE_CHECKING:
+    import pytest
+
 from shared.auth import issue_token
 from shared.sealing import Keyring, derive_key
+from shared.settings import Settings
 
 T = TypeVar("T")
 SECRET = "gantry-test-installation-secret-0123456789"
@@ -124,3 +129,13 @@ async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
         task.result()  # surface the start-up error
         raise AssertionError("the server stopped during start-up")
     return server.started
+
+
+def settings_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings a process (container, pod) with ``env`` builds: nothing of this test run leaks in."""
+    for key in list(os.environ):
+        if key.startswith("GANTRY_") or key == "KUBECONFIG":
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()

@@ -10,7 +10,6 @@ is installed, ``docker compose config -q`` validates the file too (it needs no D
 from __future__ import annotations
 
 import base64
-import os
 import re
 import subprocess
 import tomllib
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from shared.settings import SERVICES, Settings
+from tests.support import settings_of
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -54,16 +54,6 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, Any]:
     return compose["services"]
-
-
-def settings_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The Settings a container with ``env`` builds (nothing else from this test run leaks in)."""
-    for key in list(os.environ):
-        if key.startswith("GANTRY_") or key == "KUBECONFIG":
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Settings()
 
 
 def test_kafka_postgres_and_the_five_services() -> None:

@@ -34,8 +34,8 @@ from tests.kustomize_builds import (
     program_build,
     python_build,
     secret_values,
-    settings_of,
 )
+from tests.support import settings_of
 
 
 @pytest.mark.parametrize("path", [BASE, OVERLAY], ids=["base", "overlay"])

@@ -26,8 +26,8 @@ from tests.kustomize_builds import (
     find,
     installed,
     pod_environment,
-    settings_of,
 )
+from tests.support import settings_of
 
 COMPONENT = ROOT / "deploy" / "components" / "namespace-creation"
 ACCOUNT = {"kind": "ServiceAccount", "name": "gantry-deploy", "namespace": NAMESPACE}
