@@ -1,0 +1,133 @@
+"""Several instances of Gantry's five services on one Kafka cluster and one PostgreSQL database,
+as a user scales out: each instance a set of ``python -m services.<name>`` processes on a port
+range of its own (``GANTRY_PORT_BASE``) and a data folder of its own, all sharing the database,
+the consumer groups (``GANTRY_KAFKA_GROUP_PREFIX``) and the installation secret."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from gantry.processes import die_with_parent, log_tail, terminate
+from shared.settings import SERVICES
+from tests.e2e.stack import free_port_range
+from tests.support import SECRET
+
+READY_TIMEOUT = 180
+
+
+class Instance:
+    """One process of each service, started by :meth:`start`; its gateway at :attr:`gateway`."""
+
+    def __init__(self, name: str, home: Path, shared_env: dict[str, str]) -> None:
+        self.name = name
+        self.home = home / name
+        self.port_base = free_port_range()
+        self.env = {
+            **shared_env,
+            "GANTRY_HOME": str(self.home),
+            "GANTRY_PORT_BASE": str(self.port_base),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.port_base + SERVICES.index(service)}"
+
+    @property
+    def gateway(self) -> str:
+        return self.url("gateway")
+
+    def log(self, service: str) -> Path:
+        return self.home / "logs" / f"{service}.log"
+
+    def start(self) -> None:
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        for service in SERVICES:
+            with self.log(service).open("ab") as log:
+                self.processes[service] = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{service}"],
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent,
+                )
+
+    def ready(self, client: httpx.Client) -> list[str]:
+        """The services not ready yet; raises when one has exited."""
+        waiting = []
+        for service, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{service} of instance {self.name} exited with {process.returncode}:\n"
+                    + log_tail(self.log(service))
+                )
+            try:
+                if client.get(f"{self.url(service)}/readyz").status_code == 200:
+                    continue
+            except httpx.HTTPError:
+                pass
+            waiting.append(service)
+        return waiting
+
+    def kill(self) -> None:
+        """kill -9 every process of this instance: no shutdown, no flush, no offsets committed."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+        for process in self.processes.values():
+            process.wait()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            terminate(process, timeout=20)
+
+    def logs(self) -> str:
+        return "".join(
+            f"\n--- {self.name}/{service}.log ---\n{log_tail(self.log(service), 25)}" for service in SERVICES
+        )
+
+
+def scaled_out_env(kafka_bootstrap: str, database_url: str, group_prefix: str, partitions: int) -> dict[str, str]:
+    """What every instance shares: the environment without any GANTRY_* of the caller's own."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GANTRY_") and key != "KUBECONFIG"}
+    env.update(
+        {
+            "GANTRY_SECRET": SECRET,
+            "GANTRY_LOG_LEVEL": "info",
+            "GANTRY_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "GANTRY_DATABASE_URL": database_url,
+            "GANTRY_KAFKA_GROUP_PREFIX": group_prefix,
+            "GANTRY_KAFKA_PARTITIONS": str(partitions),
+            "GANTRY_KAFKA_FETCH_MAX_WAIT_MS": "100",
+            # The group notices a killed member after this long and gives its partitions to the others.
+            "GANTRY_KAFKA_SESSION_TIMEOUT_MS": "3000",
+        }
+    )
+    return env
+
+
+def start_all(instances: list[Instance]) -> float:
+    """Start every instance and wait until all their services are ready; the seconds it took."""
+    started = time.monotonic()
+    for instance in instances:
+        instance.start()
+    deadline = started + READY_TIMEOUT
+    with httpx.Client(timeout=2) as client:
+        while waiting := [f"{i.name}/{s}" for i in instances for s in i.ready(client)]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"not ready after {READY_TIMEOUT}s: {', '.join(waiting)}" + "".join(i.logs() for i in instances)
+                )
+            time.sleep(0.3)
+    return time.monotonic() - started

@@ -1,0 +1,279 @@
+"""Scale out: two instances of every service on Apache Kafka (6 partitions per topic) and one
+PostgreSQL database share the work, and kill -9 of one instance of each under load loses nothing
+and duplicates nothing.
+
+Twelve services are prepared (released, auto-release and auto-deploy on). Pipeline Hooks go out at
+a fixed rate through both gateways in turn; a third of the way in, every process of instance A is
+killed with SIGKILL, and the rest go through instance B's gateway. A hook whose request died with
+A is sent again through B with the same Idempotency-Key, as GitLab or a load balancer would.
+
+The rule checked, what a user would see: each hook makes exactly one version, one release and one
+deployment of that version, rendered once; the versions API and the deploy API agree. On the bus,
+each hook's chain holds exactly one event id per step. A relay killed after the broker took a
+batch but before it marked the rows sent publishes them again, so one event id may appear in more
+than one record; that is allowed, because the consumers' inbox applies an event id once, and an
+event applied twice would have published a second event with another id, which the count sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+
+from bench.chain_latency import CHAIN, ENV, prepare
+from shared.auth import webhook_secret
+from shared.events import ALL_TOPICS, utcnow
+from shared.kafka_admin import consumer_lag
+from shared.settings import SERVICES
+from tests.e2e.instances import Instance, scaled_out_env, start_all
+from tests.harness import PostgresServer
+from tests.support import ADMIN, SECRET, eventually
+
+pytestmark = pytest.mark.e2e
+
+PARTITIONS = 6
+SERVICE_COUNT = 12  # keys enough that each instance owns some of every topic's busy partitions
+RATE, SECONDS, KILL_AT = 16.0, 30.0, 10.0  # hooks per second, for how long, the kill after how long
+CONSUMERS = ("versioning", "release", "deploy")  # the services that consume the chain's events
+
+
+async def widen_topics(bootstrap: str) -> None:
+    """The shared test broker may hold Gantry's topics from earlier tests, made with fewer
+    partitions (a service leaves an existing topic alone): give them ``PARTITIONS``. Nothing is in
+    flight on them now, so no key's order is broken by the move."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics()) & set(ALL_TOPICS)
+        described = await admin.describe_topics(sorted(existing)) if existing else []
+        fewer = {d["topic"]: NewPartitions(PARTITIONS) for d in described if len(d["partitions"]) < PARTITIONS}
+        if fewer:
+            await admin.create_partitions(fewer)
+    finally:
+        await admin.close()
+
+
+class Bus:
+    """Every record of the chain's topics, read from the beginning; ``catch_up`` reads to the end."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"scale-{uuid.uuid4().hex[:6]}",
+        )
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def __aenter__(self) -> Bus:
+        await self.consumer.start()
+        partitions = [TopicPartition(t, p) for t in CHAIN for p in range(PARTITIONS)]
+        self.consumer.assign(partitions)
+        await self.consumer.seek_to_beginning(*partitions)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def catch_up(self) -> None:
+        ends = await self.consumer.end_offsets(list(self.consumer.assignment()))
+        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
+            for tp, records in (await self.consumer.getmany(timeout_ms=500, max_records=5000)).items():
+                for record in records:
+                    try:
+                        self.events.append((tp.topic, json.loads(record.value or b"")))
+                    except ValueError:
+                        continue  # another test's odd record
+
+    def chains(self, correlation_ids: set[str]) -> dict[str, dict[str, Counter[str]]]:
+        """For each of ``correlation_ids``: per topic, how many records carried each event id
+        (deploy.status: only the final states)."""
+        found: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+        for topic, event in self.events:
+            cid = event.get("correlation_id")
+            if cid not in correlation_ids:
+                continue
+            if topic == "deploy.status" and event["data"]["state"] not in ("rendered", "succeeded", "failed"):
+                continue
+            found[cid][topic][event["id"]] += 1
+        return found
+
+
+def hook(service: dict[str, Any], pipeline_id: int) -> tuple[dict[str, Any], dict[str, str]]:
+    body = {
+        "object_kind": "pipeline",
+        "object_attributes": {
+            "id": pipeline_id,
+            "ref": "main",
+            "tag": False,
+            "sha": f"{pipeline_id:040x}",
+            "status": "success",
+        },
+        "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
+    }
+    headers = {"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"])}
+    return body, headers
+
+
+async def send(gateway: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int, delivery: str) -> bool:
+    body, headers = hook(service, pipeline_id)
+    try:
+        answer = await gateway.post("/webhooks/gitlab", json=body, headers={**headers, "Idempotency-Key": delivery})
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 202
+
+
+def handled(metrics_text: str) -> float:
+    """Events this process handled so far: the count of its hop histogram over every topic."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("gantry_event_hop_seconds_count{")
+    )
+
+
+async def handled_per_instance(client: httpx.AsyncClient, a: Instance, b: Instance) -> dict[str, tuple[float, float]]:
+    found = {}
+    for service in CONSUMERS:
+        texts = [(await client.get(f"{i.url(service)}/metrics")).text for i in (a, b)]
+        found[service] = (handled(texts[0]), handled(texts[1]))
+    return found
+
+
+class Load:
+    """Hooks at ``RATE`` through A's and B's gateways in turn; A killed after ``KILL_AT`` seconds."""
+
+    def __init__(self, a: Instance, b: Instance, services: list[dict[str, Any]]) -> None:
+        self.a, self.b, self.services = a, b, services
+        self.sent: dict[str, tuple[dict[str, Any], int]] = {}  # delivery id: (service, pipeline id)
+        self.resent: list[str] = []
+        self.shared_before_kill: dict[str, tuple[float, float]] = {}
+        self.killed_at = utcnow()
+
+    async def run(self, via_a: httpx.AsyncClient, via_b: httpx.AsyncClient, plain: httpx.AsyncClient) -> None:
+        start, kill_index = time.monotonic(), int(RATE * KILL_AT)
+        tasks: dict[str, asyncio.Task[bool]] = {}
+        for index in range(int(RATE * SECONDS)):
+            if index == kill_index:
+                self.shared_before_kill = await handled_per_instance(plain, self.a, self.b)
+            await asyncio.sleep(max(0.0, start + index / RATE - time.monotonic()))
+            service = self.services[index % len(self.services)]
+            delivery, pipeline_id = f"scale-{index}", 1000 + index
+            self.sent[delivery] = (service, pipeline_id)
+            gateway = via_a if index < kill_index and index % 2 == 0 or index == kill_index else via_b
+            tasks[delivery] = asyncio.create_task(send(gateway, service, pipeline_id, delivery))
+            if index == kill_index:  # A dies while its gateway has this hook in hand
+                await asyncio.sleep(0.005)
+                self.killed_at = utcnow()
+                self.a.kill()
+        for delivery, task in tasks.items():
+            if not await task:  # its request died with A (or timed out): GitLab would send it again
+                self.resent.append(delivery)
+                service, pipeline_id = self.sent[delivery]
+                assert await send(via_b, service, pipeline_id, delivery), f"{delivery} refused by B too"
+
+
+async def quiet(b: Instance, bootstrap: str, client: httpx.AsyncClient) -> bool:
+    """B has published its whole outbox and its groups have consumed everything."""
+    groups: dict[str, list[str]] = {}
+    for service in SERVICES:
+        state = (await client.get(f"{b.url(service)}/readyz")).json()
+        if state["outbox_pending"] != 0:
+            return False
+        if state["consumes"]:
+            groups[state["group"]] = state["consumes"]
+    return await asyncio.to_thread(consumer_lag, bootstrap, groups) == 0
+
+
+def check_bus(bus: Bus, load: Load) -> None:
+    chains, by_id = bus.chains(set(load.sent)), {event["id"]: event for _, event in bus.events}
+    republished, mid_way = 0, 0
+    for delivery in load.sent:
+        chain = chains.get(delivery, {})
+        assert chain.get("gitlab.hook.received"), f"{delivery}: its hook is not on the bus"
+        for topic in CHAIN[1:]:
+            ids = chain.get(topic, Counter())
+            assert len(ids) == 1, f"{delivery}: {len(ids)} distinct {topic} events, not 1: {dict(ids)}"
+            republished += sum(count - 1 for count in ids.values())
+        status = by_id[next(iter(chain["deploy.status"]))]
+        assert status["data"]["state"] == "rendered", status
+        began = min(datetime.fromisoformat(by_id[i]["time"]) for i in chain["gitlab.hook.received"])
+        mid_way += began <= load.killed_at < datetime.fromisoformat(status["time"])
+    print(f"chains mid-way when A was killed: {mid_way}; records published again after the kill: {republished}")
+    assert mid_way > 0, "the kill hit no chain mid-way: nothing was shown"
+
+
+async def check_apis(api: httpx.AsyncClient, project: str, load: Load) -> None:
+    wanted: dict[str, set[int]] = defaultdict(set)
+    for service, pipeline_id in load.sent.values():
+        wanted[service["code"]].add(pipeline_id)
+    for code, pipelines in wanted.items():
+        answer = await api.get(f"/api/versioning/projects/{project}/services/{code}/versions", params={"limit": 500})
+        versions = [v for v in answer.raise_for_status().json() if v["pipeline_id"] in pipelines]
+        made = Counter(v["pipeline_id"] for v in versions)
+        assert set(made) == pipelines and set(made.values()) == {1}, f"{code}: versions per pipeline {made}"
+        base = f"/api/deploy/environments/{ENV}/projects/{project}/services/{code}/deployments"
+        deployments = [d for d in (await api.get(base, params={"limit": 500})).json() if d["trigger"] == "auto"]
+        per_version = Counter(d["version"] for d in deployments)
+        assert per_version == Counter(v["name"] for v in versions), f"{code}: deployments per version {per_version}"
+        assert {d["state"] for d in deployments} == {"rendered"}, deployments
+
+
+async def test_two_instances_share_the_work_and_a_kill_9_of_one_loses_and_duplicates_nothing(
+    apache_kafka: str, postgres: PostgresServer, tmp_path: Path, unique_id: str
+) -> None:
+    database = f"gantry_scale_{unique_id}"
+    postgres.create_database(database)
+    await widen_topics(apache_kafka)
+    env = scaled_out_env(apache_kafka, postgres.url(database), f"scale{unique_id}", PARTITIONS)
+    a, b = Instance("a", tmp_path, env), Instance("b", tmp_path, env)
+    try:
+        print(f"\ntwo instances of five services ready in {await asyncio.to_thread(start_all, [a, b]):.1f}s")
+        await run_and_check(a, b, apache_kafka, f"scale{unique_id[:6]}")
+    except BaseException:
+        print(a.logs() + b.logs())
+        raise
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def run_and_check(a: Instance, b: Instance, bootstrap: str, project: str) -> None:
+    limits = httpx.Limits(max_connections=200)
+    async with (
+        httpx.AsyncClient(base_url=a.gateway, headers=ADMIN, timeout=30, limits=limits) as via_a,
+        httpx.AsyncClient(base_url=b.gateway, headers=ADMIN, timeout=30, limits=limits) as via_b,
+        httpx.AsyncClient(timeout=10) as plain,
+    ):
+        codes = [f"svc{index:02d}" for index in range(SERVICE_COUNT)]
+        services = list(await asyncio.gather(*(prepare(via_a, code, project) for code in codes)))
+        load = Load(a, b, services)
+        await load.run(via_a, via_b, plain)
+        print(f"hooks: {len(load.sent)}, sent again through B after the kill: {len(load.resent)}")
+        for service, (on_a, on_b) in load.shared_before_kill.items():
+            assert on_a > 0 and on_b > 0, f"{service}: events handled before the kill, A {on_a}, B {on_b}"
+        async with Bus(bootstrap) as bus:
+
+            async def all_rendered() -> bool:
+                await bus.catch_up()
+                chains = bus.chains(set(load.sent))
+                return all(chains.get(d, {}).get("deploy.status") for d in load.sent)
+
+            await eventually(all_rendered, timeout=150, interval=1.0)
+            await eventually(lambda: quiet(b, bootstrap, plain), timeout=60, interval=0.5)
+            await eventually(lambda: quiet(b, bootstrap, plain), timeout=60, interval=0.5)  # twice: nothing mid-way
+            await bus.catch_up()
+            check_bus(bus, load)
+        await check_apis(via_b, project, load)
