@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.group import MemberAssignment
 
 from gantry.processes import die_with_parent, log_tail, terminate
 from shared.settings import SERVICES
@@ -98,6 +100,17 @@ class Instance:
         )
 
 
+def instances(home: Path, env: dict[str, str], names: tuple[str, ...] = ("a", "b")) -> list[Instance]:
+    """Instances on port ranges apart from one another (each range was free a moment ago)."""
+    made: list[Instance] = []
+    for name in names:
+        instance = Instance(name, home, env)
+        while any(abs(instance.port_base - other.port_base) < len(SERVICES) for other in made):
+            instance = Instance(name, home, env)
+        made.append(instance)
+    return made
+
+
 def scaled_out_env(kafka_bootstrap: str, database_url: str, group_prefix: str, partitions: int) -> dict[str, str]:
     """What every instance shares: the environment without any GANTRY_* of the caller's own."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("GANTRY_") and key != "KUBECONFIG"}
@@ -131,3 +144,20 @@ def start_all(instances: list[Instance]) -> float:
                 )
             time.sleep(0.3)
     return time.monotonic() - started
+
+
+async def partitions_by_member(bootstrap: str, group: str) -> list[dict[str, set[int]]]:
+    """The partitions each member of a consumer group holds now, by topic: one dict per member."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    found = []
+    for response in responses:
+        for described in response.to_object()["groups"]:
+            for member in described["members"]:
+                assignment = MemberAssignment.decode(member["member_assignment"])
+                found.append({topic: set(partitions) for topic, partitions in assignment.assignment})
+    return found

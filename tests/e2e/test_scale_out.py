@@ -36,7 +36,7 @@ from shared.auth import webhook_secret
 from shared.events import ALL_TOPICS, utcnow
 from shared.kafka_admin import consumer_lag
 from shared.settings import SERVICES
-from tests.e2e.instances import Instance, scaled_out_env, start_all
+from tests.e2e.instances import Instance, instances, partitions_by_member, scaled_out_env, start_all
 from tests.harness import PostgresServer
 from tests.support import ADMIN, SECRET, eventually
 
@@ -152,6 +152,21 @@ async def handled_per_instance(client: httpx.AsyncClient, a: Instance, b: Instan
     return found
 
 
+async def assignments(instance: Instance) -> dict[str, list[dict[str, set[int]]]]:
+    """Per consuming service, the partitions each member of its consumer group holds."""
+    bootstrap, prefix = instance.env["GANTRY_KAFKA_BOOTSTRAP"], instance.env["GANTRY_KAFKA_GROUP_PREFIX"]
+    return {service: await partitions_by_member(bootstrap, f"{prefix}-{service}") for service in CONSUMERS}
+
+
+def each_partition_held_once(assigned: dict[str, list[dict[str, set[int]]]], members: int) -> None:
+    """Every partition of every topic a service consumes is held by exactly one of its ``members``."""
+    for service, held in assigned.items():
+        assert len(held) == members and all(any(m.values()) for m in held), f"{service}: {held}"
+        for topic in set().union(*held):
+            owners = Counter(p for member in held for p in member.get(topic, set()))
+            assert owners == dict.fromkeys(range(PARTITIONS), 1), f"{service}: {topic} held {dict(owners)}"
+
+
 class Load:
     """Hooks at ``RATE`` through A's and B's gateways in turn; A killed after ``KILL_AT`` seconds."""
 
@@ -161,6 +176,7 @@ class Load:
         self.resent: list[str] = []
         self.shared_before_kill: dict[str, tuple[float, float]] = {}
         self.killed_at = utcnow()
+        self.assigned_before_kill: dict[str, list[dict[str, set[int]]]] = {}
 
     async def run(self, via_a: httpx.AsyncClient, via_b: httpx.AsyncClient, plain: httpx.AsyncClient) -> None:
         start, kill_index = time.monotonic(), int(RATE * KILL_AT)
@@ -168,6 +184,7 @@ class Load:
         for index in range(int(RATE * SECONDS)):
             if index == kill_index:
                 self.shared_before_kill = await handled_per_instance(plain, self.a, self.b)
+                self.assigned_before_kill = await assignments(self.b)
             await asyncio.sleep(max(0.0, start + index / RATE - time.monotonic()))
             service = self.services[index % len(self.services)]
             delivery, pipeline_id = f"scale-{index}", 1000 + index
@@ -175,6 +192,7 @@ class Load:
             gateway = via_a if index < kill_index and index % 2 == 0 or index == kill_index else via_b
             tasks[delivery] = asyncio.create_task(send(gateway, service, pipeline_id, delivery))
             if index == kill_index:  # A dies while its gateway has this hook in hand
+                await self.burst(via_a)
                 await asyncio.sleep(0.005)
                 self.killed_at = utcnow()
                 self.a.kill()
@@ -183,6 +201,14 @@ class Load:
                 self.resent.append(delivery)
                 service, pipeline_id = self.sent[delivery]
                 assert await send(via_b, service, pipeline_id, delivery), f"{delivery} refused by B too"
+
+    async def burst(self, via_a: httpx.AsyncClient) -> None:
+        """A hook for every service through A, all accepted: the kill that follows at once finds
+        these chains mid-way (a hop takes longer than the moment between)."""
+        hooks = {f"scale-burst-{i}": (service, 100_000 + i) for i, service in enumerate(self.services)}
+        self.sent.update(hooks)
+        accepted = await asyncio.gather(*(send(via_a, s, p, delivery) for delivery, (s, p) in hooks.items()))
+        assert all(accepted), f"the burst through A was not all accepted: {accepted}"
 
 
 async def quiet(b: Instance, bootstrap: str, client: httpx.AsyncClient) -> bool:
@@ -238,7 +264,7 @@ async def test_two_instances_share_the_work_and_a_kill_9_of_one_loses_and_duplic
     postgres.create_database(database)
     await widen_topics(apache_kafka)
     env = scaled_out_env(apache_kafka, postgres.url(database), f"scale{unique_id}", PARTITIONS)
-    a, b = Instance("a", tmp_path, env), Instance("b", tmp_path, env)
+    a, b = instances(tmp_path, env)
     try:
         print(f"\ntwo instances of five services ready in {await asyncio.to_thread(start_all, [a, b]):.1f}s")
         await run_and_check(a, b, apache_kafka, f"scale{unique_id[:6]}")
@@ -264,6 +290,7 @@ async def run_and_check(a: Instance, b: Instance, bootstrap: str, project: str) 
         print(f"hooks: {len(load.sent)}, sent again through B after the kill: {len(load.resent)}")
         for service, (on_a, on_b) in load.shared_before_kill.items():
             assert on_a > 0 and on_b > 0, f"{service}: events handled before the kill, A {on_a}, B {on_b}"
+        each_partition_held_once(load.assigned_before_kill, members=2)
         async with Bus(bootstrap) as bus:
 
             async def all_rendered() -> bool:
@@ -276,4 +303,5 @@ async def run_and_check(a: Instance, b: Instance, bootstrap: str, project: str) 
             await eventually(lambda: quiet(b, bootstrap, plain), timeout=60, interval=0.5)  # twice: nothing mid-way
             await bus.catch_up()
             check_bus(bus, load)
+        each_partition_held_once(await assignments(b), members=1)  # B took over A's partitions
         await check_apis(via_b, project, load)
