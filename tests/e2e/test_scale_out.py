@@ -153,9 +153,9 @@ async def handled_per_instance(client: httpx.AsyncClient, a: Instance, b: Instan
 
 
 async def assignments(instance: Instance) -> dict[str, list[dict[str, set[int]]]]:
-    """Per consuming service, the partitions each member of its consumer group holds."""
+    """Per service, the partitions each member of its consumer group holds."""
     bootstrap, prefix = instance.env["GANTRY_KAFKA_BOOTSTRAP"], instance.env["GANTRY_KAFKA_GROUP_PREFIX"]
-    return {service: await partitions_by_member(bootstrap, f"{prefix}-{service}") for service in CONSUMERS}
+    return {service: await partitions_by_member(bootstrap, f"{prefix}-{service}") for service in SERVICES}
 
 
 def each_partition_held_once(assigned: dict[str, list[dict[str, set[int]]]], members: int) -> None:
