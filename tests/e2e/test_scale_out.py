@@ -10,9 +10,12 @@ A is sent again through B with the same Idempotency-Key, as GitLab or a load bal
 The rule checked, what a user would see: each hook makes exactly one version, one release and one
 deployment of that version, rendered once; the versions API and the deploy API agree. On the bus,
 each hook's chain holds exactly one event id per step. A relay killed after the broker took a
-batch but before it marked the rows sent publishes them again, so one event id may appear in more
-than one record; that is allowed, because the consumers' inbox applies an event id once, and an
-event applied twice would have published a second event with another id, which the count sees.
+batch but before it marked the rows sent leaves them to the other relay, which publishes them
+again, so one event id may appear in more than one record: that is allowed after the kill (and only
+then: before it the relays take turns), because the consumers' inbox applies an event id once, and
+an event applied twice would have published a second event with another id, which the count sees.
+Both instances of each service hold partitions before the kill (each partition held by one); the
+survivor holds them all after.
 """
 
 from __future__ import annotations
