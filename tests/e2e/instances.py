@@ -1,27 +1,36 @@
 """Several instances of Gantry's five services on one Kafka cluster and one PostgreSQL database,
 as a user scales out: each instance a set of ``python -m services.<name>`` processes on a port
 range of its own (``GANTRY_PORT_BASE``) and a data folder of its own, all sharing the database,
-the consumer groups (``GANTRY_KAFKA_GROUP_PREFIX``) and the installation secret."""
+the consumer groups (``GANTRY_KAFKA_GROUP_PREFIX``) and the installation secret; and what a test
+reads of them on the bus: the partitions each member of a group holds, every record of the chain."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.protocol.group import MemberAssignment
 
+from bench.chain_latency import CHAIN
 from gantry.processes import die_with_parent, log_tail, terminate
+from shared.events import ALL_TOPICS
 from shared.settings import SERVICES
 from tests.e2e.stack import free_port_range
 from tests.support import SECRET
 
 READY_TIMEOUT = 180
+PARTITIONS = 6  # of every topic: as many instances of a service as this share its work
 
 
 class Instance:
@@ -161,3 +170,69 @@ async def partitions_by_member(bootstrap: str, group: str) -> list[dict[str, set
                 assignment = MemberAssignment.decode(member["member_assignment"])
                 found.append({topic: set(partitions) for topic, partitions in assignment.assignment})
     return found
+
+
+async def widen_topics(bootstrap: str) -> None:
+    """The shared test broker may hold Gantry's topics from earlier tests, made with fewer
+    partitions (a service leaves an existing topic alone): give them ``PARTITIONS``. Nothing is in
+    flight on them now, so no key's order is broken by the move."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics()) & set(ALL_TOPICS)
+        described = await admin.describe_topics(sorted(existing)) if existing else []
+        fewer = {d["topic"]: NewPartitions(PARTITIONS) for d in described if len(d["partitions"]) < PARTITIONS}
+        if fewer:
+            await admin.create_partitions(fewer)
+    finally:
+        await admin.close()
+
+
+class Bus:
+    """Every record of the chain's topics, read from the beginning; ``catch_up`` reads to the end."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"scale-{uuid.uuid4().hex[:6]}",
+        )
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.produced: dict[str, list[int]] = defaultdict(list)  # event id: its records' times (ms)
+
+    async def __aenter__(self) -> Bus:
+        await self.consumer.start()
+        partitions = [TopicPartition(t, p) for t in CHAIN for p in range(PARTITIONS)]
+        self.consumer.assign(partitions)
+        await self.consumer.seek_to_beginning(*partitions)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def catch_up(self) -> None:
+        ends = await self.consumer.end_offsets(list(self.consumer.assignment()))
+        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
+            for tp, records in (await self.consumer.getmany(timeout_ms=500, max_records=5000)).items():
+                for record in records:
+                    try:
+                        event = json.loads(record.value or b"")
+                    except ValueError:
+                        continue  # another test's odd record
+                    if isinstance(event, dict) and "id" in event:
+                        self.events.append((tp.topic, event))
+                        self.produced[event["id"]].append(record.timestamp)
+
+    def chains(self, correlation_ids: set[str]) -> dict[str, dict[str, Counter[str]]]:
+        """For each of ``correlation_ids``: per topic, how many records carried each event id
+        (deploy.status: only the final states)."""
+        found: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+        for topic, event in self.events:
+            cid = event.get("correlation_id")
+            if cid not in correlation_ids:
+                continue
+            if topic == "deploy.status" and event["data"]["state"] not in ("rendered", "succeeded", "failed"):
+                continue
+            found[cid][topic][event["id"]] += 1
+        return found

@@ -21,9 +21,7 @@ survivor holds them all after.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -31,90 +29,30 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from bench.chain_latency import CHAIN, ENV, prepare
 from shared.auth import webhook_secret
-from shared.events import ALL_TOPICS, utcnow
+from shared.events import utcnow
 from shared.kafka_admin import consumer_lag
 from shared.settings import SERVICES
-from tests.e2e.instances import Instance, instances, partitions_by_member, scaled_out_env, start_all
+from tests.e2e.instances import (
+    PARTITIONS,
+    Bus,
+    Instance,
+    instances,
+    partitions_by_member,
+    scaled_out_env,
+    start_all,
+    widen_topics,
+)
 from tests.harness import PostgresServer
 from tests.support import ADMIN, SECRET, eventually
 
 pytestmark = pytest.mark.e2e
 
-PARTITIONS = 6
 SERVICE_COUNT = 12  # keys enough that each instance owns some of every topic's busy partitions
 RATE, SECONDS, KILL_AT = 16.0, 30.0, 10.0  # hooks per second, for how long, the kill after how long
 CONSUMERS = ("versioning", "release", "deploy")  # the services that consume the chain's events
-
-
-async def widen_topics(bootstrap: str) -> None:
-    """The shared test broker may hold Gantry's topics from earlier tests, made with fewer
-    partitions (a service leaves an existing topic alone): give them ``PARTITIONS``. Nothing is in
-    flight on them now, so no key's order is broken by the move."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics()) & set(ALL_TOPICS)
-        described = await admin.describe_topics(sorted(existing)) if existing else []
-        fewer = {d["topic"]: NewPartitions(PARTITIONS) for d in described if len(d["partitions"]) < PARTITIONS}
-        if fewer:
-            await admin.create_partitions(fewer)
-    finally:
-        await admin.close()
-
-
-class Bus:
-    """Every record of the chain's topics, read from the beginning; ``catch_up`` reads to the end."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            client_id=f"scale-{uuid.uuid4().hex[:6]}",
-        )
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.produced: dict[str, list[int]] = defaultdict(list)  # event id: its records' times (ms)
-
-    async def __aenter__(self) -> Bus:
-        await self.consumer.start()
-        partitions = [TopicPartition(t, p) for t in CHAIN for p in range(PARTITIONS)]
-        self.consumer.assign(partitions)
-        await self.consumer.seek_to_beginning(*partitions)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.consumer.stop()
-
-    async def catch_up(self) -> None:
-        ends = await self.consumer.end_offsets(list(self.consumer.assignment()))
-        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
-            for tp, records in (await self.consumer.getmany(timeout_ms=500, max_records=5000)).items():
-                for record in records:
-                    try:
-                        event = json.loads(record.value or b"")
-                    except ValueError:
-                        continue  # another test's odd record
-                    if isinstance(event, dict) and "id" in event:
-                        self.events.append((tp.topic, event))
-                        self.produced[event["id"]].append(record.timestamp)
-
-    def chains(self, correlation_ids: set[str]) -> dict[str, dict[str, Counter[str]]]:
-        """For each of ``correlation_ids``: per topic, how many records carried each event id
-        (deploy.status: only the final states)."""
-        found: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
-        for topic, event in self.events:
-            cid = event.get("correlation_id")
-            if cid not in correlation_ids:
-                continue
-            if topic == "deploy.status" and event["data"]["state"] not in ("rendered", "succeeded", "failed"):
-                continue
-            found[cid][topic][event["id"]] += 1
-        return found
 
 
 def hook(service: dict[str, Any], pipeline_id: int) -> tuple[dict[str, Any], dict[str, str]]:
