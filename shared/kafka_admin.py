@@ -51,8 +51,9 @@ async def create_topics_async(
             raise for_code(code)(f"creating topic {name!r} failed")
     if fewer:
         log.warning(
-            "topics have fewer partitions than GANTRY_KAFKA_PARTITIONS and are left so: at most that many "
-            "instances of a service share its work; add partitions with Kafka's tools while no events are in flight",
+            "topics have fewer partitions than GANTRY_KAFKA_PARTITIONS and are left so: no more instances of a "
+            "service share its work than a topic has partitions; add partitions with Kafka's tools while no events "
+            "are in flight",
             wanted=partitions,
             topics=fewer,
         )
