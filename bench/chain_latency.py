@@ -27,18 +27,19 @@ from tests.support import TopicReader, eventually
 PROJECT, SERVICE, ENV = "bench", "api", "perf"
 
 
-async def prepare(api: httpx.AsyncClient, code: str = SERVICE) -> dict:
-    """Service ``code`` released to the environment, its first version deployed, auto-release and
-    auto-deploy on: from then on each successful pipeline of it goes all the way to deploy.status."""
-    await api.post("/api/catalog/projects", json={"code": PROJECT, "name": "Bench", "gitlab_group": "bench"})
+async def prepare(api: httpx.AsyncClient, code: str = SERVICE, project: str = PROJECT) -> dict:
+    """Service ``code`` of ``project`` released to the environment, its first version deployed,
+    auto-release and auto-deploy on: from then on each successful pipeline of it goes all the way
+    to deploy.status."""
+    await api.post("/api/catalog/projects", json={"code": project, "name": project.title(), "gitlab_group": project})
     service = (
         await api.post(
-            f"/api/catalog/projects/{PROJECT}/services",
+            f"/api/catalog/projects/{project}/services",
             json={"code": code, "name": code.title(), "group": "bench", "type": "go-http"},
         )
     ).json()
     await api.post("/api/release/environments", json={"code": ENV, "name": "Perf", "tier": "test"})
-    base = f"/api/release/projects/{PROJECT}/services/{code}"
+    base = f"/api/release/projects/{project}/services/{code}"
 
     async def released() -> bool:
         return (await api.post(f"{base}/releases", json={"environment": ENV})).status_code == 201
@@ -46,14 +47,14 @@ async def prepare(api: httpx.AsyncClient, code: str = SERVICE) -> dict:
     await eventually(released, timeout=60, interval=0.1)
     await api.put(f"{base}/auto-release", json={"enabled": True})
     await post_pipeline_hook(api, service, 1)
-    version = await eventually(lambda: _version(api, 1, code), timeout=60)
+    version = await eventually(lambda: _version(api, 1, code, project), timeout=60)
     await api.post(f"/api/deploy/environments/{ENV}/resources", json={"name": "cfg", "type": "config", "data": {}})
 
     async def deployed() -> bool:
         answer = await api.post(
             "/api/deploy/deployments",
             json={
-                "project": PROJECT,
+                "project": project,
                 "service": code,
                 "environment": ENV,
                 "version": version["name"],
@@ -65,13 +66,15 @@ async def prepare(api: httpx.AsyncClient, code: str = SERVICE) -> dict:
 
     await eventually(deployed, timeout=60, interval=0.1)
     await api.put(
-        f"/api/deploy/environments/{ENV}/projects/{PROJECT}/services/{code}/auto-deploy", json={"enabled": True}
+        f"/api/deploy/environments/{ENV}/projects/{project}/services/{code}/auto-deploy", json={"enabled": True}
     )
     return service
 
 
-async def _version(api: httpx.AsyncClient, pipeline_id: int, code: str = SERVICE) -> dict | None:
-    answer = await api.get(f"/api/versioning/projects/{PROJECT}/services/{code}/versions")
+async def _version(
+    api: httpx.AsyncClient, pipeline_id: int, code: str = SERVICE, project: str = PROJECT
+) -> dict | None:
+    answer = await api.get(f"/api/versioning/projects/{project}/services/{code}/versions")
     found = [v for v in answer.json() if v["pipeline_id"] == pipeline_id] if answer.status_code == 200 else []
     return found[0] if found else None
 

@@ -12,12 +12,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int = 1, replication: int = 1) -> None:
-    """Create ``names`` with ``partitions`` partitions each; existing topics are left alone."""
-    asyncio.run(create_topics_async(bootstrap, names, partitions, replication))
+def create_topics(bootstrap: str, names: list[str], partitions: int = 1, replication: int = 1) -> dict[str, int]:
+    """Create ``names`` with ``partitions`` partitions each; existing topics are left alone (those
+    with fewer partitions are returned, with their count, and warned of)."""
+    return asyncio.run(create_topics_async(bootstrap, names, partitions, replication))
 
 
 def metadata_ready(bootstrap: str, timeout: float = 2.0) -> bool:
@@ -25,19 +30,40 @@ def metadata_ready(bootstrap: str, timeout: float = 2.0) -> bool:
     return asyncio.run(_metadata_ready(bootstrap, timeout))
 
 
-async def create_topics_async(bootstrap: str, names: list[str], partitions: int = 1, replication: int = 1) -> None:
-    """Coroutine form of :func:`create_topics`, for callers already inside an event loop."""
+async def create_topics_async(
+    bootstrap: str, names: list[str], partitions: int = 1, replication: int = 1
+) -> dict[str, int]:
+    """Coroutine form of :func:`create_topics`, for callers already inside an event loop. Returns
+    the topics that existed with fewer partitions than ``partitions``, with their count, and warns
+    of them: adding partitions moves keys to other partitions, which only a person can time."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         await admin.start()
         response = await admin.create_topics(
             [NewTopic(name, num_partitions=partitions, replication_factor=replication) for name in names]
         )
+        existed = [name for name, code, *_ in response.topic_errors if code == _TOPIC_ALREADY_EXISTS]
+        fewer = await _fewer_partitions(admin, existed, partitions) if existed else {}
     finally:
         await admin.close()
     for name, code, *_ in response.topic_errors:
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise for_code(code)(f"creating topic {name!r} failed")
+    if fewer:
+        log.warning(
+            "topics have fewer partitions than GANTRY_KAFKA_PARTITIONS and are left so: no more instances of a "
+            "service share its work than a topic has partitions; add partitions with Kafka's tools while no events "
+            "are in flight",
+            wanted=partitions,
+            topics=fewer,
+        )
+    return fewer
+
+
+async def _fewer_partitions(admin: AIOKafkaAdminClient, names: list[str], partitions: int) -> dict[str, int]:
+    described = await admin.describe_topics(names)
+    counts = {entry["topic"]: len(entry["partitions"]) for entry in described if entry["error_code"] == 0}
+    return {name: count for name, count in sorted(counts.items()) if count < partitions}
 
 
 async def _metadata_ready(bootstrap: str, timeout: float) -> bool:

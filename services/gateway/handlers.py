@@ -16,6 +16,7 @@ from services.gateway.models import (
     RouteTableEntry,
     RouteUpdate,
 )
+from shared.db import serialize_on
 from shared.errors import Conflict, NotFound
 from shared.events import RouteChanged, utcnow
 from shared.logging import get_logger
@@ -144,9 +145,11 @@ async def match_path(path: str, *, uow: UnitOfWork) -> RouteMatch:
 
 
 async def seed_builtin_routes(*, uow: UnitOfWork) -> int:
-    """Insert or refresh the platform's routes; returns how many changed."""
+    """Insert or refresh the platform's routes; returns how many changed. Instances of the gateway
+    starting together take turns, so the second finds the routes the first made."""
     changed = 0
     async with uow.begin() as session:
+        await serialize_on(session, "gateway-builtin-routes")
         for builtin in domain.BUILTIN_ROUTES:
             route = (await session.exec(select(Route).where(Route.name == builtin.name))).first()
             wanted = {

@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.release import domain, lookups
 from services.release.models import Environment, EnvironmentCreate, EnvironmentUpdate, Release
+from shared.db import serialize_on
 from shared.errors import Conflict
 from shared.events import EnvironmentChanged, utcnow
 from shared.logging import get_logger
@@ -102,8 +103,10 @@ async def get_environment(code: str, *, uow: UnitOfWork) -> Environment:
 
 async def announce_unannounced(*, uow: UnitOfWork) -> list[str]:
     """Announce (as "updated") every environment never announced: those made before Gantry
-    announced environments, so the services that keep a copy learn them."""
+    announced environments, so the services that keep a copy learn them. Instances starting
+    together take turns, so each environment is announced once."""
     async with uow.begin() as session:
+        await serialize_on(session, "release-announce-environments")
         query = select(Environment).where(col(Environment.announced_at).is_(None)).order_by(col(Environment.code))
         pending = list((await session.exec(query)).all())
         for environment in pending:

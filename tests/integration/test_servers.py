@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.kafka_admin import create_topics_async
+from shared.kafka_admin import create_topics_async, ready_partitions
 from tests.harness import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -52,6 +53,20 @@ async def test_kafka_roundtrip_through_consumer_group(kafka_bootstrap: str, uniq
     assert [(m.key, m.value) for m in received] == sent
     assert [m.offset for m in received] == [0, 1, 2]
     assert {m.partition for m in received} == {0}
+
+
+async def test_topics_are_made_with_the_partitions_asked_and_existing_ones_are_left_alone(
+    kafka_bootstrap: str, unique_id: str
+) -> None:
+    old, new = f"fewer-{unique_id}", f"fresh-{unique_id}"
+    assert await create_topics_async(kafka_bootstrap, [old], partitions=2) == {}
+
+    fewer = await create_topics_async(kafka_bootstrap, [old, new], partitions=6)
+
+    assert fewer == {old: 2}, "the existing topic is named, with its count"
+    partitions, missing = await ready_partitions(kafka_bootstrap, [old, new])
+    assert missing == []
+    assert Counter(tp.topic for tp in partitions) == {old: 2, new: 6}
 
 
 async def test_postgres_database_roundtrip(postgres: PostgresServer, unique_id: str) -> None:
