@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from tests.e2e.instances import (
     start_all,
     widen_topics,
 )
-from tests.harness import PostgresServer
+from tests.harness import PostgresServer, kafka_server
 from tests.support import ADMIN, SECRET, eventually
 
 pytestmark = pytest.mark.e2e
@@ -211,17 +212,29 @@ async def check_apis(api: httpx.AsyncClient, project: str, load: Load) -> None:
         assert {d["state"] for d in deployments} == {"rendered"}, deployments
 
 
+@pytest.fixture
+def own_kafka() -> Iterator[str]:
+    """An Apache Kafka broker of this test's own: its topics are made with 6 partitions here, and
+    the other tests' broker keeps the partitions they were written against."""
+    server = kafka_server()
+    server.start()
+    try:
+        yield server.bootstrap
+    finally:
+        server.stop()
+
+
 async def test_two_instances_share_the_work_and_a_kill_9_of_one_loses_and_duplicates_nothing(
-    apache_kafka: str, postgres: PostgresServer, tmp_path: Path, unique_id: str
+    own_kafka: str, postgres: PostgresServer, tmp_path: Path, unique_id: str
 ) -> None:
     database = f"gantry_scale_{unique_id}"
     postgres.create_database(database)
-    await widen_topics(apache_kafka)
-    env = scaled_out_env(apache_kafka, postgres.url(database), f"scale{unique_id}", PARTITIONS)
+    await widen_topics(own_kafka)
+    env = scaled_out_env(own_kafka, postgres.url(database), f"scale{unique_id}", PARTITIONS)
     a, b = instances(tmp_path, env)
     try:
         print(f"\ntwo instances of five services ready in {await asyncio.to_thread(start_all, [a, b]):.1f}s")
-        await run_and_check(a, b, apache_kafka, f"scale{unique_id[:6]}")
+        await run_and_check(a, b, own_kafka, f"scale{unique_id[:6]}")
     except BaseException:
         print(a.logs() + b.logs())
         raise
