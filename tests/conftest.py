@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -25,6 +26,13 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def apache_kafka() -> Iterator[str]:
     """Bootstrap address of an Apache Kafka broker (local process or container)."""
+    with started_kafka() as bootstrap:
+        yield bootstrap
+
+
+@contextmanager
+def started_kafka() -> Iterator[str]:
+    """An Apache Kafka broker of its own, started, stopped on leaving: its bootstrap address."""
     server = kafka_server()
     server.start()
     try:

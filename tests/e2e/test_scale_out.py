@@ -36,6 +36,7 @@ from shared.auth import webhook_secret
 from shared.events import utcnow
 from shared.kafka_admin import consumer_lag
 from shared.settings import SERVICES
+from tests.conftest import started_kafka
 from tests.e2e.instances import (
     PARTITIONS,
     Bus,
@@ -46,7 +47,8 @@ from tests.e2e.instances import (
     start_all,
     widen_topics,
 )
-from tests.harness import PostgresServer, kafka_server
+from tests.e2e.stack import success_hook
+from tests.harness import PostgresServer
 from tests.support import ADMIN, SECRET, eventually
 
 pytestmark = pytest.mark.e2e
@@ -57,17 +59,7 @@ CONSUMERS = ("versioning", "release", "deploy")  # the services that consume the
 
 
 def hook(service: dict[str, Any], pipeline_id: int) -> tuple[dict[str, Any], dict[str, str]]:
-    body = {
-        "object_kind": "pipeline",
-        "object_attributes": {
-            "id": pipeline_id,
-            "ref": "main",
-            "tag": False,
-            "sha": f"{pipeline_id:040x}",
-            "status": "success",
-        },
-        "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
-    }
+    body = success_hook(service, pipeline_id)
     headers = {"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"])}
     return body, headers
 
@@ -216,12 +208,8 @@ async def check_apis(api: httpx.AsyncClient, project: str, load: Load) -> None:
 def own_kafka() -> Iterator[str]:
     """An Apache Kafka broker of this test's own: its topics are made with 6 partitions here, and
     the other tests' broker keeps the partitions they were written against."""
-    server = kafka_server()
-    server.start()
-    try:
-        yield server.bootstrap
-    finally:
-        server.stop()
+    with started_kafka() as bootstrap:
+        yield bootstrap
 
 
 async def test_two_instances_share_the_work_and_a_kill_9_of_one_loses_and_duplicates_nothing(
