@@ -13,7 +13,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -31,6 +31,18 @@ log = get_logger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[object]]
 ONE_AT_A_TIME = "gantry_one_at_a_time"
+OUTSIDE_WORK = "gantry_outside_work"
+
+
+class OutsideWork(Protocol):
+    """What a batched handler does outside the database, around its batch's transaction."""
+
+    async def before(self, envelopes: list[Envelope]) -> None:
+        """Before the batch's transaction, on its decoded events (a cluster applied to, say). Must
+        not raise: what cannot be done here is left to the handler, in the transaction."""
+
+    async def after(self, envelopes: list[Envelope]) -> None:
+        """Once the batch committed, on the events it applied (none dead-lettered)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,14 @@ async def _outcome(future: asyncio.Future[object]) -> BaseException | None:
     return None
 
 
+def with_outside_work(work: OutsideWork, handler: Handler) -> Handler:
+    """Mark a batched handler that acts outside the database: ``work.before`` gets each batch's
+    events before its transaction (outside any transaction, so a slow cluster holds no lock), the
+    handler records in the transaction what was done, and ``work.after`` follows the commit."""
+    setattr(handler, OUTSIDE_WORK, work)  # noqa: B010
+    return handler
+
+
 def one_at_a_time(handler: Handler) -> Handler:
     """Mark a handler that must see each event in a transaction of its own, committed before the
     next: one that acts outside the database after its transaction (a cluster, say), reading back
@@ -218,7 +238,8 @@ def subscribe(
         if batches is not None and batched:
             async for events in take_ready(stream, batches.max_events):
                 records = [(event.message.key, event.message.value, event.message.headers) for event in events]
-                await handle_batch(topic, records, handler, producer, batches.uow)
+                outside = getattr(handler, OUTSIDE_WORK, None)
+                await handle_batch(topic, records, handler, producer, batches.uow, outside)
             return
         async for event in stream.events():
             message = event.message

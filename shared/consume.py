@@ -13,7 +13,7 @@ commit, and faust commits their offsets together.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from shared import metrics, tracing
 from shared.batches import BatchConflict, SpoiledBatch
-from shared.bus import OUTAGE_MAX_DELAY, Handler, Producer, apply_with_retries, is_transient
+from shared.bus import OUTAGE_MAX_DELAY, Handler, OutsideWork, Producer, apply_with_retries, is_transient
 from shared.errors import PoisonEvent
 from shared.events import Envelope
 from shared.logging import bind_event, get_logger, unbind_event
@@ -97,15 +97,23 @@ RawRecord = tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None
 
 
 async def handle_batch(
-    topic: str, events: Sequence[RawRecord], handler: Handler, producer: Producer, uow: UnitOfWork
+    topic: str,
+    events: Sequence[RawRecord],
+    handler: Handler,
+    producer: Producer,
+    uow: UnitOfWork,
+    outside: OutsideWork | None = None,
 ) -> None:
     """Apply a batch of records of ``topic``; send the undecodable, the poison and the failed to
-    ``<topic>.dlq`` once the rest committed. Never raises but for cancellation.
+    ``<topic>.dlq`` once the rest committed. Never raises but for cancellation. ``outside`` (a
+    handler's work outside the database) is done before the transaction and after the commit.
 
     The batch is first applied without savepoints (the common case: nothing fails, two statements
     per event saved); if anything fails in it, it is rolled back and applied again with a
     savepoint per event, which tells the failing event from the rest."""
     records = [_decoded(*event) for event in events]
+    if outside is not None:
+        await _outside(outside.before, [record.envelope for record in records if record.envelope is not None])
     attempt, careful = 0, False
     while True:
         attempt += 1
@@ -127,6 +135,17 @@ async def handle_batch(
             metrics.count_dead_lettered(topic, record.dead.split(":", 1)[0].replace("failed after retries", "failed"))
         elif record.envelope is not None:
             metrics.observe_handled(topic, record.envelope)
+    if outside is not None:
+        applied = [record.envelope for record in records if record.envelope is not None and record.dead is None]
+        await _outside(outside.after, applied)
+
+
+async def _outside(work: Callable[[list[Envelope]], Awaitable[None]], envelopes: list[Envelope]) -> None:
+    """A handler's work outside the database; a failure is logged, the batch goes on (``OutsideWork``)."""
+    try:
+        await work(envelopes)
+    except Exception:
+        log.exception("work outside the database failed", step=getattr(work, "__name__", "?"), events=len(envelopes))
 
 
 def _decoded(key: bytes | None, raw: bytes | None, headers: Headers | None = None) -> Record:

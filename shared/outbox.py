@@ -187,9 +187,7 @@ class UnitOfWork:
             session.info["source"] = self.source
             async with session.begin():
                 await write_lock(session)
-                ids = unique_ids(event_ids)
-                query = select(InboxEntry.event_id).where(col(InboxEntry.event_id).in_(ids))
-                applied = frozenset((await session.exec(query)).all()) if ids else frozenset()
+                applied = await applied_among(session, event_ids)
                 batch = Batch(self, session, applied, careful=careful)
                 token = CURRENT_BATCH.set(batch)
                 try:
@@ -201,6 +199,14 @@ class UnitOfWork:
             if session.info.pop("outbox", False):
                 for listener in self._listeners:
                     listener()
+
+
+async def applied_among(session: AsyncSession, event_ids: Iterable[str]) -> frozenset[str]:
+    """Which of ``event_ids`` the inbox holds (applied already), in one statement."""
+    ids = unique_ids(event_ids)
+    if not ids:
+        return frozenset()
+    return frozenset((await session.exec(select(InboxEntry.event_id).where(col(InboxEntry.event_id).in_(ids)))).all())
 
 
 async def _insert_claims(session: AsyncSession, batch: Batch) -> None:

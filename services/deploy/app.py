@@ -15,6 +15,7 @@ from services.deploy import (
     ingresses,
     known_services,
     org_api,
+    requests,
     resources_api,
     rotation,
     worker,
@@ -23,11 +24,11 @@ from services.deploy.api import router
 from services.deploy.cluster import CLUSTER, ClusterDriver
 from services.deploy.kube_access import InCluster
 from services.deploy.kubernetes import KubernetesDriver
-from services.deploy.models import DEPLOY_TABLES
+from services.deploy.models import DEPLOY_TABLES, Deployment
 from services.deploy.rendered import RenderedManifestsDriver
 from services.deploy.sealed import KEYRING
 from shared import outbox_api
-from shared.bus import Handler, one_at_a_time
+from shared.bus import Handler, one_at_a_time, with_outside_work
 from shared.events import Envelope, Topic
 from shared.service import Part, Runtime, create_service_app
 from shared.settings import Settings
@@ -93,12 +94,15 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     async def on_version_released(envelope: Envelope) -> None:
         await handlers.record_released_version(envelope, uow=uow)
 
+    async def sync_ingress(deployment: Deployment) -> None:  # the service's Ingress goes with its deployment
+        await ingress.sync(ingresses.Where.of(deployment))
+
+    deploy_requests = requests.DeployRequests(
+        uow=uow, driver=driver, keyring=keyring, follow=rollouts.follow, recorded=sync_ingress
+    )
+
     async def on_deploy_requested(envelope: Envelope) -> None:
-        deployment = await worker.apply_deploy_request(
-            envelope, uow=uow, driver=driver, keyring=keyring, follow=rollouts.follow
-        )
-        if deployment is not None:  # the service's Ingress goes with its deployment
-            await ingress.sync(ingresses.Where.of(deployment))
+        await deploy_requests.record(envelope)
 
     async def on_environment_changed(envelope: Envelope) -> None:
         await environments.on_environment_changed(envelope, uow=uow)
@@ -119,7 +123,7 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
         # these act on the cluster after their transaction, reading back what it committed
         Topic.ENVIRONMENT_CHANGED: one_at_a_time(on_environment_changed),
         Topic.VERSION_RELEASED: on_version_released,
-        Topic.DEPLOY_REQUESTED: one_at_a_time(on_deploy_requested),
+        Topic.DEPLOY_REQUESTED: with_outside_work(deploy_requests, on_deploy_requested),
         Topic.ROUTE_CHANGED: one_at_a_time(on_route_changed),
     }
 

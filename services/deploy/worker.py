@@ -1,11 +1,12 @@
 """The deploy worker: applies each ``deploy.requested`` to the cluster, reports ``deploy.status``.
 
-One code path whatever started the request (a REST action or auto-deploy). A request already in
-the inbox is skipped before the cluster is touched, so the same event twice is applied once; the
-inbox entry, the outcome and the ``deploy.status`` event are written in one transaction. Applying
-is idempotent (the same objects again), so a crash between applying and recording only re-applies.
-A cluster error fails the deployment with its reason instead of retrying forever. A rollout that
-is still progressing is followed (``RolloutWatcher``) until it succeeds, fails or times out.
+One code path whatever started the request (a REST action or auto-deploy), in batches
+(``services.deploy.requests``). A request already in the inbox is skipped before the cluster is
+touched, so the same event twice is applied once; the inbox entry, the outcome and the
+``deploy.status`` event are written in one transaction. Applying is idempotent (the same objects
+again), so a crash between applying and recording only re-applies. A cluster error fails the
+deployment with its reason instead of retrying forever. A rollout that is still progressing is
+followed (``RolloutWatcher``) until it succeeds, fails or times out.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from services.deploy.models import Deployment, Instance, Track
 from shared import metrics
 from shared.events import DeployRequested, DeployStatus, Envelope, Placement, utcnow
 from shared.logging import get_logger
-from shared.outbox import InboxEntry, UnitOfWork, emit, record_applied
+from shared.outbox import UnitOfWork, emit
 from shared.sealing import Keyring
 
 log = get_logger(__name__)
@@ -35,43 +36,6 @@ FOLLOW_INTERVAL_SECONDS = 0.5
 
 Follow = Callable[[str], None]
 Values = Callable[[], Awaitable[dict[str, dict[str, Any]]]]  # the resources' values, read when applied
-
-
-async def apply_deploy_request(
-    envelope: Envelope,
-    *,
-    uow: UnitOfWork,
-    driver: ClusterDriver,
-    keyring: Keyring,
-    follow: Follow | None = None,
-    timeout: float = APPLY_TIMEOUT_SECONDS,
-) -> Deployment | None:
-    """Apply one request; returns the deployment as recorded, None for a redelivery. The request
-    names resources and revisions: their values come from this database, opened with ``keyring``."""
-    request = envelope.payload(DeployRequested)  # data that does not fit: PoisonEvent
-    async with uow.sessions() as session:
-        if await session.get(InboxEntry, envelope.id) is not None:
-            log.info("deploy request already applied", deployment_id=request.deployment_id)
-            return None
-    track = domain.track_of(request.action, request.strategy)
-    status = await _drive(driver, request, track, timeout, _values_of(request, uow, keyring))
-    async with uow.begin() as session:
-        record_applied(session, envelope)  # checked above: one look-up, not two
-        deployment = await session.get(Deployment, request.deployment_id)
-        if deployment is None:  # requested by another deploy database: record it from the event
-            deployment = _from_request(request, track, envelope.correlation_id)
-        await record_outcome(session, deployment, status, cause=envelope)
-    log.info(
-        "deploy request applied",
-        deployment_id=deployment.id,
-        action=deployment.action,
-        track=track,
-        state=status.state,
-        message=status.message,
-    )
-    if status.state == "progressing" and follow is not None:
-        follow(deployment.id)
-    return deployment
 
 
 def _values_of(request: DeployRequested, uow: UnitOfWork, keyring: Keyring) -> Values:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from services.deploy import environments, handlers, views, worker
+from services.deploy import environments, handlers, requests, views, worker
 from services.deploy.app import build_driver
 from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.handlers import Action
@@ -135,7 +135,7 @@ async def outbox(uow: UnitOfWork, topic: Topic) -> list[Envelope]:
 async def work(uow: UnitOfWork, cluster: FakeCluster) -> None:
     """Deliver every deploy.requested queued so far to the worker (again: a harmless redelivery)."""
     for envelope in await outbox(uow, Topic.DEPLOY_REQUESTED):
-        await worker.apply_deploy_request(envelope, uow=uow, driver=cluster, keyring=KEYRING)
+        await requests.apply_deploy_request(envelope, uow=uow, driver=cluster, keyring=KEYRING)
 
 
 async def deployment(uow: UnitOfWork, deployment_id: str) -> Deployment:
@@ -423,7 +423,7 @@ async def test_a_request_unknown_to_this_database_is_recorded_from_the_event(
     await ready(uow, cluster)
     [requested] = await outbox(uow, Topic.DEPLOY_REQUESTED)
     other = await make_uow("deploy", DEPLOY_TABLES, home=tmp_path / "other")
-    recorded = await worker.apply_deploy_request(requested, uow=other, driver=cluster, keyring=KEYRING)
+    recorded = await requests.apply_deploy_request(requested, uow=other, driver=cluster, keyring=KEYRING)
     assert recorded is not None and recorded.by == "alice"
     # the event names the resources' revisions, not their values, and this database has none of them
     assert recorded.state == "failed"
@@ -436,7 +436,7 @@ async def test_a_progressing_rollout_is_followed_until_it_finishes(uow: UnitOfWo
     await release(uow, "1.0.0")
     first = await deploy(uow, "1.0.0", resources=[])
     [requested] = await outbox(uow, Topic.DEPLOY_REQUESTED)
-    await worker.apply_deploy_request(requested, uow=uow, driver=cluster, keyring=KEYRING, follow=followed.append)
+    await requests.apply_deploy_request(requested, uow=uow, driver=cluster, keyring=KEYRING, follow=followed.append)
     assert followed == [first.id]
     state = await views.running_state(PROJECT, SERVICE, ENV, uow=uow, driver=cluster)
     assert [d.version for d in state.deploying] == ["1.0.0"]

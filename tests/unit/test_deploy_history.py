@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
-from services.deploy import handlers, lookups, worker
+from services.deploy import handlers, lookups, requests
 from services.deploy.handlers import Action
 from services.deploy.models import DEPLOY_TABLES, Deployment
 from services.deploy.rendered import RenderedManifestsDriver
@@ -62,7 +62,9 @@ def deployments_loaded() -> Iterator[list[str]]:
 
 async def apply_newest_request(uow: UnitOfWork, driver: RenderedManifestsDriver) -> None:
     newest = (await outbox(uow, Topic.DEPLOY_REQUESTED))[-1]
-    await worker.apply_deploy_request(decode_envelope(newest.payload.encode()), uow=uow, driver=driver, keyring=KEYRING)
+    await requests.apply_deploy_request(
+        decode_envelope(newest.payload.encode()), uow=uow, driver=driver, keyring=KEYRING
+    )
 
 
 async def long_history(uow: UnitOfWork, driver: RenderedManifestsDriver) -> None:

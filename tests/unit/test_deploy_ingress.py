@@ -18,6 +18,7 @@ from services.deploy.ingress import IngressSpec
 from services.deploy.ingresses import INGRESSES, Ingresses
 from services.deploy.rendered import RenderedManifestsDriver
 from services.deploy.routes import KnownRoute
+from shared.bus import OUTSIDE_WORK, OutsideWork
 from shared.events import Envelope, EnvironmentChanged, RouteChanged, Topic, new_event
 from shared.outbox import UnitOfWork
 from tests.support import KEYRING
@@ -62,7 +63,13 @@ def deliver(uow: UnitOfWork, cluster: Cluster) -> Any:  # noqa: F811
     consumers = app._subscriptions(runtime)  # type: ignore[arg-type]
 
     async def send(envelope: Envelope) -> None:
-        await consumers[envelope.type](envelope)
+        handler = consumers[envelope.type]
+        outside: OutsideWork | None = getattr(handler, OUTSIDE_WORK, None)  # around the batch's transaction
+        if outside is not None:
+            await outside.before([envelope])
+        await handler(envelope)
+        if outside is not None:
+            await outside.after([envelope])
 
     return send
 

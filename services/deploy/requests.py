@@ -1,0 +1,142 @@
+"""The deploy worker's batches: ``deploy.requested`` applied to the cluster, then recorded at once.
+
+A batch of requests is applied in three steps. Before its transaction, the requests not yet in the
+inbox are applied to the cluster (one service's requests in order, different services' side by
+side), outside any transaction, so a slow cluster holds no database lock. In the batch's one
+transaction, each request's inbox entry, outcome and ``deploy.status`` are recorded (a request
+another instance recorded meanwhile is skipped there). After the commit, each service's Ingress is
+synced once and progressing rollouts are followed.
+
+Applying is idempotent (the same objects again): a crash or a rolled-back transaction between
+applying and recording only re-applies. A request applied before its batch's transaction that is
+then found poison never reaches the cluster: its data is checked before it is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from services.deploy import domain
+from services.deploy.cluster import ClusterDriver, RolloutStatus
+from services.deploy.models import Deployment, Track
+from services.deploy.worker import (
+    APPLY_TIMEOUT_SECONDS,
+    Follow,
+    _drive,
+    _from_request,
+    _values_of,
+    record_outcome,
+)
+from shared.errors import PoisonEvent
+from shared.events import DeployRequested, Envelope
+from shared.logging import get_logger
+from shared.outbox import UnitOfWork, applied_among, claim_inbox
+from shared.sealing import Keyring
+
+log = get_logger(__name__)
+Recorded = Callable[[Deployment], Awaitable[None]]  # after the commit, per recorded deployment
+
+
+class DeployRequests:
+    """Applies batches of ``deploy.requested`` (``shared.bus.OutsideWork``); ``record`` is the
+    handler that records each one in the batch's transaction."""
+
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWork,
+        driver: ClusterDriver,
+        keyring: Keyring,
+        follow: Follow | None = None,
+        recorded: Recorded | None = None,
+        timeout: float = APPLY_TIMEOUT_SECONDS,
+    ) -> None:
+        self.uow, self.driver, self.keyring = uow, driver, keyring
+        self.follow, self.recorded, self.timeout = follow, recorded, timeout
+        self._applied: dict[str, tuple[Track, RolloutStatus]] = {}  # by event id, this batch's
+        self._deployments: dict[str, Deployment] = {}
+
+    async def before(self, envelopes: list[Envelope]) -> None:
+        """Apply the batch's new requests to the cluster: per service in order, services side by side."""
+        self._applied.clear()
+        self._deployments.clear()
+        requests: dict[str, tuple[Envelope, DeployRequested]] = {}
+        for envelope in envelopes:
+            try:
+                requests[envelope.id] = (envelope, envelope.payload(DeployRequested))
+            except PoisonEvent:
+                continue  # refused by the handler, in the transaction: dead-lettered there
+        async with self.uow.sessions() as session:
+            applied = await applied_among(session, requests)
+        by_service: dict[tuple[str, str], list[tuple[Envelope, DeployRequested]]] = {}
+        for event_id, (envelope, request) in requests.items():
+            if event_id in applied:
+                log.info("deploy request already applied", deployment_id=request.deployment_id)
+                continue
+            by_service.setdefault((request.service_id, request.environment), []).append((envelope, request))
+        await asyncio.gather(*(self._apply_in_order(queue) for queue in by_service.values()))
+
+    async def _apply_in_order(self, queue: list[tuple[Envelope, DeployRequested]]) -> None:
+        for envelope, request in queue:
+            self._applied[envelope.id] = await self._apply(request)
+
+    async def _apply(self, request: DeployRequested) -> tuple[Track, RolloutStatus]:
+        track = domain.track_of(request.action, request.strategy)
+        values = _values_of(request, self.uow, self.keyring)
+        return track, await _drive(self.driver, request, track, self.timeout, values)
+
+    async def record(self, envelope: Envelope) -> Deployment | None:
+        """In the batch's transaction: the request's outcome and ``deploy.status``; None for one
+        already recorded. A request ``before`` did not apply (it failed to read the inbox) is
+        applied here."""
+        request = envelope.payload(DeployRequested)  # data that does not fit: PoisonEvent
+        async with self.uow.begin() as session:
+            if not await claim_inbox(session, envelope):
+                return None
+            track, status = self._applied.get(envelope.id) or await self._apply(request)
+            deployment = await session.get(Deployment, request.deployment_id)
+            if deployment is None:  # requested by another deploy database: record it from the event
+                deployment = _from_request(request, track, envelope.correlation_id)
+            await record_outcome(session, deployment, status, cause=envelope)
+        self._deployments[envelope.id] = deployment
+        log.info(
+            "deploy request applied",
+            deployment_id=deployment.id,
+            action=deployment.action,
+            track=track,
+            state=status.state,
+            message=status.message,
+        )
+        return deployment
+
+    async def after(self, envelopes: list[Envelope]) -> None:
+        """Follow the progressing rollouts the batch recorded; sync each service's Ingress once."""
+        recorded = [self._deployments[e.id] for e in envelopes if e.id in self._deployments]
+        self._applied.clear()
+        self._deployments.clear()
+        for deployment in recorded:
+            if deployment.state == "progressing" and self.follow is not None:
+                self.follow(deployment.id)
+        if self.recorded is not None:
+            last_of_each = {(d.service_id, d.environment): d for d in recorded}
+            for deployment in last_of_each.values():
+                await self.recorded(deployment)
+
+
+async def apply_deploy_request(
+    envelope: Envelope,
+    *,
+    uow: UnitOfWork,
+    driver: ClusterDriver,
+    keyring: Keyring,
+    follow: Follow | None = None,
+    timeout: float = APPLY_TIMEOUT_SECONDS,
+) -> Deployment | None:
+    """One request as a batch of one, in a transaction of its own; the deployment as recorded, or
+    None for a redelivery (skipped before the cluster is touched)."""
+    requests = DeployRequests(uow=uow, driver=driver, keyring=keyring, follow=follow, timeout=timeout)
+    await requests.before([envelope])
+    deployment = await requests.record(envelope)
+    await requests.after([envelope] if deployment is not None else [])
+    return deployment

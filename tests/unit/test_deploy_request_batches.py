@@ -1,0 +1,96 @@
+"""Deploy requests in batches (``services.deploy.requests``): applied to the cluster before the
+batch's transaction, one service's in order, a redelivery not applied again, a poison request
+dead-lettered alone without reaching the cluster, each service's Ingress synced once after the
+commit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.deploy import requests
+from services.deploy.models import DEPLOY_TABLES, Deployment
+from shared.consume import handle_batch
+from shared.events import Envelope, Topic
+from shared.outbox import UnitOfWork
+from tests.support import KEYRING
+from tests.unit.test_deploy_handlers import (
+    FakeCluster,
+    deploy,
+    deployment,
+    outbox,
+    ready,
+    release,
+)
+from tests.unit.test_shared import FakeDeadLetters
+
+
+@pytest.fixture
+async def uow(make_uow) -> UnitOfWork:
+    return await make_uow("deploy", DEPLOY_TABLES)
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+def _raw(*envelopes: Envelope) -> list[tuple[bytes | None, bytes | None]]:
+    return [(envelope.data["service_id"].encode(), envelope.model_dump_json().encode()) for envelope in envelopes]
+
+
+def _batch(uow: UnitOfWork, cluster: FakeCluster, synced: list[Deployment]) -> requests.DeployRequests:
+    async def recorded(deployment: Deployment) -> None:
+        synced.append(deployment)
+
+    return requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING, recorded=recorded)
+
+
+async def test_a_batch_applies_each_new_request_in_order_and_records_them_in_one_go(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    first = await ready(uow, cluster)  # 1.0.0 deployed and applied by hand: its request is in the inbox
+    await release(uow, "2.0.0", "3.0.0")
+    second, third = await deploy(uow, "2.0.0"), await deploy(uow, "3.0.0")
+    applied_before = len(cluster.applied)
+    already, *new = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    poison = new[0].model_copy(update={"id": "poison-1", "data": {**new[0].data, "replicas": "many"}})
+    synced: list[Deployment] = []
+    batch = _batch(uow, cluster, synced)
+    dead = FakeDeadLetters()
+
+    await handle_batch(Topic.DEPLOY_REQUESTED.value, _raw(already, *new, poison), _handler(batch), dead, uow, batch)
+
+    assert [spec.version for spec in cluster.applied[applied_before:]] == ["2.0.0", "3.0.0"], (
+        "the redelivered request is not applied again, the poison one never reaches the cluster"
+    )
+    assert [(await deployment(uow, d.id)).state for d in (first, second, third)] == ["rendered"] * 3
+    statuses = [e.data["version"] for e in await outbox(uow, Topic.DEPLOY_STATUS)]
+    assert statuses == ["1.0.0", "2.0.0", "3.0.0"], "one deploy.status per request, the redelivery none"
+    assert [d.version for d in synced] == ["3.0.0"], "the service's Ingress is synced once, after its last deployment"
+    assert [(topic, json.loads(raw or b"{}")["id"], reason.split(":")[0]) for topic, raw, reason in dead.records] == [
+        ("deploy.requested", "poison-1", "poison")
+    ]
+
+
+async def test_a_request_the_batch_could_not_prepare_is_applied_in_its_transaction(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    await release(uow, "1.0.0")
+    made = await deploy(uow, "1.0.0", resources=[])
+    [requested] = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    batch = _batch(uow, cluster, [])
+
+    recorded = await batch.record(requested)  # no ``before``: as when it failed to read the inbox
+
+    assert recorded is not None and recorded.id == made.id and recorded.state == "rendered"
+    assert [spec.version for spec in cluster.applied] == ["1.0.0"]
+    assert await batch.record(requested) is None, "recorded once"
+
+
+def _handler(batch: requests.DeployRequests):
+    async def handler(envelope: Envelope) -> None:
+        await batch.record(envelope)
+
+    return handler
