@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bench.measures import table
+from bench.measures import FLAT_PERCENT, table
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,10 @@ GOALS = (
     Goal("idle_percent", "idle CPU, all of Gantry", 5, True, "% of a core", "about 50 %"),
     Goal("ingress_per_s", "webhook ingress through the gateway, 64 connections", 1500, False, "/s", "145/s"),
     Goal("ingress_p99_ms", "its p99 at 64 connections", 50, True, "ms", "1,600 ms"),
+    Goal("soak_growth_percent", "RSS growth after warm-up, worst service, 10-min soak", FLAT_PERCENT, True, "%", "-"),
+    Goal("soak_wrong", "chains lost, late or duplicated (or hooks refused), that soak", 0, True, "chains", "-"),
 )
+SOAK_MINUTES = 10.0  # the soak the memory goals are about
 
 
 def goal_table(measured: Mapping[str, float]) -> str:
@@ -97,3 +100,13 @@ def chain_goals(rates: list[RateFigures], idle_percent: float, *, suffix: str = 
         figures["cpu_ms_per_chain"] = best.cpu_ms_per_chain if best else math.nan
         figures["idle_percent"] = idle_percent
     return figures
+
+
+def soak_goals(growth_percent: float, wrong: int, minutes: float) -> dict[str, float]:
+    """The memory soak's figures for the goals: the worst service's growth after the warm-up, and
+    the hooks refused plus the chains lost, late or duplicated. None for a soak shorter than
+    ``SOAK_MINUTES``: a slow leak barely shows in a short one, so the goal would read as met
+    without having been measured."""
+    if minutes < SOAK_MINUTES:
+        return {}
+    return {"soak_growth_percent": growth_percent, "soak_wrong": float(wrong)}

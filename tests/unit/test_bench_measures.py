@@ -11,8 +11,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench.goals import RateFigures, chain_goals, goal_table
-from bench.measures import cpu_seconds, cpu_seconds_of_stat, cpu_used, percentile, send_times, table, tally
+from bench.goals import RateFigures, chain_goals, goal_table, soak_goals
+from bench.measures import (
+    Growth,
+    cpu_seconds,
+    cpu_seconds_of_stat,
+    cpu_used,
+    memory_growth,
+    percentile,
+    send_times,
+    table,
+    tally,
+    warm_up_seconds,
+    worst_growth,
+)
 from bench.wrk import parse_wrk_output, run_wrk
 from shared import gitlab_hook
 
@@ -167,3 +179,59 @@ def test_the_goal_table_says_which_goals_are_met_and_leaves_out_what_was_not_mea
     assert lines["chains/s sustained, nothing lost (embedded)"].rstrip(" |").endswith("yes")
     assert lines["p99 hook → deploy.status at 100 chains/s (embedded)"].rstrip(" |").endswith("no")
     assert "≤ 250 ms" in printed and "30–40/s" in printed
+
+
+def test_the_warm_up_is_a_fifth_of_the_soak_or_two_minutes_whichever_is_shorter() -> None:
+    assert warm_up_seconds(60) == pytest.approx(12)
+    assert warm_up_seconds(600) == pytest.approx(120)
+    assert warm_up_seconds(3600) == 120
+
+
+def test_memory_growth_leaves_out_the_warm_up_and_follows_the_trend_not_one_sample() -> None:
+    # a 10-minute soak sampled every 30 s: 100 MB climbing to 130 MB in the warm-up (the first 2 min,
+    # left out), then rising 0.1 MB per sample (1.6 MB in all), with a 4 MB spike half-way (a
+    # cache filled and emptied) and a last sample 2 MB down (pages handed back)
+    samples = [(float(t), 100 + t / 4) for t in range(0, 120, 30)]
+    samples += [(float(t), 130 + 0.1 * (t - 120) / 30 + (4 if t == 360 else 0)) for t in range(120, 600, 30)]
+    samples += [(600.0, 130 + 1.6 - 2)]
+    growth = memory_growth(samples)
+    assert growth.samples == 17  # 120 s … 600 s
+    assert 0.8 < growth.growth_mb < 1.6, "the trend's rise, where the last sample minus the first is -0.4 MB"
+    assert growth.level_mb == pytest.approx(130, abs=0.5)
+    assert growth.percent == pytest.approx(100 * growth.growth_mb / growth.level_mb)
+
+
+def test_a_steady_leak_grows_in_proportion_and_a_flat_process_not_at_all() -> None:
+    leak = memory_growth([(float(t), 100 + t / 60) for t in range(0, 601, 30)])  # 1 MB a minute
+    assert leak.growth_mb == pytest.approx(8.0) and leak.percent == pytest.approx(8 / 102 * 100)
+    flat = memory_growth([(float(t), 100.0) for t in range(0, 601, 30)])
+    assert flat.growth_mb == 0 and flat.percent == 0
+
+
+def test_memory_growth_of_too_few_samples_is_unknown() -> None:
+    assert math.isnan(memory_growth([]).growth_mb)
+    one_after = memory_growth([(0.0, 100.0), (60.0, 101.0)])  # warm-up 12 s: only the second is after
+    assert one_after.samples == 1 and math.isnan(one_after.percent)
+
+
+def test_the_runs_figure_is_the_worst_counted_process() -> None:
+    growths = {
+        "deploy": Growth(110.0, 3.3, 16),
+        "gateway": Growth(100.0, 1.0, 16),
+        "release": Growth(math.nan, math.nan, 1),
+        "broker": Growth(50.0, 40.0, 16),  # grows by design: not counted
+    }
+    assert worst_growth(growths, ("gateway", "deploy", "release", "catalog")) == pytest.approx(3.0)
+    assert math.isnan(worst_growth({"release": Growth(math.nan, math.nan, 0)}, ("release",)))
+
+
+def test_the_soak_goals_are_compared_only_for_a_soak_of_ten_minutes_or_more() -> None:
+    assert soak_goals(2.0, 0, minutes=1) == {}
+    figures = soak_goals(7.5, 2, minutes=10)
+    assert figures == {"soak_growth_percent": 7.5, "soak_wrong": 2.0}
+    printed = goal_table(figures)
+    rows = [line.split("|") for line in printed.splitlines()[2:]]
+    assert [(row[2].strip(), row[5].strip()) for row in rows] == [("≤ 5 %", "no"), ("≤ 0 chains", "no")]
+    assert all(
+        row[-2].strip() == "yes" for row in (r.split("|") for r in goal_table(soak_goals(4.9, 0, 10)).splitlines()[2:])
+    )
