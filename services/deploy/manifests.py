@@ -36,13 +36,10 @@ import yaml
 
 from services.deploy.cluster import WorkloadSpec
 from shared.naming import DNS1123_LABEL, label_value, suffixed_name, workload_name
+from shared.yaml_text import SAFE_DUMPER
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gantry"}
 SHARED_KINDS = ("Namespace", "Service")
-# libyaml's emitter when PyYAML was built with it (the wheels are): several times faster than the
-# pure-Python one, same documents; the pure-Python dumper where libyaml is missing.
-SAFE_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 HEADER = "# Rendered by Gantry — apply with kubectl apply --server-side -f"
 HEALTH_PATH = "/healthz"
 _SECRET_KEY = re.compile(r"password|passwd|secret|token|credential|api_?key|private_?key", re.IGNORECASE)

@@ -12,8 +12,9 @@ import yaml
 
 from services.deploy.cluster import RolloutStatus, WorkloadSpec
 from services.deploy.ingress import IngressSpec, render_ingress
-from services.deploy.manifests import SAFE_LOADER, render_objects, render_yaml
+from services.deploy.manifests import render_objects, render_yaml
 from shared.naming import workload_name
+from shared.yaml_text import SAFE_LOADER
 
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -8,10 +8,10 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Literal, Protocol, TypeVar, get_args
 
-import yaml
 from pydantic import ConfigDict
 from pydantic.config import JsonDict
 
+from shared import yaml_text
 from shared.errors import Conflict, InvalidInput
 from shared.events import VersionReleased
 from shared.naming import DNS1123_LABEL, DNS1123_MAX, dns1123_name, label_value, workload_name
@@ -119,7 +119,7 @@ def render_deployment_files(facts: ReleaseFacts) -> str:
             },
         },
     }
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return yaml_text.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
 def refuse_second_release(project: str, service: str, environment: str, *, already_released: bool) -> None:

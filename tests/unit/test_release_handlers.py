@@ -271,6 +271,9 @@ async def test_release_one_version_records_history_with_deployment_files(uow):
         ("1.0.0", "manual", "bob"),
         ("1.1.0", "manual", "bob"),
     ]
+    assert history[0].deployment_files == yaml.safe_dump(
+        yaml.safe_load(history[0].deployment_files), sort_keys=False, allow_unicode=True
+    ), "libyaml's emitter writes the bytes PyYAML's own would"
     files = yaml.safe_load(history[0].deployment_files)
     assert files["metadata"]["namespace"] == "dev"
     assert files["metadata"]["labels"]["app.kubernetes.io/version"] == "1.0.0"
