@@ -79,6 +79,13 @@ class Batch:
 CURRENT_BATCH: ContextVar[Batch | None] = ContextVar("gantry_batch", default=None)
 
 
+def holds_write_lock(session: AsyncSession) -> bool:
+    """Whether ``session`` is a consumer batch's on SQLite: it took the write lock as it began
+    (``write_lock``), so no other transaction writes until it commits."""
+    batch = CURRENT_BATCH.get()
+    return batch is not None and batch.session is session and session.get_bind().dialect.name == "sqlite"
+
+
 def current_batch(owner: object) -> Batch | None:
     """The batch a use case of ``owner`` running now belongs to, if any."""
     batch = CURRENT_BATCH.get()

@@ -6,14 +6,16 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.release.models import Binding, Environment, KnownService, KnownVersion, Release, Running
+from shared.batches import holds_write_lock
 from shared.errors import NotFound
 
 
 async def lock_service(session: AsyncSession, service_id: str) -> KnownService | None:
-    """Serialize use cases that read a service's bindings and versions together."""
-    await session.exec(
-        update(KnownService).where(col(KnownService.id) == service_id).values(revision=col(KnownService.revision) + 1)
-    )
+    """Serialize use cases that read a service's bindings and versions together (a row write; a
+    consumer batch on SQLite holds the database's write lock already)."""
+    if not holds_write_lock(session):
+        query = update(KnownService).where(col(KnownService.id) == service_id)
+        await session.exec(query.values(revision=col(KnownService.revision) + 1))
     return await session.get(KnownService, service_id)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
+from shared.batches import holds_write_lock
 from shared.consume import Record, apply_batch, handle_batch
 from shared.errors import PoisonEvent
 from shared.events import Envelope, PipelineSucceeded, Topic, VersionCreated, new_event
@@ -206,3 +207,13 @@ async def test_an_outage_rolls_the_whole_batch_back_and_it_is_tried_again(make_u
     assert calls == [1, 2, 1, 2, 3], "the batch was tried again from its start"
     assert committed_meanwhile == [0] * 5, "no event's savepoint committed before its batch"
     assert _versions_made(await outbox(uow)) == ["v1", "v2", "v3"], "nothing of the first try stayed"
+
+
+async def test_only_a_batchs_own_session_on_sqlite_holds_the_write_lock(make_uow):
+    uow = await make_uow("versioning", [])
+    async with uow.begin() as session:
+        assert not holds_write_lock(session), "a unit of work of its own took no lock as it began"
+    async with uow.batch(["e1"]) as batch:
+        assert holds_write_lock(batch.session), "BEGIN IMMEDIATE: the batch writes alone"
+        async with uow.sessions() as other:
+            assert not holds_write_lock(other)
