@@ -79,6 +79,7 @@ async def create_tables(engine: AsyncEngine, service: str, tables: Sequence[type
             await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{service}"'))
         await conn.run_sync(SQLModel.metadata.create_all, tables=table_objects)
         await conn.run_sync(_add_missing_columns, table_objects)
+        await conn.run_sync(_add_missing_indexes, table_objects)
 
 
 def _add_missing_columns(conn: Connection, tables: Sequence[Table]) -> None:
@@ -93,6 +94,14 @@ def _add_missing_columns(conn: Connection, tables: Sequence[Table]) -> None:
         for column in table.columns:
             if column.name not in present:
                 conn.execute(text(_add_column_ddl(conn, table, column)))
+
+
+def _add_missing_indexes(conn: Connection, tables: Sequence[Table]) -> None:
+    """Create the indexes a newer Gantry declares on tables an older one created (``create_all``
+    makes a table's indexes only with the table)."""
+    for table in tables:
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
 
 
 def _add_column_ddl(conn: Connection, table: Table, column: Column[Any]) -> str:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import StrictBool, field_validator, model_validator
-from sqlalchemy import JSON, String, UniqueConstraint
+from sqlalchemy import JSON, Index, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from services.deploy import domain
@@ -175,6 +175,12 @@ class DeploymentCreate(SQLModel):
 
 class Deployment(PlacementColumns, table=True):
     __tablename__ = "deployments"
+    # Each event of the auto-deploy chain reads a track's newest deployment and whether one was made
+    # by hand since the last removal: indexed, so that read does not grow with the history.
+    __table_args__ = (
+        Index("ix_deployments_track_history", "service_id", "environment", "track", "created_at"),
+        Index("ix_deployments_by_action", "service_id", "environment", "action", "created_at"),
+    )
     id: str = Field(primary_key=True, max_length=32)
     environment: str = Field(max_length=63, index=True)
     replicas: int

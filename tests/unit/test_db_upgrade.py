@@ -1,12 +1,12 @@
-"""A newer Gantry starts on a database an older one made: the columns it added appear, old rows
-get their defaults, and a column it cannot add is refused with a reason."""
+"""A newer Gantry starts on a database an older one made: the columns and indexes it added appear,
+old rows get their defaults, and a column it cannot add is refused with a reason."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Index, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Field, SQLModel
 
@@ -15,6 +15,7 @@ from shared.db import create_tables
 
 class Widget(SQLModel, table=True):
     __tablename__ = "upgrade_widgets"
+    __table_args__ = (Index("ix_upgrade_widgets_name_weight", "name", "weight"),)  # added by the newer version
     id: int = Field(primary_key=True)
     name: str
     enabled: bool = True  # added by the newer version
@@ -37,8 +38,10 @@ async def test_added_columns_appear_with_their_defaults(tmp_path: Path) -> None:
     await create_tables(engine, "upgrade", [Widget])  # a second start finds nothing to add
     async with engine.begin() as conn:
         row = (await conn.execute(text("SELECT name, enabled, note, weight FROM upgrade_widgets"))).one()
+        plan = (await conn.execute(text("EXPLAIN QUERY PLAN SELECT id FROM upgrade_widgets WHERE name = 'old'"))).all()
     await engine.dispose()
     assert tuple(row) == ("old", 1, None, 3)
+    assert any("ix_upgrade_widgets_name_weight" in str(step) for step in plan), plan
 
 
 async def test_a_required_column_without_default_is_refused_with_the_reason(tmp_path: Path) -> None:

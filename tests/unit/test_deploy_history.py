@@ -109,6 +109,34 @@ async def test_auto_deploy_after_a_long_history_reads_only_the_newest_deployment
     assert len(loaded) <= 1, f"{len(loaded)} past deployments read to auto-deploy one version"
 
 
+async def test_auto_deploy_reads_the_history_through_indexes_not_by_scanning_it(
+    uow: UnitOfWork, driver: RenderedManifestsDriver
+) -> None:
+    await long_history(uow, driver)
+    await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
+    engine = uow.sessions.kw["bind"].sync_engine
+    reads: list[tuple[str, object]] = []
+
+    def on_execute(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("SELECT") and "FROM deployments" in statement:
+            reads.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        await handlers.record_released_version(released_event("1.2.0"), uow=uow)
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+    assert reads, "auto-deploy reads the deployments"
+    async with uow.sessions() as session:
+        connection = await session.connection()
+        for statement, parameters in reads:
+            plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)).all()
+            steps = " / ".join(str(step[-1]) for step in plan)
+            searched = "(service_id=? AND environment=? AND" in steps  # one service's rows of one kind
+            assert searched and "SCAN" not in steps and "TEMP B-TREE" not in steps, f"{statement}: {steps}"
+
+
 async def test_rollback_after_a_long_history_finds_the_previous_version_without_loading_it(
     uow: UnitOfWork, driver: RenderedManifestsDriver
 ) -> None:
