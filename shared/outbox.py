@@ -38,6 +38,13 @@ from shared.tracing import Headers, current_context, relay_headers
 
 log = get_logger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
+# The relay is woken by each commit that wrote outbox rows; the poll is only a safety net (rows
+# written by another process: `gantry outbox retry`, a stopped instance's), so it can be slow and
+# an idle service does not read its outbox every second.
+POLL_SECONDS = 5.0
+# On PostgreSQL another instance may hold the outbox lock when this one is woken: it relays what
+# was there when it began, so this one looks again soon rather than at the next poll.
+LOCK_HELD_RETRY_SECONDS = 0.1
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -261,7 +268,7 @@ class OutboxRelay:
         sessions: async_sessionmaker[AsyncSession],
         publish: Publish,
         *,
-        poll_interval: float = 1.0,
+        poll_interval: float = POLL_SECONDS,
         batch: int = 200,
         lock_name: str = "outbox",
         retention: timedelta = timedelta(days=7),
@@ -276,6 +283,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._attempts: dict[int, int] = {}
+        self._lock_held = False  # the last try found another instance relaying (PostgreSQL)
 
     def wake(self) -> None:
         self._wake.set()
@@ -305,8 +313,9 @@ class OutboxRelay:
                 log.warning("outbox relay failed, will retry", error=repr(exc), attempt=failures)
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))
                 continue
+            wait = LOCK_HELD_RETRY_SECONDS if self._lock_held else self.poll_interval
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
     async def prune(self, now: datetime | None = None) -> int:
@@ -347,8 +356,9 @@ class OutboxRelay:
         """Publish one batch of pending rows; returns how many rows left the outbox (published or
         dead-lettered). Raises after recording what went out when the broker failed for a while."""
         async with self.sessions() as session:
-            if not await self._exclusive(session):
-                return 0  # another instance of this service is relaying this batch
+            self._lock_held = not await self._exclusive(session)
+            if self._lock_held:
+                return 0  # another instance of this service is relaying: looked at again soon
             rows = (
                 await session.exec(
                     select(OutboxMessage)

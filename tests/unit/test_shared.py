@@ -32,7 +32,7 @@ from shared.outbox import (
     retry_dead_letter,
 )
 from shared.settings import Settings
-from tests.support import SECRET
+from tests.support import SECRET, eventually
 from tests.unit.conftest import outbox
 
 
@@ -137,6 +137,39 @@ async def test_rows_after_an_outage_in_a_batch_are_sent_again_after_it(make_uow)
     assert await OutboxRelay(uow.sessions, second_times_out).relay_once() == 1
     unpublished = [json.loads(row.payload)["data"]["pipeline_id"] for row in await outbox(uow) if not row.published_at]
     assert unpublished == [2, 3], "the row after the failed one is not marked: it goes again, after it"
+
+
+class LockHeldOnce(OutboxRelay):
+    """A relay whose first try finds another instance holding the outbox lock (PostgreSQL's
+    advisory lock, which SQLite has no counterpart of)."""
+
+    tries = 0
+
+    async def _exclusive(self, session):
+        self.tries += 1
+        return self.tries > 1
+
+
+async def test_a_relay_that_found_the_lock_held_looks_again_soon_not_at_its_poll(make_uow):
+    uow = await make_uow("relaytest", [])
+    async with uow.begin() as session:
+        add_event(session, Topic.PIPELINE_SUCCEEDED, _event(1), key="s1")
+    sent: list[tuple[str, str, bytes]] = []
+
+    async def broker(records):
+        sent.extend(records)
+        return [None for _ in records]
+
+    async def published() -> bool:
+        return len(sent) == 1
+
+    relay = LockHeldOnce(uow.sessions, broker, poll_interval=60)
+    relay.start()
+    try:
+        await eventually(published, timeout=5)  # without the quick retry: only at the 60 s poll
+    finally:
+        await relay.stop()
+    assert all(row.published_at for row in await outbox(uow))
 
 
 class SizeLimitedBroker:
