@@ -2,7 +2,8 @@
 # Both do all set-up from a fresh clone: a virtualenv with the project installed from pyproject.toml;
 # the tests also fetch Apache Kafka's jars with Maven (tools/kafka/pom.xml), build a Kubernetes
 # control plane from Go modules (tools/k8s, about 10 minutes the first time, cached after) and
-# install PostgreSQL and Chromium (the state board's browser test) from Debian's packages when missing.
+# install PostgreSQL, Chromium (the state board's browser test) and wrk (the ingress benchmark's load
+# generator) from Debian's packages when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
