@@ -38,6 +38,12 @@ RECENT = 1000  # events kept (and read back per partition at start)
 DEAD_LETTERS = 500
 CLIENT_QUEUE = 256
 KEEP_ALIVE_SECONDS = 15.0
+# What people watch can wait longer for its events than a service's hop: this consumer's fetches
+# name every partition of every topic (dead-letter topics too), and the embedded broker's work for
+# a fetch grows with the partitions it names. At least these waits, whatever the services' are (on
+# Apache Kafka, which answers a fetch as soon as records arrive, they cost no latency at all).
+STREAM_WAIT_MS = 250
+STREAM_IDLE_WAIT_MS = 1000
 TOPICS_PATIENCE = 30.0
 
 
@@ -300,7 +306,9 @@ async def event_stream(runtime: Runtime) -> AsyncIterator[None]:
     """Start the shared consumer with the service, stop it (and end every stream) on stop."""
     settings = runtime.settings
     stream = EventStream(
-        settings.require_bootstrap(), settings.kafka_fetch_max_wait_ms, idle_wait_ms=settings.kafka_fetch_idle_wait_ms
+        settings.require_bootstrap(),
+        max(settings.kafka_fetch_max_wait_ms, STREAM_WAIT_MS),
+        idle_wait_ms=max(settings.kafka_fetch_idle_wait_ms or 0, STREAM_IDLE_WAIT_MS),
     )
     await stream.start()
     EVENTS.provide(runtime, stream)
