@@ -39,6 +39,7 @@ GOALS = (
     Goal("p99_at_100_ms_kafka", "p99 at 100 chains/s (Apache Kafka + PostgreSQL)", 250, True, "ms", "-"),
     Goal("cpu_ms_per_chain", "CPU per chain, all processes", 6, True, "ms", "50–80 ms"),
     Goal("idle_percent", "idle CPU, all of Gantry", 5, True, "% of a core", "about 50 %"),
+    Goal("hop_p50_ms", "a hop at low load, p50, while idle stays low (embedded)", 20, True, "ms", "16–20 ms"),
     Goal("ingress_per_s", "webhook ingress through the gateway, 64 connections", 1500, False, "/s", "145/s"),
     Goal("ingress_p99_ms", "its p99 at 64 connections", 50, True, "ms", "1,600 ms"),
     Goal("soak_growth_percent", "RSS growth after warm-up, worst service, 10-min soak", FLAT_PERCENT, True, "%", "-"),
