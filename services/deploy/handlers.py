@@ -43,10 +43,11 @@ async def record_released_version(envelope: Envelope, *, uow: UnitOfWork) -> Dep
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return None
-        if await known_services.state_of(session, release.service_id) == "deleted":
+        state = await known_services.state_of(session, release.service_id)
+        if state == "deleted":
             return None  # a late release of a service already forgotten
         await _remember(session, release)
-        deployment = await _auto_deployment(session, release, envelope)
+        deployment = await _auto_deployment(session, release, envelope, service_enabled=state == "enabled")
     if deployment is not None:
         log.info("auto-deploy requested", version=release.version, environment=release.environment)
     return deployment
@@ -66,7 +67,9 @@ async def _remember(session: AsyncSession, release: VersionReleased) -> None:
     session.add(row)
 
 
-async def _auto_deployment(session: AsyncSession, release: VersionReleased, cause: Envelope) -> Deployment | None:
+async def _auto_deployment(
+    session: AsyncSession, release: VersionReleased, cause: Envelope, *, service_enabled: bool
+) -> Deployment | None:
     key = (release.service_id, release.environment)
     rule = await session.get(AutoDeployRule, key)
     if rule is None or not rule.enabled:
@@ -82,7 +85,7 @@ async def _auto_deployment(session: AsyncSession, release: VersionReleased, caus
             running_version=stable.version if stable else None,
             running_state=stable.state if stable else None,
             released_version=release.version,
-            service_enabled=await known_services.state_of(session, release.service_id) == "enabled",
+            service_enabled=service_enabled,
         )
     )
     if replicas is None or choice is None:
