@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import CompoundSelect, union
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -135,48 +136,40 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
         service = await session.get(KnownService, data.service_id)
         if service is None:
             raise PoisonEvent(f"pipeline.succeeded for unknown service {data.service_id}")
-        if service.deleted or await _version_of_pipeline(session, data) is not None:
+        if service.deleted:
+            return
+        version = _new_version(service, data, registry)
+        related = await _related_versions(session, data, version.name)
+        if any(v.pipeline_id == data.pipeline_id for v in related):
             return
         linked = domain.version_to_link(
-            tag=data.tag, ref=data.ref, versions_of_commit=await _versions_of_commit(session, data)
+            tag=data.tag, ref=data.ref, versions_of_commit=[v for v in related if v.sha == data.sha]
         )
         if linked is not None:
             await _link(session, data, linked.name, made=False)
             log.info("pipeline linked to its commit's version", version=linked.name, pipeline_id=data.pipeline_id)
             return
-        version = await _make_version(session, service, data, registry)
+        if any(v.name == version.name for v in related):
+            # two pipelines of one ref finished within the same second: the pipeline id tells them apart
+            version.name = domain.with_pipeline(version.name, data.pipeline_id)
+        session.add(version)
         await _link(session, data, version.name, made=True)
         emit(session, _created(version, data), cause=envelope)
     log.info("version created", version=version.name, service_code=data.service)
 
 
-async def _version_of_pipeline(session: AsyncSession, data: PipelineSucceeded) -> Version | None:
-    rows = await session.exec(
-        select(Version).where(Version.service_id == data.service_id).where(Version.pipeline_id == data.pipeline_id)
+async def _related_versions(session: AsyncSession, data: PipelineSucceeded, name: str) -> list[Version]:
+    """In one read, the service's versions of this pipeline, of its commit (the first made first)
+    and any already named ``name``: through a union of three indexed searches, where an OR of the
+    three would be read through the service's index alone, every version of it."""
+    ids = select(Version.id).where(Version.service_id == data.service_id)
+    related: CompoundSelect[tuple[int | None]] = union(
+        ids.where(Version.pipeline_id == data.pipeline_id),
+        ids.where(Version.sha == data.sha),
+        ids.where(Version.name == name),
     )
-    return rows.first()
-
-
-async def _versions_of_commit(session: AsyncSession, data: PipelineSucceeded) -> list[Version]:
-    """The commit's versions, the first made first."""
-    rows = await session.exec(
-        select(Version)
-        .where(Version.service_id == data.service_id)
-        .where(Version.sha == data.sha)
-        .order_by(col(Version.id))
-    )
+    rows = await session.exec(select(Version).where(col(Version.id).in_(related)).order_by(col(Version.id)))
     return list(rows.all())
-
-
-async def _make_version(
-    session: AsyncSession, service: KnownService, data: PipelineSucceeded, registry: str
-) -> Version:
-    version = _new_version(service, data, registry)
-    if await _name_taken(session, data.service_id, version.name):
-        # two pipelines of one ref finished within the same second: the pipeline id tells them apart
-        version.name = domain.with_pipeline(version.name, data.pipeline_id)
-    session.add(version)
-    return version
 
 
 async def _link(session: AsyncSession, data: PipelineSucceeded, version: str, *, made: bool) -> None:
@@ -202,11 +195,6 @@ def _created(version: Version, data: PipelineSucceeded) -> VersionCreated:
         commit_author=version.commit_author,
         tag=data.tag,
     )
-
-
-async def _name_taken(session: AsyncSession, service_id: str, name: str) -> bool:
-    rows = await session.exec(select(Version.id).where(Version.service_id == service_id).where(Version.name == name))
-    return rows.first() is not None
 
 
 def _new_version(service: KnownService, data: PipelineSucceeded, registry: str) -> Version:

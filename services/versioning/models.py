@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, UniqueConstraint
+from sqlalchemy import BigInteger, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from shared.db import UtcDateTime
@@ -99,9 +99,12 @@ class VersionBase(SQLModel):
 
 class Version(VersionBase, table=True):
     __tablename__ = "versions"
+    # Each successful pipeline reads its service's versions of its pipeline, of its commit and of the
+    # name it would get, in one statement: each term indexed, so that read does not grow with them.
     __table_args__ = (
         UniqueConstraint("service_id", "pipeline_id", name="uq_version_pipeline"),
         UniqueConstraint("service_id", "name", name="uq_version_name"),
+        Index("ix_versions_commit", "service_id", "sha"),
     )
     id: int | None = Field(default=None, primary_key=True)
     service_id: str = Field(index=True, max_length=32)

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import event
 
 from services.versioning import domain, handlers, parking
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
@@ -255,3 +256,41 @@ async def test_kept_hooks_are_bounded_and_the_one_past_the_bound_is_poison(uow, 
         await receive(uow, hook_for("acme/api", 77, pipeline_id=3), delivery="d-3")
     await announce(uow, "s2", "acme/api", "77")
     assert len(await handlers.list_pipelines("shop", "api", uow=uow)) == 2
+
+
+async def test_a_successful_pipeline_reads_its_services_versions_once_through_indexes(uow):
+    # each pipeline of a busy service reads its versions: that read must not grow with them
+    def succeeded(pipeline_id: int) -> Envelope:
+        data = PipelineSucceeded(
+            service_id=SERVICE_ID,
+            project="shop",
+            service="web",
+            pipeline_id=pipeline_id,
+            ref="main",
+            sha=f"c{pipeline_id}",
+        )
+        return new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="shop/web")
+
+    for pipeline_id in range(1, 41):
+        await handlers.on_pipeline_succeeded(succeeded(pipeline_id), uow=uow, registry="r")
+    engine = uow.sessions.kw["bind"].sync_engine
+    reads: list[tuple[str, object]] = []
+
+    def on_execute(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("SELECT") and "FROM versions" in statement:
+            reads.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        await handlers.on_pipeline_succeeded(succeeded(41), uow=uow, registry="r")
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+    assert len(reads) == 1, "one read of the versions: of its pipeline, of its commit, of its name"
+    [(statement, parameters)] = reads
+    async with uow.sessions() as session:
+        connection = await session.connection()
+        plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)).all()
+    steps = " / ".join(str(step[-1]) for step in plan)
+    assert "SCAN versions" not in steps and "(service_id=? AND sha=?)" in steps, steps
+    assert len(await handlers.list_versions("shop", "web", uow=uow)) == 41
