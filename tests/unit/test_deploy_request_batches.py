@@ -11,6 +11,7 @@ import pytest
 
 from services.deploy import requests
 from services.deploy.models import DEPLOY_TABLES, Deployment
+from shared.bus import OUTSIDE_WORK_BATCH_MAX, Batches, batch_limit, with_outside_work
 from shared.consume import handle_batch
 from shared.events import Envelope, Topic
 from shared.outbox import UnitOfWork
@@ -94,3 +95,19 @@ def _handler(batch: requests.DeployRequests):
         await batch.record(envelope)
 
     return handler
+
+
+async def test_deploy_requests_are_taken_in_smaller_batches_than_events_with_no_outside_work(uow, cluster) -> None:
+    # every request of a batch waits for the cluster work of all of them: at 500, a saturated
+    # machine's chains stopped completing for 16 s at a time
+    async def plain(_envelope: Envelope) -> None:
+        return None
+
+    async def on_request(_envelope: Envelope) -> None:
+        return None
+
+    batches = Batches(uow, max_events=500)
+    with_cluster = with_outside_work(_batch(uow, cluster, []), on_request)
+    assert batch_limit(plain, batches) == 500
+    assert batch_limit(with_cluster, batches) == OUTSIDE_WORK_BATCH_MAX == 50
+    assert batch_limit(with_cluster, Batches(uow, max_events=10)) == 10, "a lower bound of the service's holds"
