@@ -26,6 +26,7 @@ import asyncio
 import json
 import math
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +76,15 @@ class RateResult:
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process
 
 
+# The hooks go out through several small connection pools: httpx's pool matches every waiting request
+# against every connection of its pool, so one pool of thousands, with thousands of hooks waiting on
+# a saturated Gantry, took a whole core of the client's and starved the services it measured.
+POOLS = 16
+POOL_CONNECTIONS = 32
+
+
 async def offer(
-    api: httpx.AsyncClient, services: list[dict[str, Any]], rate: float, seconds: float, run: int
+    pools: list[httpx.AsyncClient], services: list[dict[str, Any]], rate: float, seconds: float, run: int
 ) -> tuple[dict[str, float], set[str]]:
     """Send the hooks open-loop; the due time of each (by correlation id), and those answered 202."""
     due: dict[str, float] = {}
@@ -90,7 +98,7 @@ async def offer(
         due[correlation_id] = start + offset
         service = services[index % len(services)]
         pipeline_id = (run + 1) * 1_000_000 + index
-        tasks.append(asyncio.create_task(_post(api, service, pipeline_id, correlation_id)))
+        tasks.append(asyncio.create_task(_post(pools[index % len(pools)], service, pipeline_id, correlation_id)))
     answers = await asyncio.gather(*tasks)
     return due, {cid for cid, status in answers if status == 202}
 
@@ -114,7 +122,7 @@ async def _post(
 
 async def run_rate(
     running: Running,
-    api: httpx.AsyncClient,
+    pools: list[httpx.AsyncClient],
     completions: Completions,
     services: list[dict[str, Any]],
     rate: float,
@@ -123,7 +131,7 @@ async def run_rate(
 ) -> RateResult:
     pids = running.pids()
     before = cpu_snapshot(pids)
-    due, accepted = await offer(api, services, rate, args.seconds, run)
+    due, accepted = await offer(pools, services, rate, args.seconds, run)
     flowing = await drain(completions, accepted, args.drain)
     cpu = cpu_used(before, cpu_snapshot(pids))
     latencies, unfinished, duplicated = tally(due, accepted, completions.seen)
@@ -163,8 +171,13 @@ async def idle_cpu(running: Running, seconds: float) -> dict[str, float]:
 
 async def measure(running: Running, args: argparse.Namespace) -> tuple[dict[str, float], list[RateResult]]:
     stack = running.stack
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
-    async with stack.client() as admin, httpx.AsyncClient(base_url=stack.gateway, timeout=60, limits=limits) as hooks:
+    limits = httpx.Limits(max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS)
+    async with AsyncExitStack() as opened:
+        admin = await opened.enter_async_context(stack.client())
+        hooks = [
+            await opened.enter_async_context(httpx.AsyncClient(base_url=stack.gateway, timeout=60, limits=limits))
+            for _ in range(POOLS)
+        ]
         codes = [f"svc{index:02d}" for index in range(args.services)]
         services = list(await asyncio.gather(*(prepare(admin, code) for code in codes)))
         await asyncio.sleep(3)  # the preparation's last events settle
