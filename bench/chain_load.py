@@ -13,8 +13,9 @@ latency counts from that time, so a slow chain shows as latency instead of as fe
 
 Per rate it prints: hooks offered and accepted (202), p50/p95/p99 from the hook's due time to its
 ``deploy.status`` as read from the bus (the reader polls every 20 ms), chains lost (accepted but no
-``deploy.status`` and none of the others completed for 15 s), late (still completing when
-``--drain`` seconds after the last hook had passed: a backlog, not a loss), duplicated (two
+``deploy.status`` by the end of the whole benchmark, which waits once more after the last rate),
+late (completed only after their rate's wait, which ends ``--drain`` seconds after the last hook
+or once no chain completed for 15 s: a backlog, not a loss; their latencies are left out), duplicated (two
 distinct ``deploy.status`` events for one hook), the chains completed per second, and the CPU time per
 chain of each process (services and broker, from ``/proc/<pid>/stat``; idle burn included).
 """
@@ -74,6 +75,15 @@ class RateResult:
     duplicated: int
     seconds: float  # first hook due → last chain completed
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process
+    due: dict[str, float] = field(default_factory=dict)  # when each hook was due to leave
+    accepted_ids: set[str] = field(default_factory=set)
+
+    def settle(self, seen: list[tuple[str, str, float]]) -> None:
+        """Once the whole benchmark is over: the chains counted lost after this rate's wait that
+        completed later (during a later rate's, or the final wait) are late, not lost."""
+        _latencies, unfinished, duplicated = tally(self.due, self.accepted_ids, seen)
+        missing = self.lost + self.late
+        self.lost, self.late, self.duplicated = unfinished, missing - unfinished, duplicated
 
 
 # The hooks go out through several small connection pools: httpx's pool matches every waiting request
@@ -138,7 +148,7 @@ async def run_rate(
     ours = [seen for cid, _, seen in completions.seen if cid in accepted]
     span = (max(ours) - min(due.values())) if ours else math.nan
     lost, late = (0, unfinished) if flowing else (unfinished, 0)
-    return RateResult(rate, len(due), len(accepted), latencies, lost, late, duplicated, span, cpu)
+    return RateResult(rate, len(due), len(accepted), latencies, lost, late, duplicated, span, cpu, due, accepted)
 
 
 async def drain(completions: Completions, accepted: set[str], longest: float) -> bool:
@@ -187,6 +197,10 @@ async def measure(running: Running, args: argparse.Namespace) -> tuple[dict[str,
             for run, rate in enumerate(float(r) for r in args.rates.split(",")):
                 results.append(await run_rate(running, hooks, completions, services, rate, args, run))
                 print(f"  {rate:g} hooks/s done", flush=True)
+            # a chain counted lost after its rate's wait may still complete: wait once more for all
+            await drain(completions, set().union(*(result.accepted_ids for result in results)), args.drain)
+            for result in results:
+                result.settle(completions.seen)
     return idle, results
 
 
