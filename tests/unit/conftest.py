@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import SQLModel, select
 
 from shared.db import create_tables, make_engine, session_factory
@@ -43,6 +46,31 @@ async def outbox(uow: UnitOfWork, topic: str | None = None) -> list[OutboxMessag
         query = select(OutboxMessage).order_by(OutboxMessage.id)  # type: ignore[arg-type]
         rows = list((await session.exec(query)).all())
     return [row for row in rows if topic is None or row.topic == topic]
+
+
+@contextmanager
+def reads_of(uow: UnitOfWork, table: str) -> Iterator[list[tuple[str, Any]]]:
+    """The SELECT statements from ``table`` (and their parameters) run while the block runs."""
+    engine = uow.sessions.kw["bind"].sync_engine
+    reads: list[tuple[str, Any]] = []
+
+    def on_execute(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("SELECT") and f"FROM {table}" in statement:
+            reads.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        yield reads
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+
+async def query_plan(uow: UnitOfWork, statement: str, parameters: Any) -> str:
+    """SQLite's plan for ``statement``, its steps joined by " / "."""
+    async with uow.sessions() as session:
+        connection = await session.connection()
+        plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)).all()
+    return " / ".join(str(step[-1]) for step in plan)
 
 
 # --- deploy/'s kustomize builds (tests/kustomize_builds.py), each check run on every build --------

@@ -20,7 +20,7 @@ from services.deploy.rendered import RenderedManifestsDriver
 from shared.events import Topic
 from shared.outbox import UnitOfWork, decode_envelope
 from tests.support import KEYRING
-from tests.unit.conftest import UowFactory, outbox
+from tests.unit.conftest import UowFactory, outbox, query_plan, reads_of
 from tests.unit.test_deploy_handlers import (
     ENV,
     PROJECT,
@@ -114,27 +114,14 @@ async def test_auto_deploy_reads_the_history_through_indexes_not_by_scanning_it(
 ) -> None:
     await long_history(uow, driver)
     await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
-    engine = uow.sessions.kw["bind"].sync_engine
-    reads: list[tuple[str, object]] = []
-
-    def on_execute(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith("SELECT") and "FROM deployments" in statement:
-            reads.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", on_execute)
-    try:
+    with reads_of(uow, "deployments") as reads:
         await handlers.record_released_version(released_event("1.2.0"), uow=uow)
-    finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
 
     assert reads, "auto-deploy reads the deployments"
-    async with uow.sessions() as session:
-        connection = await session.connection()
-        for statement, parameters in reads:
-            plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)).all()
-            steps = " / ".join(str(step[-1]) for step in plan)
-            searched = "(service_id=? AND environment=? AND" in steps  # one service's rows of one kind
-            assert searched and "SCAN" not in steps and "TEMP B-TREE" not in steps, f"{statement}: {steps}"
+    for statement, parameters in reads:
+        steps = await query_plan(uow, statement, parameters)
+        searched = "(service_id=? AND environment=? AND" in steps  # one service's rows of one kind
+        assert searched and "SCAN" not in steps and "TEMP B-TREE" not in steps, f"{statement}: {steps}"
 
 
 async def test_rollback_after_a_long_history_finds_the_previous_version_without_loading_it(

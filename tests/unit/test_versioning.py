@@ -7,14 +7,13 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event
 
 from services.versioning import domain, handlers, parking
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
 from shared import gitlab_hook
 from shared.errors import PoisonEvent
 from shared.events import Envelope, HookReceived, PipelineSucceeded, ServiceCreated, Topic, new_event
-from tests.unit.conftest import outbox
+from tests.unit.conftest import outbox, query_plan, reads_of
 
 SERVICE_ID = "s1"
 
@@ -197,19 +196,24 @@ async def test_a_tag_pipeline_keeps_its_ref_beside_the_sanitized_name(uow):
     assert json.loads(created.payload)["data"]["tag"] is True
 
 
+def succeeded(pipeline_id: int, sha: str, finished_at: datetime | None = None) -> Envelope:
+    data = PipelineSucceeded(
+        service_id=SERVICE_ID,
+        project="shop",
+        service="web",
+        pipeline_id=pipeline_id,
+        ref="main",
+        sha=sha,
+        finished_at=finished_at,
+    )
+    return new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="shop/web")
+
+
 async def test_same_second_on_one_ref_gets_distinct_names(uow):
-    for pipeline_id in (7, 8):
-        data = PipelineSucceeded(
-            service_id=SERVICE_ID,
-            project="shop",
-            service="web",
-            pipeline_id=pipeline_id,
-            ref="main",
-            sha=f"abc{pipeline_id}",  # two commits: one commit would make one version
-            finished_at=datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC),
-        )
+    same_second = datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC)
+    for pipeline_id in (7, 8):  # two commits: one commit would make one version
         await handlers.on_pipeline_succeeded(
-            new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="shop/web"), uow=uow, registry="r"
+            succeeded(pipeline_id, sha=f"abc{pipeline_id}", finished_at=same_second), uow=uow, registry="r"
         )
     names = sorted(v.name for v in await handlers.list_versions("shop", "web", uow=uow))
     assert names == ["2026.3.10-080509-main", "2026.3.10-080509-main.8"]
@@ -260,37 +264,13 @@ async def test_kept_hooks_are_bounded_and_the_one_past_the_bound_is_poison(uow, 
 
 async def test_a_successful_pipeline_reads_its_services_versions_once_through_indexes(uow):
     # each pipeline of a busy service reads its versions: that read must not grow with them
-    def succeeded(pipeline_id: int) -> Envelope:
-        data = PipelineSucceeded(
-            service_id=SERVICE_ID,
-            project="shop",
-            service="web",
-            pipeline_id=pipeline_id,
-            ref="main",
-            sha=f"c{pipeline_id}",
-        )
-        return new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="shop/web")
-
     for pipeline_id in range(1, 41):
-        await handlers.on_pipeline_succeeded(succeeded(pipeline_id), uow=uow, registry="r")
-    engine = uow.sessions.kw["bind"].sync_engine
-    reads: list[tuple[str, object]] = []
-
-    def on_execute(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith("SELECT") and "FROM versions" in statement:
-            reads.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", on_execute)
-    try:
-        await handlers.on_pipeline_succeeded(succeeded(41), uow=uow, registry="r")
-    finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
+        await handlers.on_pipeline_succeeded(succeeded(pipeline_id, sha=f"c{pipeline_id}"), uow=uow, registry="r")
+    with reads_of(uow, "versions") as reads:
+        await handlers.on_pipeline_succeeded(succeeded(41, sha="c41"), uow=uow, registry="r")
 
     assert len(reads) == 1, "one read of the versions: of its pipeline, of its commit, of its name"
     [(statement, parameters)] = reads
-    async with uow.sessions() as session:
-        connection = await session.connection()
-        plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)).all()
-    steps = " / ".join(str(step[-1]) for step in plan)
+    steps = await query_plan(uow, statement, parameters)
     assert "SCAN versions" not in steps and "(service_id=? AND sha=?)" in steps, steps
     assert len(await handlers.list_versions("shop", "web", uow=uow)) == 41
