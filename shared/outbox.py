@@ -38,9 +38,10 @@ from shared.tracing import Headers, current_context, relay_headers
 
 log = get_logger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
-# The relay is woken by each commit that wrote outbox rows; the poll is only a safety net (rows
-# written by another process: `gantry outbox retry`, a stopped instance's), so it can be slow and
-# an idle service does not read its outbox every second.
+# The relay is woken by each commit of this process that wrote outbox rows (`gantry outbox retry`
+# goes through the service's API, so it is one); the poll is only a safety net for rows another
+# process wrote (another instance's on a shared PostgreSQL, left by one that stopped), so it can be
+# slow and an idle service does not read its outbox every second.
 POLL_SECONDS = 5.0
 # On PostgreSQL another instance may hold the outbox lock when this one is woken: it relays what
 # was there when it began, so this one looks again soon rather than at the next poll.
