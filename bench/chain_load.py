@@ -35,16 +35,36 @@ import httpx
 
 from bench.chain_latency import prepare
 from bench.goals import RateFigures, chain_goals, goal_table
-from bench.measures import cpu_snapshot, cpu_used, percentile, send_times, table, tally
+from bench.measures import (
+    HopTotals,
+    cpu_snapshot,
+    cpu_used,
+    hop_totals,
+    mean_hops,
+    percentile,
+    send_times,
+    table,
+    tally,
+)
 from bench.running import Running, add_stack_options, running_stack
 from bench.status_reader import StatusReader
 from shared.auth import webhook_secret
-from tests.e2e.stack import success_hook
+from shared.settings import SERVICES
+from tests.e2e.stack import Stack, success_hook
 from tests.support import SECRET
 
 FINAL_STATES = frozenset({"rendered", "succeeded", "failed"})
 QUIET_SECONDS = 15.0  # no chain completed for this long: the ones still missing are lost
 PROCESSES = ("gateway", "catalog", "versioning", "release", "deploy", "broker")
+# the chain's hops in order: the service that acts on each event, and its topic
+HOPS = (
+    ("versioning", "gitlab.hook.received"),
+    ("versioning", "pipeline.succeeded"),
+    ("release", "version.created"),
+    ("deploy", "version.released"),
+    ("deploy", "deploy.requested"),
+    ("catalog", "deploy.status"),
+)
 
 
 class Completions(StatusReader):
@@ -77,6 +97,7 @@ class RateResult:
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process
     due: dict[str, float] = field(default_factory=dict)  # when each hook was due to leave
     accepted_ids: set[str] = field(default_factory=set)
+    hops: dict[tuple[str, str], float] = field(default_factory=dict)  # (service, topic): mean hop, seconds
 
     def settle(self, seen: list[tuple[str, str, float]]) -> None:
         """Once the whole benchmark is over: the chains counted lost after this rate's wait that
@@ -140,15 +161,32 @@ async def run_rate(
     run: int,
 ) -> RateResult:
     pids = running.pids()
+    hops_before = await scrape_hops(pools[0], running.stack)
     before = cpu_snapshot(pids)
     due, accepted = await offer(pools, services, rate, args.seconds, run)
     flowing = await drain(completions, accepted, args.drain)
     cpu = cpu_used(before, cpu_snapshot(pids))
+    hops_after = await scrape_hops(pools[0], running.stack)
     latencies, unfinished, duplicated = tally(due, accepted, completions.seen)
     ours = [seen for cid, _, seen in completions.seen if cid in accepted]
     span = (max(ours) - min(due.values())) if ours else math.nan
     lost, late = (0, unfinished) if flowing else (unfinished, 0)
-    return RateResult(rate, len(due), len(accepted), latencies, lost, late, duplicated, span, cpu, due, accepted)
+    hops = {
+        (service, topic): mean
+        for service in hops_after
+        for topic, mean in mean_hops(hops_before.get(service, {}), hops_after[service]).items()
+    }
+    return RateResult(rate, len(due), len(accepted), latencies, lost, late, duplicated, span, cpu, due, accepted, hops)
+
+
+async def scrape_hops(client: httpx.AsyncClient, stack: Stack) -> dict[str, HopTotals]:
+    """Each chain service's ``gantry_event_hop_seconds`` totals by topic, from its ``/metrics``."""
+    totals = {}
+    for service in {service for service, _ in HOPS}:
+        answer = await client.get(f"http://127.0.0.1:{stack.port_base + SERVICES.index(service)}/metrics")
+        answer.raise_for_status()
+        totals[service] = hop_totals(answer.text)
+    return totals
 
 
 async def drain(completions: Completions, accepted: set[str], longest: float) -> bool:
@@ -244,6 +282,13 @@ def report(kind: str, args: argparse.Namespace, idle: dict[str, float], results:
         table(
             ("hooks/s", *names),
             [(f"{r.rate:g}", *(1000 * r.cpu.get(n, 0) / max(1, len(r.latencies)) for n in names)) for r in results],
+        )
+    )
+    print("\nmean hop per event, ms (from the event's own time to its service having handled it):")
+    print(
+        table(
+            ("hooks/s", *(f"{service}: {topic}" for service, topic in HOPS)),
+            [(f"{r.rate:g}", *(1000 * r.hops.get(hop, math.nan) for hop in HOPS)) for r in results],
         )
     )
     print(f"\nidle CPU over {args.idle:g} s (% of one core), before any load:")

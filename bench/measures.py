@@ -1,7 +1,7 @@
 """The benchmarks' arithmetic, kept apart from the processes they drive so tests can check it.
 
-Open-loop send times, percentiles, CPU time from ``/proc/<pid>/stat``, memory growth over a soak
-and the tables printed.
+Open-loop send times, percentiles, CPU time from ``/proc/<pid>/stat``, mean hops from the services'
+``/metrics``, memory growth over a soak and the tables printed.
 """
 
 from __future__ import annotations
@@ -63,6 +63,31 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
 def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds each process used between two snapshots."""
     return {name: after.get(name, 0.0) - used for name, used in before.items()}
+
+
+HopTotals = dict[str, tuple[float, float]]  # topic: (seconds summed, events counted)
+
+
+def hop_totals(exposition: str, metric: str = "gantry_event_hop_seconds") -> HopTotals:
+    """A histogram's ``_sum`` and ``_count`` per topic, from a Prometheus text exposition."""
+    totals: dict[str, list[float]] = {}
+    for line in exposition.splitlines():
+        for slot, suffix in enumerate(("_sum{", "_count{")):
+            if line.startswith(metric + suffix):
+                labels, _, value = line[len(metric) + len(suffix) :].rpartition("} ")
+                topic = next((part[7:-1] for part in labels.split(",") if part.startswith('topic="')), "")
+                totals.setdefault(topic, [0.0, 0.0])[slot] += float(value)
+    return {topic: (summed, counted) for topic, (summed, counted) in totals.items()}
+
+
+def mean_hops(before: HopTotals, after: HopTotals) -> dict[str, float]:
+    """Each topic's mean hop, in seconds, over the events handled between two ``hop_totals``."""
+    means = {}
+    for topic, (summed, counted) in after.items():
+        was_summed, was_counted = before.get(topic, (0.0, 0.0))
+        if counted > was_counted:
+            means[topic] = (summed - was_summed) / (counted - was_counted)
+    return means
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -16,6 +16,8 @@ from bench.measures import (
     cpu_seconds,
     cpu_seconds_of_stat,
     cpu_used,
+    hop_totals,
+    mean_hops,
     memory_growth,
     percentile,
     send_times,
@@ -233,3 +235,29 @@ def test_the_soak_goals_are_compared_only_for_a_soak_of_ten_minutes_or_more() ->
     assert all(
         row[-2].strip() == "yes" for row in (r.split("|") for r in goal_table(soak_goals(4.9, 0, 10)).splitlines()[2:])
     )
+
+
+def test_mean_hops_come_from_the_histograms_sum_and_count_between_two_scrapes():
+    before = hop_totals(
+        "# HELP gantry_event_hop_seconds From an event's own time…\n"
+        'gantry_event_hop_seconds_bucket{le="0.1",topic="version.released"} 3.0\n'
+        'gantry_event_hop_seconds_count{topic="version.released"} 4.0\n'
+        'gantry_event_hop_seconds_sum{topic="version.released"} 0.5\n'
+        'gantry_event_chain_seconds_sum{topic="version.released"} 99.0\n'
+    )
+    after = hop_totals(
+        'gantry_event_hop_seconds_count{topic="version.released"} 14.0\n'
+        'gantry_event_hop_seconds_sum{topic="version.released"} 3.5\n'
+        'gantry_event_hop_seconds_count{topic="deploy.requested"} 2.0\n'
+        'gantry_event_hop_seconds_sum{topic="deploy.requested"} 1.0\n'
+        'gantry_event_hop_seconds_count{topic="catalog.service.created"} 1.0\n'
+        'gantry_event_hop_seconds_sum{topic="catalog.service.created"} 0.2\n'
+    )
+    assert before == {"version.released": (0.5, 4.0)}
+    # ten events handled in between took 3.0 s; a topic seen for the first time counts from zero
+    assert mean_hops(before, after) == {
+        "version.released": pytest.approx(0.3),
+        "deploy.requested": pytest.approx(0.5),
+        "catalog.service.created": pytest.approx(0.2),
+    }
+    assert mean_hops(after, after) == {}  # nothing handled in between: no mean to show
