@@ -285,6 +285,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._attempts: dict[int, int] = {}
         self._lock_held = False  # the last try found another instance relaying (PostgreSQL)
+        self._full = False  # the last try read a whole batch: more rows may be waiting
 
     def wake(self) -> None:
         self._wake.set()
@@ -302,7 +303,9 @@ class OutboxRelay:
         failures = 0
         while True:
             try:
-                while await self.relay_once():
+                # until a read comes back short: the rows committed since woke the relay again,
+                # so it does not read an empty outbox after each batch
+                while await self.relay_once() and self._full:
                     pass
                 if time.monotonic() - self._pruned_at > PRUNE_EVERY_SECONDS:
                     await self.prune()
@@ -368,6 +371,7 @@ class OutboxRelay:
                     .limit(self.batch)
                 )
             ).all()
+            self._full = len(rows) == self.batch
             if not rows:
                 return 0
             outcomes = await self.publish([_record(row) for row in rows])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ from shared.outbox import (
 )
 from shared.settings import Settings
 from tests.support import SECRET, eventually
-from tests.unit.conftest import outbox
+from tests.unit.conftest import outbox, reads_of
 
 
 def test_settings_fail_fast_with_the_variable_named(monkeypatch):
@@ -451,3 +452,38 @@ def test_deploy_admins_read_every_project_but_write_none() -> None:
         member.require_project_read("bank")
     with pytest.raises(Forbidden):
         deploy_admin.require_project("shop", "project-owner")
+
+
+async def test_a_woken_relay_reads_the_outbox_once_when_it_was_not_full(make_uow):
+    """After a short read the relay waits to be woken (each commit with outbox rows wakes it)
+    instead of reading the outbox again to find it empty: one read per wake, not two."""
+    uow = await make_uow("relaytest", [])
+    sent: list[tuple[str, str, bytes]] = []
+
+    async def broker(records):
+        sent.extend(records)
+        return [None for _ in records]
+
+    relay = OutboxRelay(uow.sessions, broker, poll_interval=60, batch=2)
+    uow.on_outbox_commit(relay.wake)
+    with reads_of(uow, "outbox") as reads:
+        relay.start()
+        try:
+            async with uow.begin() as session:
+                add_event(session, Topic.PIPELINE_SUCCEEDED, _event(1), key="s1")
+            await eventually(lambda: _sent_count(sent, 1), timeout=5)
+            await asyncio.sleep(0.2)  # a second read would come at once, not at the 60 s poll
+            assert len(reads) == 2, "the first read at start (empty), then one per wake"
+            async with uow.begin() as session:  # three rows: a full read of two, then one of one
+                for pipeline in (2, 3, 4):
+                    add_event(session, Topic.PIPELINE_SUCCEEDED, _event(pipeline), key="s1")
+            await eventually(lambda: _sent_count(sent, 4), timeout=5)
+            await asyncio.sleep(0.2)
+        finally:
+            await relay.stop()
+    assert len(reads) == 4, "a full read is followed at once by another; a short one is not"
+    assert [json.loads(value)["data"]["pipeline_id"] for _, _, value in sent] == [1, 2, 3, 4]
+
+
+async def _sent_count(sent: list[tuple[str, str, bytes]], count: int) -> bool:
+    return len(sent) == count
