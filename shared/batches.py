@@ -11,7 +11,7 @@ being written in one insert when the batch commits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -40,6 +40,7 @@ class Batch:
     open: bool = True
     careful: bool = True  # each use case in a savepoint; else in the batch's transaction itself
     failures: int = 0  # use cases that failed inside the batch (not careful: the batch is spoiled)
+    kept: Sequence[object] = ()  # rows read ahead for the batch's use cases (``bus.with_prefetch``)
     _claimed: set[str] = field(default_factory=set)
 
     def joins(self, owner: object) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,10 +19,11 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import metrics, tracing
 from shared.errors import PoisonEvent
-from shared.events import Envelope, utcnow
+from shared.events import DataT, Envelope, utcnow
 from shared.logging import bind_event, get_logger, unbind_event
 from shared.outbox import HeldBack, UnitOfWork, decode_envelope
 from shared.settings import Settings
@@ -32,6 +33,9 @@ log = get_logger(__name__)
 Handler = Callable[[Envelope], Awaitable[object]]
 ONE_AT_A_TIME = "gantry_one_at_a_time"
 OUTSIDE_WORK = "gantry_outside_work"
+PREFETCH = "gantry_prefetch"
+# Loads, for a whole batch, the rows its use cases will look up by primary key; returns them.
+Prefetch = Callable[[AsyncSession, list[Envelope]], Awaitable[Sequence[object]]]
 
 
 class OutsideWork(Protocol):
@@ -221,6 +225,29 @@ def with_outside_work(work: OutsideWork, handler: Handler) -> Handler:
     batches hold at most ``OUTSIDE_WORK_BATCH_MAX`` events."""
     setattr(handler, OUTSIDE_WORK, work)  # noqa: B010
     return handler
+
+
+def with_prefetch(prefetch: Prefetch, handler: Handler) -> Handler:
+    """Mark a batched handler whose use cases look rows up by primary key (``session.get``):
+    once its batch's transaction began, ``prefetch`` loads in a few statements the rows all of the
+    batch's events will look up, and each ``session.get`` then finds its row in the session
+    without a statement of its own (a row that was not there is looked for as before). The rows
+    are read in the batch's transaction, after its write lock: the state each event would have
+    read. The batch keeps what ``prefetch`` returns (a session holds its rows only weakly)."""
+    setattr(handler, PREFETCH, prefetch)  # noqa: B010
+    return handler
+
+
+def readable_payloads(envelopes: Sequence[Envelope], model: type[DataT]) -> list[DataT]:
+    """The typed data of each event that has it (for a ``Prefetch``: a poison event is the
+    handler's to refuse, in the batch)."""
+    found = []
+    for envelope in envelopes:
+        try:
+            found.append(envelope.payload(model))
+        except PoisonEvent:
+            continue
+    return found
 
 
 def batch_limit(handler: Handler, batches: Batches) -> int:

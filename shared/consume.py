@@ -23,7 +23,16 @@ from sqlalchemy.exc import DBAPIError
 
 from shared import metrics, tracing
 from shared.batches import BatchConflict, SpoiledBatch
-from shared.bus import OUTAGE_MAX_DELAY, Handler, OutsideWork, Producer, apply_with_retries, is_transient
+from shared.bus import (
+    OUTAGE_MAX_DELAY,
+    PREFETCH,
+    Handler,
+    OutsideWork,
+    Prefetch,
+    Producer,
+    apply_with_retries,
+    is_transient,
+)
 from shared.errors import PoisonEvent
 from shared.events import Envelope
 from shared.logging import bind_event, get_logger, unbind_event
@@ -163,6 +172,9 @@ async def apply_batch(
     Not ``careful`` (no savepoints), the first failure raises ``SpoiledBatch``."""
     envelopes = [record.envelope for record in records if record.envelope is not None]
     async with uow.batch((envelope.id for envelope in envelopes), careful=careful) as batch:
+        prefetch: Prefetch | None = getattr(handler, PREFETCH, None)
+        if prefetch is not None and envelopes:
+            batch.kept = await _prefetched(prefetch, batch.session, envelopes)
         for record in records:
             if record.envelope is None:
                 continue
@@ -188,6 +200,19 @@ async def apply_batch(
                 raise SpoiledBatch("a use case failed inside the batch")
         await batch.session.flush()  # what the use cases left pending fails here, not at the commit
     log.debug("batch applied", events=len(envelopes), applied=len(batch.claims), careful=careful)
+
+
+async def _prefetched(prefetch: Prefetch, session: Any, envelopes: list[Envelope]) -> Sequence[object]:
+    """The rows read ahead for a batch. A failure of the database is the batch's (PostgreSQL
+    refuses the rest of a transaction after one): it rolls back and is tried again, as for an
+    outage. Any other failure leaves nothing read ahead: each use case reads its own rows."""
+    try:
+        return await prefetch(session, envelopes)
+    except Exception as exc:
+        if isinstance(exc, DBAPIError) or restarts_batch(exc):
+            raise
+        log.exception("reading ahead for a batch failed; its events read their own rows")
+        return ()
 
 
 async def _apply_once(envelope: Envelope, handler: Handler, spoiled: Callable[[], bool]) -> None:

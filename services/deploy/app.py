@@ -28,7 +28,7 @@ from services.deploy.models import DEPLOY_TABLES, Deployment
 from services.deploy.rendered import RenderedManifestsDriver
 from services.deploy.sealed import KEYRING
 from shared import outbox_api
-from shared.bus import Handler, one_at_a_time, with_outside_work
+from shared.bus import Handler, one_at_a_time, with_outside_work, with_prefetch
 from shared.events import Envelope, Topic
 from shared.service import Part, Runtime, create_service_app
 from shared.settings import Settings
@@ -122,8 +122,10 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
         Topic.RELEASE_WITHDRAWN: on_release_withdrawn,
         # these act on the cluster after their transaction, reading back what it committed
         Topic.ENVIRONMENT_CHANGED: one_at_a_time(on_environment_changed),
-        Topic.VERSION_RELEASED: on_version_released,
-        Topic.DEPLOY_REQUESTED: with_outside_work(deploy_requests, on_deploy_requested),
+        Topic.VERSION_RELEASED: with_prefetch(handlers.prefetch_released, on_version_released),
+        Topic.DEPLOY_REQUESTED: with_prefetch(
+            deploy_requests.prefetch, with_outside_work(deploy_requests, on_deploy_requested)
+        ),
         Topic.ROUTE_CHANGED: one_at_a_time(on_route_changed),
     }
 

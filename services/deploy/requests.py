@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from services.deploy import domain
 from services.deploy.cluster import ClusterDriver, RolloutStatus
-from services.deploy.models import Deployment, Track
+from services.deploy.models import Deployment, Instance, Track
 from services.deploy.worker import (
     APPLY_TIMEOUT_SECONDS,
     Follow,
@@ -28,6 +31,7 @@ from services.deploy.worker import (
     _values_of,
     record_outcome,
 )
+from shared.bus import readable_payloads
 from shared.errors import PoisonEvent
 from shared.events import DeployRequested, Envelope
 from shared.logging import get_logger
@@ -109,6 +113,22 @@ class DeployRequests:
             message=status.message,
         )
         return deployment
+
+    @staticmethod
+    async def prefetch(session: AsyncSession, envelopes: list[Envelope]) -> list[object]:
+        """What ``record`` looks up by key for a batch of requests (each deployment, and the
+        instances of each service's environment), two statements for the batch
+        (``shared.bus.with_prefetch``)."""
+        requests = readable_payloads(envelopes, DeployRequested)
+        if not requests:
+            return []
+        ids = {request.service_id for request in requests}
+        environments = {request.environment for request in requests}
+        deployments = select(Deployment).where(col(Deployment.id).in_({r.deployment_id for r in requests}))
+        instances = select(Instance).where(
+            col(Instance.service_id).in_(ids), col(Instance.environment).in_(environments)
+        )
+        return [*(await session.exec(deployments)).all(), *(await session.exec(instances)).all()]
 
     async def after(self, envelopes: list[Envelope]) -> None:
         """Follow the progressing rollouts the batch recorded; sync each service's Ingress once."""

@@ -9,14 +9,15 @@ from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from shared.batches import holds_write_lock
+from shared.bus import readable_payloads, with_prefetch
 from shared.consume import Record, apply_batch, handle_batch
 from shared.errors import PoisonEvent
-from shared.events import Envelope, PipelineSucceeded, Topic, VersionCreated, new_event
-from shared.outbox import InboxEntry, OutboxRelay, UnitOfWork, add_event, claim_inbox, emit
-from tests.unit.conftest import outbox
+from shared.events import Envelope, PipelineSucceeded, Topic, VersionCreated, new_event, utcnow
+from shared.outbox import InboxEntry, OutboxDeadLetter, OutboxRelay, UnitOfWork, add_event, claim_inbox, emit
+from tests.unit.conftest import outbox, reads_of
 from tests.unit.test_shared import FakeDeadLetters
 
 
@@ -217,3 +218,92 @@ async def test_only_a_batchs_own_session_on_sqlite_holds_the_write_lock(make_uow
         assert holds_write_lock(batch.session), "BEGIN IMMEDIATE: the batch writes alone"
         async with uow.sessions() as other:
             assert not holds_write_lock(other)
+
+
+def make_lookup(uow: UnitOfWork, found: list[str]):
+    """A use case that looks a row up by primary key (a dead-lettered outbox row, by pipeline id)."""
+
+    async def handler(envelope: Envelope) -> None:
+        data = envelope.payload(PipelineSucceeded)
+        async with uow.begin() as session:
+            if not await claim_inbox(session, envelope):
+                return
+            row = await session.get(OutboxDeadLetter, data.pipeline_id)
+            found.append(row.reason if row is not None else "none")
+
+    return handler
+
+
+async def read_ahead(session, envelopes: list[Envelope]) -> list[object]:
+    ids = [data.pipeline_id for data in readable_payloads(envelopes, PipelineSucceeded)]
+    query = select(OutboxDeadLetter).where(col(OutboxDeadLetter.outbox_id).in_(ids))
+    return list((await session.exec(query)).all())
+
+
+async def _dead_lettered(uow: UnitOfWork, *ids: int) -> None:
+    async with uow.sessions() as session:
+        for outbox_id in ids:
+            session.add(
+                OutboxDeadLetter(
+                    outbox_id=outbox_id,
+                    event_id=f"e{outbox_id}",
+                    topic="t",
+                    key="k",
+                    payload="{}",
+                    created_at=utcnow(),
+                    attempts=3,
+                    reason=f"reason {outbox_id}",
+                )
+            )
+        await session.commit()
+
+
+async def test_a_batch_reads_ahead_the_rows_its_use_cases_look_up_by_key(make_uow):
+    uow = await make_uow("batchtest", [])
+    await _dead_lettered(uow, *range(100, 120))
+    envelopes = [_succeeded("s1", n) for n in range(100, 125)]  # the last five have no row
+    found: list[str] = []
+    with reads_of(uow, "outbox_dead_letters") as reads:
+        await handle_batch(
+            "t", _raw(*envelopes), with_prefetch(read_ahead, make_lookup(uow, found)), FakeDeadLetters(), uow
+        )
+    assert found == [f"reason {n}" for n in range(100, 120)] + ["none"] * 5
+    assert len(reads) == 1 + 5, "one read for the batch; a row that was not there is looked for as before"
+
+    found.clear()
+    with reads_of(uow, "outbox_dead_letters") as reads:  # the same use case, nothing read ahead
+        await handle_batch(
+            "t", _raw(*[_succeeded("s2", n) for n in range(100, 110)]), make_lookup(uow, found), FakeDeadLetters(), uow
+        )
+    assert found == [f"reason {n}" for n in range(100, 110)] and len(reads) == 10
+
+
+async def test_a_failed_read_ahead_leaves_each_use_case_to_read_its_own_rows(make_uow):
+    uow = await make_uow("batchtest", [])
+    await _dead_lettered(uow, 7, 8)
+
+    async def broken(_session, _envelopes):
+        raise RuntimeError("a bug in reading ahead")
+
+    poison = _succeeded("s1", 9).model_copy(update={"data": {"service_id": "s1"}})
+    found: list[str] = []
+    dlq = FakeDeadLetters()
+    await handle_batch(
+        "t",
+        _raw(_succeeded("s1", 7), poison, _succeeded("s1", 8)),
+        with_prefetch(broken, make_lookup(uow, found)),
+        dlq,
+        uow,
+    )
+    assert found == ["reason 7", "reason 8"]
+    assert [reason.split(":")[0] for _topic, _raw, reason in dlq.records] == ["poison"]
+    # a poison event's data is skipped when reading ahead: the use case refuses it, in the batch
+    found.clear()
+    await handle_batch(
+        "t",
+        _raw(poison.model_copy(update={"id": "p2"}), _succeeded("s2", 7)),
+        with_prefetch(read_ahead, make_lookup(uow, found)),
+        dlq,
+        uow,
+    )
+    assert found == ["reason 7"] and len(dlq.records) == 2

@@ -6,24 +6,31 @@ commit."""
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 
 import pytest
 
-from services.deploy import requests
+from services.deploy import handlers, known_services, requests
 from services.deploy.models import DEPLOY_TABLES, Deployment
-from shared.bus import OUTSIDE_WORK_BATCH_MAX, Batches, batch_limit, with_outside_work
+from shared.bus import OUTSIDE_WORK_BATCH_MAX, Batches, batch_limit, with_outside_work, with_prefetch
 from shared.consume import handle_batch
 from shared.events import Envelope, Topic
 from shared.outbox import UnitOfWork
 from tests.support import KEYRING
+from tests.unit.conftest import reads_of
 from tests.unit.test_deploy_handlers import (
+    ENV,
+    PROJECT,
+    SERVICE,
     FakeCluster,
     deploy,
     deployment,
     outbox,
     ready,
     release,
+    released_event,
 )
+from tests.unit.test_deploy_lifecycle import service_changed
 from tests.unit.test_shared import FakeDeadLetters
 
 
@@ -111,3 +118,55 @@ async def test_deploy_requests_are_taken_in_smaller_batches_than_events_with_no_
     assert batch_limit(plain, batches) == 500
     assert batch_limit(with_cluster, batches) == OUTSIDE_WORK_BATCH_MAX == 50
     assert batch_limit(with_cluster, Batches(uow, max_events=10)) == 10, "a lower bound of the service's holds"
+
+
+async def test_a_batch_of_releases_reads_each_services_rules_once_and_deploys_as_one_by_one(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    # "With auto-deploy set, a released version needs no manual deployment."
+    await ready(uow, cluster)
+    await known_services.on_service_changed(service_changed("updated", enabled=True), uow=uow)  # catalog's word
+    await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
+    events = [released_event(version, correlation_id=f"c-{version}") for version in ("1.1.0", "1.2.0", "1.3.0")]
+    handler = with_prefetch(handlers.prefetch_released, _record_release(uow))
+    tables = ("deploy_services", "auto_deploy_rules", "resource_choices", "instances")
+
+    with ExitStack() as reading:
+        reads = {table: reading.enter_context(reads_of(uow, table)) for table in tables}
+        await handle_batch(Topic.VERSION_RELEASED.value, _raw(*events, events[0]), handler, FakeDeadLetters(), uow)
+
+    assert {table: len(found) for table, found in reads.items()} == dict.fromkeys(tables, 1), (
+        "read once for the batch, not once per release"
+    )
+    requested = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    assert [(e.data["version"], e.data["trigger"], e.correlation_id) for e in requested[1:]] == [
+        ("1.1.0", "auto", "c-1.1.0"),
+        ("1.2.0", "auto", "c-1.2.0"),
+        ("1.3.0", "auto", "c-1.3.0"),
+    ], "each release auto-deployed once, in order; the redelivered one not again"
+
+
+def _record_release(uow: UnitOfWork):
+    async def handler(envelope: Envelope) -> None:
+        await handlers.record_released_version(envelope, uow=uow)
+
+    return handler
+
+
+async def test_a_batch_of_requests_reads_its_deployments_and_instances_once(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    await ready(uow, cluster)
+    await release(uow, "2.0.0", "3.0.0")
+    await deploy(uow, "2.0.0")
+    await deploy(uow, "3.0.0")
+    _already, *new = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    batch = _batch(uow, cluster, [])
+    handler = with_prefetch(batch.prefetch, with_outside_work(batch, _handler(batch)))
+
+    with reads_of(uow, "instances") as instances:
+        await handle_batch(Topic.DEPLOY_REQUESTED.value, _raw(*new), handler, FakeDeadLetters(), uow, batch)
+
+    assert len(instances) == 1, "the service's instances read once for the batch"
+    statuses = [(e.data["version"], e.data["state"]) for e in await outbox(uow, Topic.DEPLOY_STATUS)]
+    assert statuses[-2:] == [("2.0.0", "rendered"), ("3.0.0", "rendered")]
