@@ -93,12 +93,15 @@ def current_batch(owner: object) -> Batch | None:
     return batch if batch is not None and batch.joins(owner) else None
 
 
+_BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")
+
+
 async def write_lock(session: AsyncSession) -> None:
     """On SQLite, take the write lock as the batch begins (``BEGIN IMMEDIATE``): its reads and
     writes then see one state, its savepoints nest inside it, and another writer waits for the
     commit instead of failing half-way. PostgreSQL needs nothing (row locks, advisory locks)."""
     if session.get_bind().dialect.name == "sqlite":
-        await (await session.connection()).execute(text("BEGIN IMMEDIATE"))
+        await (await session.connection()).execute(_BEGIN_IMMEDIATE)
 
 
 def unique_ids(ids: Iterable[str]) -> list[str]:

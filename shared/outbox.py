@@ -23,7 +23,7 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
 )
-from sqlalchemy import ColumnElement, delete, func, insert, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
@@ -209,12 +209,18 @@ class UnitOfWork:
                     listener()
 
 
+# The statements each batch and each relay cycle runs, built once with their values bound at each
+# call: building a statement cost SQLAlchemy more than running it (``python -m bench.statements``).
+_APPLIED_AMONG = select(InboxEntry.event_id).where(col(InboxEntry.event_id).in_(bindparam("ids", expanding=True)))
+_INSERT_CLAIMS = insert(InboxEntry)
+
+
 async def applied_among(session: AsyncSession, event_ids: Iterable[str]) -> frozenset[str]:
     """Which of ``event_ids`` the inbox holds (applied already), in one statement."""
     ids = unique_ids(event_ids)
     if not ids:
         return frozenset()
-    return frozenset((await session.exec(select(InboxEntry.event_id).where(col(InboxEntry.event_id).in_(ids)))).all())
+    return frozenset((await session.exec(_APPLIED_AMONG, params={"ids": ids})).all())
 
 
 async def _insert_claims(session: AsyncSession, batch: Batch) -> None:
@@ -222,7 +228,7 @@ async def _insert_claims(session: AsyncSession, batch: Batch) -> None:
     if batch.claims:
         rows = [{"event_id": event_id, "topic": topic, "applied_at": utcnow()} for event_id, topic in batch.claims]
         try:
-            await (await session.connection()).execute(insert(InboxEntry), rows)
+            await (await session.connection()).execute(_INSERT_CLAIMS, rows)
         except IntegrityError as exc:
             raise BatchConflict("another consumer applied some of these events meanwhile") from exc
 
@@ -286,6 +292,8 @@ class OutboxRelay:
         self._attempts: dict[int, int] = {}
         self._lock_held = False  # the last try found another instance relaying (PostgreSQL)
         self._full = False  # the last try read a whole batch: more rows may be waiting
+        self._pending = select(OutboxMessage).where(*_unpublished(held=False)).order_by(col(OutboxMessage.id))
+        self._pending = self._pending.limit(batch)  # built once: the relay reads it at each wake
 
     def wake(self) -> None:
         self._wake.set()
@@ -363,14 +371,7 @@ class OutboxRelay:
             self._lock_held = not await self._exclusive(session)
             if self._lock_held:
                 return 0  # another instance of this service is relaying: looked at again soon
-            rows = (
-                await session.exec(
-                    select(OutboxMessage)
-                    .where(*_unpublished(held=False))
-                    .order_by(col(OutboxMessage.id))
-                    .limit(self.batch)
-                )
-            ).all()
+            rows = (await session.exec(self._pending)).all()
             self._full = len(rows) == self.batch
             if not rows:
                 return 0
@@ -437,11 +438,17 @@ class OutboxRelay:
         return 1
 
 
+_MARK_PUBLISHED = (
+    update(OutboxMessage)
+    .where(col(OutboxMessage.id).in_(bindparam("ids", expanding=True)))
+    .values(published_at=bindparam("published_at", type_=UtcDateTime()))
+)
+
+
 async def _mark_published(session: AsyncSession, ids: list[int]) -> None:
     """Mark a batch's acknowledged rows published, in one statement."""
     if ids:
-        query = update(OutboxMessage).where(col(OutboxMessage.id).in_(ids)).values(published_at=utcnow())
-        await (await session.connection()).execute(query)
+        await (await session.connection()).execute(_MARK_PUBLISHED, {"ids": ids, "published_at": utcnow()})
 
 
 def _record(row: OutboxMessage) -> Record:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -73,14 +74,16 @@ async def prefetch_released(session: AsyncSession, envelopes: list[Envelope]) ->
     return found
 
 
+_RELEASED = select(ReleasedVersion).where(  # built once (``python -m bench.statements``)
+    ReleasedVersion.service_id == bindparam("service_id"),
+    ReleasedVersion.environment == bindparam("environment"),
+    ReleasedVersion.version == bindparam("version"),
+)
+
+
 async def _remember(session: AsyncSession, release: VersionReleased) -> None:
-    rows = await session.exec(
-        select(ReleasedVersion).where(
-            ReleasedVersion.service_id == release.service_id,
-            ReleasedVersion.environment == release.environment,
-            ReleasedVersion.version == release.version,
-        )
-    )
+    key = {"service_id": release.service_id, "environment": release.environment, "version": release.version}
+    rows = await session.exec(_RELEASED, params=key)
     fields = release.model_dump(include=set(ReleasedVersion.model_fields) - {"id"})
     row = rows.first() or ReleasedVersion(**fields)
     row.sqlmodel_update(fields | {"released_at": utcnow(), "withdrawn_at": None})

@@ -136,14 +136,19 @@ async def track_history(
     Each event of the auto-deploy chain reads this: without a limit, every past deployment (with
     its resource snapshot) would be loaded each time, so the work and the memory peak of one
     event would grow with the history."""
-    rows = await session.exec(
-        select(Deployment)
-        .where(Deployment.service_id == service_id, Deployment.environment == environment)
-        .where(Deployment.track == track)
-        .order_by(col(Deployment.created_at).desc())
-        .limit(limit)
-    )
-    return list(rows.all())
+    key = {"service_id": service_id, "environment": environment, "track": track}
+    if limit is None:
+        return list((await session.exec(_TRACK_HISTORY, params=key)).all())
+    return list((await session.exec(_TRACK_HISTORY_NEWEST, params=key | {"limit": limit})).all())
+
+
+_TRACK_HISTORY = (  # built once (``python -m bench.statements``)
+    select(Deployment)
+    .where(Deployment.service_id == bindparam("service_id"), Deployment.environment == bindparam("environment"))
+    .where(Deployment.track == bindparam("track"))
+    .order_by(col(Deployment.created_at).desc())
+)
+_TRACK_HISTORY_NEWEST = _TRACK_HISTORY.limit(bindparam("limit"))
 
 
 async def track_versions(session: AsyncSession, service_id: str, environment: str, track: str) -> list[tuple[str, str]]:
