@@ -19,6 +19,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import metrics, tracing
@@ -248,6 +249,34 @@ def readable_payloads(envelopes: Sequence[Envelope], model: type[DataT]) -> list
         except PoisonEvent:
             continue
     return found
+
+
+def read_ahead(model: type[SQLModel], data: type[DataT], **columns: str) -> Prefetch:
+    """A ``Prefetch`` of the rows of ``model`` whose columns hold what a batch's events name, in
+    one statement: ``read_ahead(ServiceRun, DeployStatus, service_id="service_id",
+    environment="environment")`` reads the runs whose service is one of the batch's statuses'
+    and whose environment is one of theirs (each column keyed by the data's attribute)."""
+
+    async def prefetch(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
+        payloads = readable_payloads(envelopes, data)
+        if not payloads:
+            return []
+        where = [
+            col(getattr(model, column)).in_({getattr(payload, attribute) for payload in payloads})
+            for column, attribute in columns.items()
+        ]
+        return list((await session.exec(select(model).where(*where))).all())
+
+    return prefetch
+
+
+def reading_ahead(*prefetches: Prefetch) -> Prefetch:
+    """Several ``Prefetch`` in turn, their rows kept together."""
+
+    async def prefetch(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
+        return [row for each in prefetches for row in await each(session, envelopes)]
+
+    return prefetch
 
 
 def batch_limit(handler: Handler, batches: Batches) -> int:

@@ -14,8 +14,8 @@ from services.catalog.models import Project, Service
 from services.catalog.running import ServiceRun, on_deploy_status
 from services.catalog.scm import SCM, build_scm
 from shared import outbox_api
-from shared.bus import Handler
-from shared.events import Topic
+from shared.bus import Handler, read_ahead, reading_ahead, with_prefetch
+from shared.events import DeployStatus, Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
@@ -29,7 +29,11 @@ async def _scm(runtime: Runtime) -> AsyncIterator[None]:
 
 def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     # where services run: one still running somewhere cannot be deleted
-    return {Topic.DEPLOY_STATUS: partial(on_deploy_status, uow=runtime.uow)}
+    statuses = reading_ahead(
+        read_ahead(Service, DeployStatus, id="service_id"),
+        read_ahead(ServiceRun, DeployStatus, service_id="service_id", environment="environment"),
+    )
+    return {Topic.DEPLOY_STATUS: with_prefetch(statuses, partial(on_deploy_status, uow=runtime.uow))}
 
 
 TABLES: list[type[SQLModel]] = [Project, Service, ServiceRun]

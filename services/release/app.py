@@ -10,10 +10,10 @@ from fastapi import FastAPI
 
 from services.release import environments, handlers, lifecycle
 from services.release.api import router
-from services.release.models import TABLES
+from services.release.models import TABLES, KnownService
 from shared import outbox_api
-from shared.bus import Handler
-from shared.events import Topic
+from shared.bus import Handler, read_ahead, with_prefetch
+from shared.events import Topic, VersionCreated
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
@@ -22,7 +22,10 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     return {
         Topic.SERVICE_CREATED: partial(lifecycle.on_service_created, uow=runtime.uow),
         Topic.SERVICE_CHANGED: partial(lifecycle.on_service_changed, uow=runtime.uow),
-        Topic.VERSION_CREATED: partial(handlers.on_version_created, uow=runtime.uow),
+        Topic.VERSION_CREATED: with_prefetch(
+            read_ahead(KnownService, VersionCreated, id="service_id"),
+            partial(handlers.on_version_created, uow=runtime.uow),
+        ),
         Topic.DEPLOY_STATUS: partial(lifecycle.on_deploy_status, uow=runtime.uow),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -50,19 +51,25 @@ async def find_binding(session: AsyncSession, service_id: str, environment: str)
     return (await session.exec(query)).first()
 
 
+# Built once, values bound at each call: each version.created reads these (``python -m bench.statements``).
+_BOUND_ENVIRONMENTS = (
+    select(Binding, Environment)
+    .join(Environment, col(Binding.environment) == col(Environment.code))
+    .where(Binding.service_id == bindparam("service_id"))
+    .order_by(col(Binding.id))
+)
+_VERSION = select(KnownVersion).where(
+    KnownVersion.service_id == bindparam("service_id"), KnownVersion.version == bindparam("version")
+)
+
+
 async def bound_environments(session: AsyncSession, service_id: str) -> list[tuple[Binding, Environment]]:
-    query = (
-        select(Binding, Environment)
-        .join(Environment, col(Binding.environment) == col(Environment.code))
-        .where(Binding.service_id == service_id)
-        .order_by(col(Binding.id))
-    )
-    return [(binding, environment) for binding, environment in (await session.exec(query)).all()]
+    rows = await session.exec(_BOUND_ENVIRONMENTS, params={"service_id": service_id})
+    return [(binding, environment) for binding, environment in rows.all()]
 
 
 async def find_version(session: AsyncSession, service_id: str, version: str) -> KnownVersion | None:
-    query = select(KnownVersion).where(KnownVersion.service_id == service_id, KnownVersion.version == version)
-    return (await session.exec(query)).first()
+    return (await session.exec(_VERSION, params={"service_id": service_id, "version": version})).first()
 
 
 async def versions_newest_first(session: AsyncSession, service_id: str) -> list[KnownVersion]:

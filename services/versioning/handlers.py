@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import CompoundSelect, union
+from sqlalchemy import bindparam, union
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -69,11 +69,7 @@ async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
         if not await claim_inbox(session, envelope):
             return
         # The token was derived from this project id: it alone says whose hook this is.
-        rows = await session.exec(
-            select(KnownService)
-            .where(KnownService.scm_project_id == data.scm_project_id)
-            .order_by(col(KnownService.deleted))  # a repository path may come back for a new service
-        )
+        rows = await session.exec(_SERVICE_OF_REPOSITORY, params={"scm_project_id": data.scm_project_id})
         service = rows.first()
         if service is None:
             await parking.park(session, hook, data.delivery_id)
@@ -84,6 +80,29 @@ async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
             )
             return
         await _apply_hook(session, service, hook, data.delivery_id)
+
+
+# Built once, values bound at each call: each hook and each success reads these
+# (``python -m bench.statements``).
+_SERVICE_OF_REPOSITORY = (
+    select(KnownService)
+    .where(KnownService.scm_project_id == bindparam("scm_project_id"))
+    .order_by(col(KnownService.deleted))  # a repository path may come back for a new service
+)
+_SERVICES_VERSIONS = select(Version.id).where(Version.service_id == bindparam("service_id"))
+_RELATED_VERSIONS = (
+    select(Version)
+    .where(
+        col(Version.id).in_(
+            union(
+                _SERVICES_VERSIONS.where(Version.pipeline_id == bindparam("pipeline_id")),
+                _SERVICES_VERSIONS.where(Version.sha == bindparam("sha")),
+                _SERVICES_VERSIONS.where(Version.name == bindparam("name")),
+            )
+        )
+    )
+    .order_by(col(Version.id))
+)
 
 
 async def _apply_hook(
@@ -162,14 +181,8 @@ async def _related_versions(session: AsyncSession, data: PipelineSucceeded, name
     """In one read, the service's versions of this pipeline, of its commit (the first made first)
     and any already named ``name``: through a union of three indexed searches, where an OR of the
     three would be read through the service's index alone, every version of it."""
-    ids = select(Version.id).where(Version.service_id == data.service_id)
-    related: CompoundSelect[tuple[int | None]] = union(
-        ids.where(Version.pipeline_id == data.pipeline_id),
-        ids.where(Version.sha == data.sha),
-        ids.where(Version.name == name),
-    )
-    rows = await session.exec(select(Version).where(col(Version.id).in_(related)).order_by(col(Version.id)))
-    return list(rows.all())
+    values = {"service_id": data.service_id, "pipeline_id": data.pipeline_id, "sha": data.sha, "name": name}
+    return list((await session.exec(_RELATED_VERSIONS, params=values)).all())
 
 
 async def _link(session: AsyncSession, data: PipelineSucceeded, version: str, *, made: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,10 +32,15 @@ log = get_logger(__name__)
 JOB_COLUMNS = set(JobBase.model_fields) - {"job_id"}
 
 
+_FIND = (  # built once: each hook and each success reads it (``python -m bench.statements``)
+    select(Pipeline)
+    .where(Pipeline.service_id == bindparam("service_id"))
+    .where(Pipeline.pipeline_id == bindparam("pipeline_id"))
+)
+
+
 async def find(session: AsyncSession, service_id: str, pipeline_id: int) -> Pipeline | None:
-    rows = await session.exec(
-        select(Pipeline).where(Pipeline.service_id == service_id).where(Pipeline.pipeline_id == pipeline_id)
-    )
+    rows = await session.exec(_FIND, params={"service_id": service_id, "pipeline_id": pipeline_id})
     return rows.first()
 
 
@@ -62,7 +68,6 @@ async def record_hook(session: AsyncSession, service: KnownService, hook: gitlab
         pipeline.newest_job_id = max(newest_job, pipeline.newest_job_id or 0)
     pipeline.updated_at = utcnow()
     session.add(pipeline)
-    await session.flush()
     await _record_jobs(session, pipeline, hook.jobs)
     return pipeline
 
@@ -70,7 +75,8 @@ async def record_hook(session: AsyncSession, service: KnownService, hook: gitlab
 async def _record_jobs(session: AsyncSession, pipeline: Pipeline, jobs: Sequence[gitlab_hook.HookJob]) -> None:
     """Each attempt as this hook lists it (attempts only ever add up; a hook lists them all)."""
     if not jobs:
-        return
+        return  # the pipeline is written with the rest of the transaction (a success in one INSERT)
+    await session.flush()
     assert pipeline.id is not None  # flushed
     rows = await session.exec(select(PipelineJob).where(PipelineJob.pipeline_row == pipeline.id))
     kept = {row.job_id: row for row in rows.all()}

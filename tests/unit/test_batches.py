@@ -9,10 +9,10 @@ from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
+from sqlmodel import select
 
 from shared.batches import holds_write_lock
-from shared.bus import readable_payloads, with_prefetch
+from shared.bus import read_ahead, reading_ahead, with_prefetch
 from shared.consume import Record, apply_batch, handle_batch
 from shared.errors import PoisonEvent
 from shared.events import Envelope, PipelineSucceeded, Topic, VersionCreated, new_event, utcnow
@@ -234,10 +234,8 @@ def make_lookup(uow: UnitOfWork, found: list[str]):
     return handler
 
 
-async def read_ahead(session, envelopes: list[Envelope]) -> list[object]:
-    ids = [data.pipeline_id for data in readable_payloads(envelopes, PipelineSucceeded)]
-    query = select(OutboxDeadLetter).where(col(OutboxDeadLetter.outbox_id).in_(ids))
-    return list((await session.exec(query)).all())
+# the dead-lettered rows the batch's pipelines name, in one statement
+DEAD_LETTERS_AHEAD = read_ahead(OutboxDeadLetter, PipelineSucceeded, outbox_id="pipeline_id")
 
 
 async def _dead_lettered(uow: UnitOfWork, *ids: int) -> None:
@@ -265,7 +263,7 @@ async def test_a_batch_reads_ahead_the_rows_its_use_cases_look_up_by_key(make_uo
     found: list[str] = []
     with reads_of(uow, "outbox_dead_letters") as reads:
         await handle_batch(
-            "t", _raw(*envelopes), with_prefetch(read_ahead, make_lookup(uow, found)), FakeDeadLetters(), uow
+            "t", _raw(*envelopes), with_prefetch(DEAD_LETTERS_AHEAD, make_lookup(uow, found)), FakeDeadLetters(), uow
         )
     assert found == [f"reason {n}" for n in range(100, 120)] + ["none"] * 5
     assert len(reads) == 1 + 5, "one read for the batch; a row that was not there is looked for as before"
@@ -302,8 +300,21 @@ async def test_a_failed_read_ahead_leaves_each_use_case_to_read_its_own_rows(mak
     await handle_batch(
         "t",
         _raw(poison.model_copy(update={"id": "p2"}), _succeeded("s2", 7)),
-        with_prefetch(read_ahead, make_lookup(uow, found)),
+        with_prefetch(DEAD_LETTERS_AHEAD, make_lookup(uow, found)),
         dlq,
         uow,
     )
     assert found == ["reason 7"] and len(dlq.records) == 2
+
+
+async def test_reads_ahead_in_turn_keep_their_rows_together(make_uow):
+    uow = await make_uow("batchtest", [])
+    await _dead_lettered(uow, 1, 2)
+    envelopes = [_succeeded("s1", 1), _succeeded("s1", 2)]
+    async with uow.sessions() as session:
+        with reads_of(uow, "outbox_dead_letters") as reads:
+            rows = await reading_ahead(DEAD_LETTERS_AHEAD, DEAD_LETTERS_AHEAD)(session, envelopes)
+    assert sorted(row.outbox_id for row in rows) == [1, 1, 2, 2] and len(reads) == 2
+    assert await DEAD_LETTERS_AHEAD(session, [_succeeded("s1", 5).model_copy(update={"data": {}})]) == [], (
+        "no statement for a batch with no usable data"
+    )
