@@ -2,7 +2,8 @@
 
 A batch of requests is applied in three steps. Before its transaction, the requests not yet in the
 inbox are applied to the cluster (one service's requests in order, different services' side by
-side), outside any transaction, so a slow cluster holds no database lock. In the batch's one
+side), outside any transaction, so a slow cluster holds no database lock; the inbox and every
+request's resource values are read first, in one session. In the batch's one
 transaction, each request's inbox entry, outcome and ``deploy.status`` are recorded (a request
 another instance recorded meanwhile is skipped there). After the commit, each service's Ingress is
 synced once and progressing rollouts are followed.
@@ -16,16 +17,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.deploy import domain
+from services.deploy import domain, resource_values
 from services.deploy.cluster import ClusterDriver, RolloutStatus
 from services.deploy.models import Deployment, Instance, Track
 from services.deploy.worker import (
     APPLY_TIMEOUT_SECONDS,
+    VALUELESS_ACTIONS,
     Follow,
+    Values,
     _drive,
     _from_request,
     _values_of,
@@ -40,6 +44,33 @@ from shared.sealing import Keyring
 
 log = get_logger(__name__)
 Recorded = Callable[[Deployment], Awaitable[None]]  # after the commit, per recorded deployment
+
+
+async def _values_read(session: AsyncSession, request: DeployRequested, keyring: Keyring) -> Values:
+    """The request's resource values, read now in ``session``, handed over when it is applied; a
+    failure to read them is raised then, and fails that request alone (as reading them late did)."""
+    if request.action in VALUELESS_ACTIONS:
+        return _no_values
+    try:
+        read = await resource_values.values_to_apply(
+            session, request.environment, request.deployment_id, request.resources, keyring
+        )
+    except Exception as exc:  # noqa: BLE001  # raised when applied: the request fails with its reason
+        failure = exc
+
+        async def failed() -> dict[str, dict[str, Any]]:
+            raise failure
+
+        return failed
+
+    async def values() -> dict[str, dict[str, Any]]:
+        return read
+
+    return values
+
+
+async def _no_values() -> dict[str, dict[str, Any]]:
+    return {}
 
 
 class DeployRequests:
@@ -71,23 +102,24 @@ class DeployRequests:
                 requests[envelope.id] = (envelope, envelope.payload(DeployRequested))
             except PoisonEvent:
                 continue  # refused by the handler, in the transaction: dead-lettered there
-        async with self.uow.sessions() as session:
+        by_service: dict[tuple[str, str], list[tuple[Envelope, DeployRequested, Values]]] = {}
+        async with self.uow.sessions() as session:  # one session reads the inbox and every request's values
             applied = await applied_among(session, requests)
-        by_service: dict[tuple[str, str], list[tuple[Envelope, DeployRequested]]] = {}
-        for event_id, (envelope, request) in requests.items():
-            if event_id in applied:
-                log.info("deploy request already applied", deployment_id=request.deployment_id)
-                continue
-            by_service.setdefault((request.service_id, request.environment), []).append((envelope, request))
+            for event_id, (envelope, request) in requests.items():
+                if event_id in applied:
+                    log.info("deploy request already applied", deployment_id=request.deployment_id)
+                    continue
+                values = await _values_read(session, request, self.keyring)
+                by_service.setdefault((request.service_id, request.environment), []).append((envelope, request, values))
         await asyncio.gather(*(self._apply_in_order(queue) for queue in by_service.values()))
 
-    async def _apply_in_order(self, queue: list[tuple[Envelope, DeployRequested]]) -> None:
-        for envelope, request in queue:
-            self._applied[envelope.id] = await self._apply(request)
+    async def _apply_in_order(self, queue: list[tuple[Envelope, DeployRequested, Values]]) -> None:
+        for envelope, request, values in queue:
+            self._applied[envelope.id] = await self._apply(request, values)
 
-    async def _apply(self, request: DeployRequested) -> tuple[Track, RolloutStatus]:
+    async def _apply(self, request: DeployRequested, values: Values | None = None) -> tuple[Track, RolloutStatus]:
         track = domain.track_of(request.action, request.strategy)
-        values = _values_of(request, self.uow, self.keyring)
+        values = values or _values_of(request, self.uow, self.keyring)
         return track, await _drive(self.driver, request, track, self.timeout, values)
 
     async def record(self, envelope: Envelope) -> Deployment | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -42,18 +43,19 @@ async def values_to_apply(
     return values
 
 
+_REVISION = select(ResourceRevision).where(  # built once: each deploy request reads it
+    ResourceRevision.environment == bindparam("environment"),
+    ResourceRevision.name == bindparam("name"),
+    ResourceRevision.revision == bindparam("revision"),
+)
+
+
 async def _stored(
     session: AsyncSession, environment: str, name: str, revision: int | None, recorded: Mapping[str, Any] | None
 ) -> tuple[str, sealed.Stored, bool]:
     """(type, stored values, whether they are from before sealing) of one resource at ``revision``."""
     if revision is not None:
-        rows = await session.exec(
-            select(ResourceRevision).where(
-                ResourceRevision.environment == environment,
-                ResourceRevision.name == name,
-                ResourceRevision.revision == revision,
-            )
-        )
+        rows = await session.exec(_REVISION, params={"environment": environment, "name": name, "revision": revision})
         kept: ResourceRevision | Resource | None = rows.first()
         if kept is None:  # made before revisions were kept: the resource itself, if still at that revision
             current = await session.exec(

@@ -36,6 +36,7 @@ FOLLOW_INTERVAL_SECONDS = 0.5
 
 Follow = Callable[[str], None]
 Values = Callable[[], Awaitable[dict[str, dict[str, Any]]]]  # the resources' values, read when applied
+VALUELESS_ACTIONS = frozenset({"abort", "undeploy"})  # these remove workloads: no values are read
 
 
 def _values_of(request: DeployRequested, uow: UnitOfWork, keyring: Keyring) -> Values:

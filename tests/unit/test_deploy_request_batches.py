@@ -9,6 +9,7 @@ import json
 from contextlib import ExitStack
 
 import pytest
+from sqlalchemy import event
 
 from services.deploy import handlers, known_services, requests
 from services.deploy.models import DEPLOY_TABLES, Deployment
@@ -170,3 +171,30 @@ async def test_a_batch_of_requests_reads_its_deployments_and_instances_once(
     assert len(instances) == 1, "the service's instances read once for the batch"
     statuses = [(e.data["version"], e.data["state"]) for e in await outbox(uow, Topic.DEPLOY_STATUS)]
     assert statuses[-2:] == [("2.0.0", "rendered"), ("3.0.0", "rendered")]
+
+
+async def test_a_batch_reads_the_inbox_and_every_requests_values_in_one_session(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    await ready(uow, cluster)
+    await release(uow, "2.0.0", "3.0.0")
+    await deploy(uow, "2.0.0")
+    await deploy(uow, "3.0.0")
+    _already, *new = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    batch = _batch(uow, cluster, [])
+    pool = uow.sessions.kw["bind"].sync_engine.pool
+    checkouts: list[object] = []
+
+    def checked_out(*_args: object) -> None:
+        checkouts.append(_args)
+
+    event.listen(pool, "checkout", checked_out)
+    try:
+        await batch.before(new)
+    finally:
+        event.remove(pool, "checkout", checked_out)
+    assert len(checkouts) == 1, "one session for the batch, not one per request"
+    assert [(spec.version, dict(spec.resources)) for spec in cluster.applied[-2:]] == [
+        ("2.0.0", {"orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}, "secret": ["url"]}}),
+        ("3.0.0", {"orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}, "secret": ["url"]}}),
+    ], "each applied with its resources' values, read ahead"
