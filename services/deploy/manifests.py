@@ -32,11 +32,9 @@ import json
 import re
 from typing import Any
 
-import yaml
-
 from services.deploy.cluster import WorkloadSpec
 from shared.naming import DNS1123_LABEL, label_value, suffixed_name, workload_name
-from shared.yaml_text import SAFE_DUMPER
+from shared.yaml_text import dump_blocks
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gantry"}
 SHARED_KINDS = ("Namespace", "Service")
@@ -199,7 +197,4 @@ def render_objects(spec: WorkloadSpec, *, progress_deadline_seconds: int = 600) 
 
 def render_yaml(objects: list[dict[str, Any]], filename: str) -> str:
     """Multi-document YAML with sorted keys and the Gantry header: same objects, same bytes."""
-    body = yaml.dump_all(
-        objects, Dumper=SAFE_DUMPER, explicit_start=True, sort_keys=True, default_flow_style=False, allow_unicode=True
-    )
-    return f"{HEADER} {filename}\n{body}"
+    return f"{HEADER} {filename}\n{dump_blocks(objects)}"

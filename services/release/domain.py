@@ -119,7 +119,7 @@ def render_deployment_files(facts: ReleaseFacts) -> str:
             },
         },
     }
-    return yaml_text.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return yaml_text.dump_blocks([document], sort_keys=False, explicit_start=False)
 
 
 def refuse_second_release(project: str, service: str, environment: str, *, already_released: bool) -> None:

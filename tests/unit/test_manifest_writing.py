@@ -1,5 +1,5 @@
-"""How deploy writes rendered manifests: libyaml's dumper gives the bytes the pure-Python one
-gave, and a file is replaced whole by a rename (no fsync, no temporary file left behind)."""
+"""How deploy writes rendered manifests: the bytes PyYAML's pure-Python dumper gives, through
+Gantry's block writer or libyaml, and a file is replaced whole by a rename (no fsync, no temporary file left behind)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 from services.deploy import manifests, rendered
 from services.deploy.manifests import render_objects, render_yaml
 from services.deploy.rendered import RenderedManifestsDriver
+from shared import yaml_text
 from tests.unit.test_manifests import make_spec
 
 UNUSUAL = {
@@ -24,15 +25,21 @@ UNUSUAL = {
 
 
 @pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML was built without libyaml")
-def test_libyaml_dumper_is_used_and_writes_the_same_bytes_as_the_pure_python_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    assert manifests.SAFE_DUMPER is yaml.CSafeDumper
-    objects = render_objects(make_spec(resources={**UNUSUAL}))
-    fast = render_yaml(objects, "app.yaml")
-    monkeypatch.setattr(manifests, "SAFE_DUMPER", yaml.SafeDumper)
-    assert render_yaml(objects, "app.yaml") == fast
-    assert list(yaml.load_all(fast, Loader=yaml.CSafeLoader)) == objects
+def test_libyaml_is_used_and_the_bytes_are_the_pure_python_dumpers() -> None:
+    assert yaml_text.SAFE_DUMPER is yaml.CSafeDumper
+    for resources in ({**UNUSUAL}, {"db": {"type": "database", "data": {"url": "postgres://u:p@h/db"}}}):
+        objects = render_objects(make_spec(resources=resources))
+        written = render_yaml(objects, "app.yaml")
+        pure = yaml.dump_all(
+            objects,
+            Dumper=yaml.SafeDumper,
+            explicit_start=True,
+            sort_keys=True,
+            default_flow_style=False,
+            allow_unicode=True,
+        )
+        assert written == f"{manifests.HEADER} app.yaml\n{pure}"
+        assert list(yaml.load_all(written, Loader=yaml.CSafeLoader)) == objects
 
 
 def test_apply_replaces_the_file_by_rename_without_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,81 @@
+"""``shared.yaml_text.dump_blocks`` writes what ``yaml.dump_all`` writes, byte for byte, for any
+document: the ones it writes itself and the ones it leaves to PyYAML (floats, spaces, line breaks,
+anchors, lists in lists, long keys)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import yaml
+
+from services.deploy.manifests import render_objects
+from shared import yaml_text
+from shared.yaml_text import SAFE_DUMPER, dump_blocks
+from tests.unit.test_manifest_writing import UNUSUAL
+from tests.unit.test_manifests import make_spec
+
+ATOMS: list[Any] = [
+    *("600", "true", "", "yes", "null", "1.5", "0x1F", "2026-01-01", "-x", ":x", "#c", "x#y", "*a", "&a", "!t"),
+    *("%x", "@x", "`x", "|x", ">x", "'q'", '"q"', "[x", "{x", "a,b", "ü", "tab\tx", "a:b", "http://x", "-", "~"),
+    *(".5", "1e3", "NO", "off", "=", "<<", "?x", "x?", "é✓", "yEs", "Null", "a" * 40, "1.2.3", "x" * 130),
+    *("registry.local/shop/web:1.2.3", "cG9zdGdyZXM6Ly91OnBAaC9kYg==", "a b", "a\nb", "ctrl\x07"),
+    *(3, -4, 0, True, False, None, 1.5),
+]
+KEYS = [atom for atom in ATOMS if isinstance(atom, str)] + [f"k{n}" for n in range(5)]
+
+
+def _reference(documents: list[Any], *, sort_keys: bool = True, explicit_start: bool = True) -> str:
+    text: str = yaml.dump_all(
+        documents,
+        Dumper=SAFE_DUMPER,
+        explicit_start=explicit_start,
+        sort_keys=sort_keys,
+        default_flow_style=False,
+        allow_unicode=True,
+    )
+    return text
+
+
+def _document(rnd: random.Random, depth: int = 0) -> Any:
+    pick = rnd.random()
+    if depth > 3 or pick < 0.4:
+        return rnd.choice([*ATOMS, {}, []])
+    if pick < 0.75:
+        return {rnd.choice(KEYS): _document(rnd, depth + 1) for _ in range(rnd.randint(0, 4))}
+    return [_document(rnd, depth + 1) for _ in range(rnd.randint(0, 3))]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_documents_are_written_as_pyyaml_writes_them(seed: int) -> None:
+    rnd = random.Random(seed)
+    for _ in range(500):
+        documents = [_document(rnd) for _ in range(rnd.randint(1, 3))]
+        documents = [d if isinstance(d, dict) and d else {"k": d} for d in documents]
+        shared = [documents[0]]
+        if rnd.random() < 0.1:  # the same list twice in one document: an anchor and an alias
+            shared = [{"a": documents[0], "b": documents[0]}]
+        for sort_keys in (True, False):
+            assert dump_blocks(documents, sort_keys=sort_keys) == _reference(documents, sort_keys=sort_keys)
+            alone = dump_blocks(shared, sort_keys=sort_keys, explicit_start=False)
+            assert alone == _reference(shared, sort_keys=sort_keys, explicit_start=False)
+
+
+def test_manifests_are_written_by_the_block_writer_itself_as_pyyaml_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = render_objects(make_spec(resources={"db": {"type": "database", "data": {"url": "postgres://u:p@h/db"}}}))
+    unusual = render_objects(make_spec(resources={**UNUSUAL}))
+    expected, expected_unusual = _reference(objects), _reference(unusual)
+    left_to_pyyaml: list[object] = []
+    dump_all = yaml.dump_all
+
+    def counted(documents: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(documents[0], dict):  # a whole document, not one scalar's style
+            left_to_pyyaml.append(documents)
+        return dump_all(documents, *args, **kwargs)
+
+    monkeypatch.setattr(yaml_text.yaml, "dump_all", counted)
+    assert dump_blocks(objects) == expected
+    assert left_to_pyyaml == [], "an ordinary manifest needs no PyYAML representer"
+    assert dump_blocks(unusual) == expected_unusual
+    assert len(left_to_pyyaml) == 1, "a value with a space or a line break is left to PyYAML"
