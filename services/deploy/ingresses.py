@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from typing import NamedTuple
 
+from sqlalchemy import bindparam
 from sqlmodel import and_, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -49,11 +50,14 @@ class Where(NamedTuple):
         return cls(*(getattr(placed, field) for field in cls._fields))
 
 
+_TRACKS = select(Instance.track).where(  # built once: each deployment's Ingress sync reads it
+    Instance.service_id == bindparam("service_id"), Instance.environment == bindparam("environment")
+)
+
+
 async def ingress_spec(session: AsyncSession, where: Where) -> IngressSpec:
     """The Ingress the service should have in the environment: its routes while anything runs there."""
-    running = await session.exec(
-        select(Instance.track).where(Instance.service_id == where.service_id, Instance.environment == where.environment)
-    )
+    running = await session.exec(_TRACKS, params={"service_id": where.service_id, "environment": where.environment})
     found = await routes.routes_to(session, where.service_id, where.project, where.service) if running.first() else []
     environment = await find_environment(session, where.environment)
     return IngressSpec(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -40,7 +41,11 @@ async def record_route(session: AsyncSession, changed: RouteChanged) -> set[str]
 async def routes_to(session: AsyncSession, service_id: str, project: str, service: str) -> list[KnownRoute]:
     """The routes leading to one service, by name."""
     targets = [service_id, subject(project, service)]
-    rows = await session.exec(
-        select(KnownRoute).where(col(KnownRoute.service).in_(targets)).order_by(col(KnownRoute.name))
-    )
-    return list(rows.all())
+    return list((await session.exec(_ROUTES_TO, params={"targets": targets})).all())
+
+
+_ROUTES_TO = (  # built once: each deployment's Ingress sync reads it (``python -m bench.statements``)
+    select(KnownRoute)
+    .where(col(KnownRoute.service).in_(bindparam("targets", expanding=True)))
+    .order_by(col(KnownRoute.name))
+)
