@@ -31,26 +31,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bench.measures import table
+from services.deploy import lookups
 from services.deploy.models import DEPLOY_TABLES, Deployment, KnownService
 from shared.db import create_tables, make_engine
 from shared.events import utcnow
 from shared.settings import Settings
 
 Read = Callable[[AsyncSession, str, str], Awaitable[object]]
-_REMOVAL = aliased(Deployment)
-BOUND = (
-    select(Deployment.id)
-    .where(Deployment.service_id == bindparam("service_id"), Deployment.environment == bindparam("environment"))
-    .where(Deployment.trigger == "manual", Deployment.action == "deploy")
-    .where(
-        ~select(_REMOVAL.id)
-        .where(_REMOVAL.service_id == bindparam("service_id"), _REMOVAL.environment == bindparam("environment"))
-        .where(_REMOVAL.action == "undeploy", _REMOVAL.state == "removed")
-        .where(col(_REMOVAL.created_at) >= Deployment.created_at)
-        .exists()
-    )
-    .limit(1)
-)
+BOUND = lookups.MANUAL_SINCE_REMOVAL  # deploy's own statement, built once
 SQL = text(
     "SELECT d.id FROM deployments d WHERE d.service_id = :service_id AND d.environment = :environment"
     " AND d.\"trigger\" = 'manual' AND d.action = 'deploy' AND NOT EXISTS (SELECT 1 FROM deployments r"

@@ -81,8 +81,8 @@ class _Writer:
                 raise _Unsupported
             keys.sort()
         for number, key in enumerate(keys):
-            if not isinstance(key, str) or len(key) >= _LONGEST_SIMPLE_KEY:
-                raise _Unsupported
+            if not isinstance(key, str) or not key or len(key) >= _LONGEST_SIMPLE_KEY:
+                raise _Unsupported  # an empty key is written two ways: libyaml's and pure PyYAML's
             start = lead if number == 0 and lead is not None else " " * indent
             value = mapping[key]
             if isinstance(value, dict) and value:

@@ -95,7 +95,7 @@ def _snapshot_of(resource: Resource) -> dict[str, Any]:
 _REMOVAL = aliased(Deployment)
 # Built once, with its values bound at each call: building a statement costs SQLAlchemy about twice
 # what running it does (``python -m bench.statements``).
-_MANUAL_SINCE_REMOVAL = (
+MANUAL_SINCE_REMOVAL = (
     select(Deployment.id)
     .where(Deployment.service_id == bindparam("service_id"), Deployment.environment == bindparam("environment"))
     .where(Deployment.trigger == "manual", Deployment.action == "deploy")
@@ -113,7 +113,7 @@ _MANUAL_SINCE_REMOVAL = (
 async def has_manual_deployment(session: AsyncSession, service_id: str, environment: str) -> bool:
     """A deployment made by hand since the workload was last removed (undeploy starts afresh):
     a manual deploy with no removal at or after it, in one statement."""
-    found = await session.exec(_MANUAL_SINCE_REMOVAL, params={"service_id": service_id, "environment": environment})
+    found = await session.exec(MANUAL_SINCE_REMOVAL, params={"service_id": service_id, "environment": environment})
     return found.first() is not None
 
 

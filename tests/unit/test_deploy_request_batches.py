@@ -154,14 +154,20 @@ def _record_release(uow: UnitOfWork):
     return handler
 
 
-async def test_a_batch_of_requests_reads_its_deployments_and_instances_once(
-    uow: UnitOfWork, cluster: FakeCluster
-) -> None:
+async def _two_new_requests(uow: UnitOfWork, cluster: FakeCluster) -> list[Envelope]:
+    """A first deployment applied, then two more requested (2.0.0, 3.0.0): their requests."""
     await ready(uow, cluster)
     await release(uow, "2.0.0", "3.0.0")
     await deploy(uow, "2.0.0")
     await deploy(uow, "3.0.0")
     _already, *new = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    return new
+
+
+async def test_a_batch_of_requests_reads_its_deployments_and_instances_once(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    new = await _two_new_requests(uow, cluster)
     batch = _batch(uow, cluster, [])
     handler = with_prefetch(batch.prefetch, with_outside_work(batch, _handler(batch)))
 
@@ -176,11 +182,7 @@ async def test_a_batch_of_requests_reads_its_deployments_and_instances_once(
 async def test_a_batch_reads_the_inbox_and_every_requests_values_in_one_session(
     uow: UnitOfWork, cluster: FakeCluster
 ) -> None:
-    await ready(uow, cluster)
-    await release(uow, "2.0.0", "3.0.0")
-    await deploy(uow, "2.0.0")
-    await deploy(uow, "3.0.0")
-    _already, *new = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    new = await _two_new_requests(uow, cluster)
     batch = _batch(uow, cluster, [])
     pool = uow.sessions.kw["bind"].sync_engine.pool
     checkouts: list[object] = []

@@ -27,15 +27,10 @@ KEYS = [atom for atom in ATOMS if isinstance(atom, str)] + [f"k{n}" for n in ran
 
 
 def _reference(documents: list[Any], *, sort_keys: bool = True, explicit_start: bool = True) -> str:
-    text: str = yaml.dump_all(
-        documents,
-        Dumper=SAFE_DUMPER,
-        explicit_start=explicit_start,
-        sort_keys=sort_keys,
-        default_flow_style=False,
-        allow_unicode=True,
-    )
-    return text
+    """What Gantry wrote before the block writer: libyaml's dumper where PyYAML has it (its
+    pure-Python dumper writes an empty key otherwise, as "? ''")."""
+    options = {"explicit_start": explicit_start, "sort_keys": sort_keys, "allow_unicode": True}
+    return str(yaml.dump_all(documents, Dumper=SAFE_DUMPER, **options))
 
 
 def _document(rnd: random.Random, depth: int = 0) -> Any:
