@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import event, inspect, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
@@ -41,6 +42,7 @@ class Batch:
     careful: bool = True  # each use case in a savepoint; else in the batch's transaction itself
     failures: int = 0  # use cases that failed inside the batch (not careful: the batch is spoiled)
     kept: Sequence[object] = ()  # rows read ahead for the batch's use cases (``bus.with_prefetch``)
+    absent: set[object] = field(default_factory=set)  # identity keys read ahead and not found
     _claimed: set[str] = field(default_factory=set)
 
     def joins(self, owner: object) -> bool:
@@ -78,6 +80,32 @@ class Batch:
 
 
 CURRENT_BATCH: ContextVar[Batch | None] = ContextVar("gantry_batch", default=None)
+Row = TypeVar("Row")
+
+
+def note_absent(session: AsyncSession, model: type, keys: Iterable[object]) -> None:
+    """A read ahead (``bus.with_prefetch``) looked for these primary keys of ``model`` in the
+    batch's session and found none: ``get_row`` answers them without a statement until a use case
+    of the batch adds such a row."""
+    batch = CURRENT_BATCH.get()
+    if batch is None or batch.session is not session:
+        return
+    sync = session.sync_session
+    if not batch.absent:
+        event.listen(sync, "pending_to_persistent", lambda _session, row: batch.absent.discard(inspect(row).key))
+    batch.absent.update(sync.identity_key(model, key) for key in keys)
+
+
+async def get_row(session: AsyncSession, model: type[Row], key: object) -> Row | None:
+    """``session.get``, without a statement for a key the batch read ahead and did not find (a row
+    a use case of the batch added since is found: pending in the session, or looked for again once
+    flushed)."""
+    batch = CURRENT_BATCH.get()
+    identity = session.sync_session.identity_key(model, key)
+    if batch is None or batch.session is not session or identity not in batch.absent:
+        return await session.get(model, key)
+    pending = (row for row in session.new if isinstance(row, model))
+    return next((row for row in pending if inspect(model).identity_key_from_instance(row) == identity), None)
 
 
 def holds_write_lock(session: AsyncSession) -> bool:

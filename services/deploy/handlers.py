@@ -30,6 +30,7 @@ from services.deploy.models import (
     Trigger,
 )
 from services.deploy.resources import create_resource as create_resource  # one of deploy's use cases
+from shared.batches import note_absent
 from shared.bus import readable_payloads
 from shared.errors import Conflict
 from shared.events import DeployAction, DeployRequested, Envelope, Placement, VersionReleased, utcnow
@@ -59,15 +60,17 @@ async def record_released_version(envelope: Envelope, *, uow: UnitOfWork) -> Dep
 async def prefetch_released(session: AsyncSession, envelopes: list[Envelope]) -> list[object]:
     """What ``record_released_version`` looks up by key for a batch of releases (each service's
     state, auto-deploy rule, resource choice and instances), four statements for the batch
-    instead of four per release (``shared.bus.with_prefetch``)."""
+    instead of four per release (``shared.bus.with_prefetch``). A service catalog never changed
+    has no state row: that is noted too, so it is not looked for again per release."""
     releases = readable_payloads(envelopes, VersionReleased)
     if not releases:
         return []
     ids = {release.service_id for release in releases}
     environments = {release.environment for release in releases}
     found: list[object] = list(
-        (await session.exec(select(KnownService).where(col(KnownService.service_id).in_(ids)))).all()
+        known := (await session.exec(select(KnownService).where(col(KnownService.service_id).in_(ids)))).all()
     )
+    note_absent(session, KnownService, ids - {row.service_id for row in known})  # most: catalog never changed them
     for model in (AutoDeployRule, ResourceChoice, Instance):
         placed = select(model).where(col(model.service_id).in_(ids), col(model.environment).in_(environments))
         found.extend((await session.exec(placed)).all())

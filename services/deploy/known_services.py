@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.deploy import domain
 from services.deploy.models import AutoDeployRule, KnownService, ReleasedVersion, ResourceChoice, ServiceState
+from shared.batches import get_row
 from shared.events import Envelope, ReleaseWithdrawn, ServiceChanged, utcnow
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork, claim_inbox
@@ -64,7 +65,7 @@ async def on_release_withdrawn(envelope: Envelope, *, uow: UnitOfWork) -> None:
 
 async def state_of(session: AsyncSession, service_id: str) -> ServiceState:
     """Enabled unless catalog said otherwise (services released before deploy heard of them are)."""
-    known = await session.get(KnownService, service_id)
+    known = await get_row(session, KnownService, service_id)
     return known.state if known else "enabled"
 
 

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlmodel import delete, select
 
-from shared.batches import holds_write_lock
+from shared.batches import get_row, holds_write_lock, note_absent
 from shared.bus import read_ahead, reading_ahead, with_prefetch
 from shared.consume import Record, apply_batch, handle_batch
 from shared.errors import PoisonEvent
@@ -241,19 +241,23 @@ DEAD_LETTERS_AHEAD = read_ahead(OutboxDeadLetter, PipelineSucceeded, outbox_id="
 async def _dead_lettered(uow: UnitOfWork, *ids: int) -> None:
     async with uow.sessions() as session:
         for outbox_id in ids:
-            session.add(
-                OutboxDeadLetter(
-                    outbox_id=outbox_id,
-                    event_id=f"e{outbox_id}",
-                    topic="t",
-                    key="k",
-                    payload="{}",
-                    created_at=utcnow(),
-                    attempts=3,
-                    reason=f"reason {outbox_id}",
-                )
-            )
+            await _add_dead_letter(session, outbox_id)
         await session.commit()
+
+
+async def _add_dead_letter(session, outbox_id: int) -> None:
+    session.add(
+        OutboxDeadLetter(
+            outbox_id=outbox_id,
+            event_id=f"e{outbox_id}",
+            topic="t",
+            key="k",
+            payload="{}",
+            created_at=utcnow(),
+            attempts=3,
+            reason=f"reason {outbox_id}",
+        )
+    )
 
 
 async def test_a_batch_reads_ahead_the_rows_its_use_cases_look_up_by_key(make_uow):
@@ -318,3 +322,37 @@ async def test_reads_ahead_in_turn_keep_their_rows_together(make_uow):
     assert await DEAD_LETTERS_AHEAD(session, [_succeeded("s1", 5).model_copy(update={"data": {}})]) == [], (
         "no statement for a batch with no usable data"
     )
+
+
+async def test_a_row_read_ahead_and_not_found_is_found_once_a_use_case_added_it(make_uow):
+    uow = await make_uow("batchtest", [])
+    found: list[str] = []
+
+    async def add_or_find(envelope: Envelope) -> None:
+        data = envelope.payload(PipelineSucceeded)
+        async with uow.begin() as session:
+            if not await claim_inbox(session, envelope):
+                return
+            row = await get_row(session, OutboxDeadLetter, 7)
+            found.append(row.reason if row is not None else "none")
+            if row is None and data.pipeline_id == 1:
+                await _add_dead_letter(session, 7)
+                if data.service_id == "flushed":
+                    await session.flush()
+
+    async def none_ahead(session, envelopes):
+        note_absent(session, OutboxDeadLetter, [7])
+        return []
+
+    for how in ("pending", "flushed"):
+        found.clear()
+        async with uow.sessions() as session:
+            await session.exec(delete(OutboxDeadLetter))
+            await session.commit()
+        envelopes = [_succeeded(how, 0), _succeeded(how, 1), _succeeded(how, 2)]
+        with reads_of(uow, "outbox_dead_letters") as reads:
+            await handle_batch("t", _raw(*envelopes), with_prefetch(none_ahead, add_or_find), FakeDeadLetters(), uow)
+        assert found == ["none", "none", "reason 7"], how
+        # the absence noted ahead answers the first two; the row added since is found in the
+        # session while pending, and looked for again once flushed (the session may have let it go)
+        assert len(reads) == (0 if how == "pending" else 1), how

@@ -200,3 +200,19 @@ async def test_a_batch_reads_the_inbox_and_every_requests_values_in_one_session(
         ("2.0.0", {"orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}, "secret": ["url"]}}),
         ("3.0.0", {"orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}, "secret": ["url"]}}),
     ], "each applied with its resources' values, read ahead"
+
+
+async def test_a_service_catalog_never_changed_is_looked_for_once_per_batch(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    await ready(uow, cluster)  # no service.changed: deploy holds no state row for it (enabled)
+    await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
+    events = [released_event(version, correlation_id=f"c-{version}") for version in ("1.1.0", "1.2.0")]
+    handler = with_prefetch(handlers.prefetch_released, _record_release(uow))
+
+    with reads_of(uow, "deploy_services") as reads:
+        await handle_batch(Topic.VERSION_RELEASED.value, _raw(*events), handler, FakeDeadLetters(), uow)
+
+    assert len(reads) == 1, "read ahead once, its absence remembered for the batch"
+    requested = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    assert [e.data["version"] for e in requested[1:]] == ["1.1.0", "1.2.0"], "enabled: both auto-deployed"
