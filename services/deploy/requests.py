@@ -105,6 +105,11 @@ class DeployRequests:
         by_service: dict[tuple[str, str], list[tuple[Envelope, DeployRequested, Values]]] = {}
         async with self.uow.sessions() as session:  # one session reads the inbox and every request's values
             applied = await applied_among(session, requests)
+            wanted = {request.deployment_id for event_id, (_, request) in requests.items() if event_id not in applied}
+            # each request's values start from its deployment: all read in one statement, held meanwhile
+            _held = (
+                (await session.exec(select(Deployment).where(col(Deployment.id).in_(wanted)))).all() if wanted else []
+            )
             for event_id, (envelope, request) in requests.items():
                 if event_id in applied:
                     log.info("deploy request already applied", deployment_id=request.deployment_id)
