@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import metrics, tracing
+from shared.batches import note_absent
 from shared.errors import PoisonEvent
 from shared.events import DataT, Envelope, utcnow
 from shared.logging import bind_event, get_logger, unbind_event
@@ -255,7 +257,11 @@ def read_ahead(model: type[SQLModel], data: type[DataT], **columns: str) -> Pref
     """A ``Prefetch`` of the rows of ``model`` whose columns hold what a batch's events name, in
     one statement: ``read_ahead(ServiceRun, DeployStatus, service_id="service_id",
     environment="environment")`` reads the runs whose service is one of the batch's statuses'
-    and whose environment is one of theirs (each column keyed by the data's attribute)."""
+    and whose environment is one of theirs (each column keyed by the data's attribute). When the
+    columns are the model's primary key, in its order, the keys the events name and no row has
+    are noted absent (``shared.batches.note_absent``): ``get_row`` answers them without a statement."""
+    primary_key = [column.key for column in inspect(model).primary_key]
+    by_key = list(columns) == primary_key
 
     async def prefetch(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
         payloads = readable_payloads(envelopes, data)
@@ -265,9 +271,19 @@ def read_ahead(model: type[SQLModel], data: type[DataT], **columns: str) -> Pref
             col(getattr(model, column)).in_({getattr(payload, attribute) for payload in payloads})
             for column, attribute in columns.items()
         ]
-        return list((await session.exec(select(model).where(*where))).all())
+        rows = list((await session.exec(select(model).where(*where))).all())
+        if by_key:
+            named = {_key(payload, columns.values()) for payload in payloads}
+            note_absent(session, model, named - {_key(row, columns) for row in rows})
+        return rows
 
     return prefetch
+
+
+def _key(holder: object, attributes: Iterable[str]) -> object:
+    """A primary key as ``Session.get`` takes it: the value alone, or a tuple of several."""
+    values = tuple(getattr(holder, attribute) for attribute in attributes)
+    return values[0] if len(values) == 1 else values
 
 
 def reading_ahead(*prefetches: Prefetch) -> Prefetch:

@@ -292,8 +292,10 @@ class OutboxRelay:
         self._attempts: dict[int, int] = {}
         self._lock_held = False  # the last try found another instance relaying (PostgreSQL)
         self._full = False  # the last try read a whole batch: more rows may be waiting
-        self._pending = select(OutboxMessage).where(*_unpublished(held=False)).order_by(col(OutboxMessage.id))
-        self._pending = self._pending.limit(batch)  # built once: the relay reads it at each wake
+        # built once: the relay reads it at each wake
+        self._pending = (
+            select(OutboxMessage).where(*_unpublished(held=False)).order_by(col(OutboxMessage.id)).limit(batch)
+        )
 
     def wake(self) -> None:
         self._wake.set()

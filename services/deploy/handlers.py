@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.deploy import domain, known_services, lookups, references
@@ -30,8 +30,7 @@ from services.deploy.models import (
     Trigger,
 )
 from services.deploy.resources import create_resource as create_resource  # one of deploy's use cases
-from shared.batches import note_absent
-from shared.bus import readable_payloads
+from shared.bus import read_ahead, reading_ahead
 from shared.errors import Conflict
 from shared.events import DeployAction, DeployRequested, Envelope, Placement, VersionReleased, utcnow
 from shared.logging import get_logger
@@ -57,24 +56,17 @@ async def record_released_version(envelope: Envelope, *, uow: UnitOfWork) -> Dep
     return deployment
 
 
-async def prefetch_released(session: AsyncSession, envelopes: list[Envelope]) -> list[object]:
-    """What ``record_released_version`` looks up by key for a batch of releases (each service's
-    state, auto-deploy rule, resource choice and instances), four statements for the batch
-    instead of four per release (``shared.bus.with_prefetch``). A service catalog never changed
-    has no state row: that is noted too, so it is not looked for again per release."""
-    releases = readable_payloads(envelopes, VersionReleased)
-    if not releases:
-        return []
-    ids = {release.service_id for release in releases}
-    environments = {release.environment for release in releases}
-    found: list[object] = list(
-        known := (await session.exec(select(KnownService).where(col(KnownService.service_id).in_(ids)))).all()
-    )
-    note_absent(session, KnownService, ids - {row.service_id for row in known})  # most: catalog never changed them
-    for model in (AutoDeployRule, ResourceChoice, Instance):
-        placed = select(model).where(col(model.service_id).in_(ids), col(model.environment).in_(environments))
-        found.extend((await session.exec(placed)).all())
-    return found
+# What ``record_released_version`` looks up by key for a batch of releases (each service's state,
+# auto-deploy rule, resource choice and instances): four statements for the batch instead of four
+# per release (``shared.bus.with_prefetch``). A service catalog never changed (most) has no state
+# row: that is noted, so it is not looked for again per release.
+prefetch_released = reading_ahead(
+    read_ahead(KnownService, VersionReleased, service_id="service_id"),
+    *(
+        read_ahead(model, VersionReleased, service_id="service_id", environment="environment")
+        for model in (AutoDeployRule, ResourceChoice, Instance)
+    ),
+)
 
 
 _RELEASED = select(ReleasedVersion).where(  # built once (``python -m bench.statements``)

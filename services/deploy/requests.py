@@ -35,7 +35,7 @@ from services.deploy.worker import (
     _values_of,
     record_outcome,
 )
-from shared.bus import readable_payloads
+from shared.bus import read_ahead, reading_ahead
 from shared.errors import PoisonEvent
 from shared.events import DeployRequested, Envelope
 from shared.logging import get_logger
@@ -151,21 +151,14 @@ class DeployRequests:
         )
         return deployment
 
-    @staticmethod
-    async def prefetch(session: AsyncSession, envelopes: list[Envelope]) -> list[object]:
-        """What ``record`` looks up by key for a batch of requests (each deployment, and the
-        instances of each service's environment), two statements for the batch
-        (``shared.bus.with_prefetch``)."""
-        requests = readable_payloads(envelopes, DeployRequested)
-        if not requests:
-            return []
-        ids = {request.service_id for request in requests}
-        environments = {request.environment for request in requests}
-        deployments = select(Deployment).where(col(Deployment.id).in_({r.deployment_id for r in requests}))
-        instances = select(Instance).where(
-            col(Instance.service_id).in_(ids), col(Instance.environment).in_(environments)
+    # What ``record`` looks up by key for a batch of requests (each deployment, and the instances of
+    # each service's environment): two statements for the batch (``shared.bus.with_prefetch``).
+    prefetch = staticmethod(
+        reading_ahead(
+            read_ahead(Deployment, DeployRequested, id="deployment_id"),
+            read_ahead(Instance, DeployRequested, service_id="service_id", environment="environment"),
         )
-        return [*(await session.exec(deployments)).all(), *(await session.exec(instances)).all()]
+    )
 
     async def after(self, envelopes: list[Envelope]) -> None:
         """Follow the progressing rollouts the batch recorded; sync each service's Ingress once."""

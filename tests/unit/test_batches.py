@@ -356,3 +356,21 @@ async def test_a_row_read_ahead_and_not_found_is_found_once_a_use_case_added_it(
         # the absence noted ahead answers the first two; the row added since is found in the
         # session while pending, and looked for again once flushed (the session may have let it go)
         assert len(reads) == (0 if how == "pending" else 1), how
+
+
+async def test_a_read_ahead_by_primary_key_notes_what_it_did_not_find(make_uow):
+    uow = await make_uow("batchtest", [])
+    await _dead_lettered(uow, 100)
+    found: list[str] = []
+
+    async def look_up(envelope: Envelope) -> None:
+        async with uow.begin() as session:
+            if await claim_inbox(session, envelope):
+                row = await get_row(session, OutboxDeadLetter, envelope.payload(PipelineSucceeded).pipeline_id)
+                found.append(row.reason if row is not None else "none")
+
+    envelopes = [_succeeded("s1", n) for n in (100, 101, 102)]
+    with reads_of(uow, "outbox_dead_letters") as reads:
+        await handle_batch("t", _raw(*envelopes), with_prefetch(DEAD_LETTERS_AHEAD, look_up), FakeDeadLetters(), uow)
+    assert found == ["reason 100", "none", "none"]
+    assert len(reads) == 1, "the rows not found are known absent: no look-up of their own"
