@@ -40,7 +40,7 @@ def dump_blocks(documents: Iterable[Any], *, sort_keys: bool = True, explicit_st
     try:
         lines: list[str] = []
         for document in documents:
-            if not isinstance(document, dict) or not document:
+            if type(document) is not dict or not document:
                 raise _Unsupported
             if explicit_start:
                 lines.append("---")
@@ -77,18 +77,18 @@ class _Writer:
         self.once(mapping)
         keys = list(mapping)
         if self.sort_keys:
-            if not all(isinstance(key, str) for key in keys):
+            if not all(type(key) is str for key in keys):
                 raise _Unsupported
             keys.sort()
         for number, key in enumerate(keys):
-            if not isinstance(key, str) or not key or len(key) >= _LONGEST_SIMPLE_KEY:
+            if type(key) is not str or not key or len(key) >= _LONGEST_SIMPLE_KEY:
                 raise _Unsupported  # an empty key is written two ways: libyaml's and pure PyYAML's
             start = lead if number == 0 and lead is not None else " " * indent
             value = mapping[key]
-            if isinstance(value, dict) and value:
+            if type(value) is dict and value:
                 lines.append(f"{start}{_scalar(key, True)}:")
                 self.mapping(value, indent + 2, lines, None)
-            elif isinstance(value, list) and value:
+            elif type(value) is list and value:
                 lines.append(f"{start}{_scalar(key, True)}:")
                 self.sequence(value, indent, lines)  # a list in a mapping is not indented
             else:
@@ -98,31 +98,34 @@ class _Writer:
         self.once(items)
         lead = " " * indent + "- "
         for item in items:
-            if isinstance(item, dict) and item:
+            if type(item) is dict and item:
                 self.mapping(item, indent + 2, lines, lead)
-            elif isinstance(item, list) and item:
+            elif type(item) is list and item:
                 raise _Unsupported
             else:
                 lines.append(lead + self.leaf(item))
 
     def leaf(self, value: Any) -> str:
-        if isinstance(value, dict | list):
+        if type(value) in (dict, list):
             self.once(value)  # empty: "{}" or "[]"
         return _leaf(value, self.cached)
 
 
 def _leaf(value: Any, cached: bool) -> str:
-    if isinstance(value, str):
+    """A scalar or an empty container. Exact types only: PyYAML's safe dumper refuses subclasses
+    (an enum, an OrderedDict), and is left to refuse them."""
+    kind = type(value)
+    if kind is str:
         return _scalar(value, cached)
     if value is None:
         return "null"
-    if isinstance(value, bool):
+    if kind is bool:
         return "true" if value else "false"
-    if isinstance(value, int):
+    if kind is int:
         return str(value)
-    if value == {}:
+    if kind is dict and not value:
         return "{}"
-    if value == []:
+    if kind is list and not value:
         return "[]"
     raise _Unsupported  # floats and anything else: PyYAML's own rules
 

@@ -4,6 +4,8 @@ anchors, lists in lists, long keys)."""
 
 from __future__ import annotations
 
+import collections
+import enum
 import random
 from typing import Any
 
@@ -74,3 +76,22 @@ def test_manifests_are_written_by_the_block_writer_itself_as_pyyaml_would(monkey
     assert left_to_pyyaml == [], "an ordinary manifest needs no PyYAML representer"
     assert dump_blocks(unusual) == expected_unusual
     assert len(left_to_pyyaml) == 1, "a value with a space or a line break is left to PyYAML"
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+class Count(enum.IntEnum):
+    ONE = 1
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"k": Colour.RED}, {"k": Count.ONE}, collections.OrderedDict(k="v"), {"k": collections.OrderedDict(a="b")}],
+)
+def test_what_pyyaml_refuses_is_still_refused(document: Any) -> None:
+    """Subclasses of str, int or dict are not written by the block writer: PyYAML's safe dumper
+    refuses them, as it did before the block writer."""
+    with pytest.raises(yaml.representer.RepresenterError):
+        dump_blocks([document])
