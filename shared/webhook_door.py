@@ -27,6 +27,7 @@ from shared import gitlab_hook, tracing
 from shared.auth import webhook_secret
 from shared.errors import NotAuthenticated
 from shared.events import Envelope, HookReceived, Topic
+from shared.fast_lane import fast_lane
 from shared.logging import get_logger
 from shared.problems import problem_response
 from shared.service import Runtime, get_runtime
@@ -73,11 +74,13 @@ class HookReceipt(BaseModel):
     },
     openapi_extra={"parameters": HEADERS},
 )
+@fast_lane
 async def receive_gitlab_hook(request: Request) -> Response:
     """GitLab's webhook: a Pipeline Hook is checked, queued for versioning and answered 202.
 
     It reads its headers itself and answers with a ready-made response: the hot path of every
-    hook, kept clear of FastAPI's per-parameter dependency solving and response re-validation."""
+    hook, answered by its short stack (``shared.fast_lane``), clear of FastAPI's per-parameter
+    dependency solving and response re-validation."""
     runtime = get_runtime(request)
     headers = request.headers
     x_gitlab_event, x_gitlab_token = headers.get("x-gitlab-event"), headers.get("x-gitlab-token")
