@@ -37,6 +37,7 @@ class Batch:
     session: AsyncSession
     applied: frozenset[str]  # ids the inbox had when the batch began
     claims: list[tuple[str, str]] = field(default_factory=list)  # (event id, topic) claimed, in order
+    outgoing: list[dict[str, object]] = field(default_factory=list)  # outbox rows, inserted at the end
     task: asyncio.Task[object] | None = field(default_factory=asyncio.current_task)
     open: bool = True
     careful: bool = True  # each use case in a savepoint; else in the batch's transaction itself
@@ -63,8 +64,8 @@ class Batch:
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[AsyncSession]:
-        """A use case's share of the batch: when careful, its changes and claims go if it fails."""
-        mark = len(self.claims)
+        """A use case's share of the batch: when careful, its changes, claims and events go if it fails."""
+        mark, sent = len(self.claims), len(self.outgoing)
         try:
             if self.careful:
                 async with self.session.begin_nested():
@@ -76,6 +77,7 @@ class Batch:
             for event_id, _topic in self.claims[mark:]:
                 self._claimed.discard(event_id)
             del self.claims[mark:]
+            del self.outgoing[sent:]
             raise
 
 

@@ -87,16 +87,37 @@ OUTBOX_TABLES: tuple[type[SQLModel], ...] = (OutboxMessage, InboxEntry, OutboxDe
 
 
 def add_event(session: AsyncSession, topic: Topic, envelope: Envelope, key: str) -> None:
-    """Queue ``envelope`` for ``topic`` in the caller's transaction."""
-    session.add(
-        OutboxMessage(
-            event_id=envelope.id,
-            topic=topic.value,
-            key=key,
-            payload=envelope.model_dump_json(),
-            trace_context=current_context(),
+    """Queue ``envelope`` for ``topic`` in the caller's transaction.
+
+    In a consumer's batch, the row is kept by the batch and inserted with the batch's other rows in
+    one statement before it commits (a use case that fails takes its rows with it): added to the
+    session, each row was flushed alone by the next use case's first read. Nothing in a batch reads
+    the outbox, and the rows keep the order they were emitted in."""
+    payload, created_at, trace_context = envelope.model_dump_json(), utcnow(), current_context()
+    batch = CURRENT_BATCH.get()
+    if batch is not None and batch.open and batch.session is session:
+        batch.outgoing.append(
+            {
+                "event_id": envelope.id,
+                "topic": topic.value,
+                "key": key,
+                "payload": payload,
+                "created_at": created_at,
+                "published_at": None,
+                "trace_context": trace_context,
+            }
         )
-    )
+    else:
+        session.add(
+            OutboxMessage(
+                event_id=envelope.id,
+                topic=topic.value,
+                key=key,
+                payload=payload,
+                created_at=created_at,
+                trace_context=trace_context,
+            )
+        )
     session.info["outbox"] = True
 
 
@@ -200,6 +221,7 @@ class UnitOfWork:
                 token = CURRENT_BATCH.set(batch)
                 try:
                     yield batch
+                    await _insert_outgoing(session, batch)
                     await _insert_claims(session, batch)
                 finally:
                     batch.open = False
@@ -213,6 +235,7 @@ class UnitOfWork:
 # call: building a statement cost SQLAlchemy more than running it (``python -m bench.statements``).
 _APPLIED_AMONG = select(InboxEntry.event_id).where(col(InboxEntry.event_id).in_(bindparam("ids", expanding=True)))
 _INSERT_CLAIMS = insert(InboxEntry)
+_INSERT_OUTGOING = insert(OutboxMessage)
 
 
 async def applied_among(session: AsyncSession, event_ids: Iterable[str]) -> frozenset[str]:
@@ -221,6 +244,12 @@ async def applied_among(session: AsyncSession, event_ids: Iterable[str]) -> froz
     if not ids:
         return frozenset()
     return frozenset((await session.exec(_APPLIED_AMONG, params={"ids": ids})).all())
+
+
+async def _insert_outgoing(session: AsyncSession, batch: Batch) -> None:
+    """The events the batch's use cases emitted, in one statement, in the order they were emitted."""
+    if batch.outgoing:
+        await (await session.connection()).execute(_INSERT_OUTGOING, batch.outgoing)
 
 
 async def _insert_claims(session: AsyncSession, batch: Batch) -> None:
