@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import sys
 
 from services.versioning import handlers
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
@@ -37,3 +40,32 @@ def test_a_line_that_passes_service_keeps_the_writer_and_moves_the_value_to_serv
     get_logger("t").info("released", service="web", environment="prod")
     (line,) = [line for line in json_lines(capsys.readouterr().err) if line["event"] == "released"]
     assert (line["service"], line["service_code"], line["environment"]) == ("release", "web", "prod")
+
+
+def test_lines_go_to_stderr_as_it_is_when_written_with_the_loggers_name_and_level(monkeypatch):
+    configure_logging("deploy")
+    log = get_logger("services.deploy.example")
+    log.info("first")  # the logger is made (and kept) here
+    swapped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped)
+    log.debug("not at info")
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        log.exception("failed", deployment_id="d1")
+    (line,) = json_lines(swapped.getvalue())
+    assert (line["event"], line["level"], line["logger"], line["service"]) == (
+        "failed",
+        "error",
+        "services.deploy.example",
+        "deploy",
+    )
+    assert line["deployment_id"] == "d1" and "ValueError: bad value" in line["exception"]
+    assert line["timestamp"].endswith("Z")
+
+
+def test_other_libraries_lines_are_the_same_json(capsys):
+    configure_logging("gateway")
+    logging.getLogger("uvicorn.error").warning("port %s taken", 8000)
+    (line,) = [line for line in json_lines(capsys.readouterr().err) if line["event"] == "port 8000 taken"]
+    assert (line["level"], line["logger"], line["service"]) == ("warning", "uvicorn.error", "gateway")
