@@ -66,6 +66,6 @@ def test_lines_go_to_stderr_as_it_is_when_written_with_the_loggers_name_and_leve
 
 def test_other_libraries_lines_are_the_same_json(capsys):
     configure_logging("gateway")
-    logging.getLogger("uvicorn.error").warning("port %s taken", 8000)
+    logging.getLogger("a.library").warning("port %s taken", 8000)
     (line,) = [line for line in json_lines(capsys.readouterr().err) if line["event"] == "port 8000 taken"]
-    assert (line["level"], line["logger"], line["service"]) == ("warning", "uvicorn.error", "gateway")
+    assert (line["level"], line["logger"], line["service"]) == ("warning", "a.library", "gateway")
