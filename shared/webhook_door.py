@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.types import Scope
 
 from shared import gitlab_hook, tracing
 from shared.auth import webhook_secret
@@ -82,18 +83,19 @@ async def receive_gitlab_hook(request: Request) -> Response:
     hook, answered by its short stack (``shared.fast_lane``), clear of FastAPI's per-parameter
     dependency solving and response re-validation."""
     runtime = get_runtime(request)
-    headers = request.headers
+    headers = _read_headers(request.scope)
     x_gitlab_event, x_gitlab_token = headers.get("x-gitlab-event"), headers.get("x-gitlab-token")
     if x_gitlab_event != gitlab_hook.PIPELINE_HOOK:
         ignored = f"{x_gitlab_event or 'no X-Gitlab-Event'} ignored: only Pipeline Hook is read"
         return _receipt(200, HookReceipt(accepted=False, detail=ignored))
     if not x_gitlab_token:
         raise NotAuthenticated("X-Gitlab-Token is missing: GitLab sends the secret token the hook was registered with")
-    document = gitlab_hook.read_json(await request.body())
+    body = await request.body()
+    document = gitlab_hook.read_json(body)
     project_id = _verified_project(document, x_gitlab_token, runtime.secret)
     hook = gitlab_hook.parse_pipeline_hook(document)
     delivery = delivery_id(headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid"))
-    envelope = _received(runtime, document, hook, project_id, delivery, headers.get("x-correlation-id"))
+    envelope = _received(runtime, document, body, hook, project_id, delivery, headers.get("x-correlation-id"))
     request.state.correlation_id = envelope.correlation_id
     if not await _publish(runtime, envelope, key=project_id):
         return problem_response(
@@ -107,9 +109,26 @@ async def receive_gitlab_hook(request: Request) -> Response:
     return _receipt(202, _queued(attrs, delivery))
 
 
+_READ_HEADERS = frozenset(
+    name.encode()
+    for name in ("x-gitlab-event", "x-gitlab-token", "idempotency-key", "x-gitlab-event-uuid", "x-correlation-id")
+)
+
+
+def _read_headers(scope: Scope) -> dict[str, str]:
+    """The headers the door reads, the first of each name, in one pass over the request's (looked
+    up one by one through Starlette's ``Headers``, they were a fifth of the door's CPU)."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in _READ_HEADERS:
+            found.setdefault(name.decode(), value.decode("latin-1"))
+    return found
+
+
 def _received(
     runtime: Runtime,
     document: dict[str, Any],
+    body: bytes,
     hook: gitlab_hook.PipelineHook,
     project_id: str,
     delivery: str,
@@ -126,7 +145,7 @@ def _received(
             scm_project_id=project_id,
             event=gitlab_hook.PIPELINE_HOOK,
             delivery_id=delivery,
-            hook=gitlab_hook.bounded(document, runtime.settings.kafka_max_message_bytes - ENVELOPE_ROOM),
+            hook=gitlab_hook.bounded(document, runtime.settings.kafka_max_message_bytes - ENVELOPE_ROOM, body=body),
         ).model_dump(mode="json"),
     )
 

@@ -14,7 +14,7 @@ import pytest
 from services.versioning import handlers
 from services.versioning.models import Pipeline
 from shared import gitlab_hook
-from shared.errors import NotFound
+from shared.errors import BadRequest, NotFound
 from shared.events import Envelope, ServiceChanged, Topic, new_event
 from tests.unit.conftest import outbox
 from tests.unit.test_versioning import SERVICE_ID, announce, hook, receive, uow  # noqa: F401 - uow: the fixture
@@ -215,3 +215,42 @@ def test_the_door_keeps_the_jobs_of_a_hook_too_large_for_the_broker_and_drops_wh
     assert "merge_request" not in kept and len(kept["builds"]) == 39 and "runner" not in kept["builds"][0]
     assert gitlab_hook.parse_pipeline_hook(kept).jobs[0].name == "unit-1"
     assert json.dumps(kept).count("unit-") == 39
+
+
+def test_a_small_hook_is_bounded_from_its_body_without_being_written_out_to_be_measured(monkeypatch):
+    document = pipeline_hook(1, "success", passing())
+    body = json.dumps(document, separators=(",", ":")).encode()
+    measured = gitlab_hook.bounded(document, 12 * len(body))
+
+    def written(_document):  # type: ignore[no-untyped-def]
+        raise AssertionError("a body this small needs no measuring")
+
+    monkeypatch.setattr(gitlab_hook, "_size", written)
+    assert gitlab_hook.bounded(document, 12 * len(body), body=body) == measured
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"n":[' + b",".join([b"1e15"] * 200) + b"]}",  # each 4 bytes written as 18
+        b'{"a":[' + b",".join([b"1"] * 500) + b"]}",  # each separator gains a space
+        b'{"t":"\\u00e9\\/"}',  # escapes only shrink
+    ],
+)
+def test_no_body_grows_past_what_bounded_allows_for_when_written_again(body):
+    assert len(json.dumps(json.loads(body), ensure_ascii=False).encode()) <= gitlab_hook.MAX_REWRITTEN * len(body)
+
+
+def test_a_body_that_grows_when_written_again_is_still_measured_and_cut():
+    document = {**pipeline_hook(1, "success", passing()), "merge_request": {"weights": [1e15] * 400}}
+    body = json.dumps(document, separators=(",", ":")).replace("1000000000000000.0", "1e15").encode()
+    limit = 3 * len(body)  # the body fits three times over, its rewritten form not
+    assert len(json.dumps(document, ensure_ascii=False)) > limit
+    kept = gitlab_hook.bounded(document, limit, body=body)
+    assert "merge_request" not in kept and kept["_gantry_dropped"] == ["merge_request"]
+
+
+def test_a_lone_surrogate_is_refused_whatever_the_bodys_size():
+    body = b'{"object_kind":"pipeline","commit":{"message":"\\ud800"}}'
+    with pytest.raises(BadRequest, match="not valid Unicode"):
+        gitlab_hook.bounded(json.loads(body), 1_000_000, body=body)
