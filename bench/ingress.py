@@ -10,7 +10,8 @@ new pipeline id, over that many keep-alive connections for ``--seconds``. A fres
 keeps the backlog one run leaves for versioning's consumer out of the next run's figures; that
 consumer does work during each run, as it would in production. Prints requests/s and latency
 percentiles as a table, with the CPU time the door's process spent per hook (which a busy
-machine does not inflate the way it inflates latency).
+machine does not inflate the way it inflates latency) and its garbage collections meanwhile (from
+its ``gantry_gc_pause_seconds``: how many, their time in all, how many held it over 50 ms).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import argparse
 import asyncio
 import math
 
+import httpx
+
 from bench.goals import goal_table
-from bench.measures import cpu_seconds, table
+from bench.measures import cpu_seconds, hop_totals, observations_over, table
 from bench.running import add_stack_options, create_service, running_stack
 from bench.wrk import WrkResult, run_wrk, wrk_binary
 from shared.auth import webhook_secret
@@ -28,11 +31,12 @@ from shared.settings import SERVICES
 from tests.support import SECRET
 
 PROJECT, SERVICE = "bench", "api"
+GC_PAUSES = "gantry_gc_pause_seconds"
 TARGETS = ("gateway", "versioning")
 
 
-def measure(args: argparse.Namespace, target: str, connections: int) -> tuple[WrkResult, float]:
-    """wrk's figures, and the CPU seconds the door's process used meanwhile."""
+def measure(args: argparse.Namespace, target: str, connections: int) -> tuple[WrkResult, float, tuple[float, ...]]:
+    """wrk's figures, the CPU seconds the door's process used meanwhile, and its garbage collections."""
     with running_stack(args) as running:
         stack = running.stack
         service = asyncio.run(_prepare(stack))
@@ -44,9 +48,21 @@ def measure(args: argparse.Namespace, target: str, connections: int) -> tuple[Wr
             "1000000",
         ]
         door = stack.service_pids()[target]
-        before = cpu_seconds(door)
+        metrics_url = f"http://127.0.0.1:{stack.port_base + SERVICES.index(target)}/metrics"
+        before, collections = cpu_seconds(door), httpx.get(metrics_url).text
         result = run_wrk(url, connections=connections, seconds=args.seconds, script_args=script_args)
-        return result, cpu_seconds(door) - before
+        cpu = cpu_seconds(door) - before
+        return result, cpu, gc_pauses(collections, httpx.get(metrics_url).text)
+
+
+def gc_pauses(before: str, after: str) -> tuple[float, float, float]:
+    """The door's garbage collections between two scrapes: how many, their seconds in all, and how
+    many held it longer than 50 ms (``gantry_gc_pause_seconds``)."""
+    totals = [hop_totals(text, GC_PAUSES, label="generation") for text in (before, after)]
+    summed = sum(seconds for seconds, _count in totals[1].values()) - sum(s for s, _c in totals[0].values())
+    counted = sum(count for _seconds, count in totals[1].values()) - sum(c for _s, c in totals[0].values())
+    long = observations_over(after, GC_PAUSES, "0.05") - observations_over(before, GC_PAUSES, "0.05")
+    return counted, summed, long
 
 
 async def _prepare(stack) -> dict:  # type: ignore[no-untyped-def]
@@ -67,7 +83,7 @@ def main() -> None:
         if target not in TARGETS:
             parser.error(f"unknown target {target!r}: use {' or '.join(TARGETS)}")
         for connections in (int(c) for c in args.connections.split(",")):
-            result, cpu = measure(args, target, connections)
+            result, cpu, (collections, collected_seconds, long_collections) = measure(args, target, connections)
             rows.append(
                 (
                     target,
@@ -80,6 +96,9 @@ def main() -> None:
                     result.p99_ms,
                     result.max_ms,
                     cpu * 1000 / result.requests if result.requests else math.nan,
+                    int(collections),
+                    collected_seconds * 1000,
+                    int(long_collections),
                 )
             )
     kind = f"{'apache' if args.kafka else 'embedded'}+{'postgres' if args.postgres else 'sqlite'}"
@@ -97,6 +116,9 @@ def main() -> None:
                 "p99 ms",
                 "max ms",
                 "door CPU ms/hook",
+                "GC runs",
+                "GC ms",
+                "GC > 50 ms",
             ),
             rows,
         )

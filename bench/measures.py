@@ -68,16 +68,30 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
 HopTotals = dict[str, tuple[float, float]]  # topic: (seconds summed, events counted)
 
 
-def hop_totals(exposition: str, metric: str = "gantry_event_hop_seconds") -> HopTotals:
-    """A histogram's ``_sum`` and ``_count`` per topic, from a Prometheus text exposition."""
+def hop_totals(exposition: str, metric: str = "gantry_event_hop_seconds", label: str = "topic") -> HopTotals:
+    """A histogram's ``_sum`` and ``_count`` per value of ``label`` (the topic), from a Prometheus
+    text exposition."""
     totals: dict[str, list[float]] = {}
     for line in exposition.splitlines():
         for slot, suffix in enumerate(("_sum{", "_count{")):
             if line.startswith(metric + suffix):
                 labels, _, value = line[len(metric) + len(suffix) :].rpartition("} ")
-                topic = next((part[7:-1] for part in labels.split(",") if part.startswith('topic="')), "")
-                totals.setdefault(topic, [0.0, 0.0])[slot] += float(value)
-    return {topic: (summed, counted) for topic, (summed, counted) in totals.items()}
+                named = f'{label}="'
+                key = next((part[len(named) : -1] for part in labels.split(",") if part.startswith(named)), "")
+                totals.setdefault(key, [0.0, 0.0])[slot] += float(value)
+    return {key: (summed, counted) for key, (summed, counted) in totals.items()}
+
+
+def observations_over(exposition: str, metric: str, bound: str) -> float:
+    """How many observations of a histogram (all its labels together) were above ``bound``, one of
+    its buckets' ``le`` as written in the exposition (``"0.05"``)."""
+    counted = within = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(metric + "_count{"):
+            counted += float(line.rpartition(" ")[2])
+        elif line.startswith(metric + "_bucket{") and f'le="{bound}"' in line:
+            within += float(line.rpartition(" ")[2])
+    return counted - within
 
 
 def mean_hops(before: HopTotals, after: HopTotals) -> dict[str, float]:

@@ -3,15 +3,18 @@
 Requests (duration by method, route template and status), the events a service consumes (records
 behind per topic and partition, each event's hop from its own time and its whole chain from the
 chain's first event), its outbox (rows waiting, the oldest one's age, rows dead-lettered), events it
-sent to a dead-letter topic, and deploy's outcomes. Labels never carry a user, a token or an id:
-routes are templates (``/api/deploy/deployments/{deployment_id}``), not the paths asked.
+sent to a dead-letter topic, deploy's outcomes, and how long each garbage collection held the
+process. Labels never carry a user, a token or an id: routes are templates
+(``/api/deploy/deployments/{deployment_id}``), not the paths asked.
 
 Counters and histograms count in the process; the gauges are read when Prometheus asks.
 """
 
 from __future__ import annotations
 
+import gc
 import hmac
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -73,7 +76,28 @@ DEPLOYMENTS = Counter(
     "Deployments that ended, by action (deploy, rollback, scale, promote, abort, undeploy…) and outcome",
     ["action", "outcome"],
 )
+GC_PAUSE_SECONDS = Histogram(
+    "gantry_gc_pause_seconds",
+    "Garbage collections of this process, by generation: seconds each held the event loop (and every thread)",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
 SKIPPED_ROUTES = ("/metrics", "/healthz", "/readyz")
+_GC_STARTED: dict[int, float] = {}
+
+
+def watch_garbage_collections() -> None:
+    """Time each of the process's garbage collections into ``gantry_gc_pause_seconds`` (once per process)."""
+    if _timed_collection not in gc.callbacks:
+        gc.callbacks.append(_timed_collection)
+
+
+def _timed_collection(phase: str, info: dict[str, int]) -> None:
+    generation = info["generation"]
+    if phase == "start":
+        _GC_STARTED[generation] = time.perf_counter()
+    elif (started := _GC_STARTED.pop(generation, None)) is not None:
+        GC_PAUSE_SECONDS.labels(generation=str(generation)).observe(time.perf_counter() - started)
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import gc
+import socket
+
 import uvicorn
 from fastapi import FastAPI
 
 from shared.settings import get_settings
 
 
-def serve(api: FastAPI, service: str, server_class: type[uvicorn.Server] = uvicorn.Server) -> None:
+class ServiceServer(uvicorn.Server):
+    """uvicorn's server, which settles the heap once its service has started (``settle_heap``)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            settle_heap()
+
+
+def settle_heap() -> None:
+    """Collect once, then move every object the started service holds (its modules, routes,
+    mappers, settings: about 180,000) out of the garbage collector's sight (``gc.freeze``).
+    Its oldest generation was collected every second or two under load, each time walking all of
+    them: pauses of 50–280 ms that every request and event in flight waited out, the webhook
+    door's p99. What the service allocates from then on is collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
+def serve(api: FastAPI, service: str, server_class: type[uvicorn.Server] = ServiceServer) -> None:
     settings = get_settings()
     config = uvicorn.Config(
         api,

@@ -131,6 +131,7 @@ async def run_service(
 ) -> AsyncIterator[Runtime]:
     settings = settings or get_settings()
     configure_logging(name, settings.log_level)
+    metrics.watch_garbage_collections()
     traces = tracing.configure_tracing(name, settings.otlp_endpoint)
     runtime = await build_runtime(name, settings, tables)
     engine, producer = runtime.engine, runtime.producer

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
 
-import uvicorn
 from fastapi import APIRouter, FastAPI
 from sqlmodel import SQLModel
 
@@ -17,6 +16,7 @@ from services.gateway.models import Route
 from shared import api_docs, outbox_api, webhook_door
 from shared.bus import Handler
 from shared.events import Envelope, Topic
+from shared.runner import ServiceServer
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
 
-class GatewayServer(uvicorn.Server):
+class GatewayServer(ServiceServer):
     """uvicorn waits for open responses before it stops: end the endless event streams first."""
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

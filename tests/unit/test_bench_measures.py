@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bench.goals import RateFigures, chain_goals, goal_table, soak_goals
+from bench.ingress import gc_pauses
 from bench.measures import (
     Growth,
     cpu_seconds,
@@ -19,6 +20,7 @@ from bench.measures import (
     hop_totals,
     mean_hops,
     memory_growth,
+    observations_over,
     percentile,
     send_times,
     table,
@@ -261,3 +263,22 @@ def test_mean_hops_come_from_the_histograms_sum_and_count_between_two_scrapes():
         "catalog.service.created": pytest.approx(0.2),
     }
     assert mean_hops(after, after) == {}  # nothing handled in between: no mean to show
+
+
+def test_the_doors_garbage_collections_between_two_scrapes_are_counted_with_the_long_ones():
+    def scrape(young: tuple[int, int, float], old: tuple[int, int, float]) -> str:
+        lines = []
+        for generation, (within, count, seconds) in (("0", young), ("2", old)):
+            lines += [
+                f'gantry_gc_pause_seconds_bucket{{generation="{generation}",le="0.05"}} {within}.0',
+                f'gantry_gc_pause_seconds_count{{generation="{generation}"}} {count}.0',
+                f'gantry_gc_pause_seconds_sum{{generation="{generation}"}} {seconds}',
+            ]
+        return "\n".join(lines) + "\n"
+
+    before = scrape((100, 100, 0.05), (1, 2, 0.3))
+    after = scrape((900, 900, 0.4), (1, 5, 0.9))  # 800 short young ones, 3 long old ones
+    counted, seconds, long = gc_pauses(before, after)
+    assert (counted, long) == (803, 3) and seconds == pytest.approx(0.95)
+    assert observations_over(after, "gantry_gc_pause_seconds", "0.05") == 4
+    assert hop_totals(after, "gantry_gc_pause_seconds", label="generation") == {"0": (0.4, 900.0), "2": (0.9, 5.0)}

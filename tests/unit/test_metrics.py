@@ -3,6 +3,7 @@ on a real SQLite database, scraped over HTTP and read back with Prometheus' own 
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -184,3 +185,20 @@ async def test_with_a_metrics_token_only_a_scraper_that_sends_it_is_answered(uow
         assert (await http.get("/metrics", headers=OWNER)).status_code == 401, "a user's token is not the scraper's"
         right = await http.get("/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"})
         assert right.status_code == 200 and "gantry_outbox_pending_rows" in right.text
+
+
+def test_each_garbage_collection_is_timed_by_generation_once() -> None:
+    metrics.watch_garbage_collections()
+    metrics.watch_garbage_collections()  # a second service start in the same process adds nothing
+    assert gc.callbacks.count(metrics._timed_collection) == 1
+    child = metrics.GC_PAUSE_SECONDS.labels(generation="2")
+    before_count, before_sum = _histogram(child)
+    gc.collect(2)
+    gc.collect(2)
+    after_count, after_sum = _histogram(child)
+    assert after_count == before_count + 2 and after_sum > before_sum
+
+
+def _histogram(child) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    samples = {sample.name: sample.value for metric in child.collect() for sample in metric.samples}
+    return samples["gantry_gc_pause_seconds_count"], samples["gantry_gc_pause_seconds_sum"]

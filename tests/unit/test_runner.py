@@ -1,0 +1,50 @@
+"""A service's server settles its heap once the service has started (``shared.runner``)."""
+
+from __future__ import annotations
+
+import gc
+
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from shared.runner import ServiceServer
+
+
+async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def server() -> ServiceServer:
+    """A server as ``uvicorn.Server.serve`` prepares one before its startup."""
+    config = uvicorn.Config(hello, host="127.0.0.1", port=0, lifespan="off", log_config=None)
+    config.load()
+    made = ServiceServer(config)
+    made.lifespan = config.lifespan_class(config)
+    return made
+
+
+async def test_a_started_service_keeps_what_it_holds_out_of_the_collectors_sight() -> None:
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    started = server()
+    await started.startup()
+    try:
+        held = gc.get_freeze_count()
+        assert held > 10_000, held  # the modules, classes and functions loaded so far
+        gc.collect()  # collections after it leave them alone
+        assert gc.get_freeze_count() == held
+    finally:
+        await started.shutdown()
+        gc.unfreeze()  # the tests that follow share this process
+
+
+async def test_a_server_told_to_stop_while_starting_freezes_nothing() -> None:
+    gc.unfreeze()
+    stopping = server()
+    stopping.should_exit = True
+    await stopping.startup()
+    try:
+        assert gc.get_freeze_count() == 0
+    finally:
+        await stopping.shutdown()
