@@ -7,7 +7,7 @@ import gc
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from shared.runner import ServiceServer
+from shared.runner import YOUNG_THRESHOLD, ServiceServer
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
@@ -27,6 +27,7 @@ def server() -> ServiceServer:
 async def test_a_started_service_keeps_what_it_holds_out_of_the_collectors_sight() -> None:
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     started = server()
     await started.startup()
     try:
@@ -34,17 +35,20 @@ async def test_a_started_service_keeps_what_it_holds_out_of_the_collectors_sight
         assert held > 10_000, held  # the modules, classes and functions loaded so far
         gc.collect()  # collections after it leave them alone
         assert gc.get_freeze_count() == held
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *thresholds[1:])
     finally:
         await started.shutdown()
         gc.unfreeze()  # the tests that follow share this process
+        gc.set_threshold(*thresholds)
 
 
 async def test_a_server_told_to_stop_while_starting_freezes_nothing() -> None:
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     stopping = server()
     stopping.should_exit = True
     await stopping.startup()
     try:
-        assert gc.get_freeze_count() == 0
+        assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
     finally:
         await stopping.shutdown()
