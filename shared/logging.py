@@ -47,7 +47,7 @@ class _StderrLines:
     which cost three times as much per line (a LogRecord, the caller's frame, a handler's lock).
     Found at each write, so a test that swaps stderr sees the lines of loggers made before."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str = "gantry", *_args: Any) -> None:  # structlog's logger factory
         self.name = name  # what ``add_logger_name`` reads, as from a standard library logger
 
     def msg(self, message: str) -> None:
@@ -56,31 +56,16 @@ class _StderrLines:
     debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
-def _stderr_lines(name: str = "gantry", *_args: Any) -> _StderrLines:
-    lines = _LINES.get(name)
-    if lines is None:
-        lines = _LINES[name] = _StderrLines(name)
-    return lines
-
-
-_LINES: dict[str, _StderrLines] = {}
-
-
 def configure_logging(service: str, level: str = "info") -> None:
     _EMITTER["service"] = service
-    own: list[Any] = [  # Gantry's own lines
-        structlog.contextvars.merge_contextvars,
-        _keep_emitting_service,
-        structlog.processors.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.StackInfoRenderer(),
-        structlog.processors.format_exc_info,
-        structlog.processors.JSONRenderer(),
-    ]
     structlog.configure(
-        processors=own,
-        logger_factory=_stderr_lines,
+        processors=[  # Gantry's own lines
+            *_SHARED,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=_StderrLines,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         cache_logger_on_first_use=True,
     )

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka.errors import (
     InvalidTopicError,
@@ -93,31 +93,20 @@ def add_event(session: AsyncSession, topic: Topic, envelope: Envelope, key: str)
     one statement before it commits (a use case that fails takes its rows with it): added to the
     session, each row was flushed alone by the next use case's first read. Nothing in a batch reads
     the outbox, and the rows keep the order they were emitted in."""
-    payload, created_at, trace_context = envelope.model_dump_json(), utcnow(), current_context()
+    row: dict[str, Any] = {
+        "event_id": envelope.id,
+        "topic": topic.value,
+        "key": key,
+        "payload": envelope.model_dump_json(),
+        "created_at": utcnow(),
+        "published_at": None,
+        "trace_context": current_context(),
+    }
     batch = CURRENT_BATCH.get()
     if batch is not None and batch.open and batch.session is session:
-        batch.outgoing.append(
-            {
-                "event_id": envelope.id,
-                "topic": topic.value,
-                "key": key,
-                "payload": payload,
-                "created_at": created_at,
-                "published_at": None,
-                "trace_context": trace_context,
-            }
-        )
+        batch.outgoing.append(row)
     else:
-        session.add(
-            OutboxMessage(
-                event_id=envelope.id,
-                topic=topic.value,
-                key=key,
-                payload=payload,
-                created_at=created_at,
-                trace_context=trace_context,
-            )
-        )
+        session.add(OutboxMessage(**row))
     session.info["outbox"] = True
 
 
