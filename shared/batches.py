@@ -11,11 +11,11 @@ being written in one insert when the batch commits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import event, inspect, text
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -44,6 +44,7 @@ class Batch:
     failures: int = 0  # use cases that failed inside the batch (not careful: the batch is spoiled)
     kept: Sequence[object] = ()  # rows read ahead for the batch's use cases (``bus.with_prefetch``)
     absent: set[object] = field(default_factory=set)  # identity keys read ahead and not found
+    indexes: dict[tuple[type, tuple[str, ...]], Index] = field(default_factory=dict)  # ``index_rows``
     _claimed: set[str] = field(default_factory=set)
 
     def joins(self, owner: object) -> bool:
@@ -81,6 +82,22 @@ class Batch:
             raise
 
 
+@dataclass
+class Index:
+    """A batch's rows of one model by the values of some of its columns (``index_rows``): every row
+    whose values are all in ``covered`` was read ahead, or was added by a use case of the batch."""
+
+    columns: tuple[str, ...]
+    covered: tuple[frozenset[object], ...]  # per column: the values whose rows were all read
+    rows: dict[tuple[object, ...], list[object]] = field(default_factory=dict)
+
+    def add(self, row: object) -> None:
+        self.rows.setdefault(tuple(getattr(row, column) for column in self.columns), []).append(row)
+
+    def covers(self, key: tuple[object, ...]) -> bool:
+        return all(value in values for value, values in zip(key, self.covered, strict=True))
+
+
 CURRENT_BATCH: ContextVar[Batch | None] = ContextVar("gantry_batch", default=None)
 Row = TypeVar("Row")
 
@@ -96,6 +113,67 @@ def note_absent(session: AsyncSession, model: type, keys: Iterable[object]) -> N
     if not batch.absent:
         event.listen(sync, "pending_to_persistent", lambda _session, row: batch.absent.discard(inspect(row).key))
     batch.absent.update(sync.identity_key(model, key) for key in keys)
+
+
+def index_rows(
+    session: AsyncSession, model: type, columns: Mapping[str, Iterable[object]], rows: Iterable[object]
+) -> None:
+    """A read ahead (``bus.with_prefetch``) read every row of ``model`` whose ``columns`` hold the
+    values given (one set per column; ``rows``): ``indexed`` answers the batch's look-ups of such
+    values from them, and from the rows the batch's use cases add, without a statement (and
+    without the flush a query makes first). The columns must be ones the batch's use cases never
+    change on an existing row."""
+    batch = CURRENT_BATCH.get()
+    if batch is None or batch.session is not session:
+        return
+    index = Index(tuple(columns), tuple(frozenset(values) for values in columns.values()))
+    for row in rows:
+        index.add(row)
+    if not batch.indexes:
+        event.listen(session.sync_session, "transient_to_pending", lambda _session, row: _added(batch, row))
+    batch.indexes[(model, index.columns)] = index
+
+
+def _added(batch: Batch, row: object) -> None:
+    for (model, _columns), index in batch.indexes.items():
+        if isinstance(row, model):
+            index.add(row)
+
+
+def indexed(session: AsyncSession, model: type[Row], **key: object) -> list[Row] | None:
+    """The rows of ``model`` whose columns hold ``key``'s values, as the batch's index has them
+    (``index_rows``), in the order they were read or added; None when no index covers the key or a
+    row of it is not certain (expired, rolled back, deleted since), and the caller asks the database."""
+    batch = CURRENT_BATCH.get()
+    if batch is None or batch.session is not session:
+        return None
+    index = batch.indexes.get((model, tuple(key)))
+    values = tuple(key.values())
+    if index is None or not index.covers(values):
+        return None
+    found: list[Row] = []
+    for row in index.rows.get(values, ()):
+        state = inspect(row)
+        if state.expired_attributes or not (state.persistent or state.pending):
+            return None  # a savepoint rolled back, or it was deleted: the database knows
+        if row in session.sync_session.deleted:
+            continue
+        if tuple(getattr(row, column) for column in index.columns) != values:
+            return None
+        found.append(row)  # type: ignore[arg-type]
+    return found
+
+
+async def first_row(
+    session: AsyncSession, model: type[Row], key: Mapping[str, object], query: Any, params: Mapping[str, Any]
+) -> Row | None:
+    """The one row of ``model`` with ``key`` from the batch's index, or else ``query``'s first row
+    (also when the index holds several: the query's order decides)."""
+    rows = indexed(session, model, **key)
+    if rows is not None and len(rows) <= 1:
+        return rows[0] if rows else None
+    result: Row | None = (await session.exec(query, params=params)).first()
+    return result
 
 
 async def get_row(session: AsyncSession, model: type[Row], key: object) -> Row | None:

@@ -24,7 +24,7 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import metrics, tracing
-from shared.batches import note_absent
+from shared.batches import index_rows, note_absent
 from shared.errors import PoisonEvent
 from shared.events import DataT, Envelope, utcnow
 from shared.logging import bind_event, get_logger, unbind_event
@@ -259,7 +259,9 @@ def read_ahead(model: type[SQLModel], data: type[DataT], **columns: str) -> Pref
     environment="environment")`` reads the runs whose service is one of the batch's statuses'
     and whose environment is one of theirs (each column keyed by the data's attribute). When the
     columns are the model's primary key, in its order, the keys the events name and no row has
-    are noted absent (``shared.batches.note_absent``): ``get_row`` answers them without a statement."""
+    are noted absent (``shared.batches.note_absent``): ``get_row`` answers them without a statement;
+    other columns index the rows read (``shared.batches.index_rows``): ``first_row`` and
+    ``indexed`` answer look-ups by those columns without a statement."""
     primary_key = [column.key for column in inspect(model).primary_key]
     by_key = list(columns) == primary_key
 
@@ -275,6 +277,9 @@ def read_ahead(model: type[SQLModel], data: type[DataT], **columns: str) -> Pref
         if by_key:
             named = {_key(payload, columns.values()) for payload in payloads}
             note_absent(session, model, named - {_key(row, columns) for row in rows})
+        else:
+            by_column = {column: {getattr(payload, name) for payload in payloads} for column, name in columns.items()}
+            index_rows(session, model, by_column, rows)
         return rows
 
     return prefetch

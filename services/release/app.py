@@ -10,10 +10,10 @@ from fastapi import FastAPI
 
 from services.release import environments, handlers, lifecycle
 from services.release.api import router
-from services.release.models import TABLES, KnownService
+from services.release.models import TABLES
 from shared import outbox_api
-from shared.bus import Handler, read_ahead, with_prefetch
-from shared.events import Topic, VersionCreated
+from shared.bus import Handler, with_prefetch
+from shared.events import Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
@@ -23,10 +23,11 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
         Topic.SERVICE_CREATED: partial(lifecycle.on_service_created, uow=runtime.uow),
         Topic.SERVICE_CHANGED: partial(lifecycle.on_service_changed, uow=runtime.uow),
         Topic.VERSION_CREATED: with_prefetch(
-            read_ahead(KnownService, VersionCreated, id="service_id"),
-            partial(handlers.on_version_created, uow=runtime.uow),
+            handlers.prefetch_versions, partial(handlers.on_version_created, uow=runtime.uow)
         ),
-        Topic.DEPLOY_STATUS: partial(lifecycle.on_deploy_status, uow=runtime.uow),
+        Topic.DEPLOY_STATUS: with_prefetch(
+            lifecycle.prefetch_statuses, partial(lifecycle.on_deploy_status, uow=runtime.uow)
+        ),
     }
 
 

@@ -20,6 +20,7 @@ from services.release.models import (
     ReleaseTarget,
     ServiceReleases,
 )
+from shared.bus import read_ahead, reading_ahead
 from shared.errors import Conflict, NotFound
 from shared.events import (
     Envelope,
@@ -75,6 +76,16 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
                 by=domain.AUTO_RELEASE_BY,
                 cause=envelope,
             )
+
+
+# What ``on_version_created`` looks up for a batch of versions (each service, its version of that
+# name, its bindings and their environments): four statements for the batch instead of four per
+# version (``shared.bus.with_prefetch``, ``shared.batches.first_row``).
+prefetch_versions = reading_ahead(
+    read_ahead(KnownService, VersionCreated, id="service_id"),
+    read_ahead(KnownVersion, VersionCreated, service_id="service_id", version="version"),
+    lookups.prefetch_bindings,
+)
 
 
 # Releases (project level)

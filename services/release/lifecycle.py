@@ -9,6 +9,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.release import domain, lookups
 from services.release.models import Binding, KnownService, KnownVersion, Release, Running
+from shared.batches import first_row
+from shared.bus import read_ahead
 from shared.errors import PoisonEvent
 from shared.events import DeployStatus, Envelope, ReleaseWithdrawn, ServiceChanged, ServiceCreated, utcnow
 from shared.logging import get_logger
@@ -68,7 +70,7 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
             log.info("service no longer runs", environment=data.environment, track=data.track)
             return
         key = {"service_id": data.service_id, "environment": data.environment, "track": data.track}
-        running = (await session.exec(_RUNNING, params=key)).first() or Running(
+        running = await first_row(session, Running, key, _RUNNING, key) or Running(
             service_id=data.service_id,
             project=data.project,
             service=data.service,
@@ -81,6 +83,9 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
         session.add(running)
 
 
+# Each status's track as release last knew it, for a batch of statuses in one statement
+# (``shared.bus.with_prefetch``): ``on_deploy_status`` then finds it without a statement of its own.
+prefetch_statuses = read_ahead(Running, DeployStatus, service_id="service_id", environment="environment", track="track")
 _RUNNING = select(Running).where(  # built once: each deploy.status reads it (``python -m bench.statements``)
     col(Running.service_id) == bindparam("service_id"),
     col(Running.environment) == bindparam("environment"),

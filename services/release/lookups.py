@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import bindparam
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.release.models import Binding, Environment, KnownService, KnownVersion, Release, Running
-from shared.batches import holds_write_lock
+from shared.batches import first_row, holds_write_lock, indexed
+from shared.bus import read_ahead
 from shared.errors import NotFound
+from shared.events import Envelope, VersionCreated
 
 
 async def lock_service(session: AsyncSession, service_id: str) -> KnownService | None:
@@ -64,12 +68,36 @@ _VERSION = select(KnownVersion).where(
 
 
 async def bound_environments(session: AsyncSession, service_id: str) -> list[tuple[Binding, Environment]]:
+    """The service's bindings with their environments, oldest first; in a batch that read them
+    ahead (``prefetch_bindings``), from the session without a statement."""
+    bindings = indexed(session, Binding, service_id=service_id)
+    if bindings is not None and all(binding.id is not None for binding in bindings):
+        found = [(binding, await session.get(Environment, binding.environment)) for binding in bindings]
+        if all(environment is not None for _binding, environment in found):
+            return sorted(((b, e) for b, e in found if e is not None), key=lambda pair: pair[0].id or 0)
     rows = await session.exec(_BOUND_ENVIRONMENTS, params={"service_id": service_id})
     return [(binding, environment) for binding, environment in rows.all()]
 
 
+async def prefetch_bindings(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
+    """For a batch of ``version.created`` (``shared.bus.with_prefetch``): the services' bindings and
+    their environments, two statements for the batch, which ``bound_environments`` then finds."""
+    bindings = await _bindings_ahead(session, envelopes)
+    codes = sorted({binding.environment for binding in bindings})  # type: ignore[attr-defined]
+    if not codes:
+        return bindings
+    environments = (await session.exec(_ENVIRONMENTS, params={"codes": codes})).all()
+    return [*bindings, *environments]
+
+
+_bindings_ahead = read_ahead(Binding, VersionCreated, service_id="service_id")
+_ENVIRONMENTS = select(Environment).where(col(Environment.code).in_(bindparam("codes", expanding=True)))
+
+
 async def find_version(session: AsyncSession, service_id: str, version: str) -> KnownVersion | None:
-    return (await session.exec(_VERSION, params={"service_id": service_id, "version": version})).first()
+    """The service's version of that name; in a batch that read them ahead, from the session."""
+    key: dict[str, object] = {"service_id": service_id, "version": version}
+    return await first_row(session, KnownVersion, key, _VERSION, key)
 
 
 async def versions_newest_first(session: AsyncSession, service_id: str) -> list[KnownVersion]:

@@ -12,7 +12,7 @@ from services.versioning.api import router
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
 from services.versioning.pipelines_api import router as pipelines_router
 from shared import outbox_api, webhook_door
-from shared.bus import Handler, read_ahead, with_prefetch
+from shared.bus import Handler, read_ahead, reading_ahead, with_prefetch
 from shared.events import PipelineSucceeded, Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
@@ -20,11 +20,16 @@ from shared.settings import Settings
 
 def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     return {
-        Topic.HOOK_RECEIVED: partial(handlers.on_hook_received, uow=runtime.uow),
+        Topic.HOOK_RECEIVED: with_prefetch(
+            handlers.prefetch_hooks, partial(handlers.on_hook_received, uow=runtime.uow)
+        ),
         Topic.SERVICE_CREATED: partial(handlers.on_service_created, uow=runtime.uow),
         Topic.SERVICE_CHANGED: partial(handlers.on_service_changed, uow=runtime.uow),
         Topic.PIPELINE_SUCCEEDED: with_prefetch(
-            read_ahead(KnownService, PipelineSucceeded, service_id="service_id"),
+            reading_ahead(
+                read_ahead(KnownService, PipelineSucceeded, service_id="service_id"),
+                read_ahead(Pipeline, PipelineSucceeded, service_id="service_id", pipeline_id="pipeline_id"),
+            ),
             partial(handlers.on_pipeline_succeeded, uow=runtime.uow, registry=runtime.settings.image_registry),
         ),
     }

@@ -25,6 +25,7 @@ from services.versioning.models import (
     StagePublic,
 )
 from shared import gitlab_hook
+from shared.batches import first_row
 from shared.events import utcnow
 from shared.logging import get_logger
 
@@ -40,8 +41,9 @@ _FIND = (  # built once: each hook and each success reads it (``python -m bench.
 
 
 async def find(session: AsyncSession, service_id: str, pipeline_id: int) -> Pipeline | None:
-    rows = await session.exec(_FIND, params={"service_id": service_id, "pipeline_id": pipeline_id})
-    return rows.first()
+    """The service's pipeline; in a batch that read its pipelines ahead, from them (``first_row``)."""
+    key: dict[str, object] = {"service_id": service_id, "pipeline_id": pipeline_id}
+    return await first_row(session, Pipeline, key, _FIND, key)
 
 
 async def record_hook(session: AsyncSession, service: KnownService, hook: gitlab_hook.PipelineHook) -> Pipeline | None:

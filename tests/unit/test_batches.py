@@ -11,7 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import delete, select
 
-from shared.batches import get_row, holds_write_lock, note_absent
+from shared.batches import first_row, get_row, holds_write_lock, indexed, note_absent
 from shared.bus import read_ahead, reading_ahead, with_prefetch
 from shared.consume import Record, apply_batch, handle_batch
 from shared.errors import PoisonEvent
@@ -406,3 +406,107 @@ async def test_a_read_ahead_by_primary_key_notes_what_it_did_not_find(make_uow):
         await handle_batch("t", _raw(*envelopes), with_prefetch(DEAD_LETTERS_AHEAD, look_up), FakeDeadLetters(), uow)
     assert found == ["reason 100", "none", "none"]
     assert len(reads) == 1, "the rows not found are known absent: no look-up of their own"
+
+
+# the dead-lettered rows whose key is one of the batch's pipelines' commits: not the primary key
+BY_KEY_AHEAD = read_ahead(OutboxDeadLetter, PipelineSucceeded, key="sha")
+
+
+def _of_commit(sha: str, pipeline_id: int = 0, service_id: str = "s1") -> Envelope:
+    data = PipelineSucceeded(service_id=service_id, project="p", service="s", pipeline_id=pipeline_id, ref="m", sha=sha)
+    return new_event(Topic.PIPELINE_SUCCEEDED, data, source="test", subject="p/s")
+
+
+def _dead_letter_row(outbox_id: int, key: str) -> OutboxDeadLetter:
+    return OutboxDeadLetter(
+        outbox_id=outbox_id,
+        event_id=f"e{outbox_id}",
+        topic="t",
+        key=key,
+        payload="{}",
+        created_at=utcnow(),
+        attempts=3,
+        reason="r",
+    )
+
+
+async def test_a_batch_finds_rows_by_other_columns_among_those_read_ahead_and_those_it_added(make_uow):
+    uow = await make_uow("batchtest", [])
+    await _dead_lettered(uow, 1, 2)  # both of key "k"
+    found: list[list[int] | None] = []
+    for how in ("pending", "flushed"):
+        found.clear()
+
+        async def look_up_or_add(envelope: Envelope, how: str = how) -> None:
+            data = envelope.payload(PipelineSucceeded)
+            async with uow.begin() as session:
+                if not await claim_inbox(session, envelope):
+                    return
+                rows = indexed(session, OutboxDeadLetter, key=data.sha)
+                found.append(None if rows is None else sorted(row.outbox_id for row in rows))
+                if data.pipeline_id and not rows:
+                    session.add(_dead_letter_row(data.pipeline_id, data.sha))
+                    if how == "flushed":
+                        await session.flush()
+
+        new = f"new-{how}"
+        envelopes = [
+            _of_commit("k"),
+            _of_commit(new, (10 if how == "pending" else 11)),
+            _of_commit(new),
+            _of_commit("none"),
+        ]
+        with reads_of(uow, "outbox_dead_letters") as reads:
+            await handle_batch(
+                "t", _raw(*envelopes), with_prefetch(BY_KEY_AHEAD, look_up_or_add), FakeDeadLetters(), uow
+            )
+        assert found == [[1, 2], [], [(10 if how == "pending" else 11)], []], how
+        assert len(reads) == 1, "the read ahead alone: the look-ups made no statement (and no flush)"
+
+
+async def test_a_look_up_the_index_is_not_sure_of_goes_to_the_database(make_uow):
+    uow = await make_uow("batchtest", [])
+    await _dead_lettered(uow, 1, 2)  # both of key "k"
+    newest_first = (
+        select(OutboxDeadLetter).where(OutboxDeadLetter.key == "k").order_by(OutboxDeadLetter.outbox_id.desc())
+    )
+    seen: list[object] = []
+
+    async def use_case(envelope: Envelope) -> None:
+        data = envelope.payload(PipelineSucceeded)
+        async with uow.begin() as session:
+            if not await claim_inbox(session, envelope):
+                return
+            if data.pipeline_id == 1:  # the query's order decides, not the index's
+                row = await first_row(session, OutboxDeadLetter, {"key": "k"}, newest_first, {})
+                seen.append(row.outbox_id if row is not None else None)
+            elif data.pipeline_id == 2:
+                seen.append(indexed(session, OutboxDeadLetter, key="elsewhere"))
+            elif data.pipeline_id == 3:
+                row = await session.get(OutboxDeadLetter, 1)
+                await session.delete(row)
+                seen.append(sorted(r.outbox_id for r in indexed(session, OutboxDeadLetter, key="k") or []))
+                await session.flush()
+                seen.append(indexed(session, OutboxDeadLetter, key="k"))  # a row deleted: not sure
+            elif data.pipeline_id == 4:
+                session.add(_dead_letter_row(20, "poison"))
+                await session.flush()
+                raise PoisonEvent("written, then refused: its row is rolled back")
+            elif data.pipeline_id == 5:
+                seen.append(indexed(session, OutboxDeadLetter, key="poison"))  # rolled back: not sure
+                row = await first_row(
+                    session,
+                    OutboxDeadLetter,
+                    {"key": "poison"},
+                    select(OutboxDeadLetter).where(OutboxDeadLetter.key == "poison"),
+                    {},
+                )
+                seen.append(row)
+
+    cases = ("k", "k", "k", "poison", "poison")  # several rows, a key not named, a delete, a rollback
+    envelopes = [_of_commit(sha, pipeline_id) for pipeline_id, sha in enumerate(cases, start=1)]
+    dlq = FakeDeadLetters()
+    await handle_batch("t", _raw(*envelopes), with_prefetch(BY_KEY_AHEAD, use_case), dlq, uow)
+    # the poison event spoiled the first try: the batch was applied again, each event in a savepoint
+    assert seen[-6:] == [2, None, [2], None, None, None]
+    assert [reason.split(":")[0] for _topic, _raw, reason in dlq.records] == ["poison"]

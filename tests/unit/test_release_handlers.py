@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 
 import pytest
 import yaml
@@ -11,9 +12,13 @@ from sqlmodel import col, select
 
 from services.release import environments, handlers, lifecycle
 from services.release.models import TABLES, EnvironmentCreate, KnownVersion
+from shared.bus import with_prefetch
+from shared.consume import handle_batch
 from shared.errors import Conflict, InvalidInput, NotFound, PoisonEvent
 from shared.events import Envelope, ServiceCreated, Topic, VersionCreated, new_event
 from shared.outbox import InboxEntry, OutboxMessage, UnitOfWork
+from tests.unit.conftest import reads_of
+from tests.unit.test_shared import FakeDeadLetters
 
 PROJECT = "shop"
 
@@ -304,3 +309,35 @@ async def test_a_second_service_with_the_same_code_is_poison(uow):
     await lifecycle.on_service_created(service_created("web"), uow=uow)
     with pytest.raises(PoisonEvent, match="already known"):
         await lifecycle.on_service_created(service_created("web"), uow=uow)
+
+
+async def test_a_batch_of_versions_reads_its_versions_bindings_and_environments_once(uow):
+    await add_environments(uow, "dev", "staging", "prod")
+    bound = await known_service(uow, "staging", "dev", auto=True)
+    unbound = await known_service(uow, auto=True)
+    events = [
+        version_created(bound, "1.0.0"),
+        version_created(bound, "1.1.0"),
+        version_created(bound, "1.0.0"),  # a version already known (another event, same name)
+        version_created(unbound, "2.0.0"),
+    ]
+    records = [(event.data["service_id"].encode(), event.model_dump_json().encode()) for event in events]
+    handler = with_prefetch(handlers.prefetch_versions, partial(handlers.on_version_created, uow=uow))
+
+    with (
+        reads_of(uow, "release_versions") as versions,
+        reads_of(uow, "release_bindings") as bindings,
+        reads_of(uow, "environments") as environments_read,
+    ):
+        await handle_batch(Topic.VERSION_CREATED.value, records, handler, FakeDeadLetters(), uow)
+
+    assert (len(versions), len(bindings), len(environments_read)) == (1, 1, 1), "once each for the batch"
+    # the same as one at a time: each new version of the bound service to its environments, in the
+    # order it was bound to them; the second 1.0.0 found the first (added by the batch) and stopped
+    released = [
+        (payload["data"]["version"], payload["data"]["environment"]) for _, payload in await released_events(uow)
+    ]
+    assert released == [("1.0.0", "staging"), ("1.0.0", "dev"), ("1.1.0", "staging"), ("1.1.0", "dev")]
+    async with uow.sessions() as session:
+        known = (await session.exec(select(KnownVersion.version).order_by(col(KnownVersion.id)))).all()
+    assert known == ["1.0.0", "1.1.0", "2.0.0"]

@@ -4,16 +4,19 @@ service runs, un-release, and environments changed and deleted (each announced t
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 from sqlmodel import select
 
 from services.release import environments, handlers, lifecycle
-from services.release.models import Environment, EnvironmentCreate, EnvironmentUpdate, KnownVersion, Release
+from services.release.models import Environment, EnvironmentCreate, EnvironmentUpdate, KnownVersion, Release, Running
+from shared.bus import with_prefetch
+from shared.consume import handle_batch
 from shared.errors import Conflict, NotFound
 from shared.events import DeployStatus, Envelope, ServiceChanged, Topic, new_event
 from shared.outbox import UnitOfWork
-from tests.unit.conftest import outbox
+from tests.unit.conftest import outbox, reads_of
 from tests.unit.test_release_handlers import (
     PROJECT,
     add_environments,
@@ -23,6 +26,7 @@ from tests.unit.test_release_handlers import (
     uow,  # noqa: F401 - the fixture
     version_created,
 )
+from tests.unit.test_shared import FakeDeadLetters
 
 
 def service_changed(service: Envelope, change: str, *, enabled: bool = True) -> Envelope:
@@ -227,3 +231,28 @@ async def test_environments_never_announced_are_announced_once_at_start(uow):  #
 
     states = (await payloads(uow, Topic.ENVIRONMENT_CHANGED))[before:]
     assert [(s["code"], s["change"]) for s in states] == [("dev", "updated"), ("prod", "updated")]
+
+
+async def test_a_batch_of_statuses_reads_where_the_service_runs_once(uow):  # noqa: F811
+    await add_environments(uow, "staging")
+    announced = await known_service(uow, "staging")
+    code = announced.data["service"]
+    statuses = [
+        deploy_status(announced, "staging", "progressing"),
+        deploy_status(announced, "staging", "succeeded"),  # finds the row the first added
+        deploy_status(announced, "staging", "progressing", track="canary"),
+        deploy_status(announced, "staging", "removed", track="canary"),  # deleted in the batch
+        deploy_status(announced, "staging", "progressing", track="canary"),  # and made again
+    ]
+    records = [(status.data["service_id"].encode(), status.model_dump_json().encode()) for status in statuses]
+    handler = with_prefetch(lifecycle.prefetch_statuses, partial(lifecycle.on_deploy_status, uow=uow))
+
+    with reads_of(uow, "release_running") as reads:
+        await handle_batch(Topic.DEPLOY_STATUS.value, records, handler, FakeDeadLetters(), uow)
+
+    assert len(reads) == 2, "the read ahead, and one look-up after the delete (the index is not sure then)"
+    async with uow.sessions() as session:
+        rows = (await session.exec(select(Running).order_by(Running.track))).all()
+    assert [(row.track, row.state) for row in rows] == [("canary", "progressing"), ("stable", "succeeded")]
+    with pytest.raises(Conflict, match="undeploy it first"):
+        await handlers.withdraw_release(PROJECT, code, "staging", by="bob", correlation_id="r", uow=uow)

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 
 import pytest
+from sqlmodel import select
 
 from services.versioning import domain, handlers, parking
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
 from shared import gitlab_hook
+from shared.bus import with_prefetch
+from shared.consume import handle_batch
 from shared.errors import PoisonEvent
 from shared.events import Envelope, HookReceived, PipelineSucceeded, ServiceCreated, Topic, new_event
 from tests.unit.conftest import outbox, query_plan, reads_of
+from tests.unit.test_shared import FakeDeadLetters
 
 SERVICE_ID = "s1"
 
@@ -274,3 +279,31 @@ async def test_a_successful_pipeline_reads_its_services_versions_once_through_in
     steps = await query_plan(uow, statement, parameters)
     assert "SCAN versions" not in steps and "(service_id=? AND sha=?)" in steps, steps
     assert len(await handlers.list_versions("shop", "web", uow=uow)) == 41
+
+
+async def test_a_batch_of_hooks_reads_its_services_and_pipelines_once(uow):
+    await announce(uow, "s2", "acme/api", "43")
+    api = {**hook(pipeline_id=9), "project": {"id": 43, "path_with_namespace": "acme/api"}}
+    bodies = [
+        hook(status="running"),
+        hook(),
+        api,
+        hook(pipeline_id=8),
+        hook(),
+        {**hook(), "project": {"id": 99, "path_with_namespace": "acme/new"}},
+    ]
+    events = [hook_event(body, delivery=f"d-{n}") for n, body in enumerate(bodies)]
+    records = [(event.data["scm_project_id"].encode(), event.model_dump_json().encode()) for event in events]
+    handler = with_prefetch(handlers.prefetch_hooks, partial(handlers.on_hook_received, uow=uow))
+
+    with reads_of(uow, "versioning_services") as services, reads_of(uow, "pipelines") as pipelines:
+        await handle_batch("gitlab.hook.received", records, handler, FakeDeadLetters(), uow)
+
+    assert len(services) == 1 and len(pipelines) == 1, "one read each for the batch, none per hook"
+    # the same as one hook at a time: pipeline 7 ran, then succeeded once (the second success is
+    # the same pipeline's), and the hook of an unknown repository is kept for its service
+    announced = [json.loads(row.payload)["data"] for row in await outbox(uow, "pipeline.succeeded")]
+    assert sorted((data["service_id"], data["pipeline_id"]) for data in announced) == [("s1", 7), ("s1", 8), ("s2", 9)]
+    assert [p.status for p in await handlers.list_pipelines("shop", "web", uow=uow)] == ["success", "success"]
+    async with uow.sessions() as session:
+        assert [row.scm_project_id for row in (await session.exec(select(ParkedHook))).all()] == ["99"]
