@@ -45,6 +45,7 @@ class Batch:
     kept: Sequence[object] = ()  # rows read ahead for the batch's use cases (``bus.with_prefetch``)
     absent: set[object] = field(default_factory=set)  # identity keys read ahead and not found
     indexes: dict[tuple[type, tuple[str, ...]], Index] = field(default_factory=dict)  # ``index_rows``
+    memo: dict[object, object] = field(default_factory=dict)  # ``batch_memo``: forgotten when a use case fails
     _claimed: set[str] = field(default_factory=set)
 
     def joins(self, owner: object) -> bool:
@@ -75,6 +76,7 @@ class Batch:
                 yield self.session
         except BaseException:
             self.failures += 1
+            self.memo.clear()  # what the failed use case left there may be rolled back with it
             for event_id, _topic in self.claims[mark:]:
                 self._claimed.discard(event_id)
             del self.claims[mark:]
@@ -174,6 +176,14 @@ async def first_row(
         return rows[0] if rows else None
     result: Row | None = (await session.exec(query, params=params)).first()
     return result
+
+
+def batch_memo(session: AsyncSession) -> dict[object, object] | None:
+    """What the batch's use cases keep for one another while they run in ``session`` (a look-up's
+    answer, kept up to date by the use cases that change it); None outside a batch. It is emptied
+    when a use case fails, as its changes may be rolled back."""
+    batch = CURRENT_BATCH.get()
+    return batch.memo if batch is not None and batch.session is session else None
 
 
 async def get_row(session: AsyncSession, model: type[Row], key: object) -> Row | None:

@@ -30,6 +30,7 @@ from services.deploy.models import (
     Trigger,
 )
 from services.deploy.resources import create_resource as create_resource  # one of deploy's use cases
+from shared.batches import batch_memo, first_row
 from shared.bus import read_ahead, reading_ahead
 from shared.errors import Conflict
 from shared.events import DeployAction, DeployRequested, Envelope, Placement, VersionReleased, utcnow
@@ -56,12 +57,15 @@ async def record_released_version(envelope: Envelope, *, uow: UnitOfWork) -> Dep
     return deployment
 
 
-# What ``record_released_version`` looks up by key for a batch of releases (each service's state,
-# auto-deploy rule, resource choice and instances): four statements for the batch instead of four
-# per release (``shared.bus.with_prefetch``). A service catalog never changed (most) has no state
-# row: that is noted, so it is not looked for again per release.
+# What ``record_released_version`` looks up for a batch of releases (each service's state, the
+# version released, the auto-deploy rule, resource choice and instances): five statements for the
+# batch instead of five per release (``shared.bus.with_prefetch``, ``shared.batches.first_row``). A
+# service catalog never changed (most) has no state row: that is noted, so it is not looked for
+# again per release. The stable track's history is read once per service and environment
+# (``_stable_track``).
 prefetch_released = reading_ahead(
     read_ahead(KnownService, VersionReleased, service_id="service_id"),
+    read_ahead(ReleasedVersion, VersionReleased, service_id="service_id", environment="environment", version="version"),
     *(
         read_ahead(model, VersionReleased, service_id="service_id", environment="environment")
         for model in (AutoDeployRule, ResourceChoice, Instance)
@@ -78,9 +82,8 @@ _RELEASED = select(ReleasedVersion).where(  # built once (``python -m bench.stat
 
 async def _remember(session: AsyncSession, release: VersionReleased) -> None:
     key = {"service_id": release.service_id, "environment": release.environment, "version": release.version}
-    rows = await session.exec(_RELEASED, params=key)
     fields = release.model_dump(include=set(ReleasedVersion.model_fields) - {"id"})
-    row = rows.first() or ReleasedVersion(**fields)
+    row = await first_row(session, ReleasedVersion, key, _RELEASED, key) or ReleasedVersion(**fields)
     row.sqlmodel_update(fields | {"released_at": utcnow(), "withdrawn_at": None})
     session.add(row)
 
@@ -93,13 +96,13 @@ async def _auto_deployment(
     if rule is None or not rule.enabled:
         return None
     choice = await session.get(ResourceChoice, key)
-    history = await lookups.track_history(session, *key, "stable", limit=1)
+    track = await _stable_track(session, key, manual=choice is not None)
     stable = await lookups.instance(session, *key, "stable")
     replicas = domain.auto_deploy_replicas(
         domain.AutoDeployFacts(
             rule_enabled=rule.enabled,
-            manually_deployed=choice is not None and await lookups.has_manual_deployment(session, *key),
-            last_stable_replicas=history[0].replicas if history else None,
+            manually_deployed=track.manually_deployed,
+            last_stable_replicas=track.last_replicas,
             running_version=stable.version if stable else None,
             running_state=stable.state if stable else None,
             released_version=release.version,
@@ -122,7 +125,35 @@ async def _auto_deployment(
         correlation_id=cause.correlation_id,
     )
     _start(session, deployment, cause=cause)
+    memo = batch_memo(session)
+    if memo is not None:  # the batch's next release of this service here sees this one as the newest
+        memo[("stable track", *key)] = StableTrack(track.manually_deployed, deployment.replicas)
     return deployment
+
+
+@dataclass(frozen=True)
+class StableTrack:
+    """What auto-deploy reads of a stable track's history."""
+
+    manually_deployed: bool  # deployed by hand since the workload was last removed
+    last_replicas: int | None  # the newest stable deployment's replicas
+
+
+async def _stable_track(session: AsyncSession, key: tuple[str, str], *, manual: bool) -> StableTrack:
+    """Read once per service and environment in a batch of releases (``shared.batches.batch_memo``),
+    kept up to date by the auto deployments the batch makes; a batch makes no manual deployment."""
+    memo = batch_memo(session)
+    kept = memo.get(("stable track", *key)) if memo is not None else None
+    if isinstance(kept, StableTrack) and (kept.manually_deployed or not manual):
+        return kept
+    history = await lookups.track_history(session, *key, "stable", limit=1)
+    track = StableTrack(
+        manually_deployed=manual and await lookups.has_manual_deployment(session, *key),
+        last_replicas=history[0].replicas if history else None,
+    )
+    if memo is not None:
+        memo[("stable track", *key)] = track
+    return track
 
 
 async def request_deployment(

@@ -11,7 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import delete, select
 
-from shared.batches import first_row, get_row, holds_write_lock, indexed, note_absent
+from shared.batches import batch_memo, first_row, get_row, holds_write_lock, indexed, note_absent
 from shared.bus import read_ahead, reading_ahead, with_prefetch
 from shared.consume import Record, apply_batch, handle_batch
 from shared.errors import PoisonEvent
@@ -510,3 +510,27 @@ async def test_a_look_up_the_index_is_not_sure_of_goes_to_the_database(make_uow)
     # the poison event spoiled the first try: the batch was applied again, each event in a savepoint
     assert seen[-6:] == [2, None, [2], None, None, None]
     assert [reason.split(":")[0] for _topic, _raw, reason in dlq.records] == ["poison"]
+
+
+async def test_a_batchs_memo_is_shared_by_its_use_cases_and_forgotten_when_one_fails(make_uow):
+    uow = await make_uow("batchtest", [])
+    seen: list[object] = []
+
+    async def use_case(envelope: Envelope) -> None:
+        data = envelope.payload(PipelineSucceeded)
+        async with uow.begin() as session:
+            if not await claim_inbox(session, envelope):
+                return
+            memo = batch_memo(session)
+            assert memo is not None
+            seen.append(dict(memo))
+            memo[data.pipeline_id] = data.sha
+            if data.sha == "poison":
+                raise PoisonEvent("refused after it kept something")
+
+    envelopes = [_of_commit("a", 1), _of_commit("b", 2), _of_commit("poison", 3), _of_commit("c", 4)]
+    await handle_batch("t", _raw(*envelopes), use_case, FakeDeadLetters(), uow)
+    # the careful try (after the poison spoiled the first): what the failed use case kept is gone
+    assert seen[-4:] == [{}, {1: "a"}, {1: "a", 2: "b"}, {}]
+    async with uow.sessions() as session:
+        assert batch_memo(session) is None, "outside a batch, nothing is kept"

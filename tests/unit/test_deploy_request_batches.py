@@ -130,15 +130,16 @@ async def test_a_batch_of_releases_reads_each_services_rules_once_and_deploys_as
     await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
     events = [released_event(version, correlation_id=f"c-{version}") for version in ("1.1.0", "1.2.0", "1.3.0")]
     handler = with_prefetch(handlers.prefetch_released, _record_release(uow))
-    tables = ("deploy_services", "auto_deploy_rules", "resource_choices", "instances")
+    tables = ("deploy_services", "auto_deploy_rules", "resource_choices", "instances", "released_versions")
 
     with ExitStack() as reading:
-        reads = {table: reading.enter_context(reads_of(uow, table)) for table in tables}
+        reads = {table: reading.enter_context(reads_of(uow, table)) for table in (*tables, "deployments")}
         await handle_batch(Topic.VERSION_RELEASED.value, _raw(*events, events[0]), handler, FakeDeadLetters(), uow)
 
-    assert {table: len(found) for table, found in reads.items()} == dict.fromkeys(tables, 1), (
+    assert {table: len(reads[table]) for table in tables} == dict.fromkeys(tables, 1), (
         "read once for the batch, not once per release"
     )
+    assert len(reads["deployments"]) == 2, "the stable track's newest and its manual deployment, once"
     requested = await outbox(uow, Topic.DEPLOY_REQUESTED)
     assert [(e.data["version"], e.data["trigger"], e.correlation_id) for e in requested[1:]] == [
         ("1.1.0", "auto", "c-1.1.0"),
