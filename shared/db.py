@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, event, func, inspect, text
+from sqlalchemy import Column, DateTime, event, func, insert_sentinel, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.schema import Table
@@ -67,6 +67,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+SENTINEL = "insert_sentinel"
+
+
+def inserted_together(*models: type[SQLModel]) -> None:
+    """Let SQLAlchemy insert many new rows of these tables (integer ids the database gives) in one
+    statement. On SQLite it cannot tell which generated id belongs to which row of a multi-row
+    INSERT, so it inserts them one statement each; a sentinel column (a number SQLAlchemy gives
+    each row of the statement, nullable, kept out of every SELECT) lets it match them up. Older
+    databases get the column at start-up (``_add_missing_columns``)."""
+    for model in models:
+        table: Table = model.__table__  # type: ignore[attr-defined]
+        if SENTINEL not in table.columns:
+            table.append_column(insert_sentinel(SENTINEL))
 
 
 async def create_tables(engine: AsyncEngine, service: str, tables: Sequence[type[SQLModel]]) -> None:

@@ -18,7 +18,7 @@ from services.deploy import domain
 from services.deploy.environments import KnownEnvironment
 from services.deploy.revisions import ResourceRevision
 from services.deploy.routes import KnownRoute
-from shared.db import UtcDateTime
+from shared.db import UtcDateTime, inserted_together
 from shared.events import DeployAction, utcnow
 from shared.schemas import REFUSE_UNKNOWN_FIELDS, documented
 
@@ -376,3 +376,5 @@ DEPLOY_TABLES: tuple[type[SQLModel], ...] = (
     Instance,
     KnownRoute,
 )
+
+inserted_together(ReleasedVersion)  # a batch's new rows in one INSERT

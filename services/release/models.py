@@ -16,7 +16,7 @@ from sqlmodel._compat import SQLModelConfig
 
 from services.release import domain
 from services.release.domain import DEFAULT_REFS, Tier, Trigger
-from shared.db import UtcDateTime
+from shared.db import UtcDateTime, inserted_together
 from shared.events import utcnow
 from shared.schemas import REFUSE_UNKNOWN_FIELDS, documented
 
@@ -231,3 +231,5 @@ class ServiceReleases(SQLModel):
 
 
 TABLES: tuple[type[SQLModel], ...] = (Environment, KnownService, KnownVersion, Binding, Release, Running)
+
+inserted_together(KnownVersion, Release, Running)  # a batch's new rows in one INSERT each

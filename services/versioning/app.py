@@ -12,8 +12,8 @@ from services.versioning.api import router
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
 from services.versioning.pipelines_api import router as pipelines_router
 from shared import outbox_api, webhook_door
-from shared.bus import Handler, read_ahead, reading_ahead, with_prefetch
-from shared.events import PipelineSucceeded, Topic
+from shared.bus import Handler, with_prefetch
+from shared.events import Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
 
@@ -26,10 +26,7 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
         Topic.SERVICE_CREATED: partial(handlers.on_service_created, uow=runtime.uow),
         Topic.SERVICE_CHANGED: partial(handlers.on_service_changed, uow=runtime.uow),
         Topic.PIPELINE_SUCCEEDED: with_prefetch(
-            reading_ahead(
-                read_ahead(KnownService, PipelineSucceeded, service_id="service_id"),
-                read_ahead(Pipeline, PipelineSucceeded, service_id="service_id", pipeline_id="pipeline_id"),
-            ),
+            handlers.prefetch_successes,
             partial(handlers.on_pipeline_succeeded, uow=runtime.uow, registry=runtime.settings.image_registry),
         ),
     }

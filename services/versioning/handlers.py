@@ -13,7 +13,7 @@ from services.versioning import domain, parking, pipelines
 from services.versioning.models import KnownService, Pipeline, PipelinePublic, Version
 from shared import gitlab_hook
 from shared.batches import first_row, index_rows
-from shared.bus import readable_payloads
+from shared.bus import read_ahead, readable_payloads, reading_ahead
 from shared.db import serialize_on
 from shared.errors import InvalidInput, NotFound, PoisonEvent
 from shared.events import (
@@ -186,6 +186,14 @@ def _succeeded(service: KnownService, hook: gitlab_hook.PipelineHook) -> Pipelin
     )
 
 
+# What ``on_pipeline_succeeded`` looks up for a batch of successes (each service, each pipeline):
+# two statements for the batch (``shared.bus.with_prefetch``, ``shared.batches.first_row``).
+prefetch_successes = reading_ahead(
+    read_ahead(KnownService, PipelineSucceeded, service_id="service_id"),
+    read_ahead(Pipeline, PipelineSucceeded, service_id="service_id", pipeline_id="pipeline_id"),
+)
+
+
 async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry: str) -> None:
     """ "A version is the record of one code commit": a successful pipeline makes its commit's version,
     announced with ``version.created``, or is linked to the version its commit already has."""
@@ -224,7 +232,18 @@ async def _related_versions(session: AsyncSession, data: PipelineSucceeded, name
     and any already named ``name``: through a union of three indexed searches, where an OR of the
     three would be read through the service's index alone, every version of it."""
     values = {"service_id": data.service_id, "pipeline_id": data.pipeline_id, "sha": data.sha, "name": name}
-    return list((await session.exec(_RELATED_VERSIONS, params=values)).all())
+    # The versions a batch made before this event are added to the database's answer instead of
+    # flushed for it: a flush per event wrote them one statement each, not all in one at the end.
+    with session.no_autoflush:
+        stored = list((await session.exec(_RELATED_VERSIONS, params=values)).all())
+    made = [
+        version
+        for version in session.new
+        if isinstance(version, Version)
+        and version.service_id == data.service_id
+        and (version.pipeline_id == data.pipeline_id or version.sha == data.sha or version.name == name)
+    ]
+    return stored + made
 
 
 async def _link(session: AsyncSession, data: PipelineSucceeded, version: str, *, made: bool) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from shared.db import UtcDateTime
+from shared.db import UtcDateTime, inserted_together
 from shared.events import utcnow
 
 
@@ -125,3 +125,6 @@ class ParkedHook(SQLModel, table=True):
     body: str
     delivery_id: str | None = Field(default=None, max_length=255)
     received_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+inserted_together(Pipeline, PipelineJob, Version)  # a batch's new rows in one INSERT each

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import select
 
 from services.versioning import domain, handlers, parking
@@ -307,3 +308,28 @@ async def test_a_batch_of_hooks_reads_its_services_and_pipelines_once(uow):
     assert [p.status for p in await handlers.list_pipelines("shop", "web", uow=uow)] == ["success", "success"]
     async with uow.sessions() as session:
         assert [row.scm_project_id for row in (await session.exec(select(ParkedHook))).all()] == ["99"]
+
+
+async def test_a_batch_of_successes_makes_each_commits_version_once_in_one_insert(uow):
+    same_second = datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC)
+    events = [
+        succeeded(7, sha="abc7", finished_at=same_second),
+        succeeded(8, sha="abc7", finished_at=same_second),  # the same commit: linked to 7's version
+        succeeded(9, sha="abc9", finished_at=same_second),  # another commit, the same second: named apart
+        succeeded(7, sha="abc7", finished_at=same_second),  # pipeline 7 again (another event): nothing new
+    ]
+    records = [(event.data["service_id"].encode(), event.model_dump_json().encode()) for event in events]
+    handler = with_prefetch(handlers.prefetch_successes, partial(handlers.on_pipeline_succeeded, uow=uow, registry="r"))
+    inserts: list[str] = []
+    engine = uow.sessions.kw["bind"].sync_engine
+    listener = lambda _c, _cur, statement, *_rest: inserts.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        await handle_batch("pipeline.succeeded", records, handler, FakeDeadLetters(), uow)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+    names = sorted(v.name for v in await handlers.list_versions("shop", "web", uow=uow))
+    assert names == ["2026.3.10-080509-main", "2026.3.10-080509-main.9"], "the versions the batch made were seen"
+    assert len(await outbox(uow, "version.created")) == 2
+    assert len([s for s in inserts if s.startswith("INSERT INTO versions")]) == 1, "the batch's versions in one INSERT"
