@@ -310,9 +310,10 @@ class OutboxRelay:
         self._attempts: dict[int, int] = {}
         self._lock_held = False  # the last try found another instance relaying (PostgreSQL)
         self._full = False  # the last try read a whole batch: more rows may be waiting
-        # built once: the relay reads it at each wake
+        # built once: the relay reads it at each wake, as plain rows (no objects for the session to
+        # track: the relay marks them by id)
         self._pending = (
-            select(OutboxMessage).where(*_unpublished(held=False)).order_by(col(OutboxMessage.id)).limit(batch)
+            select(*OUTBOX_COLUMNS).where(*_unpublished(held=False)).order_by(col(OutboxMessage.id)).limit(batch)
         )
 
     def wake(self) -> None:
@@ -417,7 +418,7 @@ class OutboxRelay:
             raise outage
         return done
 
-    async def _failed_for_good(self, session: AsyncSession, row: OutboxMessage, error: BaseException) -> int:
+    async def _failed_for_good(self, session: AsyncSession, row: OutboxRow, error: BaseException) -> int:
         """Count a permanent failure; at ``MAX_ATTEMPTS`` move the row to the dead-letter table."""
         assert row.id is not None
         attempts = self._attempts[row.id] = self._attempts.get(row.id, 0) + 1
@@ -445,7 +446,7 @@ class OutboxRelay:
                 reason=reason[:2000],
             )
         )
-        await session.delete(row)
+        await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id) == row.id))
         log.error(
             "outbox row dead-lettered: the rows of its key wait until an org admin retries or "
             "discards it (gantry outbox)",
@@ -456,6 +457,10 @@ class OutboxRelay:
             reason=reason,
         )
         return 1
+
+
+OUTBOX_COLUMNS = tuple(OutboxMessage.__table__.columns)  # type: ignore[attr-defined]
+OutboxRow = Any  # a row of OUTBOX_COLUMNS: OutboxMessage's fields, read as attributes
 
 
 _MARK_PUBLISHED = (
@@ -471,7 +476,7 @@ async def _mark_published(session: AsyncSession, ids: list[int]) -> None:
         await (await session.connection()).execute(_MARK_PUBLISHED, {"ids": ids, "published_at": utcnow()})
 
 
-def _record(row: OutboxMessage) -> Record:
+def _record(row: OutboxRow) -> Record:
     headers = relay_headers(row.trace_context, row.topic, row.created_at)
     return Record(row.topic, row.key, row.payload.encode(), headers)
 

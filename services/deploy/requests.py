@@ -16,7 +16,7 @@ then found poison never reaches the cluster: its data is checked before it is ap
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sqlmodel import col, select
@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.deploy import domain, resource_values
 from services.deploy.cluster import ClusterDriver, RolloutStatus
 from services.deploy.models import Deployment, Instance, Track
+from services.deploy.revisions import ResourceRevision
 from services.deploy.worker import (
     APPLY_TIMEOUT_SECONDS,
     VALUELESS_ACTIONS,
@@ -46,14 +47,19 @@ log = get_logger(__name__)
 Recorded = Callable[[Deployment], Awaitable[None]]  # after the commit, per recorded deployment
 
 
-async def _values_read(session: AsyncSession, request: DeployRequested, keyring: Keyring) -> Values:
+async def _values_read(
+    session: AsyncSession,
+    request: DeployRequested,
+    keyring: Keyring,
+    read: Mapping[resource_values.RevisionKey, ResourceRevision] | None = None,
+) -> Values:
     """The request's resource values, read now in ``session``, handed over when it is applied; a
     failure to read them is raised then, and fails that request alone (as reading them late did)."""
     if request.action in VALUELESS_ACTIONS:
         return _no_values
     try:
-        read = await resource_values.values_to_apply(
-            session, request.environment, request.deployment_id, request.resources, keyring
+        opened = await resource_values.values_to_apply(
+            session, request.environment, request.deployment_id, request.resources, keyring, read
         )
     except Exception as exc:  # noqa: BLE001  # raised when applied: the request fails with its reason
         failure = exc
@@ -64,7 +70,7 @@ async def _values_read(session: AsyncSession, request: DeployRequested, keyring:
         return failed
 
     async def values() -> dict[str, dict[str, Any]]:
-        return read
+        return opened
 
     return values
 
@@ -110,11 +116,22 @@ class DeployRequests:
             _held = (
                 (await session.exec(select(Deployment).where(col(Deployment.id).in_(wanted)))).all() if wanted else []
             )
+            # and every revision the requests name, in one statement
+            read = await resource_values.revisions_of(
+                session,
+                {
+                    (request.environment, name, revision)
+                    for event_id, (_, request) in requests.items()
+                    if event_id not in applied and request.action not in VALUELESS_ACTIONS
+                    for name, revision in request.resources.items()
+                    if revision is not None
+                },
+            )
             for event_id, (envelope, request) in requests.items():
                 if event_id in applied:
                     log.info("deploy request already applied", deployment_id=request.deployment_id)
                     continue
-                values = await _values_read(session, request, self.keyring)
+                values = await _values_read(session, request, self.keyring, read)
                 by_service.setdefault((request.service_id, request.environment), []).append((envelope, request, values))
         await asyncio.gather(*(self._apply_in_order(queue) for queue in by_service.values()))
 

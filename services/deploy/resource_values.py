@@ -8,10 +8,10 @@ to the cluster, where secret ones become a Kubernetes Secret (``manifests.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, tuple_
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,16 +27,18 @@ async def values_to_apply(
     deployment_id: str,
     revisions: Mapping[str, int | None],
     keyring: Keyring,
+    read: Mapping[RevisionKey, ResourceRevision] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``{name: {"type", "data" (in clear), "secret" (the keys held secret)}}`` at the named revisions.
 
     Raises ``LookupError`` for a revision this database does not hold, ``SealingError`` for a value
-    that does not open."""
+    that does not open. ``read``: revisions already read (``revisions_of``), by (environment,
+    name, revision); one not there is read here."""
     recorded = await session.get(Deployment, deployment_id)
     snapshot = recorded.resource_snapshot if recorded is not None else {}
     values: dict[str, dict[str, Any]] = {}
     for name, revision in revisions.items():
-        type_, stored, legacy = await _stored(session, environment, name, revision, snapshot.get(name))
+        type_, stored, legacy = await _stored(session, environment, name, revision, snapshot.get(name), read)
         opened = sealed.open_values(keyring, (environment, name), stored)
         secret = secrecy.secret_keys(type_, opened) if legacy else stored.secret
         values[name] = {"type": type_, "data": opened, "secret": secret}
@@ -50,13 +52,36 @@ _REVISION = select(ResourceRevision).where(  # built once: each deploy request r
 )
 
 
+RevisionKey = tuple[str, str, int]  # environment, resource name, revision
+
+
+async def revisions_of(session: AsyncSession, wanted: Collection[RevisionKey]) -> dict[RevisionKey, ResourceRevision]:
+    """The named revisions this database holds, in one statement (a batch of requests reads them
+    together before any is applied)."""
+    if not wanted:
+        return {}
+    query = select(ResourceRevision).where(
+        tuple_(ResourceRevision.environment, ResourceRevision.name, ResourceRevision.revision).in_(list(wanted))
+    )
+    return {(row.environment, row.name, row.revision): row for row in (await session.exec(query)).all()}
+
+
 async def _stored(
-    session: AsyncSession, environment: str, name: str, revision: int | None, recorded: Mapping[str, Any] | None
+    session: AsyncSession,
+    environment: str,
+    name: str,
+    revision: int | None,
+    recorded: Mapping[str, Any] | None,
+    read: Mapping[RevisionKey, ResourceRevision] | None = None,
 ) -> tuple[str, sealed.Stored, bool]:
     """(type, stored values, whether they are from before sealing) of one resource at ``revision``."""
     if revision is not None:
-        rows = await session.exec(_REVISION, params={"environment": environment, "name": name, "revision": revision})
-        kept: ResourceRevision | Resource | None = rows.first()
+        kept: ResourceRevision | Resource | None = (read or {}).get((environment, name, revision))
+        if kept is None:
+            rows = await session.exec(
+                _REVISION, params={"environment": environment, "name": name, "revision": revision}
+            )
+            kept = rows.first()
         if kept is None:  # made before revisions were kept: the resource itself, if still at that revision
             current = await session.exec(
                 select(Resource).where(Resource.environment == environment, Resource.name == name)

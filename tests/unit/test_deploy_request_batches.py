@@ -193,12 +193,13 @@ async def test_a_batch_reads_the_inbox_and_every_requests_values_in_one_session(
 
     event.listen(pool, "checkout", checked_out)
     try:
-        with reads_of(uow, "deployments") as deployments:
+        with reads_of(uow, "deployments") as deployments, reads_of(uow, "resource_revisions") as revisions:
             await batch.before(new)
     finally:
         event.remove(pool, "checkout", checked_out)
     assert len(checkouts) == 1, "one session for the batch, not one per request"
     assert len(deployments) == 1, "the requests' deployments read together"
+    assert len(revisions) == 1, "the revisions the requests name read together"
     assert [(spec.version, dict(spec.resources)) for spec in cluster.applied[-2:]] == [
         ("2.0.0", {"orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}, "secret": ["url"]}}),
         ("3.0.0", {"orders-db": {"type": "database", "data": {"url": "postgres://db-a/orders"}, "secret": ["url"]}}),
