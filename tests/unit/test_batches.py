@@ -3,7 +3,9 @@ the dead-letter topic, each key's order kept; and the relay marking a published 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -534,3 +536,25 @@ async def test_a_batchs_memo_is_shared_by_its_use_cases_and_forgotten_when_one_f
     assert seen[-4:] == [{}, {1: "a"}, {1: "a", 2: "b"}, {}]
     async with uow.sessions() as session:
         assert batch_memo(session) is None, "outside a batch, nothing is kept"
+
+
+async def test_a_long_batch_lets_the_rest_of_the_service_have_the_event_loop(make_uow):
+    uow = await make_uow("batchtest", [])
+    finished: list[str] = []
+    began = asyncio.Event()
+
+    async def busy(envelope: Envelope) -> None:  # finds everything read ahead: never awaits
+        until = time.monotonic() + 0.002
+        while time.monotonic() < until:
+            pass
+        finished.append(envelope.id)
+        began.set()
+
+    async def door() -> int:  # a request arriving once the batch's use cases began
+        await began.wait()
+        return len(finished)
+
+    envelopes = [_of_commit("a", n) for n in range(40)]  # about 80 ms of work in one batch
+    answered, _ = await asyncio.gather(door(), handle_batch("t", _raw(*envelopes), busy, FakeDeadLetters(), uow))
+    assert len(finished) == 40
+    assert answered < 10, f"the request waited for {answered} of the batch's 40 events (about 2 ms each)"
