@@ -14,6 +14,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.batches import batch_memo
 from shared.settings import Settings
 from shared.sqlite_one_hop import one_hop_dbapi
 
@@ -146,9 +147,15 @@ async def serialize_on(session: AsyncSession, name: str) -> None:
     PostgreSQL (read committed) lets two transactions each miss the other's uncommitted row: a
     transaction-scoped advisory lock makes the second wait, then read what the first committed.
     SQLite (WAL) needs nothing: a transaction that read before another one's commit cannot write
-    after it, fails as busy and is retried whole."""
+    after it, fails as busy and is retried whole. A consumer's batch holds its locks until it
+    commits; one it took already is not asked for again (``shared.batches.batch_memo``)."""
     if session.get_bind().dialect.name == "postgresql":
+        held = batch_memo(session)  # in a consumer's batch, a lock it holds is not asked for again
+        if held is not None and ("lock", name) in held:
+            return
         await session.exec(select(func.pg_advisory_xact_lock(func.hashtext(name))))
+        if held is not None:
+            held[("lock", name)] = True
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

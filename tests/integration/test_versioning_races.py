@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from services.versioning import handlers
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
+from shared.bus import with_prefetch
+from shared.consume import handle_batch
 from shared.db import create_tables, make_engine, session_factory
 from shared.events import Envelope, HookReceived, ServiceCreated, Topic, new_event
 from shared.outbox import OUTBOX_TABLES, UnitOfWork
 from shared.settings import Settings
 from tests.support import SECRET
+from tests.unit.test_shared import FakeDeadLetters
 
 pytestmark = pytest.mark.integration
 ROUNDS = 25
@@ -92,3 +97,35 @@ async def test_a_hook_and_its_announcement_at_the_same_moment_make_one_pipeline(
         )
     missed = [number for number in range(ROUNDS) if not await handlers.list_pipelines("shop", f"web{number}", uow=uow)]
     assert missed == [], f"hooks kept and never applied: {len(missed)} of {ROUNDS}"
+
+
+def _hook_of_pipeline(number: int, pipeline_id: int) -> Envelope:
+    envelope = success_hook(number)
+    envelope.data["hook"]["object_attributes"]["id"] = pipeline_id
+    return envelope.model_copy(update={"id": f"d-{number}-{pipeline_id}"})
+
+
+async def test_a_batch_of_hooks_and_their_announcement_at_the_same_moment_miss_nothing(uow: UnitOfWork) -> None:
+    # a batch reads its repositories' services ahead: it must take their locks first, as a hook does
+    handler = with_prefetch(handlers.prefetch_hooks, partial(handlers.on_hook_received, uow=uow))
+    engine = uow.sessions.kw["bind"].sync_engine
+    locks: list[str] = []
+    listener = lambda _c, _k, sql, *_: locks.append(sql) if "pg_advisory_xact_lock" in sql else None  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        for number in range(100, 100 + ROUNDS):
+            hooks = [_hook_of_pipeline(number, pipeline_id) for pipeline_id in (1, 2, 3)]
+            records = [(b"k", hook.model_dump_json().encode()) for hook in hooks]
+            await asyncio.gather(
+                handle_batch(Topic.HOOK_RECEIVED.value, records, handler, FakeDeadLetters(), uow),
+                apply(handlers.on_service_created, announcement(number), uow),
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    seen = {
+        number: await handlers.list_pipelines("shop", f"web{number}", uow=uow) for number in range(100, 100 + ROUNDS)
+    }
+    missed = {number: len(pipelines) for number, pipelines in seen.items() if len(pipelines) != 3}
+    assert missed == {}, f"pipelines recorded of 3, where not all were: {missed}"
+    if engine.dialect.name == "postgresql":  # the batch's lock once, the announcement's once, per round
+        assert len(locks) == 2 * ROUNDS, f"{len(locks)} lock statements for {ROUNDS} rounds"
