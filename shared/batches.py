@@ -118,15 +118,24 @@ def note_absent(session: AsyncSession, model: type, keys: Iterable[object]) -> N
 
 
 def index_rows(
-    session: AsyncSession, model: type, columns: Mapping[str, Iterable[object]], rows: Iterable[object]
+    session: AsyncSession,
+    model: type,
+    columns: Mapping[str, Iterable[object]],
+    rows: Iterable[object],
+    *,
+    locked: bool = False,
 ) -> None:
     """A read ahead (``bus.with_prefetch``) read every row of ``model`` whose ``columns`` hold the
     values given (one set per column; ``rows``): ``indexed`` answers the batch's look-ups of such
     values from them, and from the rows the batch's use cases add, without a statement (and
     without the flush a query makes first). The columns must be ones the batch's use cases never
-    change on an existing row."""
+    change on an existing row.
+
+    Only where nothing else writes those rows until the batch commits: under SQLite's write lock
+    (``holds_write_lock``), or, on PostgreSQL, when the caller took the locks every writer of them
+    takes (``locked``). Elsewhere each look-up asks the database, and sees what committed since."""
     batch = CURRENT_BATCH.get()
-    if batch is None or batch.session is not session:
+    if batch is None or batch.session is not session or not (locked or holds_write_lock(session)):
         return
     index = Index(tuple(columns), tuple(frozenset(values) for values in columns.values()))
     for row in rows:

@@ -253,7 +253,7 @@ def readable_payloads(envelopes: Sequence[Envelope], model: type[DataT]) -> list
     return found
 
 
-def read_ahead(model: type[SQLModel], data: type[DataT], **columns: str) -> Prefetch:
+def read_ahead(model: type[SQLModel], data: type[DataT], *, locked: bool = False, **columns: str) -> Prefetch:
     """A ``Prefetch`` of the rows of ``model`` whose columns hold what a batch's events name, in
     one statement: ``read_ahead(ServiceRun, DeployStatus, service_id="service_id",
     environment="environment")`` reads the runs whose service is one of the batch's statuses'
@@ -261,7 +261,8 @@ def read_ahead(model: type[SQLModel], data: type[DataT], **columns: str) -> Pref
     columns are the model's primary key, in its order, the keys the events name and no row has
     are noted absent (``shared.batches.note_absent``): ``get_row`` answers them without a statement;
     other columns index the rows read (``shared.batches.index_rows``): ``first_row`` and
-    ``indexed`` answer look-ups by those columns without a statement."""
+    ``indexed`` answer look-ups by those columns without a statement, under SQLite's write lock, or
+    on PostgreSQL when ``locked`` says the batch took the locks the rows' writers take."""
     primary_key = [column.key for column in inspect(model).primary_key]
     by_key = list(columns) == primary_key
 
@@ -279,7 +280,7 @@ def read_ahead(model: type[SQLModel], data: type[DataT], **columns: str) -> Pref
             note_absent(session, model, named - {_key(row, columns) for row in rows})
         else:
             by_column = {column: {getattr(payload, name) for payload in payloads} for column, name in columns.items()}
-            index_rows(session, model, by_column, rows)
+            index_rows(session, model, by_column, rows, locked=locked)
         return rows
 
     return prefetch

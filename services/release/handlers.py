@@ -80,10 +80,12 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
 
 # What ``on_version_created`` looks up for a batch of versions (each service, its version of that
 # name, its bindings and their environments): four statements for the batch instead of four per
-# version (``shared.bus.with_prefetch``, ``shared.batches.first_row``).
+# version (``shared.bus.with_prefetch``, ``shared.batches.first_row``); on PostgreSQL the services
+# are locked first, as each event locks its own before it reads them.
 prefetch_versions = reading_ahead(
+    lookups.lock_services_ahead,
     read_ahead(KnownService, VersionCreated, id="service_id"),
-    read_ahead(KnownVersion, VersionCreated, service_id="service_id", version="version"),
+    read_ahead(KnownVersion, VersionCreated, locked=True, service_id="service_id", version="version"),
     lookups.prefetch_bindings,
 )
 

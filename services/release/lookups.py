@@ -10,7 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.release.models import Binding, Environment, KnownService, KnownVersion, Release, Running
 from shared.batches import first_row, holds_write_lock, indexed
-from shared.bus import read_ahead
+from shared.bus import read_ahead, readable_payloads
 from shared.errors import NotFound
 from shared.events import Envelope, VersionCreated
 
@@ -90,7 +90,18 @@ async def prefetch_bindings(session: AsyncSession, envelopes: list[Envelope]) ->
     return [*bindings, *environments]
 
 
-_bindings_ahead = read_ahead(Binding, VersionCreated, service_id="service_id")
+async def lock_services_ahead(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
+    """On PostgreSQL, the batch's services locked (in order) before their bindings and versions are
+    read ahead, as each event locks its own before reading them (``lock_service``): a binding made
+    meanwhile is then seen. A batch on SQLite holds the write lock already."""
+    ids = sorted({data.service_id for data in readable_payloads(envelopes, VersionCreated)})
+    if ids and not holds_write_lock(session):
+        query = update(KnownService).where(col(KnownService.id).in_(ids))
+        await session.exec(query.values(revision=col(KnownService.revision) + 1))
+    return []
+
+
+_bindings_ahead = read_ahead(Binding, VersionCreated, locked=True, service_id="service_id")
 _ENVIRONMENTS = select(Environment).where(col(Environment.code).in_(bindparam("codes", expanding=True)))
 
 

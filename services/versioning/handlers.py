@@ -99,14 +99,15 @@ async def prefetch_hooks(session: AsyncSession, envelopes: list[Envelope]) -> Se
     for repository in repositories:
         await serialize_on(session, _repository_lock(repository))
     services = list((await session.exec(_SERVICES_OF_REPOSITORIES, params={"ids": repositories})).all())
-    index_rows(session, KnownService, {"scm_project_id": repositories}, services)
+    # the repository locks are what a hook and an announcement take before they write these rows
+    index_rows(session, KnownService, {"scm_project_id": repositories}, services, locked=True)
     service_ids = {service.service_id for service in services}
     pipeline_ids = {_pipeline_id(data.hook) for data in hooks} - {None}
     if not service_ids or not pipeline_ids:
         return services
     values = {"service_ids": list(service_ids), "pipeline_ids": list(pipeline_ids)}
     found = list((await session.exec(_PIPELINES_OF_SERVICES, params=values)).all())
-    index_rows(session, Pipeline, {"service_id": service_ids, "pipeline_id": pipeline_ids}, found)
+    index_rows(session, Pipeline, {"service_id": service_ids, "pipeline_id": pipeline_ids}, found, locked=True)
     return [*services, *found]
 
 

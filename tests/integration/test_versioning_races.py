@@ -15,6 +15,7 @@ from sqlalchemy import event
 
 from services.versioning import handlers
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
+from shared.batches import index_rows, indexed
 from shared.bus import with_prefetch
 from shared.consume import handle_batch
 from shared.db import create_tables, make_engine, session_factory
@@ -129,3 +130,16 @@ async def test_a_batch_of_hooks_and_their_announcement_at_the_same_moment_miss_n
     assert missed == {}, f"pipelines recorded of 3, where not all were: {missed}"
     if engine.dialect.name == "postgresql":  # the batch's lock once, the announcement's once, per round
         assert len(locks) == 2 * ROUNDS, f"{len(locks)} lock statements for {ROUNDS} rounds"
+
+
+async def test_a_batch_trusts_its_index_only_where_nothing_else_writes_those_rows(uow: UnitOfWork) -> None:
+    # SQLite: the batch holds the write lock. PostgreSQL: only under the locks the batch took.
+    async with uow.batch(["e-1"]) as batch:
+        session = batch.session
+        index_rows(session, KnownService, {"scm_project_id": ["x"]}, [])
+        without_locks = indexed(session, KnownService, scm_project_id="x")
+        index_rows(session, KnownService, {"scm_project_id": ["x"]}, [], locked=True)
+        with_locks = indexed(session, KnownService, scm_project_id="x")
+    on_sqlite = uow.sessions.kw["bind"].dialect.name == "sqlite"
+    assert without_locks == ([] if on_sqlite else None), "unlocked on PostgreSQL: the database is asked"
+    assert with_locks == []
