@@ -115,3 +115,15 @@ def ports() -> Iterator[dict[str, socket.socket]]:
             sock.close()
         return
     raise RuntimeError("no block of free loopback ports found")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for a service's database alone, on SQLite or on a PostgreSQL database of its own."""
+    settings = Settings(home=tmp_path, secret=SECRET)
+    if request.param == "postgres":
+        postgres = request.getfixturevalue("postgres")
+        database = f"gantry_{os.urandom(4).hex()}"
+        postgres.create_database(database)
+        settings = settings.model_copy(update={"database_url": postgres.url(database)})
+    return settings

@@ -6,9 +6,7 @@ announcement is kept; when both are applied at once, neither may miss the other.
 from __future__ import annotations
 
 import asyncio
-import os
 from functools import partial
-from pathlib import Path
 
 import pytest
 from sqlalchemy import event
@@ -22,22 +20,15 @@ from shared.db import create_tables, make_engine, session_factory
 from shared.events import Envelope, HookReceived, ServiceCreated, Topic, new_event
 from shared.outbox import OUTBOX_TABLES, UnitOfWork
 from shared.settings import Settings
-from tests.support import SECRET
 from tests.unit.test_shared import FakeDeadLetters
 
 pytestmark = pytest.mark.integration
 ROUNDS = 25
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def uow(request: pytest.FixtureRequest, tmp_path: Path):
-    settings = Settings(home=tmp_path, secret=SECRET)
-    if request.param == "postgres":
-        postgres = request.getfixturevalue("postgres")
-        database = f"gantry_{os.urandom(4).hex()}"
-        postgres.create_database(database)
-        settings = settings.model_copy(update={"database_url": postgres.url(database)})
-    engine = make_engine("versioning", settings)
+@pytest.fixture
+async def uow(database_settings: Settings):
+    engine = make_engine("versioning", database_settings)
     await create_tables(
         engine, "versioning", [*OUTBOX_TABLES, KnownService, Pipeline, PipelineJob, Version, ParkedHook]
     )
