@@ -175,15 +175,14 @@ def indexed(session: AsyncSession, model: type[Row], **key: object) -> list[Row]
     return found
 
 
-async def first_row(
-    session: AsyncSession, model: type[Row], key: Mapping[str, object], query: Any, params: Mapping[str, Any]
-) -> Row | None:
-    """The one row of ``model`` with ``key`` from the batch's index, or else ``query``'s first row
-    (also when the index holds several: the query's order decides)."""
+async def first_row(session: AsyncSession, model: type[Row], query: Any, **key: Any) -> Row | None:
+    """The one row of ``model`` whose columns hold ``key``'s values, from the batch's index, or
+    else the first row of ``query`` (its bound values named as the columns), also when the index
+    holds several: the query's order decides."""
     rows = indexed(session, model, **key)
     if rows is not None and len(rows) <= 1:
         return rows[0] if rows else None
-    result: Row | None = (await session.exec(query, params=params)).first()
+    result: Row | None = (await session.exec(query, params=key)).first()
     return result
 
 

@@ -81,9 +81,9 @@ _RELEASED = select(ReleasedVersion).where(  # built once (``python -m bench.stat
 
 
 async def _remember(session: AsyncSession, release: VersionReleased) -> None:
-    key = {"service_id": release.service_id, "environment": release.environment, "version": release.version}
     fields = release.model_dump(include=set(ReleasedVersion.model_fields) - {"id"})
-    row = await first_row(session, ReleasedVersion, key, _RELEASED, key) or ReleasedVersion(**fields)
+    key = {"service_id": release.service_id, "environment": release.environment, "version": release.version}
+    row = await first_row(session, ReleasedVersion, _RELEASED, **key) or ReleasedVersion(**fields)
     row.sqlmodel_update(fields | {"released_at": utcnow(), "withdrawn_at": None})
     session.add(row)
 
@@ -125,9 +125,8 @@ async def _auto_deployment(
         correlation_id=cause.correlation_id,
     )
     _start(session, deployment, cause=cause)
-    memo = batch_memo(session)
-    if memo is not None:  # the batch's next release of this service here sees this one as the newest
-        memo[("stable track", *key)] = StableTrack(track.manually_deployed, deployment.replicas)
+    # the batch's next release of this service here sees this one as the newest
+    _keep_stable_track(session, key, StableTrack(track.manually_deployed, deployment.replicas))
     return deployment
 
 
@@ -151,9 +150,14 @@ async def _stable_track(session: AsyncSession, key: tuple[str, str], *, manual: 
         manually_deployed=manual and await lookups.has_manual_deployment(session, *key),
         last_replicas=history[0].replicas if history else None,
     )
+    _keep_stable_track(session, key, track)
+    return track
+
+
+def _keep_stable_track(session: AsyncSession, key: tuple[str, str], track: StableTrack) -> None:
+    memo = batch_memo(session)
     if memo is not None:
         memo[("stable track", *key)] = track
-    return track
 
 
 async def request_deployment(

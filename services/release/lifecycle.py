@@ -70,7 +70,7 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
             log.info("service no longer runs", environment=data.environment, track=data.track)
             return
         key = {"service_id": data.service_id, "environment": data.environment, "track": data.track}
-        running = await first_row(session, Running, key, _RUNNING, key) or Running(
+        running = await first_row(session, Running, _RUNNING, **key) or Running(
             service_id=data.service_id,
             project=data.project,
             service=data.service,

@@ -18,10 +18,16 @@ from shared.events import Envelope, VersionCreated
 async def lock_service(session: AsyncSession, service_id: str) -> KnownService | None:
     """Serialize use cases that read a service's bindings and versions together (a row write; a
     consumer batch on SQLite holds the database's write lock already)."""
-    if not holds_write_lock(session):
-        query = update(KnownService).where(col(KnownService.id) == service_id)
-        await session.exec(query.values(revision=col(KnownService.revision) + 1))
+    await _lock_services(session, [service_id])
     return await session.get(KnownService, service_id)
+
+
+async def _lock_services(session: AsyncSession, ids: list[str]) -> None:
+    """The services' rows written (locked until the transaction ends), unless the session holds
+    SQLite's write lock."""
+    if ids and not holds_write_lock(session):
+        query = update(KnownService).where(col(KnownService.id).in_(ids))
+        await session.exec(query.values(revision=col(KnownService.revision) + 1))
 
 
 async def find_service(session: AsyncSession, project: str, code: str) -> KnownService | None:
@@ -72,9 +78,14 @@ async def bound_environments(session: AsyncSession, service_id: str) -> list[tup
     ahead (``prefetch_bindings``), from the session without a statement."""
     bindings = indexed(session, Binding, service_id=service_id)
     if bindings is not None and all(binding.id is not None for binding in bindings):
-        found = [(binding, await session.get(Environment, binding.environment)) for binding in bindings]
-        if all(environment is not None for _binding, environment in found):
-            return sorted(((b, e) for b, e in found if e is not None), key=lambda pair: pair[0].id or 0)
+        found = []
+        for binding in sorted(bindings, key=lambda binding: binding.id or 0):
+            environment = await session.get(Environment, binding.environment)
+            if environment is None:
+                break  # not in the session: the database answers
+            found.append((binding, environment))
+        else:
+            return found
     rows = await session.exec(_BOUND_ENVIRONMENTS, params={"service_id": service_id})
     return [(binding, environment) for binding, environment in rows.all()]
 
@@ -94,10 +105,7 @@ async def lock_services_ahead(session: AsyncSession, envelopes: list[Envelope]) 
     """On PostgreSQL, the batch's services locked (in order) before their bindings and versions are
     read ahead, as each event locks its own before reading them (``lock_service``): a binding made
     meanwhile is then seen. A batch on SQLite holds the write lock already."""
-    ids = sorted({data.service_id for data in readable_payloads(envelopes, VersionCreated)})
-    if ids and not holds_write_lock(session):
-        query = update(KnownService).where(col(KnownService.id).in_(ids))
-        await session.exec(query.values(revision=col(KnownService.revision) + 1))
+    await _lock_services(session, sorted({data.service_id for data in readable_payloads(envelopes, VersionCreated)}))
     return []
 
 
@@ -107,8 +115,7 @@ _ENVIRONMENTS = select(Environment).where(col(Environment.code).in_(bindparam("c
 
 async def find_version(session: AsyncSession, service_id: str, version: str) -> KnownVersion | None:
     """The service's version of that name; in a batch that read them ahead, from the session."""
-    key: dict[str, object] = {"service_id": service_id, "version": version}
-    return await first_row(session, KnownVersion, key, _VERSION, key)
+    return await first_row(session, KnownVersion, _VERSION, service_id=service_id, version=version)
 
 
 async def versions_newest_first(session: AsyncSession, service_id: str) -> list[KnownVersion]:

@@ -74,8 +74,7 @@ async def on_hook_received(envelope: Envelope, *, uow: UnitOfWork) -> None:
         if not await claim_inbox(session, envelope):
             return
         # The token was derived from this project id: it alone says whose hook this is.
-        key: dict[str, object] = {"scm_project_id": data.scm_project_id}
-        service = await first_row(session, KnownService, key, _SERVICE_OF_REPOSITORY, key)
+        service = await first_row(session, KnownService, _SERVICE_OF_REPOSITORY, scm_project_id=data.scm_project_id)
         if service is None:
             await parking.park(session, hook, data.delivery_id)
             log.info(

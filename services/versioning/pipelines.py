@@ -42,8 +42,7 @@ _FIND = (  # built once: each hook and each success reads it (``python -m bench.
 
 async def find(session: AsyncSession, service_id: str, pipeline_id: int) -> Pipeline | None:
     """The service's pipeline; in a batch that read its pipelines ahead, from them (``first_row``)."""
-    key: dict[str, object] = {"service_id": service_id, "pipeline_id": pipeline_id}
-    return await first_row(session, Pipeline, key, _FIND, key)
+    return await first_row(session, Pipeline, _FIND, service_id=service_id, pipeline_id=pipeline_id)
 
 
 async def record_hook(session: AsyncSession, service: KnownService, hook: gitlab_hook.PipelineHook) -> Pipeline | None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import event
+from sqlalchemy import bindparam, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import delete, select
 
@@ -469,9 +469,8 @@ async def test_a_batch_finds_rows_by_other_columns_among_those_read_ahead_and_th
 async def test_a_look_up_the_index_is_not_sure_of_goes_to_the_database(make_uow):
     uow = await make_uow("batchtest", [])
     await _dead_lettered(uow, 1, 2)  # both of key "k"
-    newest_first = (
-        select(OutboxDeadLetter).where(OutboxDeadLetter.key == "k").order_by(OutboxDeadLetter.outbox_id.desc())
-    )
+    of_key = select(OutboxDeadLetter).where(OutboxDeadLetter.key == bindparam("key"))
+    newest_first = of_key.order_by(OutboxDeadLetter.outbox_id.desc())
     seen: list[object] = []
 
     async def use_case(envelope: Envelope) -> None:
@@ -480,7 +479,7 @@ async def test_a_look_up_the_index_is_not_sure_of_goes_to_the_database(make_uow)
             if not await claim_inbox(session, envelope):
                 return
             if data.pipeline_id == 1:  # the query's order decides, not the index's
-                row = await first_row(session, OutboxDeadLetter, {"key": "k"}, newest_first, {})
+                row = await first_row(session, OutboxDeadLetter, newest_first, key="k")
                 seen.append(row.outbox_id if row is not None else None)
             elif data.pipeline_id == 2:
                 seen.append(indexed(session, OutboxDeadLetter, key="elsewhere"))
@@ -496,13 +495,7 @@ async def test_a_look_up_the_index_is_not_sure_of_goes_to_the_database(make_uow)
                 raise PoisonEvent("written, then refused: its row is rolled back")
             elif data.pipeline_id == 5:
                 seen.append(indexed(session, OutboxDeadLetter, key="poison"))  # rolled back: not sure
-                row = await first_row(
-                    session,
-                    OutboxDeadLetter,
-                    {"key": "poison"},
-                    select(OutboxDeadLetter).where(OutboxDeadLetter.key == "poison"),
-                    {},
-                )
+                row = await first_row(session, OutboxDeadLetter, of_key, key="poison")
                 seen.append(row)
 
     cases = ("k", "k", "k", "poison", "poison")  # several rows, a key not named, a delete, a rollback
