@@ -34,6 +34,7 @@ from shared.db import UtcDateTime
 from shared.errors import NotFound
 from shared.events import TOPIC_OF, Emittable, Envelope, Topic, new_event, utcnow
 from shared.logging import get_logger
+from shared.sqlite_one_hop import sent_with_commit
 from shared.tracing import Headers, current_context, relay_headers
 
 log = get_logger(__name__)
@@ -203,18 +204,26 @@ class UnitOfWork:
         inserted in one statement and everything commits once."""
         async with self.sessions() as session:
             session.info["source"] = self.source
-            async with session.begin():
-                await write_lock(session)
-                applied = await applied_among(session, event_ids)
-                batch = Batch(self, session, applied, careful=careful)
-                token = CURRENT_BATCH.set(batch)
-                try:
-                    yield batch
-                    await _insert_outgoing(session, batch)
-                    await _insert_claims(session, batch)
-                finally:
-                    batch.open = False
-                    CURRENT_BATCH.reset(token)
+            committing = False
+            try:
+                async with session.begin():
+                    await write_lock(session)
+                    applied = await applied_among(session, event_ids)
+                    batch = Batch(self, session, applied, careful=careful)
+                    token = CURRENT_BATCH.set(batch)
+                    try:
+                        yield batch
+                        with sent_with_commit():  # on SQLite, one hop with the COMMIT
+                            await _insert_outgoing(session, batch)
+                            await _insert_claims(session, batch)
+                        committing = True
+                    finally:
+                        batch.open = False
+                        CURRENT_BATCH.reset(token)
+            except IntegrityError as exc:
+                if committing:  # the inbox ids, sent with the COMMIT, met another instance's
+                    raise BatchConflict("another consumer applied some of these events meanwhile") from exc
+                raise
             if session.info.pop("outbox", False):
                 for listener in self._listeners:
                     listener()
@@ -410,7 +419,8 @@ class OutboxRelay:
                     done += await self._failed_for_good(session, row, outcome)
                 elif not isinstance(outcome, HeldBack):
                     outage = outcome
-            await _mark_published(session, published)
+            with sent_with_commit():  # on SQLite, one hop with the COMMIT
+                await _mark_published(session, published)
             await session.commit()
             done += len(published)
         log.debug("outbox published", count=done)

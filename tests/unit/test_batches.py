@@ -9,16 +9,26 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from sqlalchemy import bindparam, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import delete, select
 
-from shared.batches import batch_memo, first_row, get_row, holds_write_lock, indexed, note_absent
+from shared.batches import BatchConflict, batch_memo, first_row, get_row, holds_write_lock, indexed, note_absent
 from shared.bus import read_ahead, reading_ahead, with_prefetch
 from shared.consume import Record, apply_batch, handle_batch
 from shared.errors import PoisonEvent
 from shared.events import Envelope, PipelineSucceeded, Topic, VersionCreated, new_event, utcnow
-from shared.outbox import InboxEntry, OutboxDeadLetter, OutboxRelay, UnitOfWork, add_event, claim_inbox, emit
+from shared.outbox import (
+    InboxEntry,
+    OutboxDeadLetter,
+    OutboxRelay,
+    UnitOfWork,
+    add_event,
+    claim_inbox,
+    emit,
+    record_applied,
+)
 from tests.unit.conftest import outbox, reads_of
 from tests.unit.test_shared import FakeDeadLetters
 
@@ -242,6 +252,25 @@ async def test_an_outage_rolls_the_whole_batch_back_and_it_is_tried_again(make_u
     assert calls == [1, 2, 1, 2, 3], "the batch was tried again from its start"
     assert committed_meanwhile == [0] * 5, "no event's savepoint committed before its batch"
     assert _versions_made(await outbox(uow)) == ["v1", "v2", "v3"], "nothing of the first try stayed"
+
+
+async def test_inbox_ids_another_consumer_applied_meanwhile_make_the_batch_a_conflict(make_uow):
+    """On SQLite the inbox ids go with the COMMIT: a clash found there is still the batch's conflict
+    (tried again after a pause, the inbox read afresh), not a use case's failure."""
+    uow = await make_uow("batchtest", [])
+    envelopes = [_succeeded("s1", n) for n in (1, 2)]
+    make = make_version(uow)
+
+    async def applied_elsewhere_meanwhile(envelope: Envelope) -> None:
+        await make(envelope)
+        async with uow.begin() as session:  # as another instance's commit would have
+            record_applied(session, envelope)
+
+    with pytest.raises(BatchConflict):
+        await apply_batch(uow, _records(envelopes[0]), applied_elsewhere_meanwhile, careful=False)
+    assert await outbox(uow) == [] and await _inbox(uow) == set(), "nothing of the batch stayed"
+    await apply_batch(uow, _records(*envelopes), make, careful=False)
+    assert _versions_made(await outbox(uow)) == ["v1", "v2"]
 
 
 async def test_only_a_batchs_own_session_on_sqlite_holds_the_write_lock(make_uow):
