@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from inspect import Signature, signature
 from typing import Any
 
 from sqlalchemy import Column, DateTime, event, func, insert_sentinel, inspect, text
@@ -83,6 +84,33 @@ def inserted_together(*models: type[SQLModel]) -> None:
         table: Table = model.__table__  # type: ignore[attr-defined]
         if SENTINEL not in table.columns:
             table.append_column(insert_sentinel(SENTINEL))
+
+
+def quick_default_factories(models: Sequence[type[SQLModel]]) -> None:
+    """Give each default factory of these tables its signature beforehand. SQLModel makes a table
+    object's defaults through pydantic's ``FieldInfo.get_default``, which asks at every call whether
+    the factory takes the validated data: ``inspect.signature`` of ``list`` costs about 77 µs, of
+    ``dict`` more (it has none: an exception each time), of a function about 7 µs. A deployment's
+    row cost 250 µs of CPU to make, 130 µs with its factories signed (``python -m bench.statements``)."""
+    for model in models:
+        for field in model.model_fields.values():
+            factory = field.default_factory
+            if factory is not None and not hasattr(factory, "__signature__"):
+                field.default_factory = _signed(factory)
+
+
+def _signed(factory: Callable[..., Any]) -> Callable[..., Any]:
+    try:
+        known = signature(factory)
+    except ValueError:  # a builtin without one, such as dict: called with nothing
+        known = Signature()
+
+    def make(*args: Any) -> Any:
+        return factory(*args)
+
+    make.__signature__ = known  # type: ignore[attr-defined]
+    make.__name__ = getattr(factory, "__name__", "factory")
+    return make
 
 
 async def create_tables(engine: AsyncEngine, service: str, tables: Sequence[type[SQLModel]]) -> None:

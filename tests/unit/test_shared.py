@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import jwt
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from pydantic import ValidationError
-from sqlmodel import select
+from sqlalchemy import JSON
+from sqlmodel import Field, SQLModel, select
 
 from shared import bus
 from shared.auth import Principal, issue_token, parse_authorization, verify_token, webhook_secret
+from shared.db import quick_default_factories
 from shared.errors import Forbidden, InvalidInput, NotAuthenticated, PoisonEvent
-from shared.events import Envelope, PipelineSucceeded, RouteChanged, Topic, VersionCreated, new_event
+from shared.events import Envelope, PipelineSucceeded, RouteChanged, Topic, VersionCreated, new_event, utcnow
 from shared.logging import configure_logging
 from shared.outbox import (
     MAX_ATTEMPTS,
@@ -487,3 +490,32 @@ async def test_a_woken_relay_reads_the_outbox_once_when_it_was_not_full(make_uow
 
 async def _sent_count(sent: list[tuple[str, str, bytes]], count: int) -> bool:
     return len(sent) == count
+
+
+class Stamped(SQLModel, table=True):
+    __tablename__ = "quick_default_stamps"
+    id: int | None = Field(default=None, primary_key=True)
+    tags: list[str] = Field(default_factory=list, sa_type=JSON)
+    extra: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    at: datetime = Field(default_factory=utcnow)
+
+
+def test_signed_default_factories_give_each_row_its_own_defaults_without_inspecting_them(monkeypatch) -> None:
+    quick_default_factories([Stamped])
+    inspected: list[str] = []
+    for worker in ("_signature_from_function", "_signature_fromstr"):  # the slow parts of a look-up
+        work = getattr(inspect, worker)
+
+        def counted(*args, _work=work, _name=worker, **kwargs):  # type: ignore[no-untyped-def]
+            inspected.append(_name)
+            return _work(*args, **kwargs)
+
+        monkeypatch.setattr(inspect, worker, counted)
+    first, second = Stamped(), Stamped()
+    assert inspected == [], "no signature looked up at each row"
+    first.tags.append("a")
+    first.extra["k"] = "v"
+    assert (second.tags, second.extra) == ([], {}), "each row has lists and dicts of its own"
+    assert first.at.tzinfo is not None and second.at >= first.at
+    quick_default_factories([Stamped])  # again, as a second service start in one process would
+    assert Stamped().tags == []
