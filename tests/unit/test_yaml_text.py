@@ -95,3 +95,73 @@ def test_what_pyyaml_refuses_is_still_refused(document: Any) -> None:
     refuses them, as it did before the block writer."""
     with pytest.raises(yaml.representer.RepresenterError):
         dump_blocks([document])
+
+
+SIMPLE_CHARACTERS = "abcXYZ0123456789_./:+-eE"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ids_hashes_times_and_numbers_as_text_are_plain_or_quoted_as_pyyaml_writes_them(seed: int) -> None:
+    """The scalars the block writer styles itself, no longer through ``yaml.dump``: each as PyYAML
+    writes it alone, in a mapping and in a list."""
+    rnd = random.Random(seed)
+    made = ["".join(rnd.choice(SIMPLE_CHARACTERS) for _ in range(rnd.randint(1, 12))) for _ in range(3000)] + [
+        "0x1F",
+        "0o17",
+        "0b101",
+        "1_000",
+        "12:30",
+        "190:20:30",
+        "1e10",
+        "1.5e+3",
+        ".5",
+        "1.",
+        "+1",
+        "-1",
+        "1:",
+        "a:",
+        "a::b",
+        "fe80::1",
+        "http://x.y/z",
+        "2026-01-01",
+        "2026-12-07T02:18:30.266676+00:00",
+        "3f2a9c0",
+        "1234567",
+        "8d3b1c2e-1f5a-4c1e-9b7e-3d2f1a0b9c8d",
+        "1.0.3",
+        "0.1.0-main.1",
+        "Y",
+        "n",
+        "ON",
+        "Off",
+        "NULL",
+        "NaN",
+        ".nan",
+        ".inf",
+        "-.inf",
+        "1_0.5",
+        "0.",
+        "00",
+        "09",
+        "0b2",
+    ]
+    for text in made:
+        assert yaml_text._scalar(text, False) == yaml_text._styled(text), text
+        for document in ({"k": text, text: "v"}, {"k": [text, "x"]}):
+            assert dump_blocks([document]) == _reference([document]), text
+
+
+def test_a_release_files_ids_hash_and_time_are_styled_without_pyyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(text: str) -> str:
+        raise AssertionError(f"{text!r} went through yaml.dump")
+
+    monkeypatch.setattr(yaml_text, "_styled", refused)
+    monkeypatch.setattr(yaml_text, "_styled_cached", refused)
+    for text, written in (
+        ("8d3b1c2e-1f5a-4c1e-9b7e-3d2f1a0b9c8d", "8d3b1c2e-1f5a-4c1e-9b7e-3d2f1a0b9c8d"),
+        ("a1b2c3d4e5f60718293a4b5c6d7e8f9012345678", "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"),
+        ("2026-12-07T02:18:30.266676+00:00", "'2026-12-07T02:18:30.266676+00:00'"),
+        ("1234567", "'1234567'"),
+        ("registry.local/bench/svc03:a1b2c3d4e5f6", "registry.local/bench/svc03:a1b2c3d4e5f6"),
+    ):
+        assert yaml_text._scalar(text, False) == written
