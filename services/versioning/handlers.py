@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.versioning import domain, parking, pipelines
 from services.versioning.models import KnownService, Pipeline, PipelinePublic, Version
 from shared import gitlab_hook
-from shared.batches import first_row, index_rows
+from shared.batches import first_row, index_rows, indexed
 from shared.bus import read_ahead, readable_payloads, reading_ahead
 from shared.db import serialize_on
 from shared.errors import InvalidInput, NotFound, PoisonEvent
@@ -132,6 +132,20 @@ _PIPELINES_OF_SERVICES = select(Pipeline).where(
     col(Pipeline.pipeline_id).in_(bindparam("pipeline_ids", expanding=True)),
 )
 _SERVICES_VERSIONS = select(Version.id).where(Version.service_id == bindparam("service_id"))
+_SUCCESSES_VERSIONS = select(Version.id).where(col(Version.service_id).in_(bindparam("service_ids", expanding=True)))
+_VERSIONS_OF_SUCCESSES = (
+    select(Version)
+    .where(
+        col(Version.id).in_(
+            union(
+                _SUCCESSES_VERSIONS.where(col(Version.pipeline_id).in_(bindparam("pipeline_ids", expanding=True))),
+                _SUCCESSES_VERSIONS.where(col(Version.sha).in_(bindparam("shas", expanding=True))),
+                _SUCCESSES_VERSIONS.where(col(Version.name).in_(bindparam("names", expanding=True))),
+            )
+        )
+    )
+    .order_by(col(Version.id))
+)
 _RELATED_VERSIONS = (
     select(Version)
     .where(
@@ -188,10 +202,42 @@ def _succeeded(service: KnownService, hook: gitlab_hook.PipelineHook) -> Pipelin
 
 # What ``on_pipeline_succeeded`` looks up for a batch of successes (each service, each pipeline):
 # two statements for the batch (``shared.bus.with_prefetch``, ``shared.batches.first_row``).
+async def _versions_ahead(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
+    """For a batch of successes, in one statement: the versions of its services that have one of
+    its pipelines, one of its commits or one of the names they would take, which
+    ``_related_versions`` then finds for each event without a statement (``shared.batches.indexed``).
+    On PostgreSQL each service's versions lock is taken first, in order, as each success takes its
+    own before it reads them."""
+    successes = readable_payloads(envelopes, PipelineSucceeded)
+    services = sorted({data.service_id for data in successes})
+    if not services:
+        return []
+    for service_id in services:
+        await serialize_on(session, _versions_lock(service_id))
+    now = utcnow()  # a name from a pipeline's own time; one without it may take another at its turn
+    by_column: dict[str, set[object]] = {
+        "pipeline_id": {data.pipeline_id for data in successes},
+        "sha": {data.sha for data in successes},
+        "name": {
+            domain.version_name(ref=data.ref, tag=data.tag, finished_at=data.finished_at, now=now) for data in successes
+        },
+    }
+    values = {"service_ids": services, **{f"{column}s": list(found) for column, found in by_column.items()}}
+    versions = list((await session.exec(_VERSIONS_OF_SUCCESSES, params=values)).all())
+    for column, found in by_column.items():
+        index_rows(session, Version, {"service_id": services, column: found}, versions, locked=True)
+    return versions
+
+
 prefetch_successes = reading_ahead(
     read_ahead(KnownService, PipelineSucceeded, service_id="service_id"),
     read_ahead(Pipeline, PipelineSucceeded, service_id="service_id", pipeline_id="pipeline_id"),
+    _versions_ahead,
 )
+
+
+def _versions_lock(service_id: str) -> str:
+    return f"versioning-versions:{service_id}"
 
 
 async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry: str) -> None:
@@ -199,7 +245,7 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
     announced with ``version.created``, or is linked to the version its commit already has."""
     data = envelope.payload(PipelineSucceeded)
     async with uow.begin() as session:
-        await serialize_on(session, f"versioning-versions:{data.service_id}")  # one commit, one version
+        await serialize_on(session, _versions_lock(data.service_id))  # one commit, one version
         if not await claim_inbox(session, envelope):
             return
         service = await session.get(KnownService, data.service_id)
@@ -231,6 +277,14 @@ async def _related_versions(session: AsyncSession, data: PipelineSucceeded, name
     """In one read, the service's versions of this pipeline, of its commit (the first made first)
     and any already named ``name``: through a union of three indexed searches, where an OR of the
     three would be read through the service's index alone, every version of it."""
+    ahead = [
+        indexed(session, Version, service_id=data.service_id, sha=data.sha),  # first: its order is the commit's
+        indexed(session, Version, service_id=data.service_id, pipeline_id=data.pipeline_id),
+        indexed(session, Version, service_id=data.service_id, name=name),
+    ]
+    if all(rows is not None for rows in ahead):  # read ahead for the batch, with the ones it made since
+        found = {id(version): version for rows in ahead for version in rows or ()}
+        return sorted(found.values(), key=lambda version: (version.id is None, version.id or 0))
     values = {"service_id": data.service_id, "pipeline_id": data.pipeline_id, "sha": data.sha, "name": name}
     # The versions a batch made before this event are added to the database's answer instead of
     # flushed for it: a flush per event wrote them one statement each, not all in one at the end.

@@ -325,11 +325,35 @@ async def test_a_batch_of_successes_makes_each_commits_version_once_in_one_inser
     listener = lambda _c, _cur, statement, *_rest: inserts.append(statement)  # noqa: E731
     event.listen(engine, "before_cursor_execute", listener)
     try:
-        await handle_batch("pipeline.succeeded", records, handler, FakeDeadLetters(), uow)
+        with reads_of(uow, "versions") as reads:
+            await handle_batch("pipeline.succeeded", records, handler, FakeDeadLetters(), uow)
     finally:
         event.remove(engine, "before_cursor_execute", listener)
 
+    assert len(reads) == 1, "the batch's versions read once, ahead, none per success"
     names = sorted(v.name for v in await handlers.list_versions("shop", "web", uow=uow))
     assert names == ["2026.3.10-080509-main", "2026.3.10-080509-main.9"], "the versions the batch made were seen"
     assert len(await outbox(uow, "version.created")) == 2
     assert len([s for s in inserts if s.startswith("INSERT INTO versions")]) == 1, "the batch's versions in one INSERT"
+
+
+async def test_a_batch_of_successes_finds_the_versions_made_before_it_without_a_read_each(uow):
+    earlier = datetime(2026, 3, 10, 8, 5, 9, tzinfo=UTC)
+    await handlers.on_pipeline_succeeded(succeeded(7, sha="abc7", finished_at=earlier), uow=uow, registry="r")
+    later = datetime(2026, 3, 11, 9, 0, 0, tzinfo=UTC)
+    events = [
+        succeeded(10, sha="abc7", finished_at=later),  # the earlier version's commit: linked to it
+        succeeded(7, sha="abc7", finished_at=later),  # pipeline 7 again: nothing new
+        succeeded(11, sha="abc11", finished_at=earlier),  # the earlier version's name: named apart
+        succeeded(12, sha="abc12"),  # no time of its own: its name is the moment it is handled
+    ]
+    records = [(event.data["service_id"].encode(), event.model_dump_json().encode()) for event in events]
+    handler = with_prefetch(handlers.prefetch_successes, partial(handlers.on_pipeline_succeeded, uow=uow, registry="r"))
+    with reads_of(uow, "versions") as reads:
+        await handle_batch("pipeline.succeeded", records, handler, FakeDeadLetters(), uow)
+
+    assert len(reads) <= 2, "read once ahead; at most the success without a time of its own reads again"
+    versions = {v.pipeline_id: v for v in await handlers.list_versions("shop", "web", uow=uow)}
+    assert sorted(versions) == [7, 11, 12]
+    assert versions[11].name == "2026.3.10-080509-main.11", "pipeline 10 made none: its commit had one"
+    assert len(await outbox(uow, "version.created")) == 3
