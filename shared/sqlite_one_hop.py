@@ -11,8 +11,9 @@ them from memory, as SQLAlchemy's own adapter does after its fetch.
 Given to ``create_async_engine`` as its ``module`` (the DBAPI), the stock ``sqlite+aiosqlite``
 dialect is unchanged otherwise: transactions, isolation levels, pooling and errors are its own.
 
-A batch's fixed statements cost a hop each too, so three more are saved where nothing waits for
-their answer (a consumer's batch took seven hops, its relay four; ``python -m bench.sqlite_hops``):
+A batch's fixed statements cost a hop each too; where nothing waits for their answer they ride
+with another (a consumer's batch made six besides its use cases' reads, two now; a relay cycle
+four, two now; ``python -m bench.sqlite_hops``):
 - ``BEGIN IMMEDIATE`` goes with the statement after it;
 - writes made under ``sent_with_commit()`` (a batch's outbox and inbox rows, the relay's mark) go
   with the ``COMMIT``: a failure among them is the commit's (it raises, and the transaction is rolled
