@@ -204,7 +204,7 @@ class UnitOfWork:
         inserted in one statement and everything commits once."""
         async with self.sessions() as session:
             session.info["source"] = self.source
-            committing = False
+            claiming = False
             try:
                 async with session.begin():
                     await write_lock(session)
@@ -215,13 +215,13 @@ class UnitOfWork:
                         yield batch
                         with sent_with_commit():  # on SQLite, one hop with the COMMIT
                             await _insert_outgoing(session, batch)
+                            claiming = True
                             await _insert_claims(session, batch)
-                        committing = True
                     finally:
                         batch.open = False
                         CURRENT_BATCH.reset(token)
             except IntegrityError as exc:
-                if committing:  # the inbox ids, sent with the COMMIT, met another instance's
+                if claiming:  # the inbox ids met another instance's, at their insert or (SQLite) the COMMIT
                     raise BatchConflict("another consumer applied some of these events meanwhile") from exc
                 raise
             if session.info.pop("outbox", False):
@@ -251,13 +251,11 @@ async def _insert_outgoing(session: AsyncSession, batch: Batch) -> None:
 
 
 async def _insert_claims(session: AsyncSession, batch: Batch) -> None:
-    """The batch's inbox ids, in one statement; a conflict means another instance applied some."""
+    """The batch's inbox ids, in one statement; a clash means another instance applied some
+    (``UnitOfWork.batch`` makes it a ``BatchConflict``)."""
     if batch.claims:
         rows = [{"event_id": event_id, "topic": topic, "applied_at": utcnow()} for event_id, topic in batch.claims]
-        try:
-            await (await session.connection()).execute(_INSERT_CLAIMS, rows)
-        except IntegrityError as exc:
-            raise BatchConflict("another consumer applied some of these events meanwhile") from exc
+        await (await session.connection()).execute(_INSERT_CLAIMS, rows)
 
 
 class Record(tuple[str, str, bytes]):

@@ -72,12 +72,18 @@ def _execute(connection: sqlite3.Connection, statement: Statement) -> sqlite3.Cu
     return cursor
 
 
+def _sent_held(connection: aiosqlite.Connection, held: list[Statement]) -> sqlite3.Connection:
+    """On aiosqlite's thread: the statements held back, in order; the sqlite3 connection."""
+    conn: sqlite3.Connection = connection._conn
+    for statement in held:
+        _execute(conn, statement).close()
+    return conn
+
+
 def _run(connection: aiosqlite.Connection, before: list[Statement], statement: Statement) -> Outcome:
     """On aiosqlite's thread: the statements held back, then the whole statement, its rows read
     and its cursor closed."""
-    conn = connection._conn
-    for held in before:
-        _execute(conn, held).close()
+    conn = _sent_held(connection, before)
     cursor = _execute(conn, statement)
     try:
         description = cursor.description
@@ -89,9 +95,7 @@ def _run(connection: aiosqlite.Connection, before: list[Statement], statement: S
 
 def _end(connection: aiosqlite.Connection, before: list[Statement], commit: bool) -> bool:
     """On aiosqlite's thread: the statements held back, then ``COMMIT`` (or ``ROLLBACK``)."""
-    conn = connection._conn
-    for held in before:
-        _execute(conn, held).close()
+    conn = _sent_held(connection, before)
     if commit:
         conn.commit()
     else:

@@ -274,9 +274,10 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
 
 
 async def _related_versions(session: AsyncSession, data: PipelineSucceeded, name: str) -> list[Version]:
-    """In one read, the service's versions of this pipeline, of its commit (the first made first)
-    and any already named ``name``: through a union of three indexed searches, where an OR of the
-    three would be read through the service's index alone, every version of it."""
+    """The service's versions of this pipeline, of its commit (the first made first) and any
+    already named ``name``: from the batch's index where its read ahead covers them
+    (``_versions_ahead``), else in one read, through a union of three indexed searches, where an OR
+    of the three would be read through the service's index alone, every version of it."""
     ahead = [
         indexed(session, Version, service_id=data.service_id, sha=data.sha),  # first: its order is the commit's
         indexed(session, Version, service_id=data.service_id, pipeline_id=data.pipeline_id),
