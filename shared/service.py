@@ -27,7 +27,7 @@ from shared.access import RequestObserver
 from shared.audit import AuditTrail, note_principal
 from shared.auth import Principal, parse_authorization
 from shared.bus import Batches, Handler, Producer, consumer_group, make_faust_app, subscribe
-from shared.db import create_tables, make_engine, quick_default_factories, session_factory
+from shared.db import create_tables, make_engine, quick_table_rows, session_factory
 from shared.events import ALL_TOPICS
 from shared.fast_lane import ServiceAPI
 from shared.kafka_admin import create_topics_async
@@ -164,7 +164,7 @@ async def run_service(
 async def build_runtime(name: str, settings: Settings, tables: Sequence[type[SQLModel]]) -> Runtime:
     """The service's database (its tables made), unit of work, producer (not started) and relay."""
     engine = make_engine(name, settings)
-    quick_default_factories([*OUTBOX_TABLES, *tables])
+    quick_table_rows([*OUTBOX_TABLES, *tables])
     await create_tables(engine, name, [*OUTBOX_TABLES, *tables])
     sessions = session_factory(engine)
     producer = Producer(settings, service=name)

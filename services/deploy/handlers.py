@@ -83,8 +83,12 @@ _RELEASED = select(ReleasedVersion).where(  # built once (``python -m bench.stat
 async def _remember(session: AsyncSession, release: VersionReleased) -> None:
     fields = release.model_dump(include=set(ReleasedVersion.model_fields) - {"id"})
     key = {"service_id": release.service_id, "environment": release.environment, "version": release.version}
-    row = await first_row(session, ReleasedVersion, _RELEASED, **key) or ReleasedVersion(**fields)
-    row.sqlmodel_update(fields | {"released_at": utcnow(), "withdrawn_at": None})
+    fields |= {"released_at": utcnow(), "withdrawn_at": None}
+    row = await first_row(session, ReleasedVersion, _RELEASED, **key)
+    if row is None:
+        row = ReleasedVersion(**fields)
+    else:
+        row.sqlmodel_update(fields)
     session.add(row)
 
 
