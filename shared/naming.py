@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 DNS1123_MAX = 63
 LABEL_VALUE_MAX = 63
@@ -53,6 +54,12 @@ def slugify(text: str) -> str:
     return _NOT_SLUG.sub("-", text.lower()).strip("-")
 
 
+# The names below are made for every event deploy handles (the same few services over and over):
+# each is kept once made, in a bounded memo. A name that cannot be made raises every time.
+NAMES_KEPT = 4096
+
+
+@lru_cache(maxsize=NAMES_KEPT)
 def dns1123_name(*parts: str, max_len: int = DNS1123_MAX) -> str:
     """A DNS-1123 label from ``parts``: their slugs joined with ``-``, at most ``max_len`` chars.
 
@@ -71,6 +78,7 @@ def dns1123_name(*parts: str, max_len: int = DNS1123_MAX) -> str:
     return name
 
 
+@lru_cache(maxsize=NAMES_KEPT)
 def label_value(text: str) -> str:
     """A Kubernetes label value for ``text`` (e.g. a version such as ``v1.2.0+build.7``).
 
@@ -125,6 +133,7 @@ def gitlab_path(group: str, code: str) -> str:
     return path
 
 
+@lru_cache(maxsize=NAMES_KEPT)
 def workload_name(project: str, service: str, track: str = "stable") -> str:
     """The Kubernetes name of a service's workload in one track (at most 63 characters).
 

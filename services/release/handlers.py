@@ -54,7 +54,8 @@ async def on_version_created(envelope: Envelope, *, uow: UnitOfWork) -> None:
         if await lookups.find_version(session, service.id, data.version) is not None:
             log.info("version already known, not released again", version=data.version)
             return
-        version = KnownVersion.model_validate(data.model_dump(exclude={"project", "service"}))
+        # the event's fields are validated already and typed as the row's: made, not validated again
+        version = KnownVersion(**data.model_dump(exclude={"project", "service"}))
         session.add(version)
         skip = domain.auto_release_skip(
             version,
@@ -273,14 +274,12 @@ def _release(
             release_event_id=event.id,
         )
     )
-    release = Release.model_validate(
-        data.model_dump(exclude={"project", "service"}),
-        update={
-            "event_id": event.id,
-            "released_at": event.time,
-            "correlation_id": event.correlation_id,
-            "deployment_files": files,
-        },
+    release = Release(
+        **data.model_dump(exclude={"project", "service"}),
+        event_id=event.id,
+        released_at=event.time,
+        correlation_id=event.correlation_id,
+        deployment_files=files,
     )
     session.add(release)
     log.info(
