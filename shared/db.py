@@ -106,7 +106,7 @@ def _quick_init(model: type[SQLModel]) -> Callable[..., None]:
     """What SQLModel's ``__init__`` does for a new table object, without its detours. SQLModel
     sets each field through ``setattr``: SQLAlchemy's attribute event (history for a row that has
     none yet), then pydantic's own ``__setattr__``, about 2 µs a field; a deployment's 27 fields
-    cost 82 µs to make, 20 µs this way (``python -m bench.statements``). Like SQLModel's, it does
+    cost 82 µs to make, 26 µs this way (``python -m bench.statements``). Like SQLModel's, it does
     not validate; SQLAlchemy still sets its state up (the generated ``__init__`` does, then calls
     this), and the INSERT reads the values from the object's ``__dict__`` as before."""
     fields = tuple(
