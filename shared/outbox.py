@@ -29,7 +29,15 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.batches import CURRENT_BATCH, Batch, BatchConflict, current_batch, unique_ids, write_lock
+from shared.batches import (
+    CURRENT_BATCH,
+    Batch,
+    BatchConflict,
+    current_batch,
+    unique_ids,
+    write_lock,
+    write_turn,
+)
 from shared.db import UtcDateTime
 from shared.errors import NotFound
 from shared.events import TOPIC_OF, Emittable, Envelope, Topic, new_event, utcnow
@@ -206,7 +214,7 @@ class UnitOfWork:
             session.info["source"] = self.source
             claiming = False
             try:
-                async with session.begin():
+                async with write_turn(session), session.begin():
                     await write_lock(session)
                     applied = await applied_among(session, event_ids)
                     batch = Batch(self, session, applied, careful=careful)
@@ -406,20 +414,21 @@ class OutboxRelay:
             outcomes = await self.publish([_record(row) for row in rows])
             published: list[int] = []
             done, outage = 0, None
-            for row, outcome in zip(rows, outcomes, strict=True):
-                if outage is not None:
-                    break  # what follows an outage goes again, after it: no key overtakes itself
-                if outcome is None:
-                    assert row.id is not None
-                    published.append(row.id)
-                    self._attempts.pop(row.id, None)
-                elif isinstance(outcome, PERMANENT_FAILURES):
-                    done += await self._failed_for_good(session, row, outcome)
-                elif not isinstance(outcome, HeldBack):
-                    outage = outcome
-            with sent_with_commit():  # on SQLite, one hop with the COMMIT
-                await _mark_published(session, published)
-            await session.commit()
+            async with write_turn(session):  # what the relay writes, after the broker answered
+                for row, outcome in zip(rows, outcomes, strict=True):
+                    if outage is not None:
+                        break  # what follows an outage goes again, after it: no key overtakes itself
+                    if outcome is None:
+                        assert row.id is not None
+                        published.append(row.id)
+                        self._attempts.pop(row.id, None)
+                    elif isinstance(outcome, PERMANENT_FAILURES):
+                        done += await self._failed_for_good(session, row, outcome)
+                    elif not isinstance(outcome, HeldBack):
+                        outage = outcome
+                with sent_with_commit():  # on SQLite, one hop with the COMMIT
+                    await _mark_published(session, published)
+                await session.commit()
             done += len(published)
         log.debug("outbox published", count=done)
         if outage is not None and not done:

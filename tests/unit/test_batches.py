@@ -580,3 +580,60 @@ async def test_a_long_batch_lets_the_rest_of_the_service_have_the_event_loop(mak
     answered, _ = await asyncio.gather(door(), handle_batch("t", _raw(*envelopes), busy, FakeDeadLetters(), uow))
     assert len(finished) == 40
     assert answered < 10, f"the request waited for {answered} of the batch's 40 events (about 2 ms each)"
+
+
+async def test_batches_and_the_relay_take_turns_to_write_and_never_meet_sqlites_busy_lock(make_uow):
+    """With SQLite's busy wait off, a second writer that asked SQLite for the lock while a batch held
+    it would fail at once ("database is locked"): here each waits for its turn in the process
+    instead, and goes as soon as the one before it committed, in the order they came."""
+    uow = await make_uow("batchtest", [])
+    engine = uow.sessions.kw["bind"].sync_engine
+
+    def no_busy_wait(dbapi_connection, _record, _proxy) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 0")
+        cursor.close()
+
+    event.listen(engine, "checkout", no_busy_wait)
+    async with uow.begin() as session:
+        add_event(session, Topic.PIPELINE_SUCCEEDED, _succeeded("s1", 1), key="s1")
+    sent: list[int] = []
+
+    async def broker(records):
+        sent.append(len(records))
+        return [None] * len(records)
+
+    order: list[str] = []
+    first_in, let_go = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with uow.batch(["a"]) as batch:
+            assert batch.claim("a", "t")
+            first_in.set()
+            await let_go.wait()
+        order.append("first")
+
+    async def second() -> None:
+        async with uow.batch(["b"]) as batch:
+            assert batch.claim("b", "t")
+        order.append("second")
+
+    async def relay() -> None:
+        assert await OutboxRelay(uow.sessions, broker).relay_once() == 1
+        order.append("relay")
+
+    try:
+        holder = asyncio.create_task(first())
+        await first_in.wait()
+        waiting = [asyncio.create_task(second()), asyncio.create_task(relay())]
+        await asyncio.sleep(0.2)
+        assert sent == [1], "the relay published while the batch wrote; only marking the row waits"
+        assert order == [] and not any(task.done() for task in waiting), "both wait for the batch's commit"
+        let_go.set()
+        await asyncio.gather(holder, *waiting)
+    finally:
+        event.remove(engine, "checkout", no_busy_wait)
+    assert order == ["first", "second", "relay"]
+    async with uow.sessions() as session:
+        assert set((await session.exec(select(InboxEntry.event_id))).all()) == {"a", "b"}
+    assert all(row.published_at is not None for row in await outbox(uow))
