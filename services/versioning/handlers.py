@@ -200,8 +200,6 @@ def _succeeded(service: KnownService, hook: gitlab_hook.PipelineHook) -> Pipelin
     )
 
 
-# What ``on_pipeline_succeeded`` looks up for a batch of successes (each service, each pipeline):
-# two statements for the batch (``shared.bus.with_prefetch``, ``shared.batches.first_row``).
 async def _versions_ahead(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
     """For a batch of successes, in one statement: the versions of its services that have one of
     its pipelines, one of its commits or one of the names they would take, which
@@ -229,6 +227,9 @@ async def _versions_ahead(session: AsyncSession, envelopes: list[Envelope]) -> S
     return versions
 
 
+# What ``on_pipeline_succeeded`` looks up for a batch of successes (each service, each pipeline,
+# the versions related to them): three statements for the batch (``shared.bus.with_prefetch``,
+# ``shared.batches.first_row``, ``_related_versions``).
 prefetch_successes = reading_ahead(
     read_ahead(KnownService, PipelineSucceeded, service_id="service_id"),
     read_ahead(Pipeline, PipelineSucceeded, service_id="service_id", pipeline_id="pipeline_id"),
