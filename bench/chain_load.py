@@ -10,9 +10,13 @@ process's CPU while idle for ``--idle`` seconds, then for each rate sends succes
 through the gateway at that rate for ``--seconds``, round-robin over the services. The client is
 open-loop: each hook leaves at its scheduled time whatever the earlier ones are doing, and its
 latency counts from that time, so a slow chain shows as latency instead of as fewer hooks sent.
+It sends them with ``bench.hook_client`` (plain HTTP/1.1 over keep-alive connections), which costs
+the cores it shares with Gantry far less than httpx did.
 
-Per rate it prints: hooks offered and accepted (202), p50/p95/p99 from the hook's due time to its
-``deploy.status`` as read from the bus (the reader polls every 20 ms), chains lost (accepted but no
+Per rate it prints: hooks offered and accepted (202), p50/p95/p99 from the hook's due time to the
+publication of its final ``deploy.status`` (the record's timestamp, which deploy's producer sets as
+it sends it; the reader fetches every 250 ms, and how long it takes to read a status back is the
+reader's time, not Gantry's), chains lost (accepted but no
 ``deploy.status`` by the end of the whole benchmark, which waits once more after the last rate),
 late (completed only after their rate's wait, which ends ``--drain`` seconds after the last hook
 or once no chain completed for 15 s: a backlog, not a loss; their latencies are left out), duplicated (two
@@ -35,6 +39,7 @@ import httpx
 
 from bench.chain_latency import prepare
 from bench.goals import RateFigures, chain_goals, goal_table
+from bench.hook_client import HookClient
 from bench.measures import (
     HopTotals,
     cpu_snapshot,
@@ -71,15 +76,17 @@ class Completions(StatusReader):
     """Reads ``deploy.status`` in the background and notes when each chain's final state arrived."""
 
     def __init__(self, bootstrap: str) -> None:
-        super().__init__(bootstrap, name="chain", fetch_wait_ms=20, poll_ms=200)
+        super().__init__(bootstrap, name="chain", fetch_wait_ms=250, poll_ms=500)
         self.seen: list[tuple[str, str, float]] = []  # (correlation id, event id, monotonic time)
         self.others: list[dict[str, Any]] = []  # deploy.status events in no final state, to tell why
 
     def take(self, records: list[Any], now: float) -> None:
+        wall_to_monotonic = now - time.time()
         for record in records:
             event = json.loads(record.value or b"{}")
             if (event.get("data") or {}).get("state") in FINAL_STATES:
-                self.seen.append((event.get("correlation_id") or "", event.get("id") or "", now))
+                published = record.timestamp / 1000 + wall_to_monotonic if record.timestamp > 0 else now
+                self.seen.append((event.get("correlation_id") or "", event.get("id") or "", min(published, now)))
             else:
                 self.others.append(event)
 
@@ -107,15 +114,12 @@ class RateResult:
         self.lost, self.late, self.duplicated = unfinished, missing - unfinished, duplicated
 
 
-# The hooks go out through several small connection pools: httpx's pool matches every waiting request
-# against every connection of its pool, so one pool of thousands, with thousands of hooks waiting on
-# a saturated Gantry, took a whole core of the client's and starved the services it measured.
-POOLS = 16
-POOL_CONNECTIONS = 32
+# At most this many hooks in flight, each on a keep-alive connection of its own (bench.hook_client)
+CONNECTIONS = 512
 
 
 async def offer(
-    pools: list[httpx.AsyncClient], services: list[dict[str, Any]], rate: float, seconds: float, run: int
+    client: HookClient, services: list[dict[str, Any]], rate: float, seconds: float, run: int
 ) -> tuple[dict[str, float], set[str]]:
     """Send the hooks open-loop; the due time of each (by correlation id), and those answered 202."""
     due: dict[str, float] = {}
@@ -129,31 +133,26 @@ async def offer(
         due[correlation_id] = start + offset
         service = services[index % len(services)]
         pipeline_id = (run + 1) * 1_000_000 + index
-        tasks.append(asyncio.create_task(_post(pools[index % len(pools)], service, pipeline_id, correlation_id)))
+        tasks.append(asyncio.create_task(_post(client, service, pipeline_id, correlation_id)))
     answers = await asyncio.gather(*tasks)
     return due, {cid for cid, status in answers if status == 202}
 
 
-async def _post(
-    api: httpx.AsyncClient, service: dict[str, Any], pipeline_id: int, correlation_id: str
-) -> tuple[str, int]:
-    body = success_hook(service, pipeline_id)
+async def _post(client: HookClient, service: dict[str, Any], pipeline_id: int, correlation_id: str) -> tuple[str, int]:
+    body = json.dumps(success_hook(service, pipeline_id)).encode()
     headers = {
         "X-Gitlab-Event": "Pipeline Hook",
         "X-Gitlab-Token": webhook_secret(SECRET, service["scm_project_id"]),
         # the delivery id: versioning correlates the chain that follows with it
         "Idempotency-Key": correlation_id,
     }
-    try:
-        answer = await api.post("/webhooks/gitlab", json=body, headers=headers)
-    except httpx.HTTPError:
-        return correlation_id, 0
-    return correlation_id, answer.status_code
+    return correlation_id, await client.post("/webhooks/gitlab", body, headers)
 
 
 async def run_rate(
     running: Running,
-    pools: list[httpx.AsyncClient],
+    client: HookClient,
+    admin: httpx.AsyncClient,
     completions: Completions,
     services: list[dict[str, Any]],
     rate: float,
@@ -161,12 +160,12 @@ async def run_rate(
     run: int,
 ) -> RateResult:
     pids = running.pids()
-    hops_before = await scrape_hops(pools[0], running.stack)
+    hops_before = await scrape_hops(admin, running.stack)
     before = cpu_snapshot(pids)
-    due, accepted = await offer(pools, services, rate, args.seconds, run)
+    due, accepted = await offer(client, services, rate, args.seconds, run)
     flowing = await drain(completions, accepted, args.drain)
     cpu = cpu_used(before, cpu_snapshot(pids))
-    hops_after = await scrape_hops(pools[0], running.stack)
+    hops_after = await scrape_hops(admin, running.stack)
     latencies, unfinished, duplicated = tally(due, accepted, completions.seen)
     ours = [seen for cid, _, seen in completions.seen if cid in accepted]
     span = (max(ours) - min(due.values())) if ours else math.nan
@@ -219,13 +218,10 @@ async def idle_cpu(running: Running, seconds: float) -> dict[str, float]:
 
 async def measure(running: Running, args: argparse.Namespace) -> tuple[dict[str, float], list[RateResult]]:
     stack = running.stack
-    limits = httpx.Limits(max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS)
     async with AsyncExitStack() as opened:
         admin = await opened.enter_async_context(stack.client())
-        hooks = [
-            await opened.enter_async_context(httpx.AsyncClient(base_url=stack.gateway, timeout=60, limits=limits))
-            for _ in range(POOLS)
-        ]
+        hooks = HookClient(stack.gateway, CONNECTIONS)
+        opened.push_async_callback(hooks.aclose)
         codes = [f"svc{index:02d}" for index in range(args.services)]
         services = list(await asyncio.gather(*(prepare(admin, code) for code in codes)))
         await asyncio.sleep(3)  # the preparation's last events settle
@@ -233,7 +229,7 @@ async def measure(running: Running, args: argparse.Namespace) -> tuple[dict[str,
         results = []
         async with Completions(stack.bootstrap) as completions:
             for run, rate in enumerate(float(r) for r in args.rates.split(",")):
-                results.append(await run_rate(running, hooks, completions, services, rate, args, run))
+                results.append(await run_rate(running, hooks, admin, completions, services, rate, args, run))
                 print(f"  {rate:g} hooks/s done", flush=True)
             # a chain counted lost after its rate's wait may still complete: wait once more for all
             await drain(completions, set().union(*(result.accepted_ids for result in results)), args.drain)
