@@ -73,7 +73,7 @@ HOPS = (
 
 
 class Completions(StatusReader):
-    """Reads ``deploy.status`` in the background and notes when each chain's final state arrived."""
+    """Reads ``deploy.status`` in the background and notes when each chain's final state was published."""
 
     def __init__(self, bootstrap: str) -> None:
         super().__init__(bootstrap, name="chain", fetch_wait_ms=250, poll_ms=500)

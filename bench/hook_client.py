@@ -50,7 +50,7 @@ class HookClient:
                         try:
                             return await self._exchange(connection, request)
                         except (EOFError, ConnectionResetError):
-                            self._drop(connection)
+                            pass  # _exchange dropped it
                     connection = _Connection(*await asyncio.open_connection(self._host, self._port))
                     self._all.add(connection)
                     return await self._exchange(connection, request)
