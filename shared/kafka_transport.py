@@ -12,15 +12,22 @@ wake-up of the consumer's thread and of the broker, every wait. So the wait adap
 (``AdaptiveWait``): the short one while records flow, ``GANTRY_KAFKA_FETCH_IDLE_WAIT_MS`` once a
 consumer has seen nothing for ``IDLE_AFTER_SECONDS``; the first record after a quiet spell waits
 up to the long one, and the next fetch is short again.
+
+A consumer stopped while the broker is away stops cleanly too (``ConsumerThread.on_thread_stop``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, ClassVar
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 IDLE_AFTER_SECONDS = 3.0
 
@@ -71,6 +78,24 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if self._wait is not None:
             self._wait.saw(consumer, bool(records))
         return records
+
+    async def on_thread_stop(self) -> None:
+        """Stop the consumer, also while the broker is away.
+
+        aiokafka's fetcher (0.14) cancels the fetch it is retrying against a broker it cannot reach
+        and then awaits it without catching the ``CancelledError`` that follows; that error left
+        ``AIOKafkaConsumer.stop`` before it closed its client, killed this thread with a traceback
+        and left the client's metadata task pending. Unless this task is itself being cancelled,
+        the error is taken for what it is and the client is closed here."""
+        try:
+            await super().on_thread_stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.info("kafka consumer stopped while the broker was away")
+            if self._consumer is not None:
+                await self._consumer._client.close()
 
 
 class Consumer(faust_aiokafka.Consumer):
