@@ -197,12 +197,18 @@ async def stop_within(closing: Awaitable[object], what: str) -> None:
     try:
         await asyncio.wait_for(closing, STOP_TIMEOUT)
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if being_cancelled():
             raise
         log.warning(f"{what} stopped without the broker")
     except (KafkaError, OSError, TimeoutError) as exc:
         log.warning(f"{what} stopped without the broker", error=repr(exc))
+
+
+def being_cancelled() -> bool:
+    """Whether the running task itself is being cancelled, rather than having met the
+    ``CancelledError`` of a task it awaited (as aiokafka's consumer ``stop()`` passes on)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _outcome(future: asyncio.Future[object]) -> BaseException | None:

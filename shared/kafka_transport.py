@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from shared.bus import being_cancelled
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -90,8 +91,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         try:
             await super().on_thread_stop()
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if being_cancelled():
                 raise
             log.info("kafka consumer stopped while the broker was away")
             if self._consumer is not None:
