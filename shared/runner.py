@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import socket
 
@@ -11,8 +13,37 @@ from fastapi import FastAPI
 from shared.settings import get_settings
 
 
+TICK_SECONDS = 1.0  # uvicorn's is 0.1: ten wake-ups a second for an idle service
+
+
 class ServiceServer(uvicorn.Server):
-    """uvicorn's server, which settles the heap once its service has started (``settle_heap``)."""
+    """uvicorn's server, which settles the heap once its service has started (``settle_heap``) and
+    looks at its clock once a second, not ten times: told to stop, it stops at once all the same."""
+
+    _exit_wanted = False
+    _woken: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def should_exit(self) -> bool:
+        return self._exit_wanted
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        """Set by uvicorn's signal handler, or by whoever stops the server from another thread:
+        wake ``main_loop`` instead of leaving it to notice at its next tick."""
+        self._exit_wanted = value
+        if value and self._loop is not None and self._woken is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nothing left to wake
+                self._loop.call_soon_threadsafe(self._woken.set)
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop, a tick a second: each tick refreshes the Date header (uvicorn does so on
+        every tenth of its 0.1 s ticks) and answers whether to stop."""
+        self._loop, self._woken = asyncio.get_running_loop(), asyncio.Event()
+        while not await self.on_tick(0):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), TICK_SECONDS)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

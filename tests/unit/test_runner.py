@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import threading
 
+import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from shared import runner
 from shared.runner import YOUNG_THRESHOLD, ServiceServer
 
 
@@ -52,3 +56,32 @@ async def test_a_server_told_to_stop_while_starting_freezes_nothing() -> None:
         assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
     finally:
         await stopping.shutdown()
+
+
+async def test_a_waiting_server_stops_as_soon_as_another_thread_tells_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "TICK_SECONDS", 3600.0)  # its next tick is an hour away
+    waiting = server()
+    looping = asyncio.create_task(waiting.main_loop())
+    await asyncio.sleep(0.05)
+    assert not looping.done()
+    threading.Thread(target=setattr, args=(waiting, "should_exit", True)).start()
+    await asyncio.wait_for(looping, timeout=10)
+    assert waiting.should_exit
+
+
+async def test_a_server_refreshes_its_date_header_at_each_of_its_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "TICK_SECONDS", 0.01)
+    ticked = server()
+    counters: list[int] = []
+    real_tick = ticked.on_tick
+
+    async def on_tick(counter: int) -> bool:
+        counters.append(counter)
+        if len(counters) == 3:
+            ticked.should_exit = True
+        return await real_tick(counter)
+
+    ticked.on_tick = on_tick  # type: ignore[method-assign]
+    await asyncio.wait_for(ticked.main_loop(), timeout=10)
+    assert counters == [0, 0, 0]  # uvicorn refreshes its Date header on ticks whose counter divides by 10
+    assert b"date" in dict(ticked.server_state.default_headers)
