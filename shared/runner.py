@@ -12,7 +12,6 @@ from fastapi import FastAPI
 
 from shared.settings import get_settings
 
-
 TICK_SECONDS = 1.0  # uvicorn's is 0.1: ten wake-ups a second for an idle service
 
 
