@@ -36,6 +36,9 @@ EMBEDDED_DEFAULTS = {
     "GANTRY_KAFKA_FETCH_IDLE_WAIT_MS": "250",  # after a few quiet seconds: an idle Gantry sleeps
     "GANTRY_KAFKA_SESSION_TIMEOUT_MS": "1000",
     "GANTRY_KAFKA_IDEMPOTENCE": "false",  # it refuses idempotent producers
+    # One instance of each service runs here, and the broker's work for a fetch grows with the
+    # partitions it names: one partition per topic, an idle Gantry's CPU 11 % → 7 % (ADR 2).
+    "GANTRY_KAFKA_PARTITIONS": "1",
 }
 READY_TIMEOUT_SECONDS = 120
 DRAIN_TIMEOUT_SECONDS = 20
@@ -293,7 +296,7 @@ def run_up(settings: Settings) -> int:
         create_topics(
             env["GANTRY_KAFKA_BOOTSTRAP"],
             list(ALL_TOPICS),
-            settings.kafka_partitions,
+            int(env.get("GANTRY_KAFKA_PARTITIONS", settings.kafka_partitions)),  # as the services will read it
             settings.kafka_replication_factor,
         )
         supervisor.start_services(env)

@@ -22,6 +22,8 @@ import pytest
 
 from gantry.client import errors
 from shared.auth import issue_token
+from shared.events import ALL_TOPICS
+from shared.kafka_admin import ready_partitions
 from tests.e2e.stack import Stack, free_port_range, post_pipeline_hook
 from tests.support import eventually
 
@@ -35,6 +37,15 @@ WHERE = ("--project", PROJECT, "--service", SERVICE, "--environment", ENV)
 def stack(tmp_path_factory: pytest.TempPathFactory):
     with Stack(tmp_path_factory.mktemp("cli")) as running:
         yield running
+
+
+async def test_the_embedded_broker_holds_one_partition_per_topic(stack: Stack) -> None:
+    """One instance of each service runs under ``gantry up``, and the embedded broker's work for
+    each fetch grows with the partitions it names (ADR 2)."""
+    partitions, missing = await ready_partitions(stack.bootstrap, list(ALL_TOPICS))
+    assert missing == []
+    assert sorted({tp.partition for tp in partitions}) == [0]
+    assert len(partitions) == len(ALL_TOPICS)
 
 
 class Cli:
