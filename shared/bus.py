@@ -10,13 +10,14 @@ bad event never blocks a partition forever and is never silently dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -190,18 +191,36 @@ class Producer:
         await self._producer.send_and_wait(f"{topic}.dlq", json.dumps(record).encode(), key=key)
 
 
-async def stop_within(closing: Awaitable[object], what: str) -> None:
+async def stop_within(closing: Awaitable[object], what: str) -> bool:
     """Close a Kafka client without hanging or failing the shutdown when the broker is gone:
     give up after ``STOP_TIMEOUT`` seconds. (aiokafka's consumer re-raises the cancellation of its
-    own fetch tasks from ``stop()``; only a cancellation of the caller itself goes on.)"""
+    own fetch tasks from ``stop()``; only a cancellation of the caller itself goes on.) Whether it
+    closed cleanly."""
     try:
         await asyncio.wait_for(closing, STOP_TIMEOUT)
+        return True
     except asyncio.CancelledError:
         if being_cancelled():
             raise
         log.warning(f"{what} stopped without the broker")
     except (KafkaError, OSError, TimeoutError) as exc:
         log.warning(f"{what} stopped without the broker", error=repr(exc))
+    return False
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer, what: str) -> None:
+    """``stop_within`` for a consumer. Stopped while the broker is away, aiokafka's (0.14) leaves
+    ``stop()`` before it closes its client, whose metadata task then stays pending: close it."""
+    if not await stop_within(consumer.stop(), what):
+        await close_client(consumer)
+
+
+async def close_client(consumer: AIOKafkaConsumer) -> None:
+    """Close the client of a consumer whose ``stop()`` failed part way (``stop_consumer``)."""
+    client = getattr(consumer, "_client", None)
+    if client is not None:
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
+            await asyncio.wait_for(client.close(), STOP_TIMEOUT)
 
 
 def being_cancelled() -> bool:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from shared.bus import being_cancelled
+from shared.bus import being_cancelled, close_client
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -95,7 +95,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                 raise
             log.info("kafka consumer stopped while the broker was away")
             if self._consumer is not None:
-                await self._consumer._client.close()
+                await close_client(self._consumer)
 
 
 class Consumer(faust_aiokafka.Consumer):

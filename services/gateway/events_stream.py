@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from fastapi import Depends
 
-from shared.bus import stop_within
+from shared.bus import stop_consumer
 from shared.events import ALL_TOPICS
 from shared.kafka_admin import ready_partitions
 from shared.kafka_transport import AdaptiveWait
@@ -205,7 +205,7 @@ class EventStream:
             with suppress(asyncio.CancelledError):
                 await self._task
         if self._consumer is not None:
-            await stop_within(self._consumer.stop(), "the event stream")
+            await stop_consumer(self._consumer, "the event stream")
 
     @property
     def clients(self) -> int:
@@ -286,7 +286,7 @@ class EventStream:
             self._replaying.discard(client)
             if task is not None:
                 task.cancel()
-            await consumer.stop()
+            await stop_consumer(consumer, "an event replay")
 
 
 async def _feed(consumer: AIOKafkaConsumer, client: ClientQueue) -> None:
