@@ -35,25 +35,32 @@ PROJECT, SERVICE, ENV = "bench", "api", "perf"
 async def prepare(api: httpx.AsyncClient, code: str = SERVICE, project: str = PROJECT) -> dict:
     """Service ``code`` of ``project`` released to the environment, its first version deployed,
     auto-release and auto-deploy on: from then on each successful pipeline of it goes all the way
-    to deploy.status."""
-    await api.post("/api/catalog/projects", json={"code": project, "name": project.title(), "gitlab_group": project})
-    service = (
-        await api.post(
-            f"/api/catalog/projects/{project}/services",
-            json={"code": code, "name": code.title(), "group": "bench", "type": "go-http"},
-        )
-    ).json()
-    await api.post("/api/release/environments", json={"code": ENV, "name": "Perf", "tier": "test"})
+    to deploy.status. A step Gantry refuses stops it with Gantry's answer: a service left half
+    prepared would only show later as chains lost."""
+    made = await api.post(
+        "/api/catalog/projects", json={"code": project, "name": project.title(), "gitlab_group": project}
+    )
+    _done(made, "the project", shared=True)
+    answer = await api.post(
+        f"/api/catalog/projects/{project}/services",
+        json={"code": code, "name": code.title(), "group": "bench", "type": "go-http"},
+    )
+    service = _done(answer, f"the service {code}").json()
+    made = await api.post("/api/release/environments", json={"code": ENV, "name": "Perf", "tier": "test"})
+    _done(made, "the environment", shared=True)
     base = f"/api/release/projects/{project}/services/{code}"
 
     async def released() -> bool:
         return (await api.post(f"{base}/releases", json={"environment": ENV})).status_code == 201
 
     await eventually(released, timeout=60, interval=0.1)
-    await api.put(f"{base}/auto-release", json={"enabled": True})
+    _done(await api.put(f"{base}/auto-release", json={"enabled": True}), f"auto-release of {code}")
     await post_pipeline_hook(api, service, 1)
     version = await eventually(lambda: _version(api, 1, code, project), timeout=60)
-    await api.post(f"/api/deploy/environments/{ENV}/resources", json={"name": "cfg", "type": "config", "data": {}})
+    made = await api.post(
+        f"/api/deploy/environments/{ENV}/resources", json={"name": "cfg", "type": "config", "data": {}}
+    )
+    _done(made, "the resource cfg", shared=True)
 
     async def deployed() -> bool:
         answer = await api.post(
@@ -70,10 +77,17 @@ async def prepare(api: httpx.AsyncClient, code: str = SERVICE, project: str = PR
         return answer.status_code == 202
 
     await eventually(deployed, timeout=60, interval=0.1)
-    await api.put(
-        f"/api/deploy/environments/{ENV}/projects/{project}/services/{code}/auto-deploy", json={"enabled": True}
-    )
+    rule = f"/api/deploy/environments/{ENV}/projects/{project}/services/{code}/auto-deploy"
+    _done(await api.put(rule, json={"enabled": True}), f"auto-deploy of {code}")
     return service
+
+
+def _done(answer: httpx.Response, what: str, *, shared: bool = False) -> httpx.Response:
+    """``answer`` when Gantry did it (or, for what every service shares, had done it: 409)."""
+    if answer.is_success or (shared and answer.status_code == 409):
+        return answer
+    request = f"{answer.request.method} {answer.request.url.path}"
+    raise RuntimeError(f"preparing {what}: {request} answered {answer.status_code}: {answer.text[:500]}")
 
 
 async def _version(
