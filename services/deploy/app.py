@@ -94,8 +94,8 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
     async def on_version_released(envelope: Envelope) -> None:
         await handlers.record_released_version(envelope, uow=uow)
 
-    async def sync_ingress(deployment: Deployment) -> None:  # the service's Ingress goes with its deployment
-        await ingress.sync(ingresses.Where.of(deployment))
+    async def sync_ingress(deployed: list[Deployment]) -> None:  # each service's Ingress goes with its deployment
+        await ingress.sync_all(ingresses.Where.of(deployment) for deployment in deployed)
 
     deploy_requests = requests.DeployRequests(
         uow=uow, driver=driver, keyring=keyring, follow=rollouts.follow, recorded=sync_ingress

@@ -6,6 +6,8 @@ not exist is a 404) and renders a service's routes with their Ingress settings.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -44,6 +46,14 @@ async def on_environment_changed(envelope: Envelope, *, uow: UnitOfWork) -> None
 
 async def find_environment(session: AsyncSession, code: str) -> KnownEnvironment | None:
     return await session.get(KnownEnvironment, code)
+
+
+async def find_environments(session: AsyncSession, codes: Collection[str]) -> dict[str, KnownEnvironment]:
+    """The known environments among ``codes``, by code, in one statement."""
+    if not codes:
+        return {}
+    rows = await session.exec(select(KnownEnvironment).where(col(KnownEnvironment.code).in_(sorted(codes))))
+    return {environment.code: environment for environment in rows.all()}
 
 
 async def list_environments(session: AsyncSession) -> list[KnownEnvironment]:

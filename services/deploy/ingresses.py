@@ -14,7 +14,7 @@ deployment or route change. One lock keeps two syncs from applying stale states 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import NamedTuple
 
@@ -24,7 +24,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.deploy import domain, routes
 from services.deploy.cluster import CLUSTER, ClusterDriver
-from services.deploy.environments import find_environment
+from services.deploy.domain import subject
+from services.deploy.environments import find_environments
 from services.deploy.ingress import IngressSpec, RouteRule
 from services.deploy.models import Instance
 from shared.events import Envelope, RouteChanged
@@ -50,25 +51,56 @@ class Where(NamedTuple):
         return cls(*(getattr(placed, field) for field in cls._fields))
 
 
-_TRACKS = select(Instance.track).where(  # built once: each deployment's Ingress sync reads it
-    Instance.service_id == bindparam("service_id"), Instance.environment == bindparam("environment")
+_RUNNING = (  # built once: the Ingress sync after each batch of deployments reads it
+    select(Instance.service_id, Instance.environment)
+    .where(col(Instance.service_id).in_(bindparam("service_ids", expanding=True)))
+    .where(col(Instance.environment).in_(bindparam("environments", expanding=True)))
+    .distinct()
 )
 
 
 async def ingress_spec(session: AsyncSession, where: Where) -> IngressSpec:
     """The Ingress the service should have in the environment: its routes while anything runs there."""
-    running = await session.exec(_TRACKS, params={"service_id": where.service_id, "environment": where.environment})
-    found = await routes.routes_to(session, where.service_id, where.project, where.service) if running.first() else []
-    environment = await find_environment(session, where.environment)
-    return IngressSpec(
-        project=where.project,
-        service=where.service,
-        environment=where.environment,
-        namespace=where.namespace,
-        ingress_class=environment.ingress_class if environment else None,
-        host=environment.ingress_host if environment else None,
-        routes=tuple(RouteRule(r.name, r.path, r.strip_prefix) for r in found),
-    )
+    return (await ingress_specs(session, [where]))[0]
+
+
+async def ingress_specs(session: AsyncSession, places: Sequence[Where]) -> list[IngressSpec]:
+    """``ingress_spec`` of each place, in order, read in three statements however many there are
+    (what runs where, the routes to the services that run, the environments)."""
+    if not places:
+        return []
+    service_ids = sorted({where.service_id for where in places})
+    codes = sorted({where.environment for where in places})
+    rows = await session.exec(_RUNNING, params={"service_ids": service_ids, "environments": codes})
+    running = {(service_id, environment) for service_id, environment in rows.all()}
+    targets = {
+        target
+        for where in places
+        if (where.service_id, where.environment) in running
+        for target in (where.service_id, subject(where.project, where.service))
+    }
+    found = await routes.routes_to(session, targets) if targets else []
+    known = await find_environments(session, codes)
+    specs = []
+    for where in places:
+        environment = known.get(where.environment)
+        leading = (
+            [r for r in found if r.service in (where.service_id, subject(where.project, where.service))]
+            if (where.service_id, where.environment) in running
+            else []
+        )
+        specs.append(
+            IngressSpec(
+                project=where.project,
+                service=where.service,
+                environment=where.environment,
+                namespace=where.namespace,
+                ingress_class=environment.ingress_class if environment else None,
+                host=environment.ingress_host if environment else None,
+                routes=tuple(RouteRule(r.name, r.path, r.strip_prefix) for r in leading),
+            )
+        )
+    return specs
 
 
 async def placements_of(session: AsyncSession, targets: Collection[str]) -> list[Where]:
@@ -98,29 +130,36 @@ class Ingresses:
 
     async def sync(self, where: Where) -> None:
         """Render the service's Ingress in one environment from the tables, and apply it."""
+        await self.sync_all([where])
+
+    async def sync_all(self, places: Iterable[Where]) -> None:
+        """Render each place's Ingress from the tables (read once for all of them), and apply each;
+        one the cluster refuses is logged and does not stop the others."""
+        distinct = list(dict.fromkeys(places))
         async with self._lock:
             async with self.uow.sessions() as session:
-                spec = await ingress_spec(session, where)
-            try:
-                await self.driver.apply_ingress(spec)
-            except Exception:  # the cluster refused or is away: the next deployment or route change retries
-                log.exception("ingress not applied", service_code=spec.service, environment=spec.environment)
-                return
-        log.info("ingress applied", service_code=spec.service, environment=spec.environment, routes=len(spec.routes))
+                specs = await ingress_specs(session, distinct)
+            for spec in specs:
+                try:
+                    await self.driver.apply_ingress(spec)
+                except Exception:  # the cluster refused or is away: the next deployment or route change retries
+                    log.exception("ingress not applied", service_code=spec.service, environment=spec.environment)
+                    continue
+                log.info(
+                    "ingress applied", service_code=spec.service, environment=spec.environment, routes=len(spec.routes)
+                )
 
     async def sync_targets(self, targets: Collection[str]) -> None:
         """Every Ingress the services named by route targets have, wherever they run."""
         async with self.uow.sessions() as session:
             found = await placements_of(session, targets)
-        for where in found:
-            await self.sync(where)
+        await self.sync_all(found)
 
     async def sync_environment(self, environment: str) -> None:
         """Every Ingress of one environment (its class or host may have changed)."""
         async with self.uow.sessions() as session:
             found = await placements_in(session, environment)
-        for where in found:
-            await self.sync(where)
+        await self.sync_all(found)
 
 
 async def on_route_changed(envelope: Envelope, *, uow: UnitOfWork, ingresses: Ingresses) -> None:

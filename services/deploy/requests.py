@@ -44,7 +44,7 @@ from shared.outbox import UnitOfWork, applied_among, claim_inbox
 from shared.sealing import Keyring
 
 log = get_logger(__name__)
-Recorded = Callable[[Deployment], Awaitable[None]]  # after the commit, per recorded deployment
+Recorded = Callable[[list[Deployment]], Awaitable[None]]  # after the commit: each service's last recorded deployment
 
 
 async def _values_read(
@@ -187,8 +187,8 @@ class DeployRequests:
                 self.follow(deployment.id)
         if self.recorded is not None:
             last_of_each = {(d.service_id, d.environment): d for d in recorded}
-            for deployment in last_of_each.values():
-                await self.recorded(deployment)
+            if last_of_each:
+                await self.recorded(list(last_of_each.values()))
 
 
 async def apply_deploy_request(

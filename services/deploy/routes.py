@@ -4,13 +4,13 @@ service deploy runs (by id or 'project/service') ever reach an Ingress."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import bindparam
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.deploy.domain import subject
 from shared.db import UtcDateTime
 from shared.events import RouteChanged, utcnow
 
@@ -38,10 +38,9 @@ async def record_route(session: AsyncSession, changed: RouteChanged) -> set[str]
     return targets
 
 
-async def routes_to(session: AsyncSession, service_id: str, project: str, service: str) -> list[KnownRoute]:
-    """The routes leading to one service, by name."""
-    targets = [service_id, subject(project, service)]
-    return list((await session.exec(_ROUTES_TO, params={"targets": targets})).all())
+async def routes_to(session: AsyncSession, targets: Collection[str]) -> list[KnownRoute]:
+    """The routes leading to any of ``targets`` (service ids and 'project/service' names), by name."""
+    return list((await session.exec(_ROUTES_TO, params={"targets": sorted(targets)})).all())
 
 
 _ROUTES_TO = (  # built once: each deployment's Ingress sync reads it (``python -m bench.statements``)

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import event
 
 from services.deploy import app, ingresses, sealed, worker
 from services.deploy.cluster import CLUSTER
 from services.deploy.ingress import IngressSpec
 from services.deploy.ingresses import INGRESSES, Ingresses
+from services.deploy.models import Instance
 from services.deploy.rendered import RenderedManifestsDriver
 from services.deploy.routes import KnownRoute
 from shared.bus import OUTSIDE_WORK, OutsideWork
@@ -174,5 +176,60 @@ async def test_a_service_that_runs_nowhere_has_no_ingress(uow, cluster) -> None:
     async with uow.begin() as session:
         session.add(KnownRoute(name="orders", path="/orders/**", service="shop/orders"))
     async with uow.sessions() as session:
-        spec = await ingresses.ingress_spec(session, where)
+        [spec] = await ingresses.ingress_specs(session, [where])
     assert spec.routes == () and (spec.ingress_class, spec.host) == (None, None)
+
+
+def running(service_id: str, project: str, service: str, environment: str = ENV) -> Instance:
+    return Instance(
+        service_id=service_id,
+        project=project,
+        service=service,
+        environment=environment,
+        namespace=NAMESPACE,
+        version="1.0.0",
+        image=f"registry/{service}:1.0.0",
+        track="stable",
+        replicas=1,
+        deployment_id=f"d-{service}-{environment}",
+        state="rendered",
+    )
+
+
+async def test_a_batch_of_deployments_syncs_each_services_ingress_from_three_reads(uow, deliver, cluster) -> None:  # noqa: F811
+    """After a batch of deployments each service's Ingress is synced once; the tables are read in
+    three statements for the whole batch (what runs, the routes, the environments), not three per
+    service, and a refused Ingress does not keep the others from the cluster."""
+    await deliver(environment(ingress_class="nginx", ingress_host="dev.example.org"))
+    await deliver(route("orders", "/orders/**"))
+    await deliver(route("cart", "/cart/**", service="svc-cart"))  # by id
+    await deliver(route("pay", "/pay", service="shop/pay"))  # a service that runs nowhere
+    async with uow.begin() as session:
+        session.add(running(SERVICE_ID, "shop", "orders"))
+        session.add(running("svc-cart", "shop", "cart"))
+    places = [
+        ingresses.Where("svc-cart", "shop", "cart", ENV, NAMESPACE),
+        ingresses.Where(SERVICE_ID, "shop", "orders", ENV, NAMESPACE),
+        ingresses.Where("svc-pay", "shop", "pay", ENV, NAMESPACE),
+        ingresses.Where(SERVICE_ID, "shop", "orders", ENV, NAMESPACE),  # twice in the batch: synced once
+    ]
+    cluster.refusals = 1  # the first (cart's) is refused
+    engine = uow.sessions.kw["bind"].sync_engine
+    statements: list[str] = []
+    listener = lambda _c, _cur, statement, *_rest: statements.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        await Ingresses(uow, cluster).sync_all(places)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 3, reads
+    assert ingress_in(cluster, f"{ENV}/{NAMESPACE}/shop-cart.ingress.yaml") is None, "refused"
+    orders = ingress_in(cluster)
+    assert paths(orders) == ["/(orders)(?:/|$)(.*)"], "synced after the refusal all the same"
+    assert orders is not None and orders["spec"]["rules"][0]["host"] == "dev.example.org"
+    assert ingress_in(cluster, f"{ENV}/{NAMESPACE}/shop-pay.ingress.yaml") is None, "runs nowhere: no Ingress"
+
+    await Ingresses(uow, cluster).sync_all(places)  # the cluster is back
+    assert paths(ingress_in(cluster, f"{ENV}/{NAMESPACE}/shop-cart.ingress.yaml")) == ["/(cart)(?:/|$)(.*)"]

@@ -50,8 +50,8 @@ def _raw(*envelopes: Envelope) -> list[tuple[bytes | None, bytes | None]]:
 
 
 def _batch(uow: UnitOfWork, cluster: FakeCluster, synced: list[Deployment]) -> requests.DeployRequests:
-    async def recorded(deployment: Deployment) -> None:
-        synced.append(deployment)
+    async def recorded(deployed: list[Deployment]) -> None:
+        synced.extend(deployed)
 
     return requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING, recorded=recorded)
 
