@@ -149,11 +149,8 @@ async def _stable_track(session: AsyncSession, key: tuple[str, str], *, manual: 
     kept = memo.get(("stable track", *key)) if memo is not None else None
     if isinstance(kept, StableTrack) and (kept.manually_deployed or not manual):
         return kept
-    history = await lookups.track_history(session, *key, "stable", limit=1)
-    track = StableTrack(
-        manually_deployed=manual and await lookups.has_manual_deployment(session, *key),
-        last_replicas=history[0].replicas if history else None,
-    )
+    last_replicas, manually_deployed = await lookups.stable_track(session, *key)
+    track = StableTrack(manually_deployed=manual and manually_deployed, last_replicas=last_replicas)
     _keep_stable_track(session, key, track)
     return track
 

@@ -110,6 +110,27 @@ MANUAL_SINCE_REMOVAL = (
 )
 
 
+_NEWEST_STABLE_REPLICAS = (
+    select(Deployment.replicas)
+    .where(Deployment.service_id == bindparam("service_id"), Deployment.environment == bindparam("environment"))
+    .where(Deployment.track == "stable")
+    .order_by(col(Deployment.created_at).desc())
+    .limit(1)
+    .scalar_subquery()
+)
+# What auto-deploy reads of a stable track, in one statement of two columns (built once)
+STABLE_TRACK = select(_NEWEST_STABLE_REPLICAS.label("last_replicas"), MANUAL_SINCE_REMOVAL.exists().label("manual"))
+
+
+async def stable_track(session: AsyncSession, service_id: str, environment: str) -> tuple[int | None, bool]:
+    """The newest stable deployment's replicas (None before the first), and whether one was made by
+    hand since the workload was last removed (``has_manual_deployment``): one statement, no rows
+    made into objects."""
+    found = await session.exec(STABLE_TRACK, params={"service_id": service_id, "environment": environment})
+    last_replicas, manual = found.one()
+    return last_replicas, bool(manual)
+
+
 async def has_manual_deployment(session: AsyncSession, service_id: str, environment: str) -> bool:
     """A deployment made by hand since the workload was last removed (undeploy starts afresh):
     a manual deploy with no removal at or after it, in one statement."""

@@ -121,7 +121,9 @@ async def test_auto_deploy_reads_the_history_through_indexes_not_by_scanning_it(
     for statement, parameters in reads:
         steps = await query_plan(uow, statement, parameters)
         searched = "(service_id=? AND environment=? AND" in steps  # one service's rows of one kind
-        assert searched and "SCAN" not in steps and "TEMP B-TREE" not in steps, f"{statement}: {steps}"
+        # (a SELECT of subqueries alone has no table to scan: SQLite's "SCAN CONSTANT ROW")
+        scans = [step for step in steps.split(" / ") if step.startswith("SCAN") and step != "SCAN CONSTANT ROW"]
+        assert searched and not scans and "TEMP B-TREE" not in steps, f"{statement}: {steps}"
 
 
 async def test_rollback_after_a_long_history_finds_the_previous_version_without_loading_it(
