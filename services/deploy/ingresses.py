@@ -59,14 +59,10 @@ _RUNNING = (  # built once: the Ingress sync after each batch of deployments rea
 )
 
 
-async def ingress_spec(session: AsyncSession, where: Where) -> IngressSpec:
-    """The Ingress the service should have in the environment: its routes while anything runs there."""
-    return (await ingress_specs(session, [where]))[0]
-
-
 async def ingress_specs(session: AsyncSession, places: Sequence[Where]) -> list[IngressSpec]:
-    """``ingress_spec`` of each place, in order, read in three statements however many there are
-    (what runs where, the routes to the services that run, the environments)."""
+    """The Ingress each service should have in its environment (its routes while anything runs
+    there), in order, read in three statements however many there are (what runs where, the routes
+    to the services that run, the environments)."""
     if not places:
         return []
     service_ids = sorted({where.service_id for where in places})
@@ -127,10 +123,6 @@ class Ingresses:
     def __init__(self, uow: UnitOfWork, driver: ClusterDriver) -> None:
         self.uow, self.driver = uow, driver
         self._lock = asyncio.Lock()
-
-    async def sync(self, where: Where) -> None:
-        """Render the service's Ingress in one environment from the tables, and apply it."""
-        await self.sync_all([where])
 
     async def sync_all(self, places: Iterable[Where]) -> None:
         """Render each place's Ingress from the tables (read once for all of them), and apply each;
