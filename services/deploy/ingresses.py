@@ -81,7 +81,7 @@ async def ingress_specs(session: AsyncSession, places: Sequence[Where]) -> list[
     for where in places:
         environment = known.get(where.environment)
         leading = (
-            [r for r in found if r.service in (where.service_id, subject(where.project, where.service))]
+            [r for r in found if domain.serves_target(r.service, where.service_id, where.project, where.service)]
             if (where.service_id, where.environment) in running
             else []
         )
