@@ -7,7 +7,7 @@ worker (``services.deploy.worker``) applies every request the same way, whatever
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +30,8 @@ from services.deploy.models import (
     Trigger,
 )
 from services.deploy.resources import create_resource as create_resource  # one of deploy's use cases
-from shared.batches import batch_memo, first_row
-from shared.bus import read_ahead, reading_ahead
+from shared.batches import batch_memo, first_row, get_row, note_absent
+from shared.bus import read_ahead, readable_payloads, reading_ahead
 from shared.errors import Conflict
 from shared.events import DeployAction, DeployRequested, Envelope, Placement, VersionReleased, utcnow
 from shared.logging import get_logger
@@ -57,18 +57,37 @@ async def record_released_version(envelope: Envelope, *, uow: UnitOfWork) -> Dep
     return deployment
 
 
+async def _rules_ahead(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
+    """For a batch of releases, in one statement: the auto-deploy rules of their services and
+    environments, and what auto-deploy reads of each such stable track (``lookups.stable_track``),
+    kept in the batch's memo for ``_stable_track``. Read per release, that read would first flush
+    what the releases before it added: an INSERT of each one's rows, and the flush's own work."""
+    releases = readable_payloads(envelopes, VersionReleased)
+    if not releases:
+        return []
+    named = {(data.service_id, data.environment) for data in releases}
+    found = await lookups.rules_with_stable_tracks(session, *zip(*named, strict=True))
+    memo = batch_memo(session)
+    for rule, last_replicas, manual in found:
+        if memo is not None:
+            memo[(_READ_AHEAD, rule.service_id, rule.environment)] = (last_replicas, manual)
+        named.discard((rule.service_id, rule.environment))
+    note_absent(session, AutoDeployRule, named)  # no rule there: ``get_row`` answers without a statement
+    return [rule for rule, _, _ in found]
+
+
 # What ``record_released_version`` looks up for a batch of releases (each service's state, the
-# version released, the auto-deploy rule, resource choice and instances): five statements for the
-# batch instead of five per release (``shared.bus.with_prefetch``, ``shared.batches.first_row``). A
-# service catalog never changed (most) has no state row: that is noted, so it is not looked for
-# again per release. The stable track's history is read once per service and environment
-# (``_stable_track``).
+# version released, the auto-deploy rule with its stable track, the resource choice and the
+# instances): five statements for the batch instead of six per release (``shared.bus.with_prefetch``,
+# ``shared.batches.first_row``, ``get_row``). A service catalog never changed (most) has no state
+# row: that is noted, so it is not looked for again per release.
 prefetch_released = reading_ahead(
     read_ahead(KnownService, VersionReleased, service_id="service_id"),
     read_ahead(ReleasedVersion, VersionReleased, service_id="service_id", environment="environment", version="version"),
+    _rules_ahead,
     *(
         read_ahead(model, VersionReleased, service_id="service_id", environment="environment")
-        for model in (AutoDeployRule, ResourceChoice, Instance)
+        for model in (ResourceChoice, Instance)
     ),
 )
 
@@ -96,10 +115,10 @@ async def _auto_deployment(
     session: AsyncSession, release: VersionReleased, cause: Envelope, *, service_enabled: bool
 ) -> Deployment | None:
     key = (release.service_id, release.environment)
-    rule = await session.get(AutoDeployRule, key)
+    rule = await get_row(session, AutoDeployRule, key)
     if rule is None or not rule.enabled:
         return None
-    choice = await session.get(ResourceChoice, key)
+    choice = await get_row(session, ResourceChoice, key)
     track = await _stable_track(session, key, manual=choice is not None)
     stable = await lookups.instance(session, *key, "stable")
     replicas = domain.auto_deploy_replicas(
@@ -142,14 +161,25 @@ class StableTrack:
     last_replicas: int | None  # the newest stable deployment's replicas
 
 
+_READ_AHEAD = "stable track read ahead"
+
+
 async def _stable_track(session: AsyncSession, key: tuple[str, str], *, manual: bool) -> StableTrack:
-    """Read once per service and environment in a batch of releases (``shared.batches.batch_memo``),
-    kept up to date by the auto deployments the batch makes; a batch makes no manual deployment."""
+    """Read once per service and environment in a batch of releases (``shared.batches.batch_memo``;
+    read ahead for the whole batch, ``_stable_tracks_ahead``), kept up to date by the auto
+    deployments the batch makes; a batch makes no manual deployment and no removal, so what it
+    read of those stays true."""
     memo = batch_memo(session)
     kept = memo.get(("stable track", *key)) if memo is not None else None
     if isinstance(kept, StableTrack) and (kept.manually_deployed or not manual):
         return kept
-    last_replicas, manually_deployed = await lookups.stable_track(session, *key)
+    read = memo.get((_READ_AHEAD, *key)) if memo is not None else None
+    if isinstance(read, tuple):
+        last_replicas, manually_deployed = read
+    else:
+        last_replicas, manually_deployed = await lookups.stable_track(session, *key)
+    if isinstance(kept, StableTrack):  # the batch's own deployments are newer than what was read
+        last_replicas = kept.last_replicas
     track = StableTrack(manually_deployed=manual and manually_deployed, last_replicas=last_replicas)
     _keep_stable_track(session, key, track)
     return track

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import BindParameter, bindparam
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.selectable import ScalarSelect
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from services.deploy.domain import subject
-from services.deploy.models import Deployment, Instance, ReleasedVersion, Resource
+from services.deploy.models import AutoDeployRule, Deployment, Instance, ReleasedVersion, Resource
 from shared.errors import Conflict, InvalidInput, NotFound
 
 
@@ -93,33 +96,58 @@ def _snapshot_of(resource: Resource) -> dict[str, Any]:
 
 
 _REMOVAL = aliased(Deployment)
-# Built once, with its values bound at each call: building a statement costs SQLAlchemy about twice
-# what running it does (``python -m bench.statements``).
-MANUAL_SINCE_REMOVAL = (
-    select(Deployment.id)
-    .where(Deployment.service_id == bindparam("service_id"), Deployment.environment == bindparam("environment"))
-    .where(Deployment.trigger == "manual", Deployment.action == "deploy")
-    .where(
-        ~select(_REMOVAL.id)
-        .where(_REMOVAL.service_id == bindparam("service_id"), _REMOVAL.environment == bindparam("environment"))
-        .where(_REMOVAL.action == "undeploy", _REMOVAL.state == "removed")
-        .where(col(_REMOVAL.created_at) >= Deployment.created_at)
-        .exists()
+
+
+def _manual_since_removal(service_id: Any, environment: Any) -> SelectOfScalar[str]:
+    """The manual deploys of a service to an environment with no removal at or after them."""
+    return (
+        select(Deployment.id)
+        .where(Deployment.service_id == service_id, Deployment.environment == environment)
+        .where(Deployment.trigger == "manual", Deployment.action == "deploy")
+        .where(
+            ~select(_REMOVAL.id)
+            .where(_REMOVAL.service_id == Deployment.service_id, _REMOVAL.environment == Deployment.environment)
+            .where(_REMOVAL.action == "undeploy", _REMOVAL.state == "removed")
+            .where(col(_REMOVAL.created_at) >= Deployment.created_at)
+            .exists()
+        )
+        .limit(1)
     )
-    .limit(1)
-)
 
 
-_NEWEST_STABLE_REPLICAS = (
-    select(Deployment.replicas)
-    .where(Deployment.service_id == bindparam("service_id"), Deployment.environment == bindparam("environment"))
-    .where(Deployment.track == "stable")
-    .order_by(col(Deployment.created_at).desc())
-    .limit(1)
-    .scalar_subquery()
+def _newest_stable_replicas(service_id: Any, environment: Any) -> ScalarSelect[Any]:
+    return (
+        select(Deployment.replicas)
+        .where(Deployment.service_id == service_id, Deployment.environment == environment)
+        .where(Deployment.track == "stable")
+        .order_by(col(Deployment.created_at).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+_SERVICE_ID: BindParameter[str] = bindparam("service_id")
+_ENVIRONMENT: BindParameter[str] = bindparam("environment")
+# Built once, with their values bound at each call: building a statement costs SQLAlchemy about
+# twice what running it does (``python -m bench.statements``).
+MANUAL_SINCE_REMOVAL = _manual_since_removal(_SERVICE_ID, _ENVIRONMENT)
+# What auto-deploy reads of a stable track, in one statement of two columns
+STABLE_TRACK = select(
+    _newest_stable_replicas(_SERVICE_ID, _ENVIRONMENT).label("last_replicas"),
+    _manual_since_removal(_SERVICE_ID, _ENVIRONMENT).exists().label("manual"),
 )
-# What auto-deploy reads of a stable track, in one statement of two columns (built once)
-STABLE_TRACK = select(_NEWEST_STABLE_REPLICAS.label("last_replicas"), MANUAL_SINCE_REMOVAL.exists().label("manual"))
+# The auto-deploy rules of a batch's services and environments, each with the same two answers
+# about its stable track, in one statement: each track's answers still come from its own index
+# look-ups, not from its history.
+_RULE = AutoDeployRule
+RULES_WITH_STABLE_TRACKS = select(
+    _RULE,
+    _newest_stable_replicas(_RULE.service_id, _RULE.environment).label("last_replicas"),
+    _manual_since_removal(_RULE.service_id, _RULE.environment).exists().label("manual"),
+).where(
+    col(_RULE.service_id).in_(bindparam("service_ids", expanding=True)),
+    col(_RULE.environment).in_(bindparam("environments", expanding=True)),
+)
 
 
 async def stable_track(session: AsyncSession, service_id: str, environment: str) -> tuple[int | None, bool]:
@@ -129,6 +157,16 @@ async def stable_track(session: AsyncSession, service_id: str, environment: str)
     found = await session.exec(STABLE_TRACK, params={"service_id": service_id, "environment": environment})
     last_replicas, manual = found.one()
     return last_replicas, bool(manual)
+
+
+async def rules_with_stable_tracks(
+    session: AsyncSession, service_ids: Iterable[str], environments: Iterable[str]
+) -> list[tuple[AutoDeployRule, int | None, bool]]:
+    """The auto-deploy rules of these services in these environments, each with ``stable_track``
+    of its service and environment: one statement for them all."""
+    params = {"service_ids": sorted(set(service_ids)), "environments": sorted(set(environments))}
+    found = await session.exec(RULES_WITH_STABLE_TRACKS, params=params)
+    return [(rule, last_replicas, bool(manual)) for rule, last_replicas, manual in found.all()]
 
 
 async def has_manual_deployment(session: AsyncSession, service_id: str, environment: str) -> bool:

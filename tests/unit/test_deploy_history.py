@@ -17,7 +17,9 @@ from services.deploy import handlers, lookups, requests
 from services.deploy.handlers import Action
 from services.deploy.models import DEPLOY_TABLES, Deployment
 from services.deploy.rendered import RenderedManifestsDriver
-from shared.events import Topic
+from shared.bus import with_prefetch
+from shared.consume import handle_batch
+from shared.events import Envelope, Topic
 from shared.outbox import UnitOfWork, decode_envelope
 from tests.support import KEYRING
 from tests.unit.conftest import UowFactory, outbox, query_plan, reads_of
@@ -31,6 +33,7 @@ from tests.unit.test_deploy_handlers import (
     release,
     released_event,
 )
+from tests.unit.test_shared import FakeDeadLetters
 
 PAST_DEPLOYMENTS = 40
 
@@ -136,3 +139,30 @@ async def test_rollback_after_a_long_history_finds_the_previous_version_without_
 
     assert (back.action, back.version, back.replicas) == ("rollback", "1.0.0", 3)
     assert loaded == [], f"{len(loaded)} past deployments read to choose the rollback target"
+
+
+async def test_a_batch_of_releases_reads_its_stable_tracks_through_indexes_not_by_scanning_them(
+    uow: UnitOfWork, driver: RenderedManifestsDriver
+) -> None:
+    await long_history(uow, driver)
+    await handlers.set_auto_deploy(PROJECT, SERVICE, ENV, True, by="alice", uow=uow)
+    events = [released_event(version, correlation_id=f"c-{version}") for version in ("1.2.0", "1.3.0")]
+
+    async def record(envelope: Envelope) -> None:
+        await handlers.record_released_version(envelope, uow=uow)
+
+    raw = [(SERVICE_ID.encode(), envelope.model_dump_json().encode()) for envelope in events]
+    with reads_of(uow, "deployments") as reads, deployments_loaded() as loaded:
+        await handle_batch(
+            Topic.VERSION_RELEASED.value, raw, with_prefetch(handlers.prefetch_released, record), FakeDeadLetters(), uow
+        )
+
+    assert len(reads) == 1 and "auto_deploy_rules" in reads[0][0], "read with the batch's rules, once"
+    assert loaded == [], "no past deployment made into an object"
+    steps = await query_plan(uow, *reads[0])
+    scans = [step for step in steps.split(" / ") if step.startswith("SCAN")]
+    assert "(service_id=? AND environment=? AND track=?)" in steps, steps  # the newest of one track
+    assert "(service_id=? AND environment=? AND action=?)" in steps, steps  # its manual deploys, its removals
+    assert not scans and "TEMP B-TREE" not in steps, steps
+    requested = [decode_envelope(row.payload.encode()) for row in await outbox(uow, Topic.DEPLOY_REQUESTED)]
+    assert [(e.data["version"], e.data["replicas"]) for e in requested[-2:]] == [("1.2.0", 3), ("1.3.0", 3)]

@@ -6,13 +6,16 @@ commit."""
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 from sqlalchemy import event
 
 from services.deploy import handlers, known_services, requests
-from services.deploy.models import DEPLOY_TABLES, Deployment
+from services.deploy.handlers import Action
+from services.deploy.models import DEPLOY_TABLES, Deployment, DeploymentCreate, ResourceCreate
+from services.deploy.undeploy import undeploy
 from shared.bus import OUTSIDE_WORK_BATCH_MAX, Batches, batch_limit, with_outside_work, with_prefetch
 from shared.consume import handle_batch
 from shared.events import Envelope, Topic
@@ -30,9 +33,12 @@ from tests.unit.test_deploy_handlers import (
     ready,
     release,
     released_event,
+    work,
 )
 from tests.unit.test_deploy_lifecycle import service_changed
 from tests.unit.test_shared import FakeDeadLetters
+
+STAGING = "staging"
 
 
 @pytest.fixture
@@ -146,6 +152,88 @@ async def test_a_batch_of_releases_reads_each_services_rules_once_and_deploys_as
         ("1.2.0", "auto", "c-1.2.0"),
         ("1.3.0", "auto", "c-1.3.0"),
     ], "each release auto-deployed once, in order; the redelivered one not again"
+
+
+async def test_a_batch_of_releases_to_several_environments_reads_their_stable_tracks_together(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    # "With auto-deploy set, a released version needs no manual deployment": each environment's
+    # auto deployment takes that stable track's replicas, read for the whole batch in one statement.
+    await _auto_deployed_in_two_environments(uow, cluster)
+    events = [
+        released_event(version, environment, correlation_id=f"c-{environment}-{version}")
+        for version in ("1.1.0", "1.2.0")
+        for environment in (ENV, STAGING)
+    ]
+    handler = with_prefetch(handlers.prefetch_released, _record_release(uow))
+
+    with reads_of(uow, "deployments") as reads, inserts_into(uow, "deployments") as inserts:
+        await handle_batch(Topic.VERSION_RELEASED.value, _raw(*events), handler, FakeDeadLetters(), uow)
+
+    assert len(reads) == 1, "both stable tracks read in one statement, before the batch's first release"
+    assert len(inserts) == 1, "the batch's four deployments inserted together, not flushed one by one"
+    requested = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    assert [(e.data["environment"], e.data["version"], e.data["replicas"]) for e in requested[2:]] == [
+        (ENV, "1.1.0", 2),
+        (STAGING, "1.1.0", 3),
+        (ENV, "1.2.0", 2),
+        (STAGING, "1.2.0", 3),
+    ], "each environment's releases auto-deployed in order, with its own track's replicas"
+
+
+async def _auto_deployed_in_two_environments(uow: UnitOfWork, cluster: FakeCluster) -> None:
+    """1.0.0 deployed by hand to dev (2 replicas) and to staging (3), auto-deploy on in both."""
+    await ready(uow, cluster)  # dev: deployed by hand with 2 replicas
+    await release(uow, "1.0.0", environment=STAGING)
+    await handlers.create_resource(
+        STAGING,
+        ResourceCreate(name="orders-db", type="database", data={"url": "postgres://db-s/orders"}),
+        by="ops",
+        uow=uow,
+        keyring=KEYRING,
+    )
+    body = {"project": PROJECT, "service": SERVICE, "environment": STAGING, "version": "1.0.0"}
+    await handlers.request_deployment(
+        DeploymentCreate(**body, resources=["orders-db"], replicas=3), by="alice", correlation_id="r", uow=uow
+    )
+    await work(uow, cluster)
+    for environment in (ENV, STAGING):
+        await handlers.set_auto_deploy(PROJECT, SERVICE, environment, True, by="alice", uow=uow)
+
+
+async def test_a_batch_of_releases_reads_each_environments_manual_deployments_and_removals_apart(
+    uow: UnitOfWork, cluster: FakeCluster
+) -> None:
+    # "auto-deploy applies only after a first manual deployment", and undeploy starts afresh: the
+    # workload removed from dev waits for a deployment by hand there; staging's rule still applies.
+    await _auto_deployed_in_two_environments(uow, cluster)
+    await undeploy(Action(PROJECT, SERVICE, ENV, by="dora", correlation_id="c-undeploy"), uow=uow)
+    await work(uow, cluster)
+    events = [released_event("1.1.0", environment, correlation_id=f"c-{environment}") for environment in (ENV, STAGING)]
+    handler = with_prefetch(handlers.prefetch_released, _record_release(uow))
+
+    await handle_batch(Topic.VERSION_RELEASED.value, _raw(*events), handler, FakeDeadLetters(), uow)
+
+    requested = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    autos = [(e.data["environment"], e.data["version"]) for e in requested if e.data["trigger"] == "auto"]
+    assert autos == [(STAGING, "1.1.0")], "dev's removal does not stop staging's rule, and stops dev's"
+
+
+@contextmanager
+def inserts_into(uow: UnitOfWork, table: str) -> Iterator[list[str]]:
+    """The INSERT statements into ``table`` run while the block runs (one per executemany)."""
+    engine = uow.sessions.kw["bind"].sync_engine
+    inserts: list[str] = []
+
+    def on_execute(_conn, _cursor, statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith(f"INSERT INTO {table} "):
+            inserts.append(statement)
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        yield inserts
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
 
 
 def _record_release(uow: UnitOfWork):
