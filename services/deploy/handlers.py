@@ -166,7 +166,7 @@ _READ_AHEAD = "stable track read ahead"
 
 async def _stable_track(session: AsyncSession, key: tuple[str, str], *, manual: bool) -> StableTrack:
     """Read once per service and environment in a batch of releases (``shared.batches.batch_memo``;
-    read ahead for the whole batch, ``_stable_tracks_ahead``), kept up to date by the auto
+    read ahead for the whole batch, ``_rules_ahead``), kept up to date by the auto
     deployments the batch makes; a batch makes no manual deployment and no removal, so what it
     read of those stays true."""
     memo = batch_memo(session)
