@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -47,6 +47,9 @@ class Batch:
     absent: set[object] = field(default_factory=set)  # identity keys read ahead and not found
     indexes: dict[tuple[type, tuple[str, ...]], Index] = field(default_factory=dict)  # ``index_rows``
     memo: dict[object, object] = field(default_factory=dict)  # ``batch_memo``: forgotten when a use case fails
+    folds: Mapping[str, Callable[[Any], Awaitable[object]]] = field(default_factory=dict)  # topic: handler
+    follow_ups: list[FollowUp] = field(default_factory=list)  # events emitted on those, to apply
+    followed: list[FollowUp] = field(default_factory=list)  # the follow-ups applied in the batch
     _claimed: set[str] = field(default_factory=set)
 
     def joins(self, owner: object) -> bool:
@@ -68,7 +71,7 @@ class Batch:
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[AsyncSession]:
         """A use case's share of the batch: when careful, its changes, claims and events go if it fails."""
-        mark, sent = len(self.claims), len(self.outgoing)
+        mark, sent, followed = len(self.claims), len(self.outgoing), len(self.follow_ups)
         try:
             if self.careful:
                 async with self.session.begin_nested():
@@ -82,7 +85,43 @@ class Batch:
                 self._claimed.discard(event_id)
             del self.claims[mark:]
             del self.outgoing[sent:]
+            del self.follow_ups[followed:]
             raise
+
+    def emitted(self, topic: str, envelope: Any, context: str | None) -> None:
+        """A use case of the batch emitted ``envelope`` (in trace ``context``): kept to be applied
+        in the batch when the service folds its topic (``shared.bus.folded``)."""
+        if topic in self.folds:
+            self.follow_ups.append(FollowUp(topic, envelope, context))
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """An event a batch emitted on a topic its service folds, applied in that batch."""
+
+    topic: str
+    envelope: Any  # shared.events.Envelope
+    context: str | None  # the trace context it was emitted in (``shared.tracing.current_context``)
+
+
+class AppliedHere:
+    """The ids of the events this process applied in the batch that emitted them (``shared.bus.folded``),
+    the newest ``size`` of them: their copies from the topic are skipped without a transaction. A
+    copy whose id was forgotten (or that arrives after a restart, or at another instance) is found
+    applied in the inbox, as any redelivery is."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._ids: dict[str, None] = {}
+
+    def add(self, event_ids: Iterable[str]) -> None:
+        for event_id in event_ids:
+            self._ids[event_id] = None
+        while len(self._ids) > self.size:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
 
 
 @dataclass

@@ -38,6 +38,7 @@ Handler = Callable[[Envelope], Awaitable[object]]
 ONE_AT_A_TIME = "gantry_one_at_a_time"
 OUTSIDE_WORK = "gantry_outside_work"
 PREFETCH = "gantry_prefetch"
+FOLDED = "gantry_folded"
 # Loads, for a whole batch, the rows its use cases will look up by primary key; returns them.
 Prefetch = Callable[[AsyncSession, list[Envelope]], Awaitable[Sequence[object]]]
 
@@ -266,6 +267,18 @@ def with_prefetch(prefetch: Prefetch, handler: Handler) -> Handler:
     return handler
 
 
+def folded(handler: Handler) -> Handler:
+    """Mark a batched handler of a topic its own service emits (a self-loop, ADR 3): an event of
+    that topic emitted by one of the service's batches is applied in that same batch, after the
+    batch's own events (``shared.consume.apply_batch``), each in a use case of its own as its
+    topic's batch would apply it. It is still published, for every other reader; its copy from
+    the topic finds it applied. One that fails there is left to its copy from the topic, retried
+    and dead-lettered as any event of it. Events of the topic emitted elsewhere (a REST request's
+    transaction) go round through the broker as before."""
+    setattr(handler, FOLDED, True)  # noqa: B010
+    return handler
+
+
 def readable_payloads(envelopes: Sequence[Envelope], model: type[DataT]) -> list[DataT]:
     """The typed data of each event that has it (for a ``Prefetch``: a poison event is the
     handler's to refuse, in the batch)."""
@@ -352,6 +365,8 @@ def subscribe(
 
     channel = app.topic(topic, key_serializer="raw", value_serializer="raw")
     batched = batches is not None and not getattr(handler, ONE_AT_A_TIME, False)
+    if batches is not None and batched and getattr(handler, FOLDED, False):
+        batches.uow.fold(str(topic), handler)
 
     async def agent(stream: faust.StreamT[Any]) -> None:
         if batches is not None and batched:

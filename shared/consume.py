@@ -23,7 +23,7 @@ from faust.types import EventT
 from sqlalchemy.exc import DBAPIError
 
 from shared import metrics, tracing
-from shared.batches import BatchConflict, SpoiledBatch
+from shared.batches import Batch, BatchConflict, FollowUp, SpoiledBatch
 from shared.bus import (
     OUTAGE_MAX_DELAY,
     PREFETCH,
@@ -125,13 +125,17 @@ async def handle_batch(
     per event saved); if anything fails in it, it is rolled back and applied again with a
     savepoint per event, which tells the failing event from the rest."""
     records = [_decoded(*event) for event in events]
+    if uow.folds:  # the copies of events applied here in the batch that emitted them (bus.folded)
+        records = [r for r in records if r.envelope is None or r.envelope.id not in uow.applied_here]
+        if not records:
+            return
     if outside is not None:
         await _outside(outside.before, [record.envelope for record in records if record.envelope is not None])
     attempt, careful = 0, False
     while True:
         attempt += 1
         try:
-            await apply_batch(uow, records, handler, careful=careful, topic=topic)
+            followed = await apply_batch(uow, records, handler, careful=careful, topic=topic)
             break
         except Exception as exc:
             if not careful and not is_transient(exc):
@@ -148,6 +152,8 @@ async def handle_batch(
             metrics.count_dead_lettered(topic, record.dead.split(":", 1)[0].replace("failed after retries", "failed"))
         elif record.envelope is not None:
             metrics.observe_handled(topic, record.envelope)
+    for done in followed:
+        metrics.observe_handled(done.topic, done.envelope)
     if outside is not None:
         applied = [record.envelope for record in records if record.envelope is not None and record.dead is None]
         await _outside(outside.after, applied)
@@ -171,9 +177,10 @@ def _decoded(key: bytes | None, raw: bytes | None, headers: Headers | None = Non
 
 async def apply_batch(
     uow: UnitOfWork, records: list[Record], handler: Handler, *, careful: bool = True, topic: str = ""
-) -> None:
+) -> list[FollowUp]:
     """Apply ``records`` in order in one transaction; mark which go to the dead-letter topic.
-    Not ``careful`` (no savepoints), the first failure raises ``SpoiledBatch``."""
+    Not ``careful`` (no savepoints), the first failure raises ``SpoiledBatch``. Then the events
+    they emitted on a topic the service folds (``shared.bus.folded``): those applied are returned."""
     envelopes = [record.envelope for record in records if record.envelope is not None]
     async with uow.batch((envelope.id for envelope in envelopes), careful=careful) as batch:
         prefetch: Prefetch | None = getattr(handler, PREFETCH, None)
@@ -206,8 +213,44 @@ async def apply_batch(
                 unbind_event()
             if batch.spoiled():
                 raise SpoiledBatch("a use case failed inside the batch")
+        await _follow_up(batch)
         await batch.session.flush()  # what the use cases left pending fails here, not at the commit
     log.debug("batch applied", events=len(envelopes), applied=len(batch.claims), careful=careful)
+    return batch.followed
+
+
+async def _follow_up(batch: Batch) -> None:
+    """Apply the events the batch emitted on a topic its service folds, in the order emitted,
+    each topic's read ahead first (``shared.bus.with_prefetch``), each in a use case of its own;
+    and what those emitted in turn. One that fails is left to its copy from the topic (which
+    retries it, then dead-letters it, as any event of its topic); without savepoints, a failure
+    spoils the batch, which is applied again with them."""
+    while batch.follow_ups:
+        follow_ups, batch.follow_ups = batch.follow_ups, []
+        for topic in dict.fromkeys(follow_up.topic for follow_up in follow_ups):
+            prefetch: Prefetch | None = getattr(batch.folds[topic], PREFETCH, None)
+            envelopes = [follow_up.envelope for follow_up in follow_ups if follow_up.topic == topic]
+            if prefetch is not None:
+                batch.kept = [*batch.kept, *await _prefetched(prefetch, batch.session, envelopes)]
+        for follow_up in follow_ups:
+            bind_event(follow_up.envelope)
+            try:
+                with tracing.consumer_span(follow_up.topic, tracing.stored_headers(follow_up.context)):
+                    await batch.folds[follow_up.topic](follow_up.envelope)
+            except Exception as exc:
+                if restarts_batch(exc):
+                    raise
+                if not batch.careful:
+                    raise SpoiledBatch("an event applied in the batch that emitted it failed") from exc
+                log.warning(
+                    "event applied in the batch that emitted it failed; its copy from the topic applies it",
+                    topic=follow_up.topic,
+                    error=repr(exc),
+                )
+                continue
+            finally:
+                unbind_event()
+            batch.followed.append(follow_up)
 
 
 async def _prefetched(prefetch: Prefetch, session: Any, envelopes: list[Envelope]) -> Sequence[object]:

@@ -31,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.batches import (
     CURRENT_BATCH,
+    AppliedHere,
     Batch,
     BatchConflict,
     current_batch,
@@ -114,6 +115,7 @@ def add_event(session: AsyncSession, topic: Topic, envelope: Envelope, key: str)
     batch = CURRENT_BATCH.get()
     if batch is not None and batch.open and batch.session is session:
         batch.outgoing.append(row)
+        batch.emitted(topic.value, envelope, row["trace_context"])
     else:
         session.add(OutboxMessage(**row))
     session.info["outbox"] = True
@@ -182,9 +184,17 @@ class UnitOfWork:
         self.sessions = sessions
         self.source = source
         self._listeners: list[Callable[[], None]] = []
+        # topics whose events this service applies in the batch that emits them (``shared.bus.folded``)
+        self.folds: dict[str, Callable[[Envelope], Awaitable[object]]] = {}
+        self.applied_here = AppliedHere()
 
     def on_outbox_commit(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
+
+    def fold(self, topic: str, handler: Callable[[Envelope], Awaitable[object]]) -> None:
+        """Apply the events of ``topic`` that a batch of this service emits in that same batch,
+        with ``handler`` (``shared.bus.folded``)."""
+        self.folds[topic] = handler
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
@@ -217,7 +227,7 @@ class UnitOfWork:
                 async with write_turn(session), session.begin():
                     await write_lock(session)
                     applied = await applied_among(session, event_ids)
-                    batch = Batch(self, session, applied, careful=careful)
+                    batch = Batch(self, session, applied, careful=careful, folds=self.folds)
                     token = CURRENT_BATCH.set(batch)
                     try:
                         yield batch
@@ -232,6 +242,9 @@ class UnitOfWork:
                 if claiming:  # the inbox ids met another instance's, at their insert or (SQLite) the COMMIT
                     raise BatchConflict("another consumer applied some of these events meanwhile") from exc
                 raise
+            if batch.followed:  # committed: their copies from the topic need not open a transaction
+                claimed = {event_id for event_id, _topic in batch.claims}
+                self.applied_here.add(done.envelope.id for done in batch.followed if done.envelope.id in claimed)
             if session.info.pop("outbox", False):
                 for listener in self._listeners:
                     listener()

@@ -130,6 +130,14 @@ def relay_headers(stored: str | None, topic: str, created_at: datetime) -> Heade
     return [(key, value.encode()) for key, value in carrier.items()]
 
 
+def stored_headers(stored: str | None) -> Headers:
+    """The trace context an outbox row was written in (``current_context``), as the headers a
+    consumer span continues: for an event applied in the batch that emitted it (``shared.bus.folded``)."""
+    if not enabled() or not stored:
+        return []
+    return [(key, str(value).encode()) for key, value in json.loads(stored).items()]
+
+
 @contextmanager
 def consumer_span(topic: str, headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None) -> Iterator[None]:
     """The span of handling one consumed record, continuing the trace its headers carry."""

@@ -12,7 +12,7 @@ from services.versioning.api import router
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
 from services.versioning.pipelines_api import router as pipelines_router
 from shared import outbox_api, webhook_door
-from shared.bus import Handler, with_prefetch
+from shared.bus import Handler, folded, with_prefetch
 from shared.events import Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
@@ -25,9 +25,12 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
         ),
         Topic.SERVICE_CREATED: partial(handlers.on_service_created, uow=runtime.uow),
         Topic.SERVICE_CHANGED: partial(handlers.on_service_changed, uow=runtime.uow),
-        Topic.PIPELINE_SUCCEEDED: with_prefetch(
-            handlers.prefetch_successes,
-            partial(handlers.on_pipeline_succeeded, uow=runtime.uow, registry=runtime.settings.image_registry),
+        # the success a batch of hooks announces makes its version in that batch (ADR 3)
+        Topic.PIPELINE_SUCCEEDED: folded(
+            with_prefetch(
+                handlers.prefetch_successes,
+                partial(handlers.on_pipeline_succeeded, uow=runtime.uow, registry=runtime.settings.image_registry),
+            )
         ),
     }
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import delete, select
 
 from shared.batches import BatchConflict, batch_memo, first_row, get_row, holds_write_lock, indexed, note_absent
-from shared.bus import read_ahead, reading_ahead, with_prefetch
+from shared.bus import folded, read_ahead, reading_ahead, with_prefetch
 from shared.consume import Record, apply_batch, handle_batch
 from shared.errors import PoisonEvent
 from shared.events import Envelope, PipelineSucceeded, Topic, VersionCreated, new_event, utcnow
@@ -637,3 +637,35 @@ async def test_batches_and_the_relay_take_turns_to_write_and_never_meet_sqlites_
     async with uow.sessions() as session:
         assert set((await session.exec(select(InboxEntry.event_id))).all()) == {"a", "b"}
     assert all(row.published_at is not None for row in await outbox(uow))
+
+
+async def test_a_folded_event_is_applied_in_its_batch_unless_the_use_case_that_emitted_it_failed(make_uow):
+    """``bus.folded``: what a batch emits on a topic its service folds is applied in that batch,
+    in a use case of its own, after the batch's own events; what a failed use case emitted goes
+    with the rest of its writes."""
+    uow = await make_uow("versioning", [])
+    seen: list[int] = []
+
+    async def on_version_created(envelope: Envelope) -> None:
+        async with uow.begin() as session:
+            if await claim_inbox(session, envelope):
+                seen.append(envelope.payload(VersionCreated).pipeline_id)
+
+    uow.fold(Topic.VERSION_CREATED, folded(on_version_created))
+    dead = FakeDeadLetters()
+    await handle_batch(
+        "pipeline.succeeded",
+        _raw(_succeeded("s", 7), _succeeded("s", 13), _succeeded("s", 8)),
+        make_version(uow),
+        dead,
+        uow,
+    )
+
+    assert seen == [7, 8], "13's use case failed: the event it emitted went with it"
+    assert [reason.split(":")[0] for _topic, _raw_value, reason in dead.records] == ["poison"]
+    emitted = [json.loads(row.payload)["id"] for row in await outbox(uow, "version.created")]
+    assert len(emitted) == 2, "still published, for every other reader"
+    assert all(event_id in uow.applied_here for event_id in emitted)
+    async with uow.sessions() as session:
+        applied = set((await session.exec(select(InboxEntry.event_id))).all())
+    assert set(emitted) <= applied

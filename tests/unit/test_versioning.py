@@ -6,18 +6,21 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import event
 from sqlmodel import select
 
+from services.versioning import app as versioning_app
 from services.versioning import domain, handlers, parking
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
 from shared import gitlab_hook
-from shared.bus import with_prefetch
+from shared.bus import FOLDED, folded, with_prefetch
 from shared.consume import handle_batch
 from shared.errors import PoisonEvent
 from shared.events import Envelope, HookReceived, PipelineSucceeded, ServiceCreated, Topic, new_event
+from shared.outbox import InboxEntry, UnitOfWork
 from tests.unit.conftest import outbox, query_plan, reads_of
 from tests.unit.test_shared import FakeDeadLetters
 
@@ -357,3 +360,113 @@ async def test_a_batch_of_successes_finds_the_versions_made_before_it_without_a_
     assert sorted(versions) == [7, 11, 12]
     assert versions[11].name == "2026.3.10-080509-main.11", "pipeline 10 made none: its commit had one"
     assert len(await outbox(uow, "version.created")) == 3
+
+
+# ADR 3: the success a batch of hooks announces makes its version in that batch (``bus.folded``),
+# as versioning's app registers it; the event is still published, and its copy from the topic is skipped.
+
+
+def folding(uow, successes=None):
+    """Versioning's two handlers of the chain, with successes folded into the batch of hooks."""
+    if successes is None:
+        successes = partial(handlers.on_pipeline_succeeded, uow=uow, registry="r")
+    successes = folded(with_prefetch(handlers.prefetch_successes, successes))
+    uow.fold(Topic.PIPELINE_SUCCEEDED, successes)
+    return with_prefetch(handlers.prefetch_hooks, partial(handlers.on_hook_received, uow=uow)), successes
+
+
+def hook_records(*bodies):
+    events = [hook_event(body, delivery=f"d-{n}") for n, body in enumerate(bodies)]
+    return [(event.data["scm_project_id"].encode(), event.model_dump_json().encode()) for event in events]
+
+
+def commit_hook(pipeline_id: int, sha: str, status: str = "success"):
+    body = hook(pipeline_id=pipeline_id, status=status)
+    body["object_attributes"]["sha"] = sha
+    return body
+
+
+async def copies_of_successes(uow):
+    """The records the relay publishes for the announced successes, as the topic delivers them."""
+    rows = await outbox(uow, "pipeline.succeeded")
+    return [(row.key.encode(), row.payload.encode()) for row in rows]
+
+
+def test_versioning_folds_the_successes_it_announces():
+    subscriptions = versioning_app._subscriptions(
+        SimpleNamespace(uow=None, settings=SimpleNamespace(image_registry="r"))
+    )
+    assert getattr(subscriptions[Topic.PIPELINE_SUCCEEDED], FOLDED, False) is True
+    assert not getattr(subscriptions[Topic.HOOK_RECEIVED], FOLDED, False), "the door's hooks still go round"
+
+
+async def test_a_batch_of_hooks_makes_the_versions_of_the_successes_it_announces(uow):
+    hooks, _successes = folding(uow)
+    records = hook_records(commit_hook(7, "c7", status="running"), commit_hook(7, "c7"), commit_hook(8, "c8"))
+    with reads_of(uow, "versions") as reads:
+        await handle_batch("gitlab.hook.received", records, hooks, FakeDeadLetters(), uow)
+
+    assert len(reads) == 1, "the successes' versions read once, ahead, as their own batch would"
+    announced = await outbox(uow, "pipeline.succeeded")
+    assert len(announced) == 2, "the successes are still published, for every other reader"
+    versions = {v.pipeline_id: v for v in await handlers.list_versions("shop", "web", uow=uow)}
+    assert sorted(versions) == [7, 8]
+    created = [json.loads(row.payload) for row in await outbox(uow, "version.created")]
+    assert [event["causation_id"] for event in created] == [json.loads(row.payload)["id"] for row in announced]
+    assert [p.version for p in await handlers.list_pipelines("shop", "web", uow=uow)] == [
+        versions[8].name,
+        versions[7].name,
+    ]
+    async with uow.sessions() as session:
+        applied = set((await session.exec(select(InboxEntry.event_id))).all())
+    assert {json.loads(row.payload)["id"] for row in announced} <= applied, "claimed in the same transaction"
+
+
+async def test_the_copy_of_a_success_applied_in_its_batch_opens_no_transaction(uow):
+    hooks, successes = folding(uow)
+    await handle_batch("gitlab.hook.received", hook_records(commit_hook(7, "c7")), hooks, FakeDeadLetters(), uow)
+    copies = await copies_of_successes(uow)
+    statements: list[str] = []
+    engine = uow.sessions.kw["bind"].sync_engine
+    listener = lambda _c, _cur, statement, *_rest: statements.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        await handle_batch("pipeline.succeeded", copies, successes, FakeDeadLetters(), uow)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+    assert statements == [], "skipped: this process applied it in the batch that emitted it"
+    assert len(await handlers.list_versions("shop", "web", uow=uow)) == 1
+    assert len(await outbox(uow, "version.created")) == 1
+
+
+async def test_after_a_restart_the_copy_of_a_folded_success_is_found_in_the_inbox(uow):
+    hooks, _successes = folding(uow)
+    await handle_batch("gitlab.hook.received", hook_records(commit_hook(7, "c7")), hooks, FakeDeadLetters(), uow)
+    restarted = UnitOfWork(uow.sessions, source=uow.source)  # nothing remembered of what it applied
+    _hooks, successes = folding(restarted)
+    dead = FakeDeadLetters()
+    await handle_batch("pipeline.succeeded", await copies_of_successes(uow), successes, dead, restarted)
+
+    assert len(await handlers.list_versions("shop", "web", uow=uow)) == 1, "not made twice"
+    assert len(await outbox(uow, "version.created")) == 1 and dead.records == []
+
+
+async def test_a_success_that_fails_in_the_batch_of_its_hook_is_left_to_its_topic(uow):
+    async def failing(envelope):
+        raise RuntimeError("the versions table is having a bad day")
+
+    hooks, _failing = folding(uow, failing)
+    dead = FakeDeadLetters()
+    await handle_batch("gitlab.hook.received", hook_records(commit_hook(7, "c7")), hooks, dead, uow)
+
+    assert dead.records == [], "the hook itself was applied"
+    [pipeline] = await handlers.list_pipelines("shop", "web", uow=uow)
+    assert pipeline.succeeded and pipeline.version is None
+    assert len(await outbox(uow, "pipeline.succeeded")) == 1 and await outbox(uow, "version.created") == []
+
+    _hooks, successes = folding(uow)  # the copy from the topic, with versioning's own handler
+    await handle_batch("pipeline.succeeded", await copies_of_successes(uow), successes, dead, uow)
+    [version] = await handlers.list_versions("shop", "web", uow=uow)
+    assert version.pipeline_id == 7 and dead.records == []
+    assert len(await outbox(uow, "version.created")) == 1
