@@ -235,5 +235,31 @@ async def serialize_on(session: AsyncSession, name: str) -> None:
             held[("lock", name)] = True
 
 
+# Several advisory locks in one statement, in the order given (a subquery's order is the order
+# its rows reach the aggregate, so the locks are taken one after the other in it).
+_LOCK_ALL = text(
+    "SELECT count(pg_advisory_xact_lock(hashtext(name))) "
+    "FROM (SELECT name FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS given(name, n) ORDER BY n) AS ordered"
+)
+
+
+async def serialize_on_all(session: AsyncSession, names: Sequence[str]) -> None:
+    """``serialize_on`` for each of ``names``, sorted, in one statement: what a batch takes before
+    it reads ahead for its events, each of which takes its own (two batches that share some
+    names take them in the same order, so neither waits for the other while holding what it needs)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    held = batch_memo(session)
+    wanted = sorted({name for name in names if held is None or ("lock", name) not in held})
+    if not wanted:
+        return
+    if len(wanted) == 1:
+        await session.exec(select(func.pg_advisory_xact_lock(func.hashtext(wanted[0]))))
+    else:
+        await (await session.connection()).execute(_LOCK_ALL, {"names": wanted})
+    if held is not None:
+        held.update((("lock", name), True) for name in wanted)
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)

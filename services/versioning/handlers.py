@@ -14,7 +14,7 @@ from services.versioning.models import KnownService, Pipeline, PipelinePublic, V
 from shared import gitlab_hook
 from shared.batches import first_row, index_rows, indexed
 from shared.bus import read_ahead, readable_payloads, reading_ahead
-from shared.db import serialize_on
+from shared.db import serialize_on, serialize_on_all
 from shared.errors import InvalidInput, NotFound, PoisonEvent
 from shared.events import (
     Envelope,
@@ -95,8 +95,7 @@ async def prefetch_hooks(session: AsyncSession, envelopes: list[Envelope]) -> Se
     repositories = sorted({data.scm_project_id for data in hooks})
     if not repositories:
         return []
-    for repository in repositories:
-        await serialize_on(session, _repository_lock(repository))
+    await serialize_on_all(session, [_repository_lock(repository) for repository in repositories])
     services = list((await session.exec(_SERVICES_OF_REPOSITORIES, params={"ids": repositories})).all())
     # the repository locks are what a hook and an announcement take before they write these rows
     index_rows(session, KnownService, {"scm_project_id": repositories}, services, locked=True)
@@ -210,8 +209,7 @@ async def _versions_ahead(session: AsyncSession, envelopes: list[Envelope]) -> S
     services = sorted({data.service_id for data in successes})
     if not services:
         return []
-    for service_id in services:
-        await serialize_on(session, _versions_lock(service_id))
+    await serialize_on_all(session, [_versions_lock(service_id) for service_id in services])
     now = utcnow()  # a name from a pipeline's own time; one without it may take another at its turn
     by_column: dict[str, set[object]] = {
         "pipeline_id": {data.pipeline_id for data in successes},

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from services.versioning import handlers
 from services.versioning.models import KnownService, ParkedHook, Pipeline, PipelineJob, Version
 from shared.batches import index_rows, indexed
-from shared.bus import with_prefetch
+from shared.bus import folded, with_prefetch
 from shared.consume import handle_batch
 from shared.db import create_tables, make_engine, session_factory
 from shared.events import Envelope, HookReceived, ServiceCreated, Topic, new_event
@@ -134,3 +134,38 @@ async def test_a_batch_trusts_its_index_only_where_nothing_else_writes_those_row
     on_sqlite = uow.sessions.kw["bind"].dialect.name == "sqlite"
     assert without_locks == ([] if on_sqlite else None), "unlocked on PostgreSQL: the database is asked"
     assert with_locks == []
+
+
+async def test_a_batch_of_hooks_takes_its_repositories_and_versions_locks_in_one_statement_each(
+    uow: UnitOfWork,
+) -> None:
+    # ADR 3: the successes a batch of hooks announces make their versions in that batch, under
+    # their services' versions locks; on PostgreSQL each kind is taken for the whole batch at once
+    numbers = range(200, 204)
+    for number in numbers:
+        await apply(handlers.on_service_created, announcement(number), uow)
+    successes = partial(handlers.on_pipeline_succeeded, uow=uow, registry="r")
+    uow.fold(Topic.PIPELINE_SUCCEEDED, folded(with_prefetch(handlers.prefetch_successes, successes)))
+    handler = with_prefetch(handlers.prefetch_hooks, partial(handlers.on_hook_received, uow=uow))
+    hooks = [_hook_of_pipeline(number, 1) for number in reversed(numbers)]
+    engine = uow.sessions.kw["bind"].sync_engine
+    locks: list[object] = []
+    listener = lambda _c, _k, sql, params, *_: locks.append(params) if "pg_advisory_xact_lock" in sql else None  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        records = [(b"k", hook.model_dump_json().encode()) for hook in hooks]
+        await handle_batch(Topic.HOOK_RECEIVED.value, records, handler, FakeDeadLetters(), uow)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    made = {
+        number: [v.pipeline_id for v in await handlers.list_versions("shop", f"web{number}", uow=uow)]
+        for number in numbers
+    }
+    assert made == {number: [1] for number in numbers}
+    if engine.dialect.name == "postgresql":
+        assert len(locks) == 2, f"the repositories' locks, then the versions', each in one statement: {locks}"
+        named = [next(iter(params.values() if isinstance(params, dict) else params)) for params in locks]
+        assert named == [
+            sorted(f"versioning-repository:local-{number}" for number in numbers),
+            sorted(f"versioning-versions:s{number}" for number in numbers),
+        ]
