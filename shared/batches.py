@@ -64,6 +64,10 @@ class Batch:
         self._claimed.add(event_id)
         return True
 
+    def claimed(self, event_id: str) -> bool:
+        """Whether a use case of this batch claimed ``event_id`` (and was not rolled back since)."""
+        return event_id in self._claimed
+
     def spoiled(self) -> bool:
         """Whether a use case failed in a batch without savepoints: its half-done writes are in it."""
         return not self.careful and self.failures > 0

@@ -226,13 +226,7 @@ async def serialize_on(session: AsyncSession, name: str) -> None:
     SQLite (WAL) needs nothing: a transaction that read before another one's commit cannot write
     after it, fails as busy and is retried whole. A consumer's batch holds its locks until it
     commits; one it took already is not asked for again (``shared.batches.batch_memo``)."""
-    if session.get_bind().dialect.name == "postgresql":
-        held = batch_memo(session)  # in a consumer's batch, a lock it holds is not asked for again
-        if held is not None and ("lock", name) in held:
-            return
-        await session.exec(select(func.pg_advisory_xact_lock(func.hashtext(name))))
-        if held is not None:
-            held[("lock", name)] = True
+    await serialize_on_all(session, [name])
 
 
 # Several advisory locks in one statement, in the order given (a subquery's order is the order
@@ -249,7 +243,7 @@ async def serialize_on_all(session: AsyncSession, names: Sequence[str]) -> None:
     names take them in the same order, so neither waits for the other while holding what it needs)."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    held = batch_memo(session)
+    held = batch_memo(session)  # in a consumer's batch, a lock it holds is not asked for again
     wanted = sorted({name for name in names if held is None or ("lock", name) not in held})
     if not wanted:
         return

@@ -243,8 +243,7 @@ class UnitOfWork:
                     raise BatchConflict("another consumer applied some of these events meanwhile") from exc
                 raise
             if batch.followed:  # committed: their copies from the topic need not open a transaction
-                claimed = {event_id for event_id, _topic in batch.claims}
-                self.applied_here.add(done.envelope.id for done in batch.followed if done.envelope.id in claimed)
+                self.applied_here.add(done.envelope.id for done in batch.followed if batch.claimed(done.envelope.id))
             if session.info.pop("outbox", False):
                 for listener in self._listeners:
                     listener()
