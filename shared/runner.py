@@ -8,6 +8,7 @@ import gc
 import socket
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 
 from shared.settings import get_settings
@@ -66,8 +67,19 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def every_loop_on_uvloop() -> None:
+    """Make every event loop the process creates a uvloop one, not only uvicorn's.
+
+    uvicorn runs the service on uvloop by itself; faust runs its Kafka consumer on a thread of its
+    own, with a loop made by ``asyncio.new_event_loop``, which was the standard library's. That
+    thread fetches and heartbeats all day: an idle service spent about two thirds of its CPU there,
+    and an idle Gantry took 9.2 % of one core with it on asyncio's loop, 7.8–8.0 % on uvloop (ADR 2)."""
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def serve(api: FastAPI, service: str, server_class: type[uvicorn.Server] = ServiceServer) -> None:
     settings = get_settings()
+    every_loop_on_uvloop()
     config = uvicorn.Config(
         api,
         host=settings.host,

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import uvicorn
+import uvloop
 from starlette.types import Receive, Scope, Send
 
 from shared import runner
@@ -85,3 +86,23 @@ async def test_a_server_refreshes_its_date_header_at_each_of_its_ticks(monkeypat
     await asyncio.wait_for(ticked.main_loop(), timeout=10)
     assert counters == [0, 0, 0]  # uvicorn refreshes its Date header on ticks whose counter divides by 10
     assert b"date" in dict(ticked.server_state.default_headers)
+
+
+def test_a_service_runs_the_loop_of_fausts_consumer_thread_on_uvloop() -> None:
+    """faust's consumer thread makes its loop with ``asyncio.new_event_loop``: once the service
+    has set the policy, that loop is uvloop's too, as uvicorn's is."""
+    from mode.threads import ServiceThread
+
+    before = asyncio.get_event_loop_policy()
+    parent = asyncio.new_event_loop()
+    try:
+        assert not isinstance(parent, uvloop.Loop)  # the standard library's, as a thread made it before
+        runner.every_loop_on_uvloop()
+        asyncio.set_event_loop(parent)
+        consumer_thread = ServiceThread(loop=parent)
+        assert isinstance(consumer_thread.thread_loop, uvloop.Loop)
+        consumer_thread.thread_loop.close()
+    finally:
+        asyncio.set_event_loop_policy(before)
+        asyncio.set_event_loop(None)
+        parent.close()
