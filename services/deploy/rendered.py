@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import tempfile
+import threading
 from pathlib import Path
 
 import yaml
@@ -65,7 +65,10 @@ class RenderedManifestsDriver:
         path = folder / f"{spec.name}.ingress.yaml"
         ingress = render_ingress(spec)
         if ingress is None:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
+            # Most services have no route, and their Ingress file was never written: one lstat
+            # here (microseconds, on the local folder) instead of a turn on a worker thread
+            if os.path.lexists(path):  # noqa: ASYNC240
+                await asyncio.to_thread(path.unlink, missing_ok=True)
         else:
             await asyncio.to_thread(_write_atomically, path, render_yaml([ingress], path.name))
 
@@ -95,16 +98,41 @@ def _write_atomically(path: Path, text: str) -> None:
     it covers, an OS crash or power cut before the cache is written, and there the file is only a
     rendering of deploy's database (the record, committed and durable by itself): the newest file
     may then be missing or empty, which ``_read_status`` reports (not found, or failed) until the
-    next apply of that deployment writes it again."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    next apply of that deployment writes it again.
+
+    The temporary file is named after the writing thread (no two threads on the machine share an
+    id at once) instead of ``tempfile.mkstemp``'s random name, and the folder is made only when the
+    file cannot be opened for want of it: a write took 220 µs of CPU with both, 140 without
+    (``python -m bench.manifest_files``). A temporary file a crash left behind is replaced."""
+    temporary = path.with_name(f".{path.name}.{threading.get_native_id()}.tmp")
+    descriptor = _open_new(temporary)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
+        data = memoryview(text.encode("utf-8"))
+        try:
+            while data:
+                data = data[os.write(descriptor, data) :]
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_new(path: Path) -> int:
+    """A new file at ``path``, mode 0600 (the Secret's data is only base64-encoded), its folder
+    made if missing; a file a crashed write left there is removed first."""
+    for _ in range(3):
+        try:
+            return os.open(path, _NEW_FILE, 0o600)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            path.unlink(missing_ok=True)
+    return os.open(path, _NEW_FILE, 0o600)
 
 
 def _remove_files(tracks: list[Path], app: str) -> None:
