@@ -11,6 +11,7 @@ import asyncio
 from functools import partial
 
 import pytest
+from sqlalchemy import event
 
 from services.release import handlers
 from services.release.models import TABLES
@@ -67,3 +68,28 @@ async def _bind(uow: UnitOfWork, code: str, environment: str) -> None:
             if attempt == 49:
                 raise
             await asyncio.sleep(0.01)
+
+
+async def test_a_batch_of_versions_locks_each_service_once(uow: UnitOfWork) -> None:
+    """On PostgreSQL a batch locks its services (a row write) before it reads ahead; its events do
+    not write those rows again, one by one. Every version is released all the same."""
+    await add_environments(uow, "qa")
+    services = [await known_service(uow, "qa", auto=True) for _ in range(3)]
+    created = [version_created(service, version) for version in ("1.0.0", "1.0.1") for service in services]
+    records = [(c.data["service_id"].encode(), c.model_dump_json().encode()) for c in created]
+    handler = with_prefetch(handlers.prefetch_versions, partial(handlers.on_version_created, uow=uow))
+    engine = uow.sessions.kw["bind"].sync_engine
+    writes: list[object] = []
+    listener = lambda _c, _k, sql, params, *_: writes.append(params) if sql.startswith("UPDATE") and "revision" in sql else None  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        await handle_batch(Topic.VERSION_CREATED.value, records, handler, FakeDeadLetters(), uow)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    for service in services:
+        overview = await handlers.list_releases(PROJECT, service.data["service"], uow=uow)
+        assert [(t.environment, t.latest and t.latest.version) for t in overview.environments] == [("qa", "1.0.1")]
+    if engine.dialect.name == "postgresql":
+        assert len(writes) == 1, f"the batch's services locked once, together: {writes}"
+    else:
+        assert writes == [], "the batch holds SQLite's write lock: no row is written to lock it"
