@@ -5,6 +5,8 @@
 In a temporary folder (under ``--folder`` if given: put it on the disk ``GANTRY_HOME`` is on), the
 embedded cluster driver (``services.deploy.rendered.RenderedManifestsDriver``) is asked to:
 
+- render one deployment's objects as YAML (``render_yaml``: Namespace, ConfigMap, Secret,
+  Deployment, Service), ``--calls`` times over ten deployments;
 - write one deployment's manifest file, ``--calls`` times over ten services in ten folders (the
   file is replaced by a rename each time), straight and through ``driver.apply`` as deploy calls it
   (rendering the objects and a turn on a worker thread);
@@ -61,7 +63,12 @@ def main() -> None:
         text = rendered.render_yaml(rendered.render_objects(specs[0]), paths[0].name)
         unrouted = [IngressSpec("bench", f"svc-{number}", "dev", f"ns-{number}") for number in range(10)]
         loop = asyncio.new_event_loop()
+        objects = [rendered.render_objects(spec) for spec in specs]
         cases: list[tuple[str, Callable[[int], None]]] = [
+            (
+                "render one manifest (render_yaml)",
+                lambda n: None if rendered.render_yaml(objects[n % 10], "a.yaml") else None,
+            ),
             ("write one manifest file", lambda n: rendered._write_atomically(paths[n % 10], text)),
             (
                 "driver.apply (render, worker thread, write)",

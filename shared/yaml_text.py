@@ -138,6 +138,15 @@ def _leaf(value: Any, cached: bool) -> str:
 
 
 def _scalar(text: str, cached: bool) -> str:
+    """How ``text`` is written as a key or a value; short ones (keys, names, labels, versions) are
+    remembered, where ``cached`` allows (not a Secret's data): a manifest writes about 160 scalars,
+    most of them the same from one manifest to the next."""
+    if cached and len(text) <= _CACHED_UP_TO:
+        return _known_scalar(text)
+    return _written_scalar(text, cached)
+
+
+def _written_scalar(text: str, cached: bool) -> str:
     if _PLAIN.fullmatch(text) and text.lower() not in _WORDS:
         return text
     if _SIMPLE.fullmatch(text) and not text.endswith(":"):  # a ":" last is an indicator
@@ -161,3 +170,8 @@ def _styled(text: str) -> str:
 
 
 _styled_cached = lru_cache(maxsize=4096)(_styled)
+
+
+@lru_cache(maxsize=8192)
+def _known_scalar(text: str) -> str:
+    return _written_scalar(text, True)  # an _Unsupported raised is not remembered: raised each time

@@ -165,3 +165,40 @@ def test_a_release_files_ids_hash_and_time_are_styled_without_pyyaml(monkeypatch
         ("registry.local/bench/svc03:a1b2c3d4e5f6", "registry.local/bench/svc03:a1b2c3d4e5f6"),
     ):
         assert yaml_text._scalar(text, False) == written
+
+
+def test_short_scalars_are_remembered_but_not_a_secrets_data() -> None:
+    """Keys, names and labels repeat from one manifest to the next and are remembered; the values
+    of a Secret's data never are, whatever their length."""
+    yaml_text._known_scalar.cache_clear()
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "web"},
+        "data": {"token": "c2VjcmV0LXZhbHVl", "pin": "MTIzNA=="},
+    }
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}}}
+    for _ in range(2):
+        assert dump_blocks([secret, deployment]) == _reference([secret, deployment])
+    remembered = yaml_text._known_scalar.cache_info()
+    assert remembered.hits > 0
+    assert remembered.currsize == len(
+        {
+            "apiVersion",
+            "apps/v1",
+            "kind",
+            "Deployment",
+            "metadata",
+            "name",
+            "web",
+            "labels",
+            "app",
+            "data",
+            "token",
+            "pin",
+        }
+    )
+    for value in ("c2VjcmV0LXZhbHVl", "MTIzNA=="):
+        before = yaml_text._known_scalar.cache_info().currsize
+        yaml_text._known_scalar(value)  # asked for itself, it would be kept
+        assert yaml_text._known_scalar.cache_info().currsize == before + 1, f"{value} was remembered by the Secret"
