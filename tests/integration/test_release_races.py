@@ -80,9 +80,11 @@ async def test_a_batch_of_versions_locks_each_service_once(uow: UnitOfWork) -> N
     handler = with_prefetch(handlers.prefetch_versions, partial(handlers.on_version_created, uow=uow))
     engine = uow.sessions.kw["bind"].sync_engine
     writes: list[object] = []
-    listener = lambda _c, _k, sql, params, *_: (
-        writes.append(params) if sql.startswith("UPDATE") and "revision" in sql else None
-    )  # noqa: E731
+
+    def listener(_connection: object, _cursor: object, sql: str, params: object, *_: object) -> None:
+        if sql.startswith("UPDATE") and "revision" in sql:
+            writes.append(params)
+
     event.listen(engine, "before_cursor_execute", listener)
     try:
         await handle_batch(Topic.VERSION_CREATED.value, records, handler, FakeDeadLetters(), uow)
