@@ -102,8 +102,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
     The temporary file is named after the writing thread (no two threads on the machine share an
     id at once) instead of ``tempfile.mkstemp``'s random name, and the folder is made only when the
-    file cannot be opened for want of it: a write took 220 µs of CPU with both, 140 without
-    (``python -m bench.manifest_files``). A temporary file a crash left behind is replaced."""
+    file cannot be opened for want of it: a manifest's write took 98–102 µs of CPU with both, 64–67
+    without (``python -m bench.manifest_files``). A temporary file a crash left behind is replaced."""
     temporary = path.with_name(f".{path.name}.{threading.get_native_id()}.tmp")
     descriptor = _open_new(temporary)
     try:
