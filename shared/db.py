@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from inspect import Signature, signature
 from typing import Any
@@ -243,16 +243,31 @@ async def serialize_on_all(session: AsyncSession, names: Sequence[str]) -> None:
     names take them in the same order, so neither waits for the other while holding what it needs)."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    held = batch_memo(session)  # in a consumer's batch, a lock it holds is not asked for again
-    wanted = sorted({name for name in names if held is None or ("lock", name) not in held})
+
+    async def take(wanted: list[str]) -> None:
+        if len(wanted) == 1:
+            await session.exec(select(func.pg_advisory_xact_lock(func.hashtext(wanted[0]))))
+        else:
+            await (await session.connection()).execute(_LOCK_ALL, {"names": wanted})
+
+    await lock_once(session, "lock", names, take)
+
+
+async def lock_once(
+    session: AsyncSession, kind: str, names: Iterable[str], take: Callable[[list[str]], Awaitable[object]]
+) -> None:
+    """Lock ``names`` with ``take`` (called once with them sorted), but in a consumer's batch not
+    those it holds already under ``kind``: the batch locks what it reads ahead for, and each of its
+    events asks for its own again. What the batch holds is kept in its memo
+    (``shared.batches.batch_memo``), which is emptied when a use case fails: locks taken in its
+    savepoint went with it. Outside a batch, every name is locked."""
+    held = batch_memo(session)
+    wanted = sorted({name for name in names if held is None or (kind, name) not in held})
     if not wanted:
         return
-    if len(wanted) == 1:
-        await session.exec(select(func.pg_advisory_xact_lock(func.hashtext(wanted[0]))))
-    else:
-        await (await session.connection()).execute(_LOCK_ALL, {"names": wanted})
+    await take(wanted)
     if held is not None:
-        held.update((("lock", name), True) for name in wanted)
+        held.update(((kind, name), True) for name in wanted)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

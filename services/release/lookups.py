@@ -9,8 +9,9 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.release.models import Binding, Environment, KnownService, KnownVersion, Release, Running
-from shared.batches import batch_memo, first_row, holds_write_lock, indexed
+from shared.batches import first_row, holds_write_lock, indexed
 from shared.bus import read_ahead, readable_payloads
+from shared.db import lock_once
 from shared.errors import NotFound
 from shared.events import Envelope, VersionCreated
 
@@ -24,22 +25,17 @@ async def lock_service(session: AsyncSession, service_id: str) -> KnownService |
 
 async def _lock_services(session: AsyncSession, ids: list[str]) -> None:
     """The services' rows written (locked until the transaction ends), unless the session holds
-    SQLite's write lock. In a consumer's batch a row it locked already is not written again: the
-    batch locks its services before it reads ahead, and each of its events asked for its own once
-    more, one ``UPDATE`` (and one more row version) per event."""
+    SQLite's write lock. In a consumer's batch a row it locked already is not written again
+    (``shared.db.lock_once``): one ``UPDATE`` for the batch, not one more (and one more row
+    version) per event."""
     if not ids or holds_write_lock(session):
         return
-    held = batch_memo(session)  # emptied when a use case fails: its savepoint's locks went with it
-    wanted = sorted({key for key in ids if held is None or (_LOCKED, key) not in held})
-    if not wanted:
-        return
-    query = update(KnownService).where(col(KnownService.id).in_(wanted))
-    await session.exec(query.values(revision=col(KnownService.revision) + 1))
-    if held is not None:
-        held.update(((_LOCKED, key), True) for key in wanted)
 
+    async def write_rows(wanted: list[str]) -> None:
+        query = update(KnownService).where(col(KnownService.id).in_(wanted))
+        await session.exec(query.values(revision=col(KnownService.revision) + 1))
 
-_LOCKED = "release: service row locked"
+    await lock_once(session, "release: service row locked", ids, write_rows)
 
 
 async def find_service(session: AsyncSession, project: str, code: str) -> KnownService | None:
