@@ -223,7 +223,10 @@ async def measure(running: Running, args: argparse.Namespace) -> tuple[dict[str,
         hooks = HookClient(stack.gateway, CONNECTIONS)
         opened.push_async_callback(hooks.aclose)
         codes = [f"svc{index:02d}" for index in range(args.services)]
-        services = list(await asyncio.gather(*(prepare(admin, code) for code in codes)))
+        try:
+            services = list(await asyncio.gather(*(prepare(admin, code) for code in codes)))
+        except RuntimeError as refused:  # Gantry's answer says what; the services' logs say why
+            raise RuntimeError(f"{refused}\n{stack.trouble()}") from refused
         await asyncio.sleep(3)  # the preparation's last events settle
         idle = await idle_cpu(running, args.idle)
         results = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -140,6 +141,16 @@ class Stack:
             parts.append(f"\n--- {path.name} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
         return "".join(parts)
 
+    def trouble(self, lines: int = 20) -> str:
+        """The last warnings and errors of each service's log (JSON lines), or that there are none."""
+        logs = self.home / "logs"
+        parts = []
+        for path in sorted(logs.glob("*.log")) if logs.exists() else []:
+            found = [line for line in path.read_text(errors="replace").splitlines() if _troubled(line)]
+            if found:
+                parts.append(f"--- {path.name}: its last warnings and errors ---\n" + "\n".join(found[-lines:]))
+        return "\n".join(parts) or f"no warning or error in the services' logs ({logs})"
+
     def service_pids(self) -> dict[str, int]:
         """The process id of each service that ``gantry up`` started (from /proc)."""
         assert self.process is not None
@@ -204,3 +215,15 @@ async def post_pipeline_hook(
     )
     answer.raise_for_status()
     return answer.json()  # type: ignore[no-any-return]
+
+
+_TROUBLED_LEVELS = {"warning", "error", "critical", "exception"}
+
+
+def _troubled(line: str) -> bool:
+    """A log line at warning level or above (structlog's JSON), or a line that is not JSON (a traceback)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return bool(line.strip())
+    return isinstance(entry, dict) and str(entry.get("level", "")).lower() in _TROUBLED_LEVELS
