@@ -11,7 +11,7 @@ from sqlmodel import SQLModel
 
 from services.catalog.api import router
 from services.catalog.models import Project, Service
-from services.catalog.running import ServiceRun, on_deploy_status
+from services.catalog.running import ServiceRun, lock_statuses_ahead, on_deploy_status
 from services.catalog.scm import SCM, build_scm
 from shared import outbox_api
 from shared.bus import Handler, read_ahead, reading_ahead, with_prefetch
@@ -27,13 +27,17 @@ async def _scm(runtime: Runtime) -> AsyncIterator[None]:
     yield
 
 
+# Where services run (one still running somewhere cannot be deleted): what a batch of statuses
+# reads ahead, its services locked first on PostgreSQL.
+statuses_ahead = reading_ahead(
+    lock_statuses_ahead,
+    read_ahead(Service, DeployStatus, id="service_id"),
+    read_ahead(ServiceRun, DeployStatus, service_id="service_id", environment="environment"),
+)
+
+
 def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
-    # where services run: one still running somewhere cannot be deleted
-    statuses = reading_ahead(
-        read_ahead(Service, DeployStatus, id="service_id"),
-        read_ahead(ServiceRun, DeployStatus, service_id="service_id", environment="environment"),
-    )
-    return {Topic.DEPLOY_STATUS: with_prefetch(statuses, partial(on_deploy_status, uow=runtime.uow))}
+    return {Topic.DEPLOY_STATUS: with_prefetch(statuses_ahead, partial(on_deploy_status, uow=runtime.uow))}
 
 
 TABLES: list[type[SQLModel]] = [Project, Service, ServiceRun]

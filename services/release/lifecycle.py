@@ -3,6 +3,8 @@ and where a service runs (deploy's statuses). Each one transaction, claimed in t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import bindparam
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -10,7 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.release import domain, lookups
 from services.release.models import Binding, KnownService, KnownVersion, Release, Running
 from shared.batches import first_row
-from shared.bus import read_ahead
+from shared.bus import read_ahead, readable_payloads, reading_ahead
+from shared.db import serialize_on_all
 from shared.errors import PoisonEvent
 from shared.events import DeployStatus, Envelope, ReleaseWithdrawn, ServiceChanged, ServiceCreated, utcnow
 from shared.logging import get_logger
@@ -64,11 +67,13 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
             return
         where = (col(Running.service_id) == data.service_id, col(Running.environment) == data.environment)
         if not domain.runs_after(data.state):
+            await lock_running(session, data.service_id)
             # removing the stable track is an undeploy: nothing of the service is left there
             tracks = () if data.track == "stable" else (col(Running.track) == data.track,)
             await session.exec(delete(Running).where(*where, *tracks))
             log.info("service no longer runs", environment=data.environment, track=data.track)
             return
+        await lock_running(session, data.service_id)  # a batch's: held already
         key = {"service_id": data.service_id, "environment": data.environment, "track": data.track}
         running = await first_row(session, Running, _RUNNING, **key) or Running(
             service_id=data.service_id,
@@ -83,9 +88,26 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
         session.add(running)
 
 
+async def lock_running(session: AsyncSession, *service_ids: str) -> None:
+    """On PostgreSQL, make the writers of where these services run take turns until this
+    transaction ends: a status (whose batch reads the tracks ahead and trusts what it read) and a
+    deletion. SQLite's write lock does it there."""
+    await serialize_on_all(session, [f"release-running:{service_id}" for service_id in service_ids])
+
+
+async def _lock_running_ahead(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
+    await lock_running(session, *{data.service_id for data in readable_payloads(envelopes, DeployStatus)})
+    return []
+
+
 # Each status's track as release last knew it, for a batch of statuses in one statement
 # (``shared.bus.with_prefetch``): ``on_deploy_status`` then finds it without a statement of its own.
-prefetch_statuses = read_ahead(Running, DeployStatus, service_id="service_id", environment="environment", track="track")
+# On PostgreSQL the batch locks its services' tracks first (one statement): unlocked, each status
+# would read its track again, and that read would first flush the status before it.
+prefetch_statuses = reading_ahead(
+    _lock_running_ahead,
+    read_ahead(Running, DeployStatus, locked=True, service_id="service_id", environment="environment", track="track"),
+)
 _RUNNING = select(Running).where(  # built once: each deploy.status reads it (``python -m bench.statements``)
     col(Running.service_id) == bindparam("service_id"),
     col(Running.environment) == bindparam("environment"),
@@ -104,6 +126,7 @@ async def _forget(session: AsyncSession, service: KnownService, cause: Envelope)
             by=DELETED_BY,
         )
         emit(session, data, cause=cause)
+    await lock_running(session, service.id)
     for table in (Running, Release, Binding, KnownVersion):
         await session.exec(delete(table).where(col(table.service_id) == service.id))
     await session.delete(service)
