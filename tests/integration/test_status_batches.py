@@ -107,7 +107,9 @@ async def test_catalog_applies_a_batch_of_statuses_with_one_lock(database_settin
         handler = with_prefetch(catalog_app.statuses_ahead, partial(on_deploy_status, uow=uow))
         first = [status(service, "qa", "progressing") for service in services]
         await handle_batch(Topic.DEPLOY_STATUS.value, _raw(first), handler, FakeDeadLetters(), uow)
-        later = [status(service, "qa", state, f"d-{state}") for state in ("succeeded", "failed") for service in services]
+        later = [
+            status(service, "qa", state, f"d-{state}") for state in ("succeeded", "failed") for service in services
+        ]
 
         with statements(uow) as sent:
             await handle_batch(Topic.DEPLOY_STATUS.value, _raw(later), handler, FakeDeadLetters(), uow)
