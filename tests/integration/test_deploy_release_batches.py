@@ -8,11 +8,7 @@ it added)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
-from sqlalchemy import event
 from sqlmodel import select
 
 from services.deploy import handlers, known_services
@@ -23,6 +19,7 @@ from shared.db import create_tables, make_engine, session_factory
 from shared.events import Envelope, Topic
 from shared.outbox import OUTBOX_TABLES, UnitOfWork
 from shared.settings import Settings
+from tests.unit.conftest import statements_of
 from tests.unit.test_deploy_handlers import FakeCluster, outbox, ready, released_event
 from tests.unit.test_deploy_lifecycle import withdrawn
 from tests.unit.test_shared import FakeDeadLetters
@@ -37,22 +34,6 @@ async def uow(database_settings: Settings):
     await create_tables(engine, "deploy", [*OUTBOX_TABLES, *DEPLOY_TABLES])
     yield UnitOfWork(session_factory(engine), source="gantry/deploy")
     await engine.dispose()
-
-
-@contextmanager
-def statements(uow: UnitOfWork) -> Iterator[list[str]]:
-    """Every statement sent while the block runs (one per executemany)."""
-    engine = uow.sessions.kw["bind"].sync_engine
-    sent: list[str] = []
-
-    def on_execute(_conn, _cursor, statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", on_execute)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
 
 
 async def _record(uow: UnitOfWork, envelopes: list[Envelope]) -> None:
@@ -75,7 +56,7 @@ async def test_a_batch_of_releases_reads_their_rows_once_and_inserts_them_togeth
     await ready(uow, FakeCluster())
     await handlers.set_auto_deploy("shop", "orders", "dev", True, by="alice", uow=uow)
 
-    with statements(uow) as sent:
+    with statements_of(uow) as sent:
         await _record(uow, [released_event(version, correlation_id=f"c-{version}") for version in VERSIONS])
 
     reads = [s for s in sent if s.startswith("SELECT") and "FROM released_versions" in s]

@@ -8,13 +8,10 @@ which would first flush what the status before it changed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
 from sqlmodel import select
 
 from services.catalog import app as catalog_app
@@ -30,6 +27,7 @@ from shared.db import create_tables, make_engine, session_factory
 from shared.events import Envelope, Topic
 from shared.outbox import OUTBOX_TABLES, UnitOfWork
 from shared.settings import Settings
+from tests.unit.conftest import statements_of
 from tests.unit.test_catalog import RecordingScm, create
 from tests.unit.test_catalog_running import status
 from tests.unit.test_release_handlers import add_environments, known_service
@@ -43,22 +41,6 @@ async def _uow(settings: Settings, service: str, tables: list) -> UnitOfWork:
     engine = make_engine(service, settings)
     await create_tables(engine, service, [*OUTBOX_TABLES, *tables])
     return UnitOfWork(session_factory(engine), source=f"gantry/{service}")
-
-
-@contextmanager
-def statements(uow: UnitOfWork) -> Iterator[list[str]]:
-    """Every statement sent while the block runs (one per executemany)."""
-    engine = uow.sessions.kw["bind"].sync_engine
-    sent: list[str] = []
-
-    def on_execute(_conn, _cursor, statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", on_execute)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
 
 
 def _raw(envelopes: list[Envelope]) -> list[tuple[bytes | None, bytes | None]]:
@@ -79,7 +61,7 @@ async def test_release_applies_a_batch_of_statuses_with_one_read_and_one_lock(da
         await handle_batch(Topic.DEPLOY_STATUS.value, _raw(first), handler, FakeDeadLetters(), uow)
         later = [deploy_status(service, "qa", state) for state in ("succeeded", "failed") for service in services]
 
-        with statements(uow) as sent:
+        with statements_of(uow) as sent:
             await handle_batch(Topic.DEPLOY_STATUS.value, _raw(later), handler, FakeDeadLetters(), uow)
 
         reads = [s for s in sent if s.startswith("SELECT") and "FROM release_running" in s]
@@ -111,7 +93,7 @@ async def test_catalog_applies_a_batch_of_statuses_with_one_lock(database_settin
             status(service, "qa", state, f"d-{state}") for state in ("succeeded", "failed") for service in services
         ]
 
-        with statements(uow) as sent:
+        with statements_of(uow) as sent:
             await handle_batch(Topic.DEPLOY_STATUS.value, _raw(later), handler, FakeDeadLetters(), uow)
 
         locks = [s for s in sent if "advisory_xact_lock" in s]

@@ -49,6 +49,22 @@ async def outbox(uow: UnitOfWork, topic: str | None = None) -> list[OutboxMessag
 
 
 @contextmanager
+def statements_of(uow: UnitOfWork) -> Iterator[list[str]]:
+    """Every statement sent to ``uow``'s database while the block runs (one per executemany)."""
+    engine = uow.sessions.kw["bind"].sync_engine
+    sent: list[str] = []
+
+    def on_execute(_conn, _cursor, statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+
+@contextmanager
 def reads_of(uow: UnitOfWork, table: str) -> Iterator[list[tuple[str, Any]]]:
     """The SELECT statements from ``table`` (and their parameters) run while the block runs."""
     engine = uow.sessions.kw["bind"].sync_engine

@@ -21,7 +21,7 @@ from shared.consume import handle_batch
 from shared.events import Envelope, Topic
 from shared.outbox import UnitOfWork
 from tests.support import KEYRING
-from tests.unit.conftest import reads_of
+from tests.unit.conftest import reads_of, statements_of
 from tests.unit.test_deploy_handlers import (
     ENV,
     PROJECT,
@@ -222,18 +222,10 @@ async def test_a_batch_of_releases_reads_each_environments_manual_deployments_an
 @contextmanager
 def inserts_into(uow: UnitOfWork, table: str) -> Iterator[list[str]]:
     """The INSERT statements into ``table`` run while the block runs (one per executemany)."""
-    engine = uow.sessions.kw["bind"].sync_engine
     inserts: list[str] = []
-
-    def on_execute(_conn, _cursor, statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith(f"INSERT INTO {table} "):
-            inserts.append(statement)
-
-    event.listen(engine, "before_cursor_execute", on_execute)
-    try:
+    with statements_of(uow) as sent:
         yield inserts
-    finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
+        inserts.extend(statement for statement in sent if statement.startswith(f"INSERT INTO {table} "))
 
 
 def _record_release(uow: UnitOfWork):
