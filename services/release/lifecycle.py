@@ -65,15 +65,14 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return
+        await lock_running(session, data.service_id)  # a batch's: held already
         where = (col(Running.service_id) == data.service_id, col(Running.environment) == data.environment)
         if not domain.runs_after(data.state):
-            await lock_running(session, data.service_id)
             # removing the stable track is an undeploy: nothing of the service is left there
             tracks = () if data.track == "stable" else (col(Running.track) == data.track,)
             await session.exec(delete(Running).where(*where, *tracks))
             log.info("service no longer runs", environment=data.environment, track=data.track)
             return
-        await lock_running(session, data.service_id)  # a batch's: held already
         key = {"service_id": data.service_id, "environment": data.environment, "track": data.track}
         running = await first_row(session, Running, _RUNNING, **key) or Running(
             service_id=data.service_id,
