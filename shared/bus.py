@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import metrics, tracing
 from shared.batches import index_rows, note_absent
+from shared.db import serialize_on_all
 from shared.errors import PoisonEvent
 from shared.events import DataT, Envelope, utcnow
 from shared.logging import bind_event, get_logger, unbind_event
@@ -320,6 +321,19 @@ def read_ahead(model: type[SQLModel], data: type[DataT], *, locked: bool = False
             by_column = {column: {getattr(payload, name) for payload in payloads} for column, name in columns.items()}
             index_rows(session, model, by_column, rows, locked=locked)
         return rows
+
+    return prefetch
+
+
+def lock_ahead(data: type[DataT], name: Callable[[DataT], str]) -> Prefetch:
+    """A ``Prefetch`` that reads nothing: on PostgreSQL it takes, in one statement, the advisory
+    lock ``name`` gives each event's data (``shared.db.serialize_on_all``), before the reads after
+    it in ``reading_ahead``. For a ``read_ahead(..., locked=True)`` of rows whose every writer takes
+    that lock (``shared.db.serialize_on``); each event asking for its own again finds it held."""
+
+    async def prefetch(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
+        await serialize_on_all(session, [name(payload) for payload in readable_payloads(envelopes, data)])
+        return []
 
     return prefetch
 

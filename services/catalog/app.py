@@ -11,10 +11,10 @@ from sqlmodel import SQLModel
 
 from services.catalog.api import router
 from services.catalog.models import Project, Service
-from services.catalog.running import ServiceRun, lock_statuses_ahead, on_deploy_status
+from services.catalog.running import ServiceRun, on_deploy_status, service_lock
 from services.catalog.scm import SCM, build_scm
 from shared import outbox_api
-from shared.bus import Handler, read_ahead, reading_ahead, with_prefetch
+from shared.bus import Handler, lock_ahead, read_ahead, reading_ahead, with_prefetch
 from shared.events import DeployStatus, Topic
 from shared.service import Runtime, create_service_app
 from shared.settings import Settings
@@ -28,9 +28,10 @@ async def _scm(runtime: Runtime) -> AsyncIterator[None]:
 
 
 # Where services run (one still running somewhere cannot be deleted): what a batch of statuses
-# reads ahead, its services locked first on PostgreSQL.
+# reads ahead, its services locked first on PostgreSQL (one statement: no status's own lock then
+# flushes what the status before it changed).
 statuses_ahead = reading_ahead(
-    lock_statuses_ahead,
+    lock_ahead(DeployStatus, lambda data: service_lock(data.service_id)),
     read_ahead(Service, DeployStatus, id="service_id"),
     read_ahead(ServiceRun, DeployStatus, service_id="service_id", environment="environment"),
 )

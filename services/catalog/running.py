@@ -7,15 +7,13 @@ environments it runs in: a service runs in an environment after any state there 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.catalog.models import Service
-from shared.bus import readable_payloads
-from shared.db import UtcDateTime, serialize_on, serialize_on_all
+from shared.db import UtcDateTime, serialize_on
 from shared.events import DeployStatus, Envelope, utcnow
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork, claim_inbox
@@ -37,15 +35,6 @@ class ServiceRun(SQLModel, table=True):
 def service_lock(service_id: str) -> str:
     """What transactions about one service's life (changes, deletion, where it runs) take turns on."""
     return f"catalog-service-{service_id}"
-
-
-async def lock_statuses_ahead(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
-    """On PostgreSQL, the batch's services locked together, in order, before their rows are read
-    ahead, as each status locks its own (``service_lock``): one statement for the batch, and no
-    status's lock then flushes what the status before it changed."""
-    statuses = readable_payloads(envelopes, DeployStatus)
-    await serialize_on_all(session, [service_lock(data.service_id) for data in statuses])
-    return []
 
 
 async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:

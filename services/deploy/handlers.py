@@ -31,7 +31,8 @@ from services.deploy.models import (
 )
 from services.deploy.resources import create_resource as create_resource  # one of deploy's use cases
 from shared.batches import batch_memo, first_row, get_row, note_absent
-from shared.bus import read_ahead, readable_payloads, reading_ahead
+from shared.bus import lock_ahead, read_ahead, readable_payloads, reading_ahead
+from shared.db import serialize_on
 from shared.errors import Conflict
 from shared.events import DeployAction, DeployRequested, Envelope, Placement, VersionReleased, utcnow
 from shared.logging import get_logger
@@ -76,15 +77,6 @@ async def _rules_ahead(session: AsyncSession, envelopes: list[Envelope]) -> Sequ
     return [rule for rule, _, _ in found]
 
 
-async def _lock_released_ahead(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
-    """On PostgreSQL, the released versions of the batch's services locked before they are read
-    ahead, as every writer of them locks them (``known_services.lock_released``): the batch's
-    index of them then stays true until it commits."""
-    releases = readable_payloads(envelopes, VersionReleased)
-    await known_services.lock_released(session, *{data.service_id for data in releases})
-    return []
-
-
 # What ``record_released_version`` looks up for a batch of releases (each service's state, the
 # version released, the auto-deploy rule with its stable track, the resource choice and the
 # instances): five statements for the batch instead of six per release (``shared.bus.with_prefetch``,
@@ -93,7 +85,7 @@ async def _lock_released_ahead(session: AsyncSession, envelopes: list[Envelope])
 # locks its services' released versions (one statement): unlocked, each release would read its
 # own row again, and that read would first flush what the releases before it added.
 prefetch_released = reading_ahead(
-    _lock_released_ahead,
+    lock_ahead(VersionReleased, lambda data: known_services.released_lock(data.service_id)),
     read_ahead(KnownService, VersionReleased, service_id="service_id"),
     read_ahead(
         ReleasedVersion,
@@ -122,7 +114,7 @@ async def _remember(session: AsyncSession, release: VersionReleased) -> None:
     fields = release.model_dump(include=set(ReleasedVersion.model_fields) - {"id"})
     key = {"service_id": release.service_id, "environment": release.environment, "version": release.version}
     fields |= {"released_at": utcnow(), "withdrawn_at": None}
-    await known_services.lock_released(session, release.service_id)  # a batch's: held already
+    await serialize_on(session, known_services.released_lock(release.service_id))  # a batch's: held already
     row = await first_row(session, ReleasedVersion, _RELEASED, **key)
     if row is None:
         row = ReleasedVersion(**fields)

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.deploy import domain
 from services.deploy.models import AutoDeployRule, KnownService, ReleasedVersion, ResourceChoice, ServiceState
 from shared.batches import get_row
-from shared.db import serialize_on_all
+from shared.db import serialize_on
 from shared.events import Envelope, ReleaseWithdrawn, ServiceChanged, utcnow
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork, claim_inbox
@@ -42,15 +42,15 @@ async def on_service_changed(envelope: Envelope, *, uow: UnitOfWork) -> None:
     log.info("service known", service_id=changed.service_id, state=state)
 
 
-async def lock_released(session: AsyncSession, *service_ids: str) -> None:
-    """On PostgreSQL, make the writers of these services' released versions take turns until this
-    transaction ends: a release (``handlers.record_released_version``, whose batch reads them
-    ahead and trusts what it read), a withdrawal and a deletion. SQLite's write lock does it there."""
-    await serialize_on_all(session, [f"released-versions:{service_id}" for service_id in service_ids])
+def released_lock(service_id: str) -> str:
+    """What the writers of a service's released versions take turns on (``serialize_on``): a
+    release (``handlers.record_released_version``, whose batch reads them ahead and trusts what it
+    read), a withdrawal and a deletion."""
+    return f"released-versions:{service_id}"
 
 
 async def _forget(session: AsyncSession, service_id: str) -> None:
-    await lock_released(session, service_id)
+    await serialize_on(session, released_lock(service_id))
     for table in (ReleasedVersion, AutoDeployRule, ResourceChoice):
         await session.exec(delete(table).where(col(table.service_id) == service_id))
 
@@ -62,7 +62,7 @@ async def on_release_withdrawn(envelope: Envelope, *, uow: UnitOfWork) -> None:
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return
-        await lock_released(session, withdrawn.service_id)
+        await serialize_on(session, released_lock(withdrawn.service_id))
         await session.exec(
             update(ReleasedVersion)
             .where(col(ReleasedVersion.service_id) == withdrawn.service_id)

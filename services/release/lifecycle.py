@@ -3,8 +3,6 @@ and where a service runs (deploy's statuses). Each one transaction, claimed in t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy import bindparam
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -12,8 +10,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.release import domain, lookups
 from services.release.models import Binding, KnownService, KnownVersion, Release, Running
 from shared.batches import first_row
-from shared.bus import read_ahead, readable_payloads, reading_ahead
-from shared.db import serialize_on_all
+from shared.bus import lock_ahead, read_ahead, reading_ahead
+from shared.db import serialize_on
 from shared.errors import PoisonEvent
 from shared.events import DeployStatus, Envelope, ReleaseWithdrawn, ServiceChanged, ServiceCreated, utcnow
 from shared.logging import get_logger
@@ -65,7 +63,7 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
     async with uow.begin() as session:
         if not await claim_inbox(session, envelope):
             return
-        await lock_running(session, data.service_id)  # a batch's: held already
+        await serialize_on(session, running_lock(data.service_id))  # a batch's: held already
         where = (col(Running.service_id) == data.service_id, col(Running.environment) == data.environment)
         if not domain.runs_after(data.state):
             # removing the stable track is an undeploy: nothing of the service is left there
@@ -87,16 +85,10 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
         session.add(running)
 
 
-async def lock_running(session: AsyncSession, *service_ids: str) -> None:
-    """On PostgreSQL, make the writers of where these services run take turns until this
-    transaction ends: a status (whose batch reads the tracks ahead and trusts what it read) and a
-    deletion. SQLite's write lock does it there."""
-    await serialize_on_all(session, [f"release-running:{service_id}" for service_id in service_ids])
-
-
-async def _lock_running_ahead(session: AsyncSession, envelopes: list[Envelope]) -> Sequence[object]:
-    await lock_running(session, *{data.service_id for data in readable_payloads(envelopes, DeployStatus)})
-    return []
+def running_lock(service_id: str) -> str:
+    """What the writers of where a service runs take turns on (``serialize_on``): a status (whose
+    batch reads the tracks ahead and trusts what it read) and a deletion."""
+    return f"release-running:{service_id}"
 
 
 # Each status's track as release last knew it, for a batch of statuses in one statement
@@ -104,7 +96,7 @@ async def _lock_running_ahead(session: AsyncSession, envelopes: list[Envelope]) 
 # On PostgreSQL the batch locks its services' tracks first (one statement): unlocked, each status
 # would read its track again, and that read would first flush the status before it.
 prefetch_statuses = reading_ahead(
-    _lock_running_ahead,
+    lock_ahead(DeployStatus, lambda data: running_lock(data.service_id)),
     read_ahead(Running, DeployStatus, locked=True, service_id="service_id", environment="environment", track="track"),
 )
 _RUNNING = select(Running).where(  # built once: each deploy.status reads it (``python -m bench.statements``)
@@ -125,7 +117,7 @@ async def _forget(session: AsyncSession, service: KnownService, cause: Envelope)
             by=DELETED_BY,
         )
         emit(session, data, cause=cause)
-    await lock_running(session, service.id)
+    await serialize_on(session, running_lock(service.id))
     for table in (Running, Release, Binding, KnownVersion):
         await session.exec(delete(table).where(col(table.service_id) == service.id))
     await session.delete(service)
