@@ -134,22 +134,24 @@ class Stack:
         self._reader.join(timeout=10)  # the rest of the output, up to the end of the stream
         return self.process.returncode
 
-    def _logs(self) -> str:
+    def _log_files(self) -> list[Path]:
         logs = self.home / "logs"
+        return sorted(logs.glob("*.log")) if logs.exists() else []
+
+    def _logs(self) -> str:
         parts = []
-        for path in sorted(logs.glob("*.log")) if logs.exists() else []:
+        for path in self._log_files():
             parts.append(f"\n--- {path.name} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
         return "".join(parts)
 
     def trouble(self, lines: int = 20) -> str:
         """The last warnings and errors of each service's log (JSON lines), or that there are none."""
-        logs = self.home / "logs"
         parts = []
-        for path in sorted(logs.glob("*.log")) if logs.exists() else []:
+        for path in self._log_files():
             found = [line for line in path.read_text(errors="replace").splitlines() if _troubled(line)]
             if found:
                 parts.append(f"--- {path.name}: its last warnings and errors ---\n" + "\n".join(found[-lines:]))
-        return "\n".join(parts) or f"no warning or error in the services' logs ({logs})"
+        return "\n".join(parts) or f"no warning or error in the services' logs ({self.home / 'logs'})"
 
     def service_pids(self) -> dict[str, int]:
         """The process id of each service that ``gantry up`` started (from /proc)."""
