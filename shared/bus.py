@@ -94,7 +94,7 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
         topic_partitions=settings.kafka_partitions,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
-        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_ms / 3_000),  # Kafka: at most a third of it
+        broker_heartbeat_interval=heartbeat_interval(settings),
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
         broker_commit_interval=0.5,
         stream_wait_empty=False,
@@ -104,6 +104,14 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms  # type: ignore[attr-defined]  # read by the transport
     app.fetch_idle_wait_ms = settings.kafka_fetch_idle_wait_ms  # type: ignore[attr-defined]
     return app
+
+
+def heartbeat_interval(settings: Settings) -> float:
+    """Seconds between a consumer's heartbeats: ``GANTRY_KAFKA_HEARTBEAT_INTERVAL_MS`` when set,
+    else a third of the session timeout, at most 3 s (Kafka's rule)."""
+    if settings.kafka_heartbeat_interval_ms is not None:
+        return settings.kafka_heartbeat_interval_ms / 1000
+    return min(3.0, settings.kafka_session_timeout_ms / 3_000)
 
 
 PARTITION_BATCH_BYTES = 256 * 1024  # far below the brokers' 1 MiB limit on one batch

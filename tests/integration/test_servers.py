@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -88,3 +90,74 @@ async def test_postgres_database_roundtrip(postgres: PostgresServer, unique_id: 
 
     assert [tuple(row) for row in rows] == [(1, "alpha"), (2, "beta")]
     assert current == database
+
+
+MEMBER = """
+import asyncio, os, sys
+from aiokafka import AIOKafkaConsumer
+
+async def main():
+    consumer = AIOKafkaConsumer(sys.argv[2], bootstrap_servers=sys.argv[1], group_id=sys.argv[3],
+                                session_timeout_ms=1000, heartbeat_interval_ms=3000)
+    await consumer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=100)
+    print("assigned", flush=True)
+    os._exit(0)  # gone without leaving the group, as a killed service would be
+
+asyncio.run(main())
+"""
+
+
+async def test_embedded_broker_keeps_a_quiet_member_and_lets_in_the_next_after_one_dies(
+    embedded_kafka: str, unique_id: str
+) -> None:
+    """`gantry up` sends heartbeats every 3 s with a 1 s session timeout (gantry/up.py): the
+    embedded broker must neither drop a member for it nor keep a dead member's partitions."""
+    topic, group = f"quiet-{unique_id}", f"quiet-{unique_id}"
+    await create_topics_async(embedded_kafka, [topic], partitions=1)
+    died = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", MEMBER, embedded_kafka, topic, group, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(died.communicate(), 60)
+    assert out.decode().strip() == "assigned"
+
+    revoked: list[set[TopicPartition]] = []
+
+    class Listener(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, partitions: set[TopicPartition]) -> None:
+            if partitions:
+                revoked.append(set(partitions))
+
+        async def on_partitions_assigned(self, partitions: set[TopicPartition]) -> None:
+            pass
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=embedded_kafka,
+        group_id=group,
+        auto_offset_reset="earliest",
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=3000,
+        fetch_max_wait_ms=100,
+    )
+    consumer.subscribe([topic], listener=Listener())
+    producer = AIOKafkaProducer(bootstrap_servers=embedded_kafka, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        while not consumer.assignment():  # the dead member's partition comes to this one
+            await asyncio.wait_for(consumer.getmany(timeout_ms=100), 30)
+        received: list[bytes | None] = []
+        for value in (b"first", b"after four quiet seconds"):
+            await producer.send_and_wait(topic, value, partition=0)
+            quiet_until = asyncio.get_running_loop().time() + 4  # the session timeout 4 times over
+            while asyncio.get_running_loop().time() < quiet_until:
+                batch = await consumer.getmany(timeout_ms=200)
+                received += [record.value for records in batch.values() for record in records]
+        revoked_while_in = list(revoked)  # before stop(), which gives its partitions back
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+    assert received == [b"first", b"after four quiet seconds"]
+    assert revoked_while_in == [], "a member that heartbeats every 3 s stays in a group with a 1 s session"

@@ -519,3 +519,26 @@ def test_signed_default_factories_give_each_row_its_own_defaults_without_inspect
     assert first.at.tzinfo is not None and second.at >= first.at
     quick_default_factories([Stamped])  # again, as a second service start in one process would
     assert Stamped().tags == []
+
+
+def test_heartbeats_come_every_third_of_the_session_unless_told_otherwise(tmp_path):
+    """Kafka's rule by default: a third of the session timeout, at most 3 s. The embedded broker
+    never drops a silent member, so `gantry up` sends one every 3 s there (gantry/up.py)."""
+
+    def settings(**fields: object) -> Settings:
+        return Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:9092", **fields)  # type: ignore[arg-type]
+
+    assert bus.heartbeat_interval(settings(kafka_session_timeout_ms=1000)) == pytest.approx(1 / 3)
+    assert bus.heartbeat_interval(settings(kafka_session_timeout_ms=30_000)) == 3.0
+    told = settings(kafka_session_timeout_ms=1000, kafka_heartbeat_interval_ms=3000)
+    assert bus.heartbeat_interval(told) == 3.0
+    assert bus.make_faust_app("release", told).conf.broker_heartbeat_interval == 3.0
+    with pytest.raises(ValidationError, match="kafka_heartbeat_interval_ms"):
+        settings(kafka_heartbeat_interval_ms=50)
+
+
+def test_gantry_up_sends_heartbeats_every_3_s_to_its_embedded_broker():
+    from gantry.up import EMBEDDED_DEFAULTS
+
+    assert EMBEDDED_DEFAULTS["GANTRY_KAFKA_SESSION_TIMEOUT_MS"] == "1000"
+    assert EMBEDDED_DEFAULTS["GANTRY_KAFKA_HEARTBEAT_INTERVAL_MS"] == "3000"
