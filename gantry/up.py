@@ -36,7 +36,7 @@ EMBEDDED_DEFAULTS = {
     "GANTRY_KAFKA_FETCH_IDLE_WAIT_MS": "250",  # after a few quiet seconds: an idle Gantry sleeps
     "GANTRY_KAFKA_SESSION_TIMEOUT_MS": "1000",
     # It never drops a silent member of a group (a third of that timeout would be 3 heartbeats a
-    # second per service, for nothing): an idle Gantry's CPU 7.9–8.5 % → 6.3–6.7 % (ADR 2).
+    # second per service, for nothing): an idle Gantry's CPU 8.7 → 7.4 % of a core (ADR 2).
     "GANTRY_KAFKA_HEARTBEAT_INTERVAL_MS": "3000",
     "GANTRY_KAFKA_IDEMPOTENCE": "false",  # it refuses idempotent producers
     # One instance of each service runs here, and the broker's work for a fetch grows with the
