@@ -537,8 +537,13 @@ def test_heartbeats_come_every_third_of_the_session_unless_told_otherwise(tmp_pa
         settings(kafka_heartbeat_interval_ms=50)
 
 
-def test_gantry_up_sends_heartbeats_every_3_s_to_its_embedded_broker():
+def test_gantry_up_sends_heartbeats_every_3_s_to_its_embedded_broker(monkeypatch, tmp_path):
+    """Through the environment `gantry up` gives its services, as each service reads it."""
     from gantry.up import EMBEDDED_DEFAULTS
 
-    assert EMBEDDED_DEFAULTS["GANTRY_KAFKA_SESSION_TIMEOUT_MS"] == "1000"
-    assert EMBEDDED_DEFAULTS["GANTRY_KAFKA_HEARTBEAT_INTERVAL_MS"] == "3000"
+    for name, value in {**EMBEDDED_DEFAULTS, "GANTRY_KAFKA_BOOTSTRAP": "127.0.0.1:9092"}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(home=tmp_path)
+
+    assert settings.kafka_session_timeout_ms == 1000
+    assert bus.heartbeat_interval(settings) == 3.0
