@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     kafka_idempotence: bool = True
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     # None: a third of the session timeout, at most 3 s (Kafka's rule; Apache Kafka drops a member
-    # that stays silent for the session timeout). The embedded broker's own default: shared/bus.py.
+    # that stays silent for the session timeout; shared.bus.heartbeat_interval). gantry up sets 3000
+    # for its embedded broker, which never drops a silent member (gantry/up.py).
     kafka_heartbeat_interval_ms: int | None = Field(default=None, ge=100, le=60_000)
     kafka_rebalance_timeout_ms: int = Field(default=4_000, ge=1_000)
     kafka_group_prefix: str = Field(default="gantry", pattern=r"^[A-Za-z0-9._-]{1,100}$")
