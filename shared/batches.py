@@ -266,20 +266,32 @@ def current_batch(owner: object) -> Batch | None:
 _BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")
 # Each engine's turn to write, per event loop: SQLite lets one transaction write at a time.
 _TURNS: weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = weakref.WeakKeyDictionary()
+# The turns the running task holds, by engine: a use case that runs inside another's turn (a
+# batch's, or a use case's that calls another) goes on in it instead of waiting for itself.
+_HOLDING: ContextVar[tuple[tuple[Engine, asyncio.Task[Any] | None], ...]] = ContextVar("gantry_write_turns", default=())
 
 
 @asynccontextmanager
 async def write_turn(session: AsyncSession) -> AsyncIterator[None]:
-    """On SQLite, make this process's consumer batches and outbox relay take turns to write, first
-    come first served, before their transaction asks SQLite for the write lock; hold the turn
-    until the transaction ends (enter it before ``session.begin()``). A writer that finds
-    SQLite's lock taken otherwise sleeps in SQLite's busy handler (1, 2, 5, 10 … 100 ms at a time)
-    and may wake long after the lock came free, or see a later writer take it first: at 100 hooks/s
-    a batch's first statement, which takes the lock, took 20–60 ms at p90 and up to 360 ms. Other
-    writers (a REST request's use case) still meet the lock the usual way. PostgreSQL needs
-    nothing: its writers lock rows, not the database (ADR 17)."""
+    """On SQLite, make this process's writers take turns, first come first served, before their
+    transaction asks SQLite for the write lock or opens a connection; hold the turn until the
+    transaction ends (enter it before ``session.begin()``). Consumer batches, the outbox relay and
+    every use case's transaction (``UnitOfWork.begin``, a REST request's) take it.
+
+    Without it a writer that finds SQLite's lock taken sleeps in SQLite's busy handler (1, 2, 5, 10
+    … 100 ms at a time), holding a pooled connection: it may wake long after the lock came free or
+    see a later writer take it first (at 100 hooks/s a batch's first statement took 20–60 ms at p90
+    and up to 360 ms), and fifteen of them asleep took every connection of the pool, so a batch
+    holding the lock that needed a second connection waited for one until SQLite's 30 s busy
+    timeout failed them all. Reentrant within a task. PostgreSQL needs nothing: its writers lock
+    rows, not the database (ADR 17)."""
     engine = session.get_bind().engine
     if engine.dialect.name != "sqlite":
+        yield
+        return
+    held = _HOLDING.get()
+    mine = (engine, asyncio.current_task())
+    if mine in held:
         yield
         return
     loop = asyncio.get_running_loop()
@@ -290,7 +302,11 @@ async def write_turn(session: AsyncSession) -> AsyncIterator[None]:
         for other in [other for other in turns if other.is_closed()]:
             del turns[other]  # a test's loop, gone
     async with turn:
-        yield
+        token = _HOLDING.set((*held, mine))
+        try:
+            yield
+        finally:
+            _HOLDING.reset(token)
 
 
 async def write_lock(session: AsyncSession) -> None:

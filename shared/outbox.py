@@ -206,7 +206,7 @@ class UnitOfWork:
         async with self.sessions() as session:
             session.info["source"] = self.source
             hook = TRANSACTION_HOOK.get()
-            async with session.begin():
+            async with write_turn(session), session.begin():  # on SQLite, this process's writers in turn
                 yield session
                 joined = hook is not None and hook.joins(session)  # only when the body ended well
             if joined and hook is not None:

@@ -33,7 +33,6 @@ from services.deploy.worker import (
     Values,
     _drive,
     _from_request,
-    _values_of,
     record_outcome,
 )
 from shared.bus import read_ahead, reading_ahead
@@ -139,20 +138,22 @@ class DeployRequests:
         for envelope, request, values in queue:
             self._applied[envelope.id] = await self._apply(request, values)
 
-    async def _apply(self, request: DeployRequested, values: Values | None = None) -> tuple[Track, RolloutStatus]:
+    async def _apply(self, request: DeployRequested, values: Values) -> tuple[Track, RolloutStatus]:
         track = domain.track_of(request.action, request.strategy)
-        values = values or _values_of(request, self.uow, self.keyring)
         return track, await _drive(self.driver, request, track, self.timeout, values)
 
     async def record(self, envelope: Envelope) -> Deployment | None:
         """In the batch's transaction: the request's outcome and ``deploy.status``; None for one
         already recorded. A request ``before`` did not apply (it failed to read the inbox) is
-        applied here."""
+        applied here, its values read in the batch's session."""
         request = envelope.payload(DeployRequested)  # data that does not fit: PoisonEvent
         async with self.uow.begin() as session:
             if not await claim_inbox(session, envelope):
                 return None
-            track, status = self._applied.get(envelope.id) or await self._apply(request)
+            # it sees what the batch wrote, and takes no second connection while the batch holds the lock
+            track, status = self._applied.get(envelope.id) or await self._apply(
+                request, await _values_read(session, request, self.keyring)
+            )
             deployment = await session.get(Deployment, request.deployment_id)
             if deployment is None:  # requested by another deploy database: record it from the event
                 deployment = _from_request(request, track, envelope.correlation_id)

@@ -20,14 +20,13 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.deploy import domain, lookups, resource_values
+from services.deploy import domain, lookups
 from services.deploy.cluster import ClusterDriver, RolloutStatus, WorkloadSpec
 from services.deploy.models import Deployment, Instance, Track
 from shared import metrics
 from shared.events import DeployRequested, DeployStatus, Envelope, Placement, utcnow
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork, emit
-from shared.sealing import Keyring
 
 log = get_logger(__name__)
 APPLY_TIMEOUT_SECONDS = 120.0
@@ -37,16 +36,6 @@ FOLLOW_INTERVAL_SECONDS = 0.5
 Follow = Callable[[str], None]
 Values = Callable[[], Awaitable[dict[str, dict[str, Any]]]]  # the resources' values, read when applied
 VALUELESS_ACTIONS = frozenset({"abort", "undeploy"})  # these remove workloads: no values are read
-
-
-def _values_of(request: DeployRequested, uow: UnitOfWork, keyring: Keyring) -> Values:
-    async def values() -> dict[str, dict[str, Any]]:
-        async with uow.sessions() as session:
-            return await resource_values.values_to_apply(
-                session, request.environment, request.deployment_id, request.resources, keyring
-            )
-
-    return values
 
 
 async def _drive(

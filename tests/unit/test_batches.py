@@ -639,6 +639,65 @@ async def test_batches_and_the_relay_take_turns_to_write_and_never_meet_sqlites_
     assert all(row.published_at is not None for row in await outbox(uow))
 
 
+async def test_use_cases_waiting_to_write_hold_no_connection_so_the_writer_before_them_gets_a_second_one(make_uow):
+    """Ten services prepared side by side once stalled deploy for 30 s: REST use cases waiting for
+    SQLite's write lock slept in its busy handler, each holding a pooled connection, until the pool
+    had none left for the batch that held the lock and opened a second session; SQLite's 30 s busy
+    timeout then failed them all. Now they wait for their turn in the process, holding nothing."""
+    uow = await make_uow("batchtest", [])
+    pool = uow.sessions.kw["bind"].sync_engine.pool
+    writers = pool.size() + pool._max_overflow + 5  # more than the pool ever lends at once
+
+    async def write(n: int) -> None:
+        async with uow.begin() as session:
+            session.add(InboxEntry(event_id=f"rest-{n}", topic="t"))
+
+    async with asyncio.timeout(20):  # a deadlock detector: they waited 30 s for each other
+        async with uow.batch(["a"]) as batch:
+            assert batch.claim("a", "t")
+            waiting = [asyncio.create_task(write(n)) for n in range(writers)]
+            await asyncio.sleep(0.3)  # long enough for each to reach its wait
+            assert pool.checkedout() == 1, "only the batch holds a connection; the writers wait for their turn"
+            async with uow.sessions() as second:  # e.g. a lookup that opens its own session
+                assert await _inbox_count(second) == 0
+        await asyncio.gather(*waiting)
+    async with uow.sessions() as session:
+        assert await _inbox_count(session) == writers + 1, "every writer wrote once the batch committed"
+
+
+async def _inbox_count(session) -> int:
+    return len((await session.exec(select(InboxEntry.event_id))).all())
+
+
+async def test_a_use_case_inside_another_writers_turn_goes_on_in_it_and_another_task_waits(make_uow):
+    """The turn is the task's: a use case that runs inside another's transaction, or inside a
+    batch, on the same database (another unit of work on it) does not wait for itself; a task it
+    starts waits like any other writer, until the transaction that holds the turn ends."""
+    uow = await make_uow("batchtest", [])
+    other = UnitOfWork(uow.sessions, source="gantry/other")  # same database, not the batch's owner
+    order: list[str] = []
+
+    async def later() -> None:
+        async with uow.begin() as session:
+            session.add(InboxEntry(event_id="later", topic="t"))
+        order.append("later")
+
+    async with asyncio.timeout(20):  # a deadlock detector
+        async with uow.begin() as outer:
+            outer.add(InboxEntry(event_id="outer", topic="t"))
+            async with other.begin() as inner:
+                assert await _inbox_count(inner) == 0, "its own session: the outer's write is not committed"
+            started = asyncio.create_task(later())
+            await asyncio.sleep(0.2)
+            order.append("outer")
+        await started
+        async with uow.batch(["b"]) as batch:
+            assert batch.claim("b", "t")
+            async with other.begin() as inner:  # not a savepoint of the batch: a transaction of its own
+                assert await _inbox_count(inner) == 2
+    assert order == ["outer", "later"]
+
+
 async def test_a_folded_event_is_applied_in_its_batch_unless_the_use_case_that_emitted_it_failed(make_uow):
     """``bus.folded``: what a batch emits on a topic its service folds is applied in that batch,
     in a use case of its own, after the batch's own events; what a failed use case emitted goes
