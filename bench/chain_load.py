@@ -21,7 +21,9 @@ reader's time, not Gantry's), chains lost (accepted but no
 late (completed only after their rate's wait, which ends ``--drain`` seconds after the last hook
 or once no chain completed for 15 s: a backlog, not a loss; their latencies are left out), duplicated (two
 distinct ``deploy.status`` events for one hook), the chains completed per second, and the CPU time per
-chain of each process (services and broker, from ``/proc/<pid>/stat``; idle burn included).
+chain of each process (services, broker and, with ``--postgres``, PostgreSQL's server with the
+process it runs per connection; from ``/proc/<pid>/stat``, each with what it started; idle burn
+included).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from tests.support import SECRET
 
 FINAL_STATES = frozenset({"rendered", "succeeded", "failed"})
 QUIET_SECONDS = 15.0  # no chain completed for this long: the ones still missing are lost
-PROCESSES = ("gateway", "catalog", "versioning", "release", "deploy", "broker")
+PROCESSES = ("gateway", "catalog", "versioning", "release", "deploy", "broker", "postgres")
 # the chain's hops in order: the service that acts on each event, and its topic
 HOPS = (
     ("versioning", "gitlab.hook.received"),

@@ -56,8 +56,28 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def tree_cpu_seconds(pid: int, ticks_per_second: int = CLOCK_TICKS) -> float:
+    """User + system CPU seconds of a process and everything it started: its own, its children's
+    that it has waited for (fields 16 and 17 of its stat line), and each live child's tree (from
+    ``/proc/<pid>/task/<pid>/children``). PostgreSQL's server is a tree: a process per
+    connection under the postmaster. 0 once the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    waited = (int(fields[13]) + int(fields[14])) / ticks_per_second
+    return (
+        cpu_seconds_of_stat(stat, ticks_per_second)
+        + waited
+        + sum(tree_cpu_seconds(int(child), ticks_per_second) for child in children)
+    )
+
+
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+    """Each process's CPU seconds so far, with what it started (``tree_cpu_seconds``)."""
+    return {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
 
 
 def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

@@ -31,7 +31,8 @@ class Running:
 
     def pids(self) -> dict[str, int]:
         """Every Gantry service's process, the broker's (embedded, or a local Apache Kafka's) and
-        the rest the benchmark started (PostgreSQL's many processes are not counted)."""
+        the rest the benchmark started (a local PostgreSQL's postmaster, whose connections'
+        processes ``bench.measures.cpu_snapshot`` counts with it)."""
         found = self.stack.service_pids()
         embedded = embedded_broker_pid(self.stack)
         if embedded is not None:
@@ -70,6 +71,9 @@ def running_stack(args: argparse.Namespace) -> Iterator[Running]:
             postgres = postgres_server()
             postgres.start()
             stack.callback(postgres.stop)
+            postmaster = getattr(postgres, "postmaster_pid", None)  # a local server's (none for a container)
+            if postmaster is not None:
+                others["postgres"] = postmaster()
             database = f"gantry_bench_{os.urandom(4).hex()}"
             postgres.create_database(database)
             database_url = postgres.url(database)

@@ -142,6 +142,11 @@ class LocalPostgres(ServerProcess):
         """Start the server on its existing data directory and wait until it accepts clients."""
         self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-t", str(int(timeout)), "start")
 
+    def postmaster_pid(self) -> int:
+        """The server's first process (the first line of its ``postmaster.pid``); each connection
+        is served by a child of it."""
+        return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+
     def create_database(self, name: str) -> None:
         """Create database ``name`` (owned by ``postgres``)."""
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)

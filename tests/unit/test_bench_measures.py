@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,6 +19,7 @@ from bench.measures import (
     Growth,
     cpu_seconds,
     cpu_seconds_of_stat,
+    cpu_snapshot,
     cpu_used,
     hop_totals,
     mean_hops,
@@ -25,6 +29,7 @@ from bench.measures import (
     send_times,
     table,
     tally,
+    tree_cpu_seconds,
     warm_up_seconds,
     worst_growth,
 )
@@ -282,3 +287,33 @@ def test_the_doors_garbage_collections_between_two_scrapes_are_counted_with_the_
     assert (counted, long) == (803, 3) and seconds == pytest.approx(0.95)
     assert observations_over(after, "gantry_gc_pause_seconds", "0.05") == 4
     assert hop_totals(after, "gantry_gc_pause_seconds", label="generation") == {"0": (0.4, 900.0), "2": (0.9, 5.0)}
+
+
+def test_a_process_trees_cpu_counts_the_children_it_waited_for_and_those_still_running() -> None:
+    """PostgreSQL serves each connection from a child of its postmaster: the benchmarks count a
+    server's CPU with its children's, the ones that ended and the ones still running."""
+    burn = "import time\nwhile time.process_time() < 0.35: pass\n"
+    parent = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {burn!r}])\n"  # ended and waited for
+        f"child = subprocess.Popen([sys.executable, '-c', {burn!r} + 'print(1, flush=True); time.sleep(60)'],"
+        " stdout=subprocess.PIPE)\n"
+        "child.stdout.readline()\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    running_child = 0
+    try:
+        assert process.stdout is not None
+        running_child = int(process.stdout.readline())
+        own, whole = cpu_seconds(process.pid), tree_cpu_seconds(process.pid)
+        assert tree_cpu_seconds(running_child) >= 0.3
+        assert whole - own >= 0.6, "the child that ended and the one still running, 0.35 s each"
+        assert cpu_snapshot({"server": process.pid}) == {"server": pytest.approx(whole, abs=0.05)}
+    finally:
+        if running_child:
+            os.kill(running_child, signal.SIGKILL)
+        process.kill()
+        process.wait()
+    assert tree_cpu_seconds(process.pid) == 0.0, "a gone process"
