@@ -60,12 +60,16 @@ def tree_cpu_seconds(pid: int, ticks_per_second: int = CLOCK_TICKS) -> float:
     """User + system CPU seconds of a process and everything it started: its own, its children's
     that it has waited for (fields 16 and 17 of its stat line), and each live child's tree (from
     ``/proc/<pid>/task/<pid>/children``). PostgreSQL's server is a tree: a process per
-    connection under the postmaster. 0 once the process is gone."""
+    connection under the postmaster. 0 once the process is gone; its own alone on a kernel that
+    does not list children."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        children = []  # gone meanwhile, or a kernel without CONFIG_PROC_CHILDREN
     fields = stat[stat.rfind(")") + 2 :].split()
     waited = (int(fields[13]) + int(fields[14])) / ticks_per_second
     return (
