@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
 
 from gantry.embedded_broker import EmbeddedBroker
 from tests.harness import PostgresServer, kafka_server, postgres_server
@@ -21,6 +25,67 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("GANTRY_") or name == "KUBECONFIG":
             monkeypatch.delenv(name)
+
+
+class SecondConnections:
+    """Pooled connections a task took while it held one from the same pool already. Such a task
+    can wait for the second while others hold the rest of the pool waiting for what the first one
+    holds (SQLite's write lock, a row's lock): deploy once stalled for 30 s that way (ADR 17,
+    "Revisited: every writer takes the turn")."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def checkout(self, _dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no event loop: a synchronous engine
+            return
+        if task is None:
+            return
+        held = TAKEN.setdefault((id(proxy._pool), task), [])
+        if held:
+            self.found.append(_awaiting(task))
+        held.append(record)
+        record.info["gantry_taken_by"] = (id(proxy._pool), task)
+
+    def checkin(self, _dbapi_connection: Any, record: Any) -> None:
+        key = record.info.pop("gantry_taken_by", None)
+        if key is not None and record in TAKEN.get(key, []):
+            TAKEN[key].remove(record)
+            if not TAKEN[key]:
+                del TAKEN[key]
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` is, from its outermost coroutine in: Gantry's frames and the tests'."""
+    frames, coroutine = [], task.get_coro()
+    while coroutine is not None:
+        frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "ag_frame", None)
+        if frame is not None and any(
+            part in frame.f_code.co_filename for part in ("/shared/", "/services/", "/tests/")
+        ):
+            where = "/".join(frame.f_code.co_filename.rsplit("/", 2)[-2:])
+            frames.append(f"{where}:{frame.f_lineno} {frame.f_code.co_name}")
+        coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "ag_await", None)
+    return " -> ".join(frames) or repr(task)
+
+
+TAKEN: dict[tuple[int, asyncio.Task[Any]], list[Any]] = {}
+SECOND_CONNECTIONS = SecondConnections()
+event.listen(Pool, "checkout", SECOND_CONNECTIONS.checkout)
+event.listen(Pool, "checkin", SECOND_CONNECTIONS.checkin)
+
+
+@pytest.fixture(autouse=True)
+def one_connection_per_task(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test in which a task took a second pooled connection while it held one, unless the
+    test is marked ``second_connection`` (it does so on purpose)."""
+    SECOND_CONNECTIONS.found.clear()
+    yield
+    found, SECOND_CONNECTIONS.found[:] = list(SECOND_CONNECTIONS.found), []
+    if found and request.node.get_closest_marker("second_connection") is None:
+        pytest.fail("a task took a second pooled connection while it held one:\n" + "\n".join(found))
 
 
 @pytest.fixture(scope="session")

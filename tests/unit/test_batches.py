@@ -29,6 +29,7 @@ from shared.outbox import (
     emit,
     record_applied,
 )
+from tests.conftest import SECOND_CONNECTIONS
 from tests.unit.conftest import outbox, reads_of
 from tests.unit.test_shared import FakeDeadLetters
 
@@ -228,6 +229,7 @@ async def test_the_relay_sends_a_batch_and_marks_it_in_one_statement(make_uow):
     assert all(row.published_at is not None for row in await outbox(uow))
 
 
+@pytest.mark.second_connection  # on purpose: see tests/conftest.py
 async def test_an_outage_rolls_the_whole_batch_back_and_it_is_tried_again(make_uow, monkeypatch):
     from sqlalchemy.exc import OperationalError
 
@@ -639,6 +641,7 @@ async def test_batches_and_the_relay_take_turns_to_write_and_never_meet_sqlites_
     assert all(row.published_at is not None for row in await outbox(uow))
 
 
+@pytest.mark.second_connection  # on purpose: see tests/conftest.py
 async def test_use_cases_waiting_to_write_hold_no_connection_so_the_writer_before_them_gets_a_second_one(make_uow):
     """Ten services prepared side by side once stalled deploy for 30 s: REST use cases waiting for
     SQLite's write lock slept in its busy handler, each holding a pooled connection, until the pool
@@ -669,6 +672,7 @@ async def _inbox_count(session) -> int:
     return len((await session.exec(select(InboxEntry.event_id))).all())
 
 
+@pytest.mark.second_connection  # on purpose: see tests/conftest.py
 async def test_a_use_case_inside_another_writers_turn_goes_on_in_it_and_another_task_waits(make_uow):
     """The turn is the task's: a use case that runs inside another's transaction, or inside a
     batch, on the same database (another unit of work on it) does not wait for itself; a task it
@@ -696,6 +700,24 @@ async def test_a_use_case_inside_another_writers_turn_goes_on_in_it_and_another_
             async with other.begin() as inner:  # not a savepoint of the batch: a transaction of its own
                 assert await _inbox_count(inner) == 2
     assert order == ["outer", "later"]
+
+
+@pytest.mark.second_connection
+async def test_a_task_that_takes_a_second_connection_while_it_holds_one_is_found(make_uow):
+    """The guard every test runs under (``tests/conftest.py``): a session opened inside another's
+    transaction in the same task is found, with where the task was; one after the other is not."""
+    uow = await make_uow("batchtest", [])
+    async with uow.sessions() as first:
+        await _inbox_count(first)
+    async with uow.sessions() as second:
+        await _inbox_count(second)
+    assert SECOND_CONNECTIONS.found == []
+    async with uow.begin() as outer:
+        await _inbox_count(outer)
+        async with uow.sessions() as inner:
+            await _inbox_count(inner)
+    [found] = SECOND_CONNECTIONS.found
+    assert "test_a_task_that_takes_a_second_connection_while_it_holds_one_is_found" in found
 
 
 async def test_a_folded_event_is_applied_in_its_batch_unless_the_use_case_that_emitted_it_failed(make_uow):
