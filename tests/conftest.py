@@ -35,6 +35,7 @@ class SecondConnections:
 
     def __init__(self) -> None:
         self.found: list[str] = []
+        self.taken: dict[tuple[int, asyncio.Task[Any]], list[Any]] = {}  # by pool and task: what it holds
 
     def checkout(self, _dbapi_connection: Any, record: Any, proxy: Any) -> None:
         try:
@@ -43,7 +44,7 @@ class SecondConnections:
             return
         if task is None:
             return
-        held = TAKEN.setdefault((id(proxy._pool), task), [])
+        held = self.taken.setdefault((id(proxy._pool), task), [])
         if held:
             self.found.append(_awaiting(task))
         held.append(record)
@@ -51,10 +52,10 @@ class SecondConnections:
 
     def checkin(self, _dbapi_connection: Any, record: Any) -> None:
         key = record.info.pop("gantry_taken_by", None)
-        if key is not None and record in TAKEN.get(key, []):
-            TAKEN[key].remove(record)
-            if not TAKEN[key]:
-                del TAKEN[key]
+        if key is not None and record in self.taken.get(key, []):
+            self.taken[key].remove(record)
+            if not self.taken[key]:
+                del self.taken[key]
 
 
 def _awaiting(task: asyncio.Task[Any]) -> str:
@@ -71,7 +72,6 @@ def _awaiting(task: asyncio.Task[Any]) -> str:
     return " -> ".join(frames) or repr(task)
 
 
-TAKEN: dict[tuple[int, asyncio.Task[Any]], list[Any]] = {}
 SECOND_CONNECTIONS = SecondConnections()
 event.listen(Pool, "checkout", SECOND_CONNECTIONS.checkout)
 event.listen(Pool, "checkin", SECOND_CONNECTIONS.checkin)
