@@ -35,17 +35,22 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def cpu_seconds_of_stat(stat: str, ticks_per_second: int = CLOCK_TICKS) -> float:
-    """User + system CPU seconds of a process, from the text of its ``/proc/<pid>/stat``.
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a ``/proc/<pid>/stat`` line from field 3 (state) on.
 
     The command name (field 2) is in parentheses and may hold spaces or parentheses itself, so the
-    fields are counted after its last ``)``: utime and stime are fields 14 and 15 of the line."""
+    fields are counted after its last ``)``."""
     closing = stat.rfind(")")
     if closing < 0:
         raise ValueError(f"not a /proc/<pid>/stat line: {stat[:80]!r}")
-    fields = stat[closing + 2 :].split()  # fields[0] is field 3 (state)
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / ticks_per_second
+    return stat[closing + 2 :].split()
+
+
+def cpu_seconds_of_stat(stat: str, ticks_per_second: int = CLOCK_TICKS) -> float:
+    """User + system CPU seconds of a process, from the text of its ``/proc/<pid>/stat``:
+    utime and stime are fields 14 and 15 of the line."""
+    fields = _stat_fields(stat)
+    return (int(fields[11]) + int(fields[12])) / ticks_per_second
 
 
 def cpu_seconds(pid: int) -> float:
@@ -70,13 +75,9 @@ def tree_cpu_seconds(pid: int, ticks_per_second: int = CLOCK_TICKS) -> float:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (FileNotFoundError, ProcessLookupError):
         children = []  # gone meanwhile, or a kernel without CONFIG_PROC_CHILDREN
-    fields = stat[stat.rfind(")") + 2 :].split()
-    waited = (int(fields[13]) + int(fields[14])) / ticks_per_second
-    return (
-        cpu_seconds_of_stat(stat, ticks_per_second)
-        + waited
-        + sum(tree_cpu_seconds(int(child), ticks_per_second) for child in children)
-    )
+    fields = _stat_fields(stat)
+    own_and_waited = sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
+    return own_and_waited / ticks_per_second + sum(tree_cpu_seconds(int(child), ticks_per_second) for child in children)
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
