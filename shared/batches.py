@@ -50,6 +50,8 @@ class Batch:
     folds: Mapping[str, Callable[[Any], Awaitable[object]]] = field(default_factory=dict)  # topic: handler
     follow_ups: list[FollowUp] = field(default_factory=list)  # events emitted on those, to apply
     followed: list[FollowUp] = field(default_factory=list)  # the follow-ups applied in the batch
+    hands_on: frozenset[str] = frozenset()  # topics whose events go to their service once committed
+    handed_on: list[FollowUp] = field(default_factory=list)  # events emitted on those, in order
     _claimed: set[str] = field(default_factory=set)
 
     def joins(self, owner: object) -> bool:
@@ -75,7 +77,7 @@ class Batch:
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[AsyncSession]:
         """A use case's share of the batch: when careful, its changes, claims and events go if it fails."""
-        mark, sent, followed = len(self.claims), len(self.outgoing), len(self.follow_ups)
+        mark, sent, followed, handed = len(self.claims), len(self.outgoing), len(self.follow_ups), len(self.handed_on)
         try:
             if self.careful:
                 async with self.session.begin_nested():
@@ -90,18 +92,24 @@ class Batch:
             del self.claims[mark:]
             del self.outgoing[sent:]
             del self.follow_ups[followed:]
+            del self.handed_on[handed:]
             raise
 
     def emitted(self, topic: str, envelope: Any, context: str | None) -> None:
         """A use case of the batch emitted ``envelope`` (in trace ``context``): kept to be applied
-        in the batch when the service folds its topic (``shared.bus.folded``)."""
+        in the batch when the service folds its topic (``shared.bus.folded``), or to be handed to
+        the service once the batch committed when it takes its topic's events from there
+        (``UnitOfWork.hand_on``)."""
         if topic in self.folds:
             self.follow_ups.append(FollowUp(topic, envelope, context))
+        if topic in self.hands_on:
+            self.handed_on.append(FollowUp(topic, envelope, context))
 
 
 @dataclass(frozen=True)
 class FollowUp:
-    """An event a batch emitted on a topic its service folds, applied in that batch."""
+    """An event a batch emitted on a topic its service folds (applied in that batch) or hands on
+    (given to the service once the batch committed)."""
 
     topic: str
     envelope: Any  # shared.events.Envelope
@@ -109,10 +117,11 @@ class FollowUp:
 
 
 class AppliedHere:
-    """The ids of the events this process applied in the batch that emitted them (``shared.bus.folded``),
-    the newest ``size`` of them: their copies from the topic are skipped without a transaction. A
-    copy whose id was forgotten (or that arrives after a restart, or at another instance) is found
-    applied in the inbox, as any redelivery is."""
+    """The ids of the events this process applied in the batch that emitted them
+    (``shared.bus.folded``) or right after it committed (``UnitOfWork.hand_on``), the newest
+    ``size`` of them: their copies from the topic are skipped without a transaction. A copy whose
+    id was forgotten (or that arrives after a restart, or at another instance) is found applied in
+    the inbox, as any redelivery is."""
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
@@ -126,6 +135,9 @@ class AppliedHere:
 
     def __contains__(self, event_id: object) -> bool:
         return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 @dataclass

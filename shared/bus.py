@@ -54,6 +54,10 @@ class OutsideWork(Protocol):
     async def after(self, envelopes: list[Envelope]) -> None:
         """Once the batch committed, on the events it applied (none dead-lettered)."""
 
+    def turn(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Held around a whole batch, ``before`` to ``after``: one batch at a time acts outside the
+        database (the topic's, or one handed on after the commit that emitted it)."""
+
 
 @dataclass(frozen=True)
 class Batches:

@@ -13,6 +13,7 @@ commit, and faust commits their offsets together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,7 +126,19 @@ async def handle_batch(
     per event saved); if anything fails in it, it is rolled back and applied again with a
     savepoint per event, which tells the failing event from the rest."""
     records = [_decoded(*event) for event in events]
-    if uow.folds:  # the copies of events applied here in the batch that emitted them (bus.folded)
+    async with outside.turn() if outside is not None else contextlib.nullcontext():
+        await _handle_records(topic, records, handler, producer, uow, outside)
+
+
+async def _handle_records(
+    topic: str,
+    records: list[Record],
+    handler: Handler,
+    producer: Producer,
+    uow: UnitOfWork,
+    outside: OutsideWork | None,
+) -> None:
+    if uow.applied_here:  # the copies of events applied here in the batch that emitted them, or after it
         records = [r for r in records if r.envelope is None or r.envelope.id not in uow.applied_here]
         if not records:
             return
@@ -165,6 +178,44 @@ async def _outside(work: Callable[[list[Envelope]], Awaitable[None]], envelopes:
         await work(envelopes)
     except Exception:
         log.exception("work outside the database failed", step=getattr(work, "__name__", "?"), events=len(envelopes))
+
+
+async def apply_handed_on(
+    handed: Sequence[FollowUp], handler: Handler, uow: UnitOfWork, outside: OutsideWork | None = None
+) -> list[Envelope]:
+    """Apply events a batch of this service emitted and handed on once it committed
+    (``UnitOfWork.hand_on``), as their topic's batch would: ``outside.before``, one transaction,
+    ``outside.after`` (the caller holds ``outside.turn()``). Tried once: an event that is poison or
+    fails, or a batch that fails, is left to its copy from the topic (retried, dead-lettered, as any
+    event of it), nothing is sent to a dead-letter topic from here. The events applied (or found
+    applied) are returned, and their copies from the topic skipped (``uow.applied_here``)."""
+    records = [
+        Record(None, None, done.envelope, headers=tracing.stored_headers(done.context))
+        for done in handed
+        if done.envelope.id not in uow.applied_here
+    ]
+    if not records:
+        return []
+    topic = handed[0].topic
+    if outside is not None:
+        await _outside(outside.before, [record.envelope for record in records if record.envelope is not None])
+    try:
+        await apply_batch(uow, records, handler, careful=False, topic=topic)
+    except Exception as exc:  # noqa: BLE001  # their copies from the topic apply them, with retries
+        log.warning(
+            "events handed on after their commit failed; their copies from the topic apply them",
+            topic=topic,
+            events=len(records),
+            error=repr(exc),
+        )
+        return []
+    applied = [record.envelope for record in records if record.envelope is not None and record.dead is None]
+    uow.applied_here.add(envelope.id for envelope in applied)
+    for envelope in applied:
+        metrics.observe_handled(topic, envelope)
+    if outside is not None:
+        await _outside(outside.after, applied)
+    return applied
 
 
 def _decoded(key: bytes | None, raw: bytes | None, headers: Headers | None = None) -> Record:

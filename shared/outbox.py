@@ -34,6 +34,7 @@ from shared.batches import (
     AppliedHere,
     Batch,
     BatchConflict,
+    FollowUp,
     current_batch,
     unique_ids,
     write_lock,
@@ -186,6 +187,8 @@ class UnitOfWork:
         self._listeners: list[Callable[[], None]] = []
         # topics whose events this service applies in the batch that emits them (``shared.bus.folded``)
         self.folds: dict[str, Callable[[Envelope], Awaitable[object]]] = {}
+        # topics whose events a batch of this service emits are handed to it once committed (``hand_on``)
+        self.hands: dict[str, Callable[[list[FollowUp]], None]] = {}
         self.applied_here = AppliedHere()
 
     def on_outbox_commit(self, listener: Callable[[], None]) -> None:
@@ -195,6 +198,13 @@ class UnitOfWork:
         """Apply the events of ``topic`` that a batch of this service emits in that same batch,
         with ``handler`` (``shared.bus.folded``)."""
         self.folds[topic] = handler
+
+    def hand_on(self, topic: str, receiver: Callable[[list[FollowUp]], None]) -> None:
+        """Once a batch of this service commits, give ``receiver`` the events of ``topic`` its use
+        cases emitted (those not rolled back), in the order emitted, at once and without waiting
+        (``receiver`` queues them). They are published as ever; a receiver that applies one adds
+        its id to ``applied_here`` so that its copy from the topic is skipped."""
+        self.hands[topic] = receiver
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
@@ -227,7 +237,9 @@ class UnitOfWork:
                 async with write_turn(session), session.begin():
                     await write_lock(session)
                     applied = await applied_among(session, event_ids)
-                    batch = Batch(self, session, applied, careful=careful, folds=self.folds)
+                    batch = Batch(
+                        self, session, applied, careful=careful, folds=self.folds, hands_on=frozenset(self.hands)
+                    )
                     token = CURRENT_BATCH.set(batch)
                     try:
                         yield batch
@@ -247,6 +259,9 @@ class UnitOfWork:
             if session.info.pop("outbox", False):
                 for listener in self._listeners:
                     listener()
+            for topic, receiver in self.hands.items():
+                if handed := [emitted for emitted in batch.handed_on if emitted.topic == topic]:
+                    receiver(handed)
 
 
 # The statements each batch and each relay cycle runs, built once with their values bound at each

@@ -28,7 +28,7 @@ from services.deploy.models import DEPLOY_TABLES, Deployment
 from services.deploy.rendered import RenderedManifestsDriver
 from services.deploy.sealed import KEYRING
 from shared import outbox_api
-from shared.bus import Handler, one_at_a_time, with_outside_work, with_prefetch
+from shared.bus import Handler, one_at_a_time, with_prefetch
 from shared.events import Envelope, Topic
 from shared.service import Part, Runtime, create_service_app
 from shared.settings import Settings
@@ -87,22 +87,42 @@ async def _cluster(runtime: Runtime) -> AsyncIterator[None]:
         await watcher.stop()
 
 
-def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
-    uow, driver, rollouts, keyring = runtime.uow, CLUSTER.of(runtime), ROLLOUTS.of(runtime), KEYRING.of(runtime)
-    ingress = ingresses.INGRESSES.of(runtime)
+REQUESTS: Part[requests.DeployRequests] = Part("deploy-requests")
 
-    async def on_version_released(envelope: Envelope) -> None:
-        await handlers.record_released_version(envelope, uow=uow)
+
+@asynccontextmanager
+async def _requests(runtime: Runtime) -> AsyncIterator[None]:
+    """The deploy worker's batches; on SQLite (one instance applies all of a database's requests),
+    the lane that applies auto-deploy's requests as the batch of releases that made them commits."""
+    uow, ingress = runtime.uow, ingresses.INGRESSES.of(runtime)
 
     async def sync_ingress(deployed: list[Deployment]) -> None:  # each service's Ingress goes with its deployment
         await ingress.sync_all(ingresses.Where.of(deployment) for deployment in deployed)
 
     deploy_requests = requests.DeployRequests(
-        uow=uow, driver=driver, keyring=keyring, follow=rollouts.follow, recorded=sync_ingress
+        uow=uow,
+        driver=CLUSTER.of(runtime),
+        keyring=KEYRING.of(runtime),
+        follow=ROLLOUTS.of(runtime).follow,
+        recorded=sync_ingress,
     )
+    REQUESTS.provide(runtime, deploy_requests)
+    if not requests.lane_wanted(runtime.engine):
+        yield
+        return
+    uow.hand_on(Topic.DEPLOY_REQUESTED, deploy_requests.hand_on)
+    deploy_requests.start_lane()
+    try:
+        yield
+    finally:
+        await deploy_requests.stop_lane()
 
-    async def on_deploy_requested(envelope: Envelope) -> None:
-        await deploy_requests.record(envelope)
+
+def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
+    uow, ingress, deploy_requests = runtime.uow, ingresses.INGRESSES.of(runtime), REQUESTS.of(runtime)
+
+    async def on_version_released(envelope: Envelope) -> None:
+        await handlers.record_released_version(envelope, uow=uow)
 
     async def on_environment_changed(envelope: Envelope) -> None:
         await environments.on_environment_changed(envelope, uow=uow)
@@ -123,9 +143,7 @@ def _subscriptions(runtime: Runtime) -> dict[str, Handler]:
         # these act on the cluster after their transaction, reading back what it committed
         Topic.ENVIRONMENT_CHANGED: one_at_a_time(on_environment_changed),
         Topic.VERSION_RELEASED: with_prefetch(handlers.prefetch_released, on_version_released),
-        Topic.DEPLOY_REQUESTED: with_prefetch(
-            deploy_requests.prefetch, with_outside_work(deploy_requests, on_deploy_requested)
-        ),
+        Topic.DEPLOY_REQUESTED: deploy_requests.handler,
         Topic.ROUTE_CHANGED: one_at_a_time(on_route_changed),
     }
 
@@ -136,6 +154,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tables=DEPLOY_TABLES,
         routers=[router, org_api.router, resources_api.router, outbox_api.router],
         subscriptions=_subscriptions,
-        extensions=[rotation.sealing, _cluster, ingresses.ingress_sync],
+        extensions=[rotation.sealing, _cluster, ingresses.ingress_sync, _requests],
         settings=settings,
     )

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import StrictBool, field_validator, model_validator
-from sqlalchemy import JSON, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Index, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from services.deploy import domain
@@ -180,6 +180,14 @@ class Deployment(PlacementColumns, table=True):
     __table_args__ = (
         Index("ix_deployments_track_history", "service_id", "environment", "track", "created_at"),
         Index("ix_deployments_by_action", "service_id", "environment", "action", "created_at"),
+        # the requests not applied yet, which deploy's lane looks for before it applies one
+        Index(
+            "ix_deployments_requested",
+            "service_id",
+            "environment",
+            sqlite_where=text("state = 'requested'"),
+            postgresql_where=text("state = 'requested'"),
+        ),
     )
     id: str = Field(primary_key=True, max_length=32)
     environment: str = Field(max_length=63, index=True)

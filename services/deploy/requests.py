@@ -8,6 +8,12 @@ transaction, each request's inbox entry, outcome and ``deploy.status`` are recor
 another instance recorded meanwhile is skipped there). After the commit, each service's Ingress is
 synced once and progressing rollouts are followed.
 
+On SQLite, the requests deploy's own batches emit (auto-deploy's) are also handed to a lane as
+their batch commits (``DeployRequests.hand_on``) and applied there the same way, without waiting
+for their round trip through the broker; one batch acts on the cluster at a time, and a request
+that another unapplied request of its service waits before is left to the topic (ADR 10,
+revisited).
+
 Applying is idempotent (the same objects again): a crash or a rolled-back transaction between
 applying and recording only re-applies. A request applied before its batch's transaction that is
 then found poison never reaches the cluster: its data is checked before it is applied.
@@ -16,9 +22,12 @@ then found poison never reaches the cluster: its data is checked before it is ap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,7 +44,9 @@ from services.deploy.worker import (
     _from_request,
     record_outcome,
 )
-from shared.bus import read_ahead, reading_ahead
+from shared.batches import FollowUp
+from shared.bus import OUTSIDE_WORK_BATCH_MAX, Handler, read_ahead, reading_ahead, with_outside_work, with_prefetch
+from shared.consume import apply_handed_on
 from shared.errors import PoisonEvent
 from shared.events import DeployRequested, Envelope
 from shared.logging import get_logger
@@ -43,6 +54,14 @@ from shared.outbox import UnitOfWork, applied_among, claim_inbox
 from shared.sealing import Keyring
 
 log = get_logger(__name__)
+LANE_WAITING_MAX = 1_000
+LANE_STOP_SECONDS = 5.0
+# The requests not applied yet of some services (the partial index ``ix_deployments_requested``:
+# the literal state lets SQLite use it).
+_REQUESTED = select(Deployment.service_id, Deployment.environment, Deployment.id).where(
+    text("deployments.state = 'requested'"), col(Deployment.service_id).in_(bindparam("services", expanding=True))
+)
+
 Recorded = Callable[[list[Deployment]], Awaitable[None]]  # after the commit: each service's last recorded deployment
 
 
@@ -80,7 +99,8 @@ async def _no_values() -> dict[str, dict[str, Any]]:
 
 class DeployRequests:
     """Applies batches of ``deploy.requested`` (``shared.bus.OutsideWork``); ``record`` is the
-    handler that records each one in the batch's transaction."""
+    handler that records each one in the batch's transaction (``handler``, as subscribed). One
+    batch at a time (``turn``): the topic's, or the lane's (``hand_on``)."""
 
     def __init__(
         self,
@@ -96,6 +116,19 @@ class DeployRequests:
         self.follow, self.recorded, self.timeout = follow, recorded, timeout
         self._applied: dict[str, tuple[Track, RolloutStatus]] = {}  # by event id, this batch's
         self._deployments: dict[str, Deployment] = {}
+        self._turn = asyncio.Lock()
+        self._waiting: list[FollowUp] = []  # handed on, for the lane
+        self._arrived = asyncio.Event()
+        self._lane: asyncio.Task[None] | None = None
+
+        async def on_deploy_requested(envelope: Envelope) -> Deployment | None:
+            return await self.record(envelope)
+
+        self.handler: Handler = with_prefetch(self.prefetch, with_outside_work(self, on_deploy_requested))
+
+    def turn(self) -> asyncio.Lock:
+        """Held around each batch, the topic's and the lane's: one acts on the cluster at a time."""
+        return self._turn
 
     async def before(self, envelopes: list[Envelope]) -> None:
         """Apply the batch's new requests to the cluster: per service in order, services side by side."""
@@ -190,6 +223,89 @@ class DeployRequests:
             last_of_each = {(d.service_id, d.environment): d for d in recorded}
             if last_of_each:
                 await self.recorded(list(last_of_each.values()))
+
+    # The lane: the requests deploy's own batches emit (auto-deploy's, as a batch of releases
+    # commits) are applied at once, not after their round trip through the broker (ADR 10, revisited).
+
+    def hand_on(self, handed: list[FollowUp]) -> None:
+        """Take requests a batch of this service emitted and committed (``UnitOfWork.hand_on``)
+        for the lane; beyond ``LANE_WAITING_MAX`` waiting, their copies from the topic apply them."""
+        room = LANE_WAITING_MAX - len(self._waiting)
+        if room < len(handed):
+            log.warning("deploy request lane full; the topic applies the rest", left=len(handed) - max(room, 0))
+        self._waiting.extend(handed[: max(room, 0)])
+        self._arrived.set()
+
+    def start_lane(self) -> None:
+        if self._lane is None:
+            self._lane = asyncio.create_task(self._run_lane(), name="deploy-request-lane")
+
+    async def stop_lane(self, timeout: float = LANE_STOP_SECONDS) -> None:
+        """Let the lane finish the batch it is applying (within ``timeout``); what still waits is
+        left to its copy from the topic."""
+        lane, self._lane = self._lane, None
+        self._waiting.clear()
+        if lane is None:
+            return
+        self._arrived.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(lane), timeout)
+        lane.cancel()
+        await asyncio.gather(lane, return_exceptions=True)
+
+    async def _run_lane(self) -> None:
+        while self._lane is not None:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._waiting and self._lane is not None:
+                handed = self._waiting[:OUTSIDE_WORK_BATCH_MAX]
+                del self._waiting[: len(handed)]
+                try:
+                    await self.apply_handed(handed)
+                except Exception:  # noqa: BLE001  # their copies from the topic apply them
+                    log.exception("deploy request lane failed; the topic applies its requests", requests=len(handed))
+
+    async def apply_handed(self, handed: list[FollowUp]) -> list[Envelope]:
+        """The lane's step: apply requests handed on, in a batch of their own, in this service's
+        turn; those another request waits before are left to the topic (``_clear_to_apply``).
+        The requests applied (or found applied) are returned."""
+        async with self.turn():
+            clear = await self._clear_to_apply(handed)
+            return await apply_handed_on(clear, self.handler, self.uow, self) if clear else []
+
+    async def _clear_to_apply(self, handed: list[FollowUp]) -> list[FollowUp]:
+        """The handed-on requests no other unapplied request of their service and environment
+        waits before (in the topic, requested by hand say): those wait for their copies from the
+        topic, in the topic's order. Applying then recording holds ``turn``, so a request requested
+        after these cannot be applied before them."""
+        ours: dict[str, tuple[str, str]] = {}
+        for done in handed:
+            try:
+                request = done.envelope.payload(DeployRequested)
+            except PoisonEvent:
+                continue  # its copy from the topic is refused and dead-lettered
+            ours[request.deployment_id] = (request.service_id, request.environment)
+        if not ours:
+            return []
+        async with self.uow.sessions() as session:
+            rows = await session.exec(_REQUESTED, params={"services": sorted({s for s, _ in ours.values()})})
+            waiting = {(service_id, environment) for service_id, environment, id_ in rows.all() if id_ not in ours}
+        clear = [
+            done
+            for done in handed
+            if (where := ours.get(done.envelope.data.get("deployment_id"))) is not None and where not in waiting
+        ]
+        if len(clear) < len(handed):
+            log.info("deploy requests left to the topic", requests=len(handed) - len(clear))
+        return clear
+
+
+def lane_wanted(engine: AsyncEngine) -> bool:
+    """Whether deploy applies its own batches' requests as they commit: on SQLite, where one
+    instance applies every request of its database (``turn`` keeps them in order there). On
+    PostgreSQL, instances share the topic's partitions; a request handed on in one could overtake
+    a later one another applies, so every request goes round through the topic."""
+    return engine.dialect.name == "sqlite"
 
 
 async def apply_deploy_request(

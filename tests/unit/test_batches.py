@@ -14,9 +14,19 @@ from sqlalchemy import bindparam, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import delete, select
 
-from shared.batches import BatchConflict, batch_memo, first_row, get_row, holds_write_lock, indexed, note_absent
+from shared.batches import (
+    CURRENT_BATCH,
+    BatchConflict,
+    FollowUp,
+    batch_memo,
+    first_row,
+    get_row,
+    holds_write_lock,
+    indexed,
+    note_absent,
+)
 from shared.bus import folded, read_ahead, reading_ahead, with_prefetch
-from shared.consume import Record, apply_batch, handle_batch
+from shared.consume import Record, apply_batch, apply_handed_on, handle_batch
 from shared.errors import PoisonEvent
 from shared.events import Envelope, PipelineSucceeded, Topic, VersionCreated, new_event, utcnow
 from shared.outbox import (
@@ -37,6 +47,20 @@ from tests.unit.test_shared import FakeDeadLetters
 def _succeeded(service_id: str, pipeline_id: int) -> Envelope:
     data = PipelineSucceeded(service_id=service_id, project="p", service="s", pipeline_id=pipeline_id, ref="m", sha="a")
     return new_event(Topic.PIPELINE_SUCCEEDED, data, source="test", subject="p/s")
+
+
+def _version_created(pipeline_id: int) -> Envelope:
+    data = VersionCreated(
+        service_id="s",
+        project="p",
+        service="s",
+        version=f"v{pipeline_id}",
+        sha="a",
+        ref="m",
+        pipeline_id=pipeline_id,
+        image="registry/p/s:a",
+    )
+    return new_event(Topic.VERSION_CREATED, data, source="test", subject="p/s")
 
 
 def _records(*envelopes: Envelope) -> list[Record]:
@@ -750,3 +774,52 @@ async def test_a_folded_event_is_applied_in_its_batch_unless_the_use_case_that_e
     async with uow.sessions() as session:
         applied = set((await session.exec(select(InboxEntry.event_id))).all())
     assert set(emitted) <= applied
+
+
+async def test_what_a_batch_emits_on_a_topic_handed_on_reaches_the_service_once_committed(make_uow):
+    """``UnitOfWork.hand_on``: the events a batch emitted on the topic are handed over after its
+    commit, in order, without what a failed use case emitted; ``apply_handed_on`` applies them
+    once, their copies from the topic are skipped, and one it fails is left to its copy."""
+    uow = await make_uow("versioning", [])
+    received: list[tuple[list[int], bool]] = []  # the pipelines each hand-over carried; inside a batch?
+
+    def receive(handed: list[FollowUp]) -> None:
+        received.append(
+            ([done.envelope.payload(VersionCreated).pipeline_id for done in handed], bool(CURRENT_BATCH.get()))
+        )
+        kept.extend(handed)
+
+    kept: list[FollowUp] = []
+    uow.hand_on(Topic.VERSION_CREATED, receive)
+    await handle_batch(
+        "pipeline.succeeded",
+        _raw(_succeeded("s", 7), _succeeded("s", 13), _succeeded("s", 8)),
+        make_version(uow),
+        FakeDeadLetters(),
+        uow,
+    )
+    assert received == [([7, 8], False)], "once, after the batch, without 13's (its use case failed)"
+    committed = [json.loads(row.payload)["id"] for row in await outbox(uow, "version.created")]
+    assert [done.envelope.id for done in kept] == committed
+
+    tries: list[int] = []
+
+    async def on_version_created(envelope: Envelope) -> None:
+        pipeline_id = envelope.payload(VersionCreated).pipeline_id
+        async with uow.begin() as session:
+            if await claim_inbox(session, envelope):
+                tries.append(pipeline_id)
+                if pipeline_id == 9 and tries.count(9) == 1:
+                    raise RuntimeError("the first try of 9 fails")
+
+    assert [e.id for e in await apply_handed_on(kept, on_version_created, uow)] == committed
+    assert all(event_id in uow.applied_here for event_id in committed) and committed[0] in await _inbox(uow)
+    dead = FakeDeadLetters()
+    await handle_batch("version.created", _raw(*(done.envelope for done in kept)), on_version_created, dead, uow)
+    assert tries == [7, 8], "the copies from the topic skipped"
+
+    nine = FollowUp("version.created", _version_created(9), None)
+    assert await apply_handed_on([nine], on_version_created, uow) == []
+    assert nine.envelope.id not in uow.applied_here and nine.envelope.id not in await _inbox(uow)
+    await handle_batch("version.created", _raw(nine.envelope), on_version_created, dead, uow)
+    assert tries == [7, 8, 9, 9] and dead.records == [], "its copy from the topic applied it"

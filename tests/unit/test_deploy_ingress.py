@@ -5,6 +5,7 @@ driver writing real files, and deploy's own event wiring (``app._subscriptions``
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -56,13 +57,18 @@ def cluster(tmp_path: Path) -> Cluster:
 
 
 @pytest.fixture
-def deliver(uow: UnitOfWork, cluster: Cluster) -> Any:  # noqa: F811
+async def deliver(uow: UnitOfWork, cluster: Cluster) -> AsyncIterator[Any]:  # noqa: F811
     """Hand an event to deploy's consumer of its topic, as the running service does."""
-    runtime = SimpleNamespace(uow=uow, parts={sealed.KEYRING.name: KEYRING})
+    runtime = SimpleNamespace(uow=uow, engine=uow.sessions.kw["bind"], parts={sealed.KEYRING.name: KEYRING})
     CLUSTER.provide(runtime, cluster)  # type: ignore[arg-type]
     app.ROLLOUTS.provide(runtime, worker.RolloutWatcher(uow, cluster))  # type: ignore[arg-type]
     INGRESSES.provide(runtime, Ingresses(uow, cluster))  # type: ignore[arg-type]
-    consumers = app._subscriptions(runtime)  # type: ignore[arg-type]
+    async with app._requests(runtime):  # type: ignore[arg-type]
+        consumers = app._subscriptions(runtime)  # type: ignore[arg-type]
+        yield _sender(consumers)
+
+
+def _sender(consumers: dict[str, Any]) -> Any:
 
     async def send(envelope: Envelope) -> None:
         handler = consumers[envelope.type]
