@@ -1,7 +1,7 @@
 """Benchmark: the whole chain under open-loop load, Pipeline Hook → ``deploy.status``.
 
     python -m bench.chain_load [--services 10] [--rates 20,50,100] [--seconds 20] [--idle 10]
-                               [--drain 120] [--kafka] [--postgres]
+                               [--drain 120] [--rest 35] [--kafka] [--postgres]
 
 Starts ``gantry up`` (embedded broker + SQLite; ``--kafka`` and ``--postgres`` start Apache Kafka
 and PostgreSQL from the test harness instead), prepares ``--services`` services released to one
@@ -23,7 +23,9 @@ or once no chain completed for 15 s: a backlog, not a loss; their latencies are 
 distinct ``deploy.status`` events for one hook), the chains completed per second, and the CPU time per
 chain of each process (services, broker and, with ``--postgres``, PostgreSQL's server with the
 process it runs per connection; from ``/proc/<pid>/stat``, each with what it started; idle burn
-included).
+included). Then, ``--rest`` seconds after the load, each process's idle CPU again, at rest: the
+consumers have seen no record for longer than they take to fetch with their longest wait
+(``shared.kafka_transport.SLEEP_AFTER_SECONDS``). The idle goal is compared with that one.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from bench.measures import (
 from bench.running import Running, add_stack_options, running_stack
 from bench.status_reader import StatusReader
 from shared.auth import webhook_secret
+from shared.kafka_transport import SLEEP_AFTER_SECONDS
 from shared.settings import SERVICES
 from tests.e2e.stack import Stack, success_hook
 from tests.support import SECRET
@@ -218,7 +221,10 @@ async def idle_cpu(running: Running, seconds: float) -> dict[str, float]:
     return {name: 100 * used / seconds for name, used in cpu_used(before, cpu_snapshot(pids)).items()}
 
 
-async def measure(running: Running, args: argparse.Namespace) -> tuple[dict[str, float], list[RateResult]]:
+Idle = dict[str, float]  # each process's CPU, % of one core
+
+
+async def measure(running: Running, args: argparse.Namespace) -> tuple[Idle, list[RateResult], Idle | None]:
     stack = running.stack
     async with AsyncExitStack() as opened:
         admin = await opened.enter_async_context(stack.client())
@@ -240,10 +246,16 @@ async def measure(running: Running, args: argparse.Namespace) -> tuple[dict[str,
             await drain(completions, set().union(*(result.accepted_ids for result in results)), args.drain)
             for result in results:
                 result.settle(completions.seen)
-    return idle, results
+        rested = None
+        if args.rest > 0:  # at rest: no event for longer than the consumers take to sleep deepest
+            await asyncio.sleep(args.rest)
+            rested = await idle_cpu(running, args.idle)
+    return idle, results, rested
 
 
-def report(kind: str, args: argparse.Namespace, idle: dict[str, float], results: list[RateResult]) -> None:
+def report(
+    kind: str, args: argparse.Namespace, idle: Idle, results: list[RateResult], rested: Idle | None = None
+) -> None:
     print(f"\nchain under load, {kind}, {args.services} services, {args.seconds} s per rate:")
     rows = []
     for r in results:
@@ -292,8 +304,11 @@ def report(kind: str, args: argparse.Namespace, idle: dict[str, float], results:
             [(f"{r.rate:g}", *(1000 * r.hops.get(hop, math.nan) for hop in HOPS)) for r in results],
         )
     )
-    print(f"\nidle CPU over {args.idle:g} s (% of one core), before any load:")
-    print(table((*names, "all"), [(*(idle[n] for n in names), sum(idle.values()))]))
+    print(f"\nidle CPU over {args.idle:g} s (% of one core):")
+    idles = [("3 s after the set-up, before any load", idle)]
+    if rested is not None:
+        idles.append((f"at rest: {args.rest:g} s after the load's last chain", rested))
+    print(table(("when", *names, "all"), [(when, *(i[n] for n in names), sum(i.values())) for when, i in idles]))
     figures = [
         RateFigures(
             r.rate, r.offered, r.accepted, len(r.latencies), r.lost + r.late + r.duplicated, row[7], row[10], row[11]
@@ -302,7 +317,7 @@ def report(kind: str, args: argparse.Namespace, idle: dict[str, float], results:
     ]
     suffix = "" if kind.startswith("embedded") and kind.endswith("sqlite") else "_kafka"
     print("\nthe goals, beside this run's figures:")
-    print(goal_table(chain_goals(figures, sum(idle.values()), suffix=suffix)))
+    print(goal_table(chain_goals(figures, sum((rested or idle).values()), suffix=suffix)))
 
 
 def main() -> None:
@@ -312,12 +327,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="load per rate (keep it ≤ 60 on a shared machine)")
     parser.add_argument("--idle", type=float, default=10, help="seconds of idle CPU measured before the load")
     parser.add_argument("--drain", type=float, default=120, help="longest wait for the last chains after the load")
+    parser.add_argument(
+        "--rest",
+        type=float,
+        default=SLEEP_AFTER_SECONDS + 5,
+        help="after the load, seconds of quiet before the idle CPU is measured again, at rest (0: not measured)",
+    )
     add_stack_options(parser)
     args = parser.parse_args()
     with running_stack(args) as running:
-        idle, results = asyncio.run(measure(running, args))
+        idle, results, rested = asyncio.run(measure(running, args))
         kind = running.stack.kind
-    report(kind, args, idle, results)
+    report(kind, args, idle, results, rested)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from shared.settings import SERVICES, Settings
 EMBEDDED_DEFAULTS = {
     "GANTRY_KAFKA_FETCH_MAX_WAIT_MS": "50",  # ADR 2: fewer fetches under load, a hop still ~15–30 ms
     "GANTRY_KAFKA_FETCH_IDLE_WAIT_MS": "250",  # after a few quiet seconds: an idle Gantry sleeps
+    # after 30 quiet seconds it sleeps deeper: idle 7.5 → 4.1 % of a core, the first chain after (ADR 2)
+    "GANTRY_KAFKA_FETCH_SLEEP_WAIT_MS": "1000",
     "GANTRY_KAFKA_SESSION_TIMEOUT_MS": "1000",
     # It never drops a silent member of a group (a third of that timeout would be 3 heartbeats a
     # second per service, for nothing): an idle Gantry's CPU 8.7 → 7.4 % of a core (ADR 2).

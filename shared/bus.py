@@ -107,6 +107,7 @@ def make_faust_app(service: str, settings: Settings) -> faust.App:
     )
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms  # type: ignore[attr-defined]  # read by the transport
     app.fetch_idle_wait_ms = settings.kafka_fetch_idle_wait_ms  # type: ignore[attr-defined]
+    app.fetch_sleep_wait_ms = settings.kafka_fetch_sleep_wait_ms  # type: ignore[attr-defined]
     return app
 
 

@@ -10,8 +10,9 @@ consumer before it starts.
 On the embedded broker that short wait is also what an idle service pays: one fetch, and one
 wake-up of the consumer's thread and of the broker, every wait. So the wait adapts
 (``AdaptiveWait``): the short one while records flow, ``GANTRY_KAFKA_FETCH_IDLE_WAIT_MS`` once a
-consumer has seen nothing for ``IDLE_AFTER_SECONDS``; the first record after a quiet spell waits
-up to the long one, and the next fetch is short again.
+consumer has seen nothing for ``IDLE_AFTER_SECONDS``, and ``GANTRY_KAFKA_FETCH_SLEEP_WAIT_MS``
+(when set) once it has seen nothing for ``SLEEP_AFTER_SECONDS``; the first record after a quiet
+spell waits up to the long one, and the next fetch is short again.
 
 A consumer stopped while the broker is away stops cleanly too (``ConsumerThread.on_thread_stop``).
 """
@@ -31,14 +32,25 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 IDLE_AFTER_SECONDS = 3.0
+SLEEP_AFTER_SECONDS = 30.0
 
 
 class AdaptiveWait:
-    """A consumer's fetch wait: ``short_ms`` while records flow, ``idle_ms`` after a quiet spell."""
+    """A consumer's fetch wait: ``short_ms`` while records flow, ``idle_ms`` after a quiet spell of
+    ``idle_after`` seconds, and ``sleep_ms`` (when given) after ``sleep_after`` seconds of quiet."""
 
-    def __init__(self, short_ms: int, idle_ms: int | None, idle_after: float = IDLE_AFTER_SECONDS) -> None:
+    def __init__(
+        self,
+        short_ms: int,
+        idle_ms: int | None,
+        idle_after: float = IDLE_AFTER_SECONDS,
+        *,
+        sleep_ms: int | None = None,
+        sleep_after: float = SLEEP_AFTER_SECONDS,
+    ) -> None:
         self.short_ms, self.idle_ms = short_ms, idle_ms or short_ms
-        self.idle_after = idle_after
+        self.sleep_ms = sleep_ms or self.idle_ms
+        self.idle_after, self.sleep_after = idle_after, sleep_after
         self.last_records = time.monotonic()
         self.current_ms = short_ms
 
@@ -47,6 +59,8 @@ class AdaptiveWait:
         now = time.monotonic()
         if records:
             self.last_records, wait = now, self.short_ms
+        elif now - self.last_records >= self.sleep_after:
+            wait = self.sleep_ms
         elif now - self.last_records >= self.idle_after:
             wait = self.idle_ms
         else:
@@ -65,7 +79,11 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
         if wait_ms is not None:
             consumer._fetch_max_wait_ms = wait_ms
-            self._wait = AdaptiveWait(wait_ms, getattr(self.app, "fetch_idle_wait_ms", None))
+            self._wait = AdaptiveWait(
+                wait_ms,
+                getattr(self.app, "fetch_idle_wait_ms", None),
+                sleep_ms=getattr(self.app, "fetch_sleep_wait_ms", None),
+            )
         return consumer
 
     async def _fetch_records(

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # The fetch wait once a consumer has seen nothing for a while (shared/kafka_transport.py);
     # 0 keeps kafka_fetch_max_wait_ms always.
     kafka_fetch_idle_wait_ms: int = Field(default=0, ge=0, le=10_000)
+    # The fetch wait once a consumer has seen nothing for 30 s (shared/kafka_transport.py); 0 keeps
+    # kafka_fetch_idle_wait_ms.
+    kafka_fetch_sleep_wait_ms: int = Field(default=0, ge=0, le=10_000)
     # The most events a consumer applies in one transaction (shared/consume.py).
     consumer_batch_max: int = Field(default=500, ge=1, le=10_000)
     kafka_idempotence: bool = True
