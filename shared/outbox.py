@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -119,6 +119,8 @@ def add_event(session: AsyncSession, topic: Topic, envelope: Envelope, key: str)
         batch.emitted(topic.value, envelope, row["trace_context"])
     else:
         session.add(OutboxMessage(**row))
+        if topic.value in session.info.get("hands_on", ()):  # handed on once committed (UnitOfWork.hand_on)
+            session.info.setdefault("handed_on", []).append(FollowUp(topic.value, envelope, row["trace_context"]))
     session.info["outbox"] = True
 
 
@@ -200,10 +202,11 @@ class UnitOfWork:
         self.folds[topic] = handler
 
     def hand_on(self, topic: str, receiver: Callable[[list[FollowUp]], None]) -> None:
-        """Once a batch of this service commits, give ``receiver`` the events of ``topic`` its use
-        cases emitted (those not rolled back), in the order emitted, at once and without waiting
-        (``receiver`` queues them). They are published as ever; a receiver that applies one adds
-        its id to ``applied_here`` so that its copy from the topic is skipped."""
+        """Once a batch or a use case's transaction of this service commits, give ``receiver`` the
+        events of ``topic`` its use cases emitted (those not rolled back), in the order emitted, at
+        once and without waiting (``receiver`` queues them). They are published as ever; a
+        receiver that applies one adds its id to ``applied_here`` so that its copy from the topic
+        is skipped."""
         self.hands[topic] = receiver
 
     @asynccontextmanager
@@ -215,6 +218,8 @@ class UnitOfWork:
             return
         async with self.sessions() as session:
             session.info["source"] = self.source
+            if self.hands:
+                session.info["hands_on"] = self.hands
             hook = TRANSACTION_HOOK.get()
             async with write_turn(session), session.begin():  # on SQLite, this process's writers in turn
                 yield session
@@ -224,6 +229,7 @@ class UnitOfWork:
             if session.info.pop("outbox", False):
                 for listener in self._listeners:
                     listener()
+            self._hand_on(session.info.pop("handed_on", ()))  # committed: what it emitted there
 
     @asynccontextmanager
     async def batch(self, event_ids: Iterable[str], *, careful: bool = True) -> AsyncIterator[Batch]:
@@ -259,9 +265,13 @@ class UnitOfWork:
             if session.info.pop("outbox", False):
                 for listener in self._listeners:
                     listener()
-            for topic, receiver in self.hands.items():
-                if handed := [emitted for emitted in batch.handed_on if emitted.topic == topic]:
-                    receiver(handed)
+            self._hand_on(batch.handed_on)
+
+    def _hand_on(self, handed: Sequence[FollowUp]) -> None:
+        """Give each receiver (``hand_on``) the committed events of its topic, in the order emitted."""
+        for topic, receiver in self.hands.items():
+            if mine := [emitted for emitted in handed if emitted.topic == topic]:
+                receiver(mine)
 
 
 # The statements each batch and each relay cycle runs, built once with their values bound at each

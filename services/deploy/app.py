@@ -93,7 +93,8 @@ REQUESTS: Part[requests.DeployRequests] = Part("deploy-requests")
 @asynccontextmanager
 async def _requests(runtime: Runtime) -> AsyncIterator[None]:
     """The deploy worker's batches; on SQLite (one instance applies all of a database's requests),
-    the lane that applies auto-deploy's requests as the batch of releases that made them commits."""
+    the lane that applies the requests deploy makes (auto-deploy's, and those made by hand) as the
+    transaction that made them commits."""
     uow, ingress = runtime.uow, ingresses.INGRESSES.of(runtime)
 
     async def sync_ingress(deployed: list[Deployment]) -> None:  # each service's Ingress goes with its deployment

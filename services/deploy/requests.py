@@ -8,11 +8,11 @@ transaction, each request's inbox entry, outcome and ``deploy.status`` are recor
 another instance recorded meanwhile is skipped there). After the commit, each service's Ingress is
 synced once and progressing rollouts are followed.
 
-On SQLite, the requests deploy's own batches emit (auto-deploy's) are also handed to a lane as
-their batch commits (``DeployRequests.hand_on``) and applied there the same way, without waiting
-for their round trip through the broker; one batch acts on the cluster at a time, and a request
-that another unapplied request of its service waits before is left to the topic (ADR 10,
-revisited).
+On SQLite, the requests deploy makes itself (auto-deploy's, and each action's made by hand) are
+also handed to a lane as their transaction commits (``DeployRequests.hand_on``) and applied there
+the same way, without waiting for their round trip through the broker; one batch acts on the
+cluster at a time, and a request that another unapplied request of its service waits before is
+left to the topic (ADR 10, revisited).
 
 Applying is idempotent (the same objects again): a crash or a rolled-back transaction between
 applying and recording only re-applies. A request applied before its batch's transaction that is
@@ -224,12 +224,13 @@ class DeployRequests:
             if last_of_each:
                 await self.recorded(list(last_of_each.values()))
 
-    # The lane: the requests deploy's own batches emit (auto-deploy's, as a batch of releases
-    # commits) are applied at once, not after their round trip through the broker (ADR 10, revisited).
+    # The lane: the requests deploy makes itself (auto-deploy's, as a batch of releases commits,
+    # and each action's made by hand) are applied at once, not after their round trip through the
+    # broker (ADR 10, revisited).
 
     def hand_on(self, handed: list[FollowUp]) -> None:
-        """Take requests a batch of this service emitted and committed (``UnitOfWork.hand_on``)
-        for the lane; beyond ``LANE_WAITING_MAX`` waiting, their copies from the topic apply them."""
+        """Take requests this service emitted and committed (``UnitOfWork.hand_on``) for the lane;
+        beyond ``LANE_WAITING_MAX`` waiting, their copies from the topic apply them."""
         room = LANE_WAITING_MAX - len(self._waiting)
         if room < len(handed):
             log.warning("deploy request lane full; the topic applies the rest", left=len(handed) - max(room, 0))

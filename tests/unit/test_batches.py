@@ -823,3 +823,25 @@ async def test_what_a_batch_emits_on_a_topic_handed_on_reaches_the_service_once_
     assert nine.envelope.id not in uow.applied_here and nine.envelope.id not in await _inbox(uow)
     await handle_batch("version.created", _raw(nine.envelope), on_version_created, dead, uow)
     assert tries == [7, 8, 9, 9] and dead.records == [], "its copy from the topic applied it"
+
+
+async def test_what_a_use_case_outside_a_batch_emits_on_a_topic_handed_on_follows_its_commit(make_uow):
+    """A REST request's transaction hands on what it emitted too, once committed; a rolled-back one nothing."""
+    uow = await make_uow("versioning", [])
+    handed: list[FollowUp] = []
+    uow.hand_on(Topic.VERSION_CREATED, handed.extend)
+
+    async with uow.begin() as session:
+        emit(session, _version_created(1).payload(VersionCreated))
+        assert handed == [], "not before the commit"
+    with pytest.raises(RuntimeError):
+        await _emit_and_fail(uow, _version_created(2))
+
+    assert [done.envelope.payload(VersionCreated).pipeline_id for done in handed] == [1]
+    assert [json.loads(row.payload)["id"] for row in await outbox(uow, "version.created")] == [handed[0].envelope.id]
+
+
+async def _emit_and_fail(uow: UnitOfWork, envelope: Envelope) -> None:
+    async with uow.begin() as session:
+        emit(session, envelope.payload(VersionCreated))
+        raise RuntimeError("refused after emitting")

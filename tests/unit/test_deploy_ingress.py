@@ -14,7 +14,7 @@ import pytest
 import yaml
 from sqlalchemy import event
 
-from services.deploy import app, ingresses, sealed, worker
+from services.deploy import app, ingresses, requests, sealed, worker
 from services.deploy.cluster import CLUSTER
 from services.deploy.ingress import IngressSpec
 from services.deploy.ingresses import INGRESSES, Ingresses
@@ -57,8 +57,10 @@ def cluster(tmp_path: Path) -> Cluster:
 
 
 @pytest.fixture
-async def deliver(uow: UnitOfWork, cluster: Cluster) -> AsyncIterator[Any]:  # noqa: F811
-    """Hand an event to deploy's consumer of its topic, as the running service does."""
+async def deliver(uow: UnitOfWork, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:  # noqa: F811
+    """Hand an event to deploy's consumer of its topic, as the running service does (each request
+    from its topic: without the lane, which would apply deploy's own requests in the background)."""
+    monkeypatch.setattr(requests, "lane_wanted", lambda _engine: False)
     runtime = SimpleNamespace(uow=uow, engine=uow.sessions.kw["bind"], parts={sealed.KEYRING.name: KEYRING})
     CLUSTER.provide(runtime, cluster)  # type: ignore[arg-type]
     app.ROLLOUTS.provide(runtime, worker.RolloutWatcher(uow, cluster))  # type: ignore[arg-type]

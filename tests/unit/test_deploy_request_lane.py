@@ -122,26 +122,24 @@ async def test_an_auto_deploy_is_applied_as_its_batch_of_releases_commits_and_it
 async def test_a_request_made_by_hand_still_in_the_topic_keeps_a_later_auto_deploy_out_of_the_lane(
     uow: UnitOfWork,
 ) -> None:
-    # The cluster sees a service's requests in the order they were made: 1.1.0 by hand, then 1.2.0.
+    # The cluster sees a service's requests in the order they were made: a scale by hand, then 1.1.0.
     cluster = FakeCluster()
     await _auto_deploy_on(uow, cluster)
     handed = _handed_to(uow)
-    await handlers.record_released_version(released("1.1.0"), uow=uow)  # released, auto-deployed: applied
-    await requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING).apply_handed(handed)
-    by_hand = await deploy(uow, "1.1.0", replicas=4)  # requested by hand: its request is in the topic
+    by_hand = await deploy(uow, "1.0.0", replicas=4)  # by hand; the lane never took it (full, say)
     handed.clear()
-    await _releases(uow, "1.2.0")
+    await _releases(uow, "1.1.0")
     lane = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
 
-    assert [done.envelope.data["version"] for done in handed] == ["1.2.0"]
+    assert [done.envelope.data["version"] for done in handed] == ["1.1.0"]
     assert await lane.apply_handed(handed) == [], "left to the topic, behind the request made by hand"
     assert [spec.version for spec in cluster.applied] == ["1.0.0"], "the cluster not touched"
 
     *_, manual, auto = await outbox(uow, Topic.DEPLOY_REQUESTED)
-    assert (manual.data["deployment_id"], auto.data["version"]) == (by_hand.id, "1.2.0")
+    assert (manual.data["deployment_id"], auto.data["version"]) == (by_hand.id, "1.1.0")
     topic = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
     await handle_batch(Topic.DEPLOY_REQUESTED.value, _raw(manual, auto), topic.handler, FakeDeadLetters(), uow, topic)
-    assert [(spec.version, spec.replicas) for spec in cluster.applied[1:]] == [("1.1.0", 4), ("1.2.0", 4)]
+    assert [(spec.version, spec.replicas) for spec in cluster.applied[1:]] == [("1.0.0", 4), ("1.1.0", 4)]
 
 
 async def test_the_lane_waits_for_a_batch_from_the_topic_and_never_applies_a_request_after_a_later_one(
@@ -155,6 +153,7 @@ async def test_the_lane_waits_for_a_batch_from_the_topic_and_never_applies_a_req
     handed = _handed_to(uow)
     await _releases(uow, "1.1.0")
     await deploy(uow, "1.1.0", replicas=5)  # by hand, after the auto deployment
+    del handed[1:]  # the lane takes the auto deployment alone
     *_, auto, manual = await outbox(uow, Topic.DEPLOY_REQUESTED)
     cluster.gate.clear()
     topic = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
@@ -198,6 +197,22 @@ async def test_a_request_the_lane_fails_to_record_is_left_to_its_copy_from_the_t
     await handle_batch(Topic.DEPLOY_REQUESTED.value, _raw(auto), lane.handler, dead, uow, lane)
     assert dead.records == [] and (await deployment(uow, auto.data["deployment_id"])).state == "rendered"
     assert [spec.version for spec in cluster.applied] == ["1.0.0", "1.1.0", "1.1.0"], "applied again: harmless"
+
+
+async def test_a_deployment_requested_by_hand_is_applied_by_the_lane_once_its_request_commits(
+    uow: UnitOfWork,
+) -> None:
+    cluster = FakeCluster()
+    await ready(uow, cluster)
+    await handlers.record_released_version(released("1.1.0"), uow=uow)
+    handed = _handed_to(uow)
+    made = await deploy(uow, "1.1.0", replicas=3)  # a REST request's transaction
+    lane = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
+
+    assert [done.envelope.data["deployment_id"] for done in handed] == [made.id]
+    assert [envelope.data["deployment_id"] for envelope in await lane.apply_handed(handed)] == [made.id]
+    assert [(spec.version, spec.replicas) for spec in cluster.applied] == [("1.0.0", 2), ("1.1.0", 3)]
+    assert (await deployment(uow, made.id)).state == "rendered"
 
 
 def test_the_lane_runs_where_one_instance_applies_all_of_a_databases_requests() -> None:
