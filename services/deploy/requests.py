@@ -302,7 +302,7 @@ class DeployRequests:
 
 
 def lane_wanted(engine: AsyncEngine) -> bool:
-    """Whether deploy applies its own batches' requests as they commit: on SQLite, where one
+    """Whether deploy applies its own requests as they commit (the lane): on SQLite, where one
     instance applies every request of its database (``turn`` keeps them in order there). On
     PostgreSQL, instances share the topic's partitions; a request handed on in one could overtake
     a later one another applies, so every request goes round through the topic."""
