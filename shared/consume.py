@@ -183,8 +183,8 @@ async def _outside(work: Callable[[list[Envelope]], Awaitable[None]], envelopes:
 async def apply_handed_on(
     handed: Sequence[FollowUp], handler: Handler, uow: UnitOfWork, outside: OutsideWork | None = None
 ) -> list[Envelope]:
-    """Apply events a batch of this service emitted and handed on once it committed
-    (``UnitOfWork.hand_on``), as their topic's batch would: ``outside.before``, one transaction,
+    """Apply events this service emitted (in a batch, or a use case's own transaction) and handed
+    on once they committed (``UnitOfWork.hand_on``), as their topic's batch would: ``outside.before``, one transaction,
     ``outside.after`` (the caller holds ``outside.turn()``). Tried once: an event that is poison or
     fails, or a batch that fails, is left to its copy from the topic (retried, dead-lettered, as any
     event of it), nothing is sent to a dead-letter topic from here. The events applied (or found
