@@ -50,7 +50,8 @@ class Batch:
     folds: Mapping[str, Callable[[Any], Awaitable[object]]] = field(default_factory=dict)  # topic: handler
     follow_ups: list[FollowUp] = field(default_factory=list)  # events emitted on those, to apply
     followed: list[FollowUp] = field(default_factory=list)  # the follow-ups applied in the batch
-    hands_on: frozenset[str] = frozenset()  # topics whose events go to their service once committed
+    # topics whose events go to their service once committed (``UnitOfWork.hands``: topic: receiver)
+    hands_on: Mapping[str, object] = field(default_factory=dict)
     handed_on: list[FollowUp] = field(default_factory=list)  # events emitted on those, in order
     _claimed: set[str] = field(default_factory=set)
 

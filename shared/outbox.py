@@ -243,9 +243,7 @@ class UnitOfWork:
                 async with write_turn(session), session.begin():
                     await write_lock(session)
                     applied = await applied_among(session, event_ids)
-                    batch = Batch(
-                        self, session, applied, careful=careful, folds=self.folds, hands_on=frozenset(self.hands)
-                    )
+                    batch = Batch(self, session, applied, careful=careful, folds=self.folds, hands_on=self.hands)
                     token = CURRENT_BATCH.set(batch)
                     try:
                         yield batch
