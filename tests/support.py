@@ -29,6 +29,16 @@ SECRET = "gantry-test-installation-secret-0123456789"
 KEYRING = Keyring(derive_key(SECRET))  # what a service started with GANTRY_SECRET=SECRET seals with
 
 
+class Clock:
+    """A monotonic clock a test moves by hand: ``clock.now += 30``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def token(*roles: str, user: str = "alice") -> dict[str, str]:
     """Authorization header for a user with ``roles``."""
     return {"Authorization": f"Bearer {issue_token(SECRET, user, list(roles))}"}

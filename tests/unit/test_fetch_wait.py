@@ -14,14 +14,7 @@ from gantry.up import EMBEDDED_DEFAULTS
 from shared import kafka_transport
 from shared.kafka_transport import IDLE_AFTER_SECONDS, SLEEP_AFTER_SECONDS, AdaptiveWait
 from shared.settings import Settings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock
 
 
 @pytest.fixture
@@ -40,8 +33,9 @@ def test_the_wait_grows_with_the_quiet_and_is_short_again_once_records_come(cloc
     wait = AdaptiveWait(50, 250, sleep_ms=1000)
     consumer = _consumer(50)
     seen: list[tuple[float, int]] = []
+    records_at = clock.now  # made the wait, as records would
     for quiet in (1.0, IDLE_AFTER_SECONDS, 10.0, SLEEP_AFTER_SECONDS - 0.1, SLEEP_AFTER_SECONDS, 120.0):
-        clock.now = 1_000.0 + quiet
+        clock.now = records_at + quiet
         wait.saw(consumer, records=False)
         seen.append((quiet, consumer._fetcher._fetch_max_wait_ms))
     assert seen == [

@@ -22,18 +22,10 @@ from shared.oidc import IdentityProviderUnavailable, OidcVerifier, verifier_from
 from shared.oidc_roles import RoleMapping
 from shared.settings import Settings
 from tests.oidc_issuer import AUDIENCE, StandInIssuer
-from tests.support import SECRET
+from tests.support import SECRET, Clock
 
 OWNER_CLAIM = "https://gitlab.org/claims/groups/owner"
 KEYS = "/oauth/discovery/keys"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
