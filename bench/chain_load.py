@@ -45,7 +45,6 @@ from bench.chain_latency import prepare
 from bench.goals import RateFigures, chain_goals, goal_table
 from bench.hook_client import HookClient
 from bench.measures import (
-    HopTotals,
     cpu_snapshot,
     cpu_used,
     hop_totals,
@@ -110,6 +109,8 @@ class RateResult:
     due: dict[str, float] = field(default_factory=dict)  # when each hook was due to leave
     accepted_ids: set[str] = field(default_factory=set)
     hops: dict[tuple[str, str], float] = field(default_factory=dict)  # (service, topic): mean hop, seconds
+    # (service, "topic, way" or "outbox relay"): batches (relay cycles) per second, mean events (rows) in each
+    batches: BatchSizes = field(default_factory=dict)
 
     def settle(self, seen: list[tuple[str, str, float]]) -> None:
         """Once the whole benchmark is over: the chains counted lost after this rate's wait that
@@ -165,32 +166,54 @@ async def run_rate(
     run: int,
 ) -> RateResult:
     pids = running.pids()
-    hops_before = await scrape_hops(admin, running.stack)
-    before = cpu_snapshot(pids)
+    scraped_before = await scrape_metrics(admin, running.stack)
+    before, started = cpu_snapshot(pids), time.monotonic()
     due, accepted = await offer(client, services, rate, args.seconds, run)
     flowing = await drain(completions, accepted, args.drain)
-    cpu = cpu_used(before, cpu_snapshot(pids))
-    hops_after = await scrape_hops(admin, running.stack)
+    cpu, elapsed = cpu_used(before, cpu_snapshot(pids)), time.monotonic() - started
+    scraped_after = await scrape_metrics(admin, running.stack)
     latencies, unfinished, duplicated = tally(due, accepted, completions.seen)
     ours = [seen for cid, _, seen in completions.seen if cid in accepted]
     span = (max(ours) - min(due.values())) if ours else math.nan
     lost, late = (0, unfinished) if flowing else (unfinished, 0)
     hops = {
         (service, topic): mean
-        for service in hops_after
-        for topic, mean in mean_hops(hops_before.get(service, {}), hops_after[service]).items()
+        for service, text in scraped_after.items()
+        for topic, mean in mean_hops(hop_totals(scraped_before[service]), hop_totals(text)).items()
     }
-    return RateResult(rate, len(due), len(accepted), latencies, lost, late, duplicated, span, cpu, due, accepted, hops)
+    batches = batch_sizes(scraped_before, scraped_after, elapsed)
+    return RateResult(
+        rate, len(due), len(accepted), latencies, lost, late, duplicated, span, cpu, due, accepted, hops, batches
+    )
 
 
-async def scrape_hops(client: httpx.AsyncClient, stack: Stack) -> dict[str, HopTotals]:
-    """Each chain service's ``gantry_event_hop_seconds`` totals by topic, from its ``/metrics``."""
-    totals = {}
-    for service in {service for service, _ in HOPS}:
+async def scrape_metrics(client: httpx.AsyncClient, stack: Stack) -> dict[str, str]:
+    """Each chain service's ``/metrics`` exposition."""
+    texts = {}
+    for service in sorted({service for service, _ in HOPS}):
         answer = await client.get(f"http://127.0.0.1:{stack.port_base + SERVICES.index(service)}/metrics")
         answer.raise_for_status()
-        totals[service] = hop_totals(answer.text)
-    return totals
+        texts[service] = answer.text
+    return texts
+
+
+RELAY = "outbox relay"
+BatchSizes = dict[tuple[str, str], tuple[float, float]]  # (service, what): per second, mean events in each
+
+
+def batch_sizes(before: dict[str, str], after: dict[str, str], seconds: float) -> BatchSizes:
+    """Per service and topic (with the way its batches came, ``gantry_batch_events``) and for its
+    outbox relay (``gantry_outbox_relayed_rows``): batches per second over ``seconds``, and the mean
+    events (rows) in each, between two scrapes."""
+    sizes = {}
+    for service, text in after.items():
+        for metric, label in (("gantry_batch_events", "topic,way"), ("gantry_outbox_relayed_rows", "")):
+            was = hop_totals(before[service], metric, label=label)
+            for key, (summed, counted) in hop_totals(text, metric, label=label).items():
+                events, batches = summed - was.get(key, (0.0, 0.0))[0], counted - was.get(key, (0.0, 0.0))[1]
+                if batches > 0:
+                    sizes[(service, key or RELAY)] = (batches / seconds, events / batches)
+    return sizes
 
 
 async def drain(completions: Completions, accepted: set[str], longest: float) -> bool:
@@ -302,6 +325,24 @@ def report(
         table(
             ("hooks/s", *(f"{service}: {topic}" for service, topic in HOPS)),
             [(f"{r.rate:g}", *(1000 * r.hops.get(hop, math.nan) for hop in HOPS)) for r in results],
+        )
+    )
+    kinds = sorted({key for r in results for key in r.batches})
+    print("\nbatches per second and mean events in each, by service and topic (the way they came), and each relay:")
+    print(
+        table(
+            ("service", "topic, way", *(f"{r.rate:g} hooks/s" for r in results)),
+            [
+                (
+                    service,
+                    key,
+                    *(
+                        "{:.1f}/s × {:.1f}".format(*r.batches[(service, key)]) if (service, key) in r.batches else "-"
+                        for r in results
+                    ),
+                )
+                for service, key in kinds
+            ],
         )
     )
     print(f"\nidle CPU over {args.idle:g} s (% of one core):")

@@ -95,15 +95,22 @@ HopTotals = dict[str, tuple[float, float]]  # topic: (seconds summed, events cou
 
 def hop_totals(exposition: str, metric: str = "gantry_event_hop_seconds", label: str = "topic") -> HopTotals:
     """A histogram's ``_sum`` and ``_count`` per value of ``label`` (the topic), from a Prometheus
-    text exposition."""
+    text exposition. ``label`` may name several labels, comma-separated (``"topic,way"``): the key
+    is then their values joined by ", "; with ``label=""`` the histogram's totals over all its
+    labels (or of a histogram without any) are under the key ``""``."""
+    names = [name for name in label.split(",") if name]
     totals: dict[str, list[float]] = {}
     for line in exposition.splitlines():
-        for slot, suffix in enumerate(("_sum{", "_count{")):
-            if line.startswith(metric + suffix):
-                labels, _, value = line[len(metric) + len(suffix) :].rpartition("} ")
-                named = f'{label}="'
-                key = next((part[len(named) : -1] for part in labels.split(",") if part.startswith(named)), "")
-                totals.setdefault(key, [0.0, 0.0])[slot] += float(value)
+        for slot, suffix in enumerate(("_sum", "_count")):
+            head = metric + suffix
+            if not line.startswith(head) or line[len(head) : len(head) + 1] not in ("{", " "):
+                continue
+            labels, _, value = line[len(head) :].rpartition(" ")
+            parts = labels.strip("{}").split(",")
+            key = ", ".join(
+                next((part[len(name) + 2 : -1] for part in parts if part.startswith(f'{name}="')), "") for name in names
+            )
+            totals.setdefault(key, [0.0, 0.0])[slot] += float(value)
     return {key: (summed, counted) for key, (summed, counted) in totals.items()}
 
 

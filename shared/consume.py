@@ -125,9 +125,11 @@ async def handle_batch(
     The batch is first applied without savepoints (the common case: nothing fails, two statements
     per event saved); if anything fails in it, it is rolled back and applied again with a
     savepoint per event, which tells the failing event from the rest."""
+    started = time.monotonic()
     records = [_decoded(*event) for event in events]
     async with outside.turn() if outside is not None else contextlib.nullcontext():
         await _handle_records(topic, records, handler, producer, uow, outside)
+    metrics.observe_batch(topic, metrics.FETCHED, len(records), time.monotonic() - started)
 
 
 async def _handle_records(
@@ -196,7 +198,7 @@ async def apply_handed_on(
     ]
     if not records:
         return []
-    topic = handed[0].topic
+    started, topic = time.monotonic(), handed[0].topic
     if outside is not None:
         await _outside(outside.before, [record.envelope for record in records if record.envelope is not None])
     try:
@@ -215,6 +217,7 @@ async def apply_handed_on(
         metrics.observe_handled(topic, envelope)
     if outside is not None:
         await _outside(outside.after, applied)
+    metrics.observe_batch(topic, metrics.HANDED_ON, len(records), time.monotonic() - started)
     return applied
 
 

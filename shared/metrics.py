@@ -2,9 +2,10 @@
 
 Requests (duration by method, route template and status), the events a service consumes (records
 behind per topic and partition, each event's hop from its own time and its whole chain from the
-chain's first event), its outbox (rows waiting, the oldest one's age, rows dead-lettered), events it
-sent to a dead-letter topic, deploy's outcomes, and how long each garbage collection held the
-process. Labels never carry a user, a token or an id: routes are templates
+chain's first event, the batches they are applied in: how many events each, and how long each
+took), its outbox (rows waiting, the oldest one's age, rows dead-lettered, rows each relay cycle
+published), events it sent to a dead-letter topic, deploy's outcomes, and how long each garbage
+collection held the process. Labels never carry a user, a token or an id: routes are templates
 (``/api/deploy/deployments/{deployment_id}``), not the paths asked.
 
 Counters and histograms count in the process; the gauges are read when Prometheus asks.
@@ -27,7 +28,6 @@ from sqlmodel import col, select
 
 from shared.errors import NotAuthenticated
 from shared.events import Envelope, utcnow
-from shared.outbox import OutboxDeadLetter, OutboxMessage
 
 if TYPE_CHECKING:
     import faust
@@ -71,6 +71,26 @@ CHAIN_SECONDS = Histogram(
     ["topic"],
     buckets=_LATENCY_BUCKETS,
 )
+BATCH_EVENTS = Histogram(
+    "gantry_batch_events",
+    "Events a consumer batch took, by topic and way: fetched from the topic, or handed on by the "
+    "transaction of this service that emitted them (deploy's requests)",
+    ["topic", "way"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
+)
+BATCH_SECONDS = Histogram(
+    "gantry_batch_seconds",
+    "A consumer batch, by topic and way: seconds from taking its events to their having been applied "
+    "(its work outside the database, a cluster's say, included)",
+    ["topic", "way"],
+    buckets=_LATENCY_BUCKETS,
+)
+RELAYED_ROWS = Histogram(
+    "gantry_outbox_relayed_rows",
+    "Outbox rows each relay cycle that found some published (or dead-lettered) in one send to the broker",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 200),
+)
+FETCHED, HANDED_ON = "fetched", "handed on"
 DEPLOYMENTS = Counter(
     "gantry_deployments_total",
     "Deployments that ended, by action (deploy, rollback, scale, promote, abort, undeploy…) and outcome",
@@ -111,6 +131,17 @@ def observe_handled(topic: str, envelope: Envelope) -> None:
     CHAIN_SECONDS.labels(topic=topic).observe(max(0.0, (now - envelope.chain_started).total_seconds()))
 
 
+def observe_batch(topic: str, way: str, events: int, seconds: float) -> None:
+    """A consumer batch of ``events`` ended after ``seconds`` (``way``: ``FETCHED`` or ``HANDED_ON``)."""
+    BATCH_EVENTS.labels(topic=topic, way=way).observe(events)
+    BATCH_SECONDS.labels(topic=topic, way=way).observe(seconds)
+
+
+def observe_relayed(rows: int) -> None:
+    """A relay cycle published (or dead-lettered) ``rows`` outbox rows."""
+    RELAYED_ROWS.observe(rows)
+
+
 def count_dead_lettered(topic: str, reason: str) -> None:
     DEAD_LETTERED.labels(topic=topic, reason=reason).inc()
 
@@ -123,6 +154,8 @@ def count_on_commit(session: SaAsyncSession, action: str, outcome: str) -> None:
 
 async def refresh(runtime: Runtime) -> None:
     """Read the gauges: the outbox from the database, the lag from the consumer."""
+    from shared.outbox import OutboxDeadLetter, OutboxMessage  # the relay counts into this module
+
     async with runtime.uow.sessions() as session:
         waiting = col(OutboxMessage.published_at).is_(None)
         count, oldest = (

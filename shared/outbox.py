@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared import metrics
 from shared.batches import (
     CURRENT_BATCH,
     AppliedHere,
@@ -466,6 +467,8 @@ class OutboxRelay:
                 await session.commit()
             done += len(published)
         log.debug("outbox published", count=done)
+        if done:
+            metrics.observe_relayed(done)
         if outage is not None and not done:
             raise outage
         return done
