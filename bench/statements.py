@@ -9,7 +9,10 @@ manual deployment since the last removal? ``services.deploy.lookups.has_manual_d
 an alias built at each call, one built once with its values bound at each call (``bindparam``:
 what the hot paths do now), the same through the session's connection (Core, no ORM result), and
 as SQL text. Beside them: a plain select of rows on three columns built at each call and built
-once, and a look-up by primary key (``session.get`` on an empty session). Prints the CPU time per
+once, a look-up by primary key (``session.get`` on an empty session), and a batch's read ahead of
+the rows its events name (``shared.bus.read_ahead``: two columns, each ``IN`` the values of the
+batch's events, here one; a row or none) built at each call, as it was, and built once with the values bound as
+lists, as it is. Prints the CPU time per
 call of this process (the event loop's and aiosqlite's thread's) and the wall time, each way right
 after the other, twice.
 
@@ -126,6 +129,22 @@ async def by_primary_key(session: AsyncSession, service_id: str, _environment: s
     return await session.get(KnownService, service_id)
 
 
+async def ahead_built_each_call(session: AsyncSession, service_id: str, _environment: str) -> object:
+    query = select(Deployment).where(col(Deployment.service_id).in_({service_id}), col(Deployment.id).in_({"d10"}))
+    return (await session.exec(query)).all()
+
+
+AHEAD = select(Deployment).where(
+    col(Deployment.service_id).in_(bindparam("ahead_service_id", expanding=True)),
+    col(Deployment.id).in_(bindparam("ahead_id", expanding=True)),
+)
+
+
+async def ahead_built_once(session: AsyncSession, service_id: str, _environment: str) -> object:
+    values = {"ahead_service_id": [service_id], "ahead_id": ["d10"]}
+    return (await session.exec(AHEAD, params=values)).all()
+
+
 WAYS: tuple[tuple[str, Read], ...] = (
     ("two statements, built at each call (ORM: as before)", two_built_each_call),
     ("one statement with an alias, built at each call (ORM)", built_each_call),
@@ -135,6 +154,8 @@ WAYS: tuple[tuple[str, Read], ...] = (
     ("a plain select of rows, built at each call (ORM)", simple_built_each_call),
     ("a plain select of rows, built once, values bound (ORM)", simple_built_once),
     ("session.get by primary key, not in the session", by_primary_key),
+    ("a batch's read ahead of one event, built at each call (as before)", ahead_built_each_call),
+    ("a batch's read ahead of one event, built once, lists bound (shared.bus.read_ahead)", ahead_built_once),
 )
 
 
