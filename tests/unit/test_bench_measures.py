@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from bench.chain_load import RELAY, batch_sizes
 from bench.goals import RateFigures, chain_goals, goal_table, soak_goals
 from bench.ingress import gc_pauses
 from bench.measures import (
@@ -268,6 +269,32 @@ def test_mean_hops_come_from_the_histograms_sum_and_count_between_two_scrapes():
         "catalog.service.created": pytest.approx(0.2),
     }
     assert mean_hops(after, after) == {}  # nothing handled in between: no mean to show
+
+
+def test_batches_per_second_and_their_mean_size_come_from_two_scrapes_by_topic_way_and_relay():
+    def scrape(fetched: tuple[int, int], handed: tuple[int, int], relayed: tuple[int, int]) -> str:
+        return "\n".join(
+            [
+                f'gantry_batch_events_count{{topic="deploy.requested",way="fetched"}} {fetched[0]}.0',
+                f'gantry_batch_events_sum{{topic="deploy.requested",way="fetched"}} {fetched[1]}.0',
+                f'gantry_batch_events_count{{topic="deploy.requested",way="handed on"}} {handed[0]}.0',
+                f'gantry_batch_events_sum{{topic="deploy.requested",way="handed on"}} {handed[1]}.0',
+                'gantry_batch_seconds_count{topic="deploy.requested",way="fetched"} 999.0',
+                f"gantry_outbox_relayed_rows_count {relayed[0]}.0",
+                f"gantry_outbox_relayed_rows_sum {relayed[1]}.0",
+            ]
+        )
+
+    before = {"deploy": scrape((10, 10), (0, 0), (5, 50))}
+    after = {"deploy": scrape((30, 90), (0, 0), (25, 450))}  # 20 batches of 4, 20 relay cycles of 20 rows
+    sizes = batch_sizes(before, after, seconds=10.0)
+    assert sizes == {
+        ("deploy", "deploy.requested, fetched"): (2.0, 4.0),
+        ("deploy", RELAY): (2.0, 20.0),
+    }, "a way with no batch in between is left out; the relay has no labels"
+    assert hop_totals(after["deploy"], "gantry_batch_events") == {"deploy.requested": (90.0, 30.0)}, (
+        "one label: the other's values summed"
+    )
 
 
 def test_the_doors_garbage_collections_between_two_scrapes_are_counted_with_the_long_ones():

@@ -15,10 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import bus, metrics
+from shared.consume import handle_batch
 from shared.errors import PoisonEvent
 from shared.events import PipelineSucceeded, Topic, new_event, utcnow
 from shared.logging import configure_logging
-from shared.outbox import OutboxDeadLetter, UnitOfWork
+from shared.outbox import OutboxDeadLetter, OutboxRelay, UnitOfWork, add_event
 from shared.settings import Settings
 from tests.unit.things_service import OWNER, things_client
 
@@ -130,6 +131,51 @@ async def test_a_handled_event_times_its_hop_and_its_chain_and_a_poison_one_is_c
         value(after[dead], f"{dead}_total", topic="version.created", reason="poison")
         == value(before.get(dead, []), f"{dead}_total", topic="version.created", reason="poison") + 1
     )
+
+
+async def test_each_batch_counts_its_events_and_its_time_and_each_relay_cycle_its_rows(
+    client: httpx.AsyncClient, uow: UnitOfWork
+) -> None:
+    """Ops see how a consumer takes its events (many small batches, or few large ones) and how
+    much each relay cycle sends: ``gantry_batch_events``, ``gantry_batch_seconds`` and
+    ``gantry_outbox_relayed_rows``."""
+    data = PipelineSucceeded(service_id="s1", project="p", service="s", pipeline_id=1, ref="main", sha="a")
+    records = [
+        (b"s1", new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="p/s").model_dump_json().encode(), None)
+        for _ in range(3)
+    ]
+    async with uow.begin() as session:
+        for _ in range(2):
+            add_event(
+                session,
+                Topic.PIPELINE_SUCCEEDED,
+                new_event(Topic.PIPELINE_SUCCEEDED, data, source="t", subject="p/s"),
+                key="s1",
+            )
+    before = await scrape(client)
+    await handle_batch("pipeline.succeeded", records, _handled, SimpleNamespace(dead_letter=_no_op), uow)
+
+    async def broker(sent: list) -> list[None]:
+        return [None] * len(sent)
+
+    assert await OutboxRelay(uow.sessions, broker).relay_once() == 2
+    assert await OutboxRelay(uow.sessions, broker).relay_once() == 0  # nothing sent: not a cycle counted
+    after = await scrape(client)
+
+    def grew(family: str, sample: str, **labels: str) -> float:
+        return value(after[family], sample, **labels) - value(before.get(family, []), sample, **labels)
+
+    fetched = {"topic": "pipeline.succeeded", "way": metrics.FETCHED}
+    assert grew("gantry_batch_events", "gantry_batch_events_count", **fetched) == 1
+    assert grew("gantry_batch_events", "gantry_batch_events_sum", **fetched) == 3
+    assert grew("gantry_batch_seconds", "gantry_batch_seconds_count", **fetched) == 1
+    assert 0 < grew("gantry_batch_seconds", "gantry_batch_seconds_sum", **fetched) < 30
+    assert grew("gantry_outbox_relayed_rows", "gantry_outbox_relayed_rows_count") == 1
+    assert grew("gantry_outbox_relayed_rows", "gantry_outbox_relayed_rows_sum") == 2
+
+
+async def _handled(_envelope) -> None:
+    return None
 
 
 async def _count_then_fail(uow: UnitOfWork) -> None:
