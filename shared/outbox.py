@@ -207,8 +207,14 @@ class UnitOfWork:
         events of ``topic`` its use cases emitted (those not rolled back), in the order emitted, at
         once and without waiting (``receiver`` queues them). They are published as ever; a
         receiver that applies one adds its id to ``applied_here`` so that its copy from the topic
-        is skipped."""
+        is skipped. The relay is then woken by the receiver (``wake_relay``), once it has dealt
+        with them: what their application emits goes out in the same relay cycle as they do."""
         self.hands[topic] = receiver
+
+    def wake_relay(self) -> None:
+        """Tell the relay that outgoing events committed (``on_outbox_commit``'s listeners)."""
+        for listener in self._listeners:
+            listener()
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
@@ -227,10 +233,9 @@ class UnitOfWork:
                 joined = hook is not None and hook.joins(session)  # only when the body ended well
             if joined and hook is not None:
                 hook.committed()
-            if session.info.pop("outbox", False):
-                for listener in self._listeners:
-                    listener()
-            self._hand_on(session.info.pop("handed_on", ()))  # committed: what it emitted there
+            handed = self._hand_on(session.info.pop("handed_on", ()))  # committed: what it emitted there
+            if session.info.pop("outbox", False) and not handed:
+                self.wake_relay()
 
     @asynccontextmanager
     async def batch(self, event_ids: Iterable[str], *, careful: bool = True) -> AsyncIterator[Batch]:
@@ -261,16 +266,19 @@ class UnitOfWork:
                 raise
             if batch.followed:  # committed: their copies from the topic need not open a transaction
                 self.applied_here.add(done.envelope.id for done in batch.followed if batch.claimed(done.envelope.id))
-            if session.info.pop("outbox", False):
-                for listener in self._listeners:
-                    listener()
-            self._hand_on(batch.handed_on)
+            handed = self._hand_on(batch.handed_on)
+            if session.info.pop("outbox", False) and not handed:
+                self.wake_relay()
 
-    def _hand_on(self, handed: Sequence[FollowUp]) -> None:
-        """Give each receiver (``hand_on``) the committed events of its topic, in the order emitted."""
+    def _hand_on(self, handed: Sequence[FollowUp]) -> bool:
+        """Give each receiver (``hand_on``) the committed events of its topic, in the order emitted;
+        whether any was given some (it then wakes the relay)."""
+        given = False
         for topic, receiver in self.hands.items():
             if mine := [emitted for emitted in handed if emitted.topic == topic]:
                 receiver(mine)
+                given = True
+        return given
 
 
 # The statements each batch and each relay cycle runs, built once with their values bound at each

@@ -234,6 +234,7 @@ class DeployRequests:
         room = LANE_WAITING_MAX - len(self._waiting)
         if room < len(handed):
             log.warning("deploy request lane full; the topic applies the rest", left=len(handed) - max(room, 0))
+            self.uow.wake_relay()  # for those: the lane wakes it for the rest once it dealt with them
         self._waiting.extend(handed[: max(room, 0)])
         self._arrived.set()
 
@@ -246,6 +247,7 @@ class DeployRequests:
         left to its copy from the topic."""
         lane, self._lane = self._lane, None
         self._waiting.clear()
+        self.uow.wake_relay()  # what waited goes out now, and its copies from the topic apply it
         if lane is None:
             return
         self._arrived.set()
@@ -265,6 +267,9 @@ class DeployRequests:
                     await self.apply_handed(handed)
                 except Exception:  # noqa: BLE001  # their copies from the topic apply them
                     log.exception("deploy request lane failed; the topic applies its requests", requests=len(handed))
+                finally:
+                    # the requests, and what applying them emitted, go out in one relay cycle
+                    self.uow.wake_relay()
 
     async def apply_handed(self, handed: list[FollowUp]) -> list[Envelope]:
         """The lane's step: apply requests handed on, in a batch of their own, in this service's

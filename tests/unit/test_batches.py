@@ -841,6 +841,27 @@ async def test_what_a_use_case_outside_a_batch_emits_on_a_topic_handed_on_follow
     assert [json.loads(row.payload)["id"] for row in await outbox(uow, "version.created")] == [handed[0].envelope.id]
 
 
+async def test_a_commit_that_hands_events_on_leaves_waking_the_relay_to_their_receiver(make_uow):
+    """What the receiver's work emits then goes out in the same relay cycle as what was handed on;
+    a commit that hands nothing on wakes the relay at once, as ever."""
+    uow = await make_uow("versioning", [])
+    wakes: list[int] = []
+    handed: list[FollowUp] = []
+    uow.on_outbox_commit(lambda: wakes.append(len(handed)))
+    uow.hand_on(Topic.VERSION_CREATED, handed.extend)
+
+    await handle_batch("pipeline.succeeded", _raw(_succeeded("s", 7)), make_version(uow), FakeDeadLetters(), uow)
+    async with uow.begin() as session:
+        emit(session, _version_created(1).payload(VersionCreated))
+    assert len(handed) == 2 and wakes == [], "the receiver wakes it, once it dealt with them"
+    uow.wake_relay()
+    assert wakes == [2]
+
+    async with uow.begin() as session:  # nothing on the topic handed on
+        add_event(session, Topic.PIPELINE_SUCCEEDED, _succeeded("s", 8), key="s")
+    assert wakes == [2, 2], "woken at once"
+
+
 async def _emit_and_fail(uow: UnitOfWork, envelope: Envelope) -> None:
     async with uow.begin() as session:
         emit(session, envelope.payload(VersionCreated))

@@ -93,15 +93,20 @@ async def test_an_auto_deploy_is_applied_as_its_batch_of_releases_commits_and_it
     await _auto_deploy_on(uow, cluster)
     lane = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
     uow.hand_on(Topic.DEPLOY_REQUESTED, lane.hand_on)
+    woken: list[list[str]] = []  # what the cluster had applied each time the relay was woken
+    uow.on_outbox_commit(lambda: woken.append([spec.version for spec in cluster.applied]))
     lane.start_lane()
     try:
         await _releases(uow, "1.1.0")
         for _ in range(500):  # the lane runs in a task of its own: wait for it, 5 s at most
-            if cluster.applied[-1].version == "1.1.0" and await _running_version(uow) == "1.1.0":
+            if woken and await _running_version(uow) == "1.1.0":
                 break
             await asyncio.sleep(0.01)
     finally:
         await lane.stop_lane()
+    assert woken[0] == ["1.0.0", "1.1.0"], (
+        "the relay woken once the lane applied the request: the request and its deploy.status go out together"
+    )
 
     _manual, auto = await outbox(uow, Topic.DEPLOY_REQUESTED)
     assert auto.data["trigger"] == "auto" and auto.id in uow.applied_here
