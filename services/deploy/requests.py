@@ -57,8 +57,10 @@ log = get_logger(__name__)
 LANE_WAITING_MAX = 1_000
 LANE_STOP_SECONDS = 5.0
 # The requests not applied yet of some services (the partial index ``ix_deployments_requested``:
-# the literal state lets SQLite use it).
-_REQUESTED = select(Deployment.service_id, Deployment.environment, Deployment.id).where(
+# the literal state lets SQLite use it), each with its row's place in the table: on SQLite, where
+# the lane runs, a request's rowid follows the order the requests committed in (every writer
+# takes the write turn from its first statement to its commit), the order of their outbox rows.
+_REQUESTED = select(Deployment.service_id, Deployment.environment, Deployment.id, text("deployments.rowid")).where(
     text("deployments.state = 'requested'"), col(Deployment.service_id).in_(bindparam("services", expanding=True))
 )
 
@@ -280,10 +282,10 @@ class DeployRequests:
             return await apply_handed_on(clear, self.handler, self.uow, self) if clear else []
 
     async def _clear_to_apply(self, handed: list[FollowUp]) -> list[FollowUp]:
-        """The handed-on requests no other unapplied request of their service and environment
-        waits before (in the topic, requested by hand say): those wait for their copies from the
-        topic, in the topic's order. Applying then recording holds ``turn``, so a request requested
-        after these cannot be applied before them."""
+        """The handed-on requests no other unapplied request of their service and environment,
+        made before them, waits before (in the topic, requested by hand say): those wait for their
+        copies from the topic, in the topic's order. One made after them does not hold them back:
+        applying then recording holds ``turn``, so it cannot be applied before them."""
         ours: dict[str, tuple[str, str]] = {}
         for done in handed:
             try:
@@ -295,12 +297,22 @@ class DeployRequests:
             return []
         async with self.uow.sessions() as session:
             rows = await session.exec(_REQUESTED, params={"services": sorted({s for s, _ in ours.values()})})
-            waiting = {(service_id, environment) for service_id, environment, id_ in rows.all() if id_ not in ours}
-        clear = [
-            done
-            for done in handed
-            if (where := ours.get(done.envelope.data.get("deployment_id"))) is not None and where not in waiting
-        ]
+            placed: dict[str, int] = {}
+            first_other: dict[tuple[str, str], int] = {}  # the first unapplied request not handed here
+            for service_id, environment, id_, place in rows.all():
+                if id_ in ours:
+                    placed[id_] = place
+                elif place < first_other.get((service_id, environment), place + 1):
+                    first_other[(service_id, environment)] = place
+        clear = []
+        for done in handed:
+            deployment_id = done.envelope.data.get("deployment_id")
+            if (where := ours.get(deployment_id)) is None:
+                continue
+            other = first_other.get(where)
+            # not requested any more (applied from the topic meanwhile): the inbox tells, in the batch
+            if other is None or deployment_id not in placed or placed[deployment_id] < other:
+                clear.append(done)
         if len(clear) < len(handed):
             log.info("deploy requests left to the topic", requests=len(handed) - len(clear))
         return clear

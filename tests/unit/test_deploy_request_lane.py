@@ -147,6 +147,29 @@ async def test_a_request_made_by_hand_still_in_the_topic_keeps_a_later_auto_depl
     assert [(spec.version, spec.replicas) for spec in cluster.applied[1:]] == [("1.0.0", 4), ("1.1.0", 4)]
 
 
+async def test_a_request_made_after_one_handed_on_and_not_applied_yet_does_not_keep_it_out_of_the_lane(
+    uow: UnitOfWork,
+) -> None:
+    # Only a request made before holds one back: one made after it is applied after it anyway (the
+    # turn), so under load the lane does not hand every request of a busy service to the topic.
+    cluster = FakeCluster()
+    await _auto_deploy_on(uow, cluster)
+    handed = _handed_to(uow)
+    await _releases(uow, "1.1.0")
+    await deploy(uow, "1.1.0", replicas=5)  # by hand, after the auto deployment; still in the topic
+    del handed[1:]
+    *_, auto, manual = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    lane = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
+
+    assert [done.id for done in await lane.apply_handed(handed)] == [auto.id], "applied by the lane"
+    topic = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
+    await handle_batch(Topic.DEPLOY_REQUESTED.value, _raw(auto, manual), topic.handler, FakeDeadLetters(), uow, topic)
+    assert [(spec.version, spec.replicas) for spec in cluster.applied[1:]] == [
+        ("1.1.0", auto.data["replicas"]),
+        ("1.1.0", 5),
+    ], "in the order they were made, each once"
+
+
 async def test_the_lane_waits_for_a_batch_from_the_topic_and_never_applies_a_request_after_a_later_one(
     uow: UnitOfWork,
 ) -> None:
