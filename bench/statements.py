@@ -11,10 +11,9 @@ what the hot paths do now), the same through the session's connection (Core, no 
 as SQL text. Beside them: a plain select of rows on three columns built at each call and built
 once, a look-up by primary key (``session.get`` on an empty session), and a batch's read ahead of
 the rows its events name (``shared.bus.read_ahead``: two columns, each ``IN`` the values of the
-batch's events, here one; a row or none) built at each call, as it was, and built once with the values bound as
-lists, as it is. Prints the CPU time per
-call of this process (the event loop's and aiosqlite's thread's) and the wall time, each way right
-after the other, twice.
+batch's events, here one; a row or none) built at each call, as it was, and built once with the
+values bound as lists, as it is. Prints the CPU time per call of this process (the event loop's
+and aiosqlite's thread's) and the wall time, each way right after the other, twice.
 
 Then what making one row object costs: a deployment (27 fields; three default factories: ``list``,
 ``dict`` and ``utcnow``) made ``--calls`` times with its factories as SQLModel gives them, then
