@@ -80,6 +80,18 @@ def _handed_to(uow: UnitOfWork) -> list[FollowUp]:
     return handed
 
 
+async def _auto_then_by_hand(uow: UnitOfWork, cluster: FakeCluster) -> tuple[list[FollowUp], Envelope, Envelope]:
+    """1.1.0 auto-deployed, then deployed by hand with 5 replicas; the lane is handed the auto
+    deployment alone (the one made by hand still in the topic). Its hand-over, and both requests."""
+    await _auto_deploy_on(uow, cluster)
+    handed = _handed_to(uow)
+    await _releases(uow, "1.1.0")
+    await deploy(uow, "1.1.0", replicas=5)  # by hand, after the auto deployment
+    del handed[1:]
+    *_, auto, manual = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    return handed, auto, manual
+
+
 async def _running_version(uow: UnitOfWork) -> str | None:
     statuses = await outbox(uow, Topic.DEPLOY_STATUS)
     return statuses[-1].data["version"] if statuses else None
@@ -153,12 +165,7 @@ async def test_a_request_made_after_one_handed_on_and_not_applied_yet_does_not_k
     # Only a request made before holds one back: one made after it is applied after it anyway (the
     # turn), so under load the lane does not hand every request of a busy service to the topic.
     cluster = FakeCluster()
-    await _auto_deploy_on(uow, cluster)
-    handed = _handed_to(uow)
-    await _releases(uow, "1.1.0")
-    await deploy(uow, "1.1.0", replicas=5)  # by hand, after the auto deployment; still in the topic
-    del handed[1:]
-    *_, auto, manual = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    handed, auto, manual = await _auto_then_by_hand(uow, cluster)
     lane = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
 
     assert [done.id for done in await lane.apply_handed(handed)] == [auto.id], "applied by the lane"
@@ -177,12 +184,7 @@ async def test_the_lane_waits_for_a_batch_from_the_topic_and_never_applies_a_req
     # it, the lane waits its turn; it then finds its request applied and leaves the cluster alone.
     cluster = GatedCluster()
     cluster.gate.set()
-    await _auto_deploy_on(uow, cluster)
-    handed = _handed_to(uow)
-    await _releases(uow, "1.1.0")
-    await deploy(uow, "1.1.0", replicas=5)  # by hand, after the auto deployment
-    del handed[1:]  # the lane takes the auto deployment alone
-    *_, auto, manual = await outbox(uow, Topic.DEPLOY_REQUESTED)
+    handed, auto, manual = await _auto_then_by_hand(uow, cluster)
     cluster.gate.clear()
     topic = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
     lane = requests.DeployRequests(uow=uow, driver=cluster, keyring=KEYRING)
