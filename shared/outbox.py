@@ -192,6 +192,7 @@ class UnitOfWork:
         self.folds: dict[str, Callable[[Envelope], Awaitable[object]]] = {}
         # topics whose events a batch of this service emits are handed to it once committed (``hand_on``)
         self.hands: dict[str, Callable[[list[FollowUp]], None]] = {}
+        self._wake_owed = False  # a commit handed events on and left waking the relay to their receiver
         self.applied_here = AppliedHere()
 
     def on_outbox_commit(self, listener: Callable[[], None]) -> None:
@@ -207,14 +208,30 @@ class UnitOfWork:
         events of ``topic`` its use cases emitted (those not rolled back), in the order emitted, at
         once and without waiting (``receiver`` queues them). They are published as ever; a
         receiver that applies one adds its id to ``applied_here`` so that its copy from the topic
-        is skipped. The relay is then woken by the receiver (``wake_relay``), once it has dealt
-        with them: what their application emits goes out in the same relay cycle as they do."""
+        is skipped. The relay is then woken by the receiver (``wake_relay_if_owed``), once it has
+        dealt with them: what their application emits goes out in the same relay cycle as they do."""
         self.hands[topic] = receiver
 
     def wake_relay(self) -> None:
-        """Tell the relay that outgoing events committed (``on_outbox_commit``'s listeners)."""
+        """Tell the relay that outgoing events committed (``on_outbox_commit``'s listeners): its
+        next cycle publishes every row committed before, those handed on included."""
+        self._wake_owed = False
         for listener in self._listeners:
             listener()
+
+    def wake_relay_if_owed(self) -> None:
+        """Wake the relay unless it was woken since a commit handed events on (by the commit of
+        what their receiver applied, say): a second wake would only make it read an empty outbox."""
+        if self._wake_owed:
+            self.wake_relay()
+
+    def _committed(self, outbox: bool, handed: bool) -> None:
+        """After a commit: wake the relay for its outgoing events, or owe the wake to the receiver
+        of those it handed on."""
+        if outbox and handed:
+            self._wake_owed = True
+        elif outbox:
+            self.wake_relay()
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
@@ -234,8 +251,7 @@ class UnitOfWork:
             if joined and hook is not None:
                 hook.committed()
             handed = self._hand_on(session.info.pop("handed_on", ()))  # committed: what it emitted there
-            if session.info.pop("outbox", False) and not handed:
-                self.wake_relay()
+            self._committed(session.info.pop("outbox", False), handed)
 
     @asynccontextmanager
     async def batch(self, event_ids: Iterable[str], *, careful: bool = True) -> AsyncIterator[Batch]:
@@ -266,9 +282,7 @@ class UnitOfWork:
                 raise
             if batch.followed:  # committed: their copies from the topic need not open a transaction
                 self.applied_here.add(done.envelope.id for done in batch.followed if batch.claimed(done.envelope.id))
-            handed = self._hand_on(batch.handed_on)
-            if session.info.pop("outbox", False) and not handed:
-                self.wake_relay()
+            self._committed(session.info.pop("outbox", False), self._hand_on(batch.handed_on))
 
     def _hand_on(self, handed: Sequence[FollowUp]) -> bool:
         """Give each receiver (``hand_on``) the committed events of its topic, in the order emitted;

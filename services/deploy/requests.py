@@ -249,7 +249,7 @@ class DeployRequests:
         left to its copy from the topic."""
         lane, self._lane = self._lane, None
         self._waiting.clear()
-        self.uow.wake_relay()  # what waited goes out now, and its copies from the topic apply it
+        self.uow.wake_relay_if_owed()  # what waited goes out now, and its copies from the topic apply it
         if lane is None:
             return
         self._arrived.set()
@@ -270,8 +270,9 @@ class DeployRequests:
                 except Exception:  # noqa: BLE001  # their copies from the topic apply them
                     log.exception("deploy request lane failed; the topic applies its requests", requests=len(handed))
                 finally:
-                    # the requests, and what applying them emitted, go out in one relay cycle
-                    self.uow.wake_relay()
+                    # the requests, and what applying them emitted, go out in one relay cycle:
+                    # woken by the commit of what it applied, or here when it applied nothing
+                    self.uow.wake_relay_if_owed()
 
     async def apply_handed(self, handed: list[FollowUp]) -> list[Envelope]:
         """The lane's step: apply requests handed on, in a batch of their own, in this service's

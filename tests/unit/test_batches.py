@@ -854,12 +854,21 @@ async def test_a_commit_that_hands_events_on_leaves_waking_the_relay_to_their_re
     async with uow.begin() as session:
         emit(session, _version_created(1).payload(VersionCreated))
     assert len(handed) == 2 and wakes == [], "the receiver wakes it, once it dealt with them"
-    uow.wake_relay()
+    uow.wake_relay_if_owed()
     assert wakes == [2]
+    uow.wake_relay_if_owed()
+    assert wakes == [2], "owed once"
 
     async with uow.begin() as session:  # nothing on the topic handed on
         add_event(session, Topic.PIPELINE_SUCCEEDED, _succeeded("s", 8), key="s")
     assert wakes == [2, 2], "woken at once"
+
+    async with uow.begin() as session:  # handed on, then what its receiver applied committed and woke it
+        emit(session, _version_created(2).payload(VersionCreated))
+    async with uow.begin() as session:
+        add_event(session, Topic.PIPELINE_SUCCEEDED, _succeeded("s", 9), key="s")
+    uow.wake_relay_if_owed()
+    assert wakes == [2, 2, 3], "one wake: the relay's next cycle publishes both"
 
 
 async def _emit_and_fail(uow: UnitOfWork, envelope: Envelope) -> None:
