@@ -11,8 +11,8 @@ synced once and progressing rollouts are followed.
 On SQLite, the requests deploy makes itself (auto-deploy's, and each action's made by hand) are
 also handed to a lane as their transaction commits (``DeployRequests.hand_on``) and applied there
 the same way, without waiting for their round trip through the broker; one batch acts on the
-cluster at a time, and a request that another unapplied request of its service waits before is
-left to the topic (ADR 10, revisited).
+cluster at a time, and a request that another unapplied request of its service, made before it,
+waits before is left to the topic (ADR 10, revisited).
 
 Applying is idempotent (the same objects again): a crash or a rolled-back transaction between
 applying and recording only re-applies. A request applied before its batch's transaction that is
