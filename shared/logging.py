@@ -56,6 +56,21 @@ class _StderrLines:
     debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """The standard library's lines to ``sys.stderr`` as it is when each is written, as Gantry's own
+    (``_StderrLines``). A handler holding the stream it was made with kept writing to it once it was
+    closed (a test's captured stderr), and every later line, asyncio's debug lines among them, came
+    out as a ``--- Logging error ---`` traceback."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        return None  # StreamHandler's own set-up: the stream is always the current one
+
+
 def configure_logging(service: str, level: str = "info") -> None:
     _EMITTER["service"] = service
     structlog.configure(
@@ -78,7 +93,7 @@ def configure_logging(service: str, level: str = "info") -> None:
             structlog.processors.JSONRenderer(),
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

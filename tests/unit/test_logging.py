@@ -69,3 +69,18 @@ def test_other_libraries_lines_are_the_same_json(capsys):
     logging.getLogger("a.library").warning("port %s taken", 8000)
     (line,) = [line for line in json_lines(capsys.readouterr().err) if line["event"] == "port 8000 taken"]
     assert (line["level"], line["logger"], line["service"]) == ("warning", "a.library", "gateway")
+
+
+def test_other_libraries_lines_go_to_stderr_as_it_is_when_written_not_a_closed_one(monkeypatch):
+    """Logging set up while stderr was a stream that is closed since (a test's captured output)
+    does not fail each later line with a ``--- Logging error ---`` traceback."""
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging("deploy", "debug")
+    first.close()
+    swapped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped)
+    logging.getLogger("asyncio").debug("Using selector: %s", "EpollSelector")
+    (line,) = json_lines(swapped.getvalue())
+    assert (line["event"], line["level"], line["logger"]) == ("Using selector: EpollSelector", "debug", "asyncio")
+    configure_logging("deploy")  # back to info, as the other tests expect
