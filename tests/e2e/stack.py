@@ -41,6 +41,15 @@ def free_port_range(size: int = len(SERVICES)) -> int:
     raise RuntimeError("no free port range on 127.0.0.1")
 
 
+def stop_signal() -> signal.Signals:
+    """How the harness tells ``gantry up`` to stop: Ctrl-C (SIGINT to its process group, as a terminal
+    sends it), or SIGTERM when this process has SIGINT ignored. A harness a script started in the
+    background (``python -m bench.chain_load &``) inherits SIGINT ignored, and so does ``gantry up``:
+    Python installs no Ctrl-C handler then, so SIGINT would go unheard until the stop's wait ran out
+    and the kill that follows lost the benchmark's tables. ``gantry up`` takes SIGTERM as Ctrl-C."""
+    return signal.SIGTERM if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else signal.SIGINT
+
+
 class Stack:
     def __init__(
         self,
@@ -125,7 +134,7 @@ class Stack:
         if self.process is None:
             return None
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+            os.killpg(self.process.pid, stop_signal())
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -4,13 +4,14 @@ nothing: events in flight reach their consumers before the broker stops, as a re
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import Stack, post_pipeline_hook
+from tests.e2e.stack import Stack, post_pipeline_hook, stop_signal
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
@@ -71,3 +72,19 @@ def test_a_second_gantry_on_taken_ports_says_so(tmp_path: Path) -> None:
         )
     assert second.returncode == 1
     assert f"port {first.port_base} (gateway)" in second.stderr and "GANTRY_PORT_BASE" in second.stderr
+
+
+def test_a_harness_started_with_ctrl_c_ignored_still_stops_gantry_up_cleanly(tmp_path: Path) -> None:
+    """A benchmark a script runs in the background (``python -m bench.chain_load &``) has SIGINT
+    ignored, and so has the ``gantry up`` it starts: the harness stops it with SIGTERM instead, so
+    the run still ends cleanly and prints its figures (it was killed after 60 s, its tables lost)."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert stop_signal() == signal.SIGTERM
+        with Stack(tmp_path) as stack:
+            pass
+        assert stack.process is not None and stack.process.returncode == 0
+        assert "stopped" in "".join(stack.output), "".join(stack.output)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert stop_signal() == signal.SIGINT
