@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, union
@@ -23,7 +24,6 @@ from shared.events import (
     ServiceChanged,
     ServiceCreated,
     VersionCreated,
-    utcnow,
 )
 from shared.logging import get_logger
 from shared.outbox import UnitOfWork, claim_inbox, emit
@@ -205,18 +205,15 @@ async def _versions_ahead(session: AsyncSession, envelopes: list[Envelope]) -> S
     ``_related_versions`` then finds for each event without a statement (``shared.batches.indexed``).
     On PostgreSQL each service's versions lock is taken first, in order, as each success takes its
     own before it reads them."""
-    successes = readable_payloads(envelopes, PipelineSucceeded)
-    services = sorted({data.service_id for data in successes})
+    successes = _successes(envelopes)
+    services = sorted({data.service_id for data, _ in successes})
     if not services:
         return []
     await serialize_on_all(session, [_versions_lock(service_id) for service_id in services])
-    now = utcnow()  # a name from a pipeline's own time; one without it may take another at its turn
     by_column: dict[str, set[object]] = {
-        "pipeline_id": {data.pipeline_id for data in successes},
-        "sha": {data.sha for data in successes},
-        "name": {
-            domain.version_name(ref=data.ref, tag=data.tag, finished_at=data.finished_at, now=now) for data in successes
-        },
+        "pipeline_id": {data.pipeline_id for data, _ in successes},
+        "sha": {data.sha for data, _ in successes},
+        "name": {_version_name(data, made_at) for data, made_at in successes},
     }
     values = {"service_ids": services, **{f"{column}s": list(found) for column, found in by_column.items()}}
     versions = list((await session.exec(_VERSIONS_OF_SUCCESSES, params=values)).all())
@@ -252,7 +249,7 @@ async def on_pipeline_succeeded(envelope: Envelope, *, uow: UnitOfWork, registry
             raise PoisonEvent(f"pipeline.succeeded for unknown service {data.service_id}")
         if service.deleted:
             return
-        version = _new_version(service, data, registry)
+        version = _new_version(service, data, registry, envelope.time)
         related = await _related_versions(session, data, version.name)
         if any(v.pipeline_id == data.pipeline_id for v in related):
             return
@@ -325,10 +322,30 @@ def _created(version: Version, data: PipelineSucceeded) -> VersionCreated:
     )
 
 
-def _new_version(service: KnownService, data: PipelineSucceeded, registry: str) -> Version:
+def _successes(envelopes: list[Envelope]) -> list[tuple[PipelineSucceeded, datetime]]:
+    """Each readable success of a batch, with the time its event was made (a poison one is the
+    handler's to refuse)."""
+    found = []
+    for envelope in envelopes:
+        try:
+            found.append((envelope.payload(PipelineSucceeded), envelope.time))
+        except PoisonEvent:
+            continue
+    return found
+
+
+def _version_name(data: PipelineSucceeded, made_at: datetime) -> str:
+    """A version's name from its pipeline's finish time, or, for a success without one, from when
+    its ``pipeline.succeeded`` was made (the hook recorded): the same name however late it is
+    handled, so a batch's read ahead knows it. (It was the time of handling: a batch that crossed
+    a second read the versions of each success after that second again, one statement each.)"""
+    return domain.version_name(ref=data.ref, tag=data.tag, finished_at=data.finished_at, now=made_at)
+
+
+def _new_version(service: KnownService, data: PipelineSucceeded, registry: str, made_at: datetime) -> Version:
     return Version(
         service_id=data.service_id,
-        name=domain.version_name(ref=data.ref, tag=data.tag, finished_at=data.finished_at, now=utcnow()),
+        name=_version_name(data, made_at),
         sha=data.sha,
         ref=data.ref,
         tag=data.tag,

@@ -348,17 +348,20 @@ async def test_a_batch_of_successes_finds_the_versions_made_before_it_without_a_
         succeeded(10, sha="abc7", finished_at=later),  # the earlier version's commit: linked to it
         succeeded(7, sha="abc7", finished_at=later),  # pipeline 7 again: nothing new
         succeeded(11, sha="abc11", finished_at=earlier),  # the earlier version's name: named apart
-        succeeded(12, sha="abc12"),  # no time of its own: its name is the moment it is handled
+        succeeded(12, sha="abc12"),  # no time of its own: named when its event was made
     ]
+    made_at = datetime(2026, 3, 12, 10, 0, 1, tzinfo=UTC)  # a second long gone when it is handled
+    events[-1] = events[-1].model_copy(update={"time": made_at})
     records = [(event.data["service_id"].encode(), event.model_dump_json().encode()) for event in events]
     handler = with_prefetch(handlers.prefetch_successes, partial(handlers.on_pipeline_succeeded, uow=uow, registry="r"))
     with reads_of(uow, "versions") as reads:
         await handle_batch("pipeline.succeeded", records, handler, FakeDeadLetters(), uow)
 
-    assert len(reads) <= 2, "read once ahead; at most the success without a time of its own reads again"
+    assert len(reads) == 1, "read once ahead, the success without a time of its own too"
     versions = {v.pipeline_id: v for v in await handlers.list_versions("shop", "web", uow=uow)}
     assert sorted(versions) == [7, 11, 12]
     assert versions[11].name == "2026.3.10-080509-main.11", "pipeline 10 made none: its commit had one"
+    assert versions[12].name == "2026.3.12-100001-main", "named by its event's time, not by when it was handled"
     assert len(await outbox(uow, "version.created")) == 3
 
 
