@@ -296,10 +296,16 @@ def folded(handler: Handler) -> Handler:
 def readable_payloads(envelopes: Sequence[Envelope], model: type[DataT]) -> list[DataT]:
     """The typed data of each event that has it (for a ``Prefetch``: a poison event is the
     handler's to refuse, in the batch)."""
+    return [data for _, data in readable_events(envelopes, model)]
+
+
+def readable_events(envelopes: Sequence[Envelope], model: type[DataT]) -> list[tuple[Envelope, DataT]]:
+    """Each event that has typed data, with it (``readable_payloads``, for a ``Prefetch`` that also
+    reads the envelope: its time, say)."""
     found = []
     for envelope in envelopes:
         try:
-            found.append(envelope.payload(model))
+            found.append((envelope, envelope.payload(model)))
         except PoisonEvent:
             continue
     return found

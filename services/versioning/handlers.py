@@ -14,7 +14,7 @@ from services.versioning import domain, parking, pipelines
 from services.versioning.models import KnownService, Pipeline, PipelinePublic, Version
 from shared import gitlab_hook
 from shared.batches import first_row, index_rows, indexed
-from shared.bus import read_ahead, readable_payloads, reading_ahead
+from shared.bus import read_ahead, readable_events, readable_payloads, reading_ahead
 from shared.db import serialize_on, serialize_on_all
 from shared.errors import InvalidInput, NotFound, PoisonEvent
 from shared.events import (
@@ -205,15 +205,15 @@ async def _versions_ahead(session: AsyncSession, envelopes: list[Envelope]) -> S
     ``_related_versions`` then finds for each event without a statement (``shared.batches.indexed``).
     On PostgreSQL each service's versions lock is taken first, in order, as each success takes its
     own before it reads them."""
-    successes = _successes(envelopes)
-    services = sorted({data.service_id for data, _ in successes})
+    successes = readable_events(envelopes, PipelineSucceeded)
+    services = sorted({data.service_id for _, data in successes})
     if not services:
         return []
     await serialize_on_all(session, [_versions_lock(service_id) for service_id in services])
     by_column: dict[str, set[object]] = {
-        "pipeline_id": {data.pipeline_id for data, _ in successes},
-        "sha": {data.sha for data, _ in successes},
-        "name": {_version_name(data, made_at) for data, made_at in successes},
+        "pipeline_id": {data.pipeline_id for _, data in successes},
+        "sha": {data.sha for _, data in successes},
+        "name": {_version_name(data, envelope.time) for envelope, data in successes},
     }
     values = {"service_ids": services, **{f"{column}s": list(found) for column, found in by_column.items()}}
     versions = list((await session.exec(_VERSIONS_OF_SUCCESSES, params=values)).all())
@@ -320,18 +320,6 @@ def _created(version: Version, data: PipelineSucceeded) -> VersionCreated:
         commit_author=version.commit_author,
         tag=data.tag,
     )
-
-
-def _successes(envelopes: list[Envelope]) -> list[tuple[PipelineSucceeded, datetime]]:
-    """Each readable success of a batch, with the time its event was made (a poison one is the
-    handler's to refuse)."""
-    found = []
-    for envelope in envelopes:
-        try:
-            found.append((envelope.payload(PipelineSucceeded), envelope.time))
-        except PoisonEvent:
-            continue
-    return found
 
 
 def _version_name(data: PipelineSucceeded, made_at: datetime) -> str:
