@@ -210,7 +210,8 @@ def batch_sizes(before: dict[str, str], after: dict[str, str], seconds: float) -
         for metric, label in (("gantry_batch_events", "topic,way"), ("gantry_outbox_relayed_rows", "")):
             was = hop_totals(before[service], metric, label=label)
             for key, (summed, counted) in hop_totals(text, metric, label=label).items():
-                events, batches = summed - was.get(key, (0.0, 0.0))[0], counted - was.get(key, (0.0, 0.0))[1]
+                summed_before, counted_before = was.get(key, (0.0, 0.0))
+                events, batches = summed - summed_before, counted - counted_before
                 if batches > 0:
                     sizes[(service, key or RELAY)] = (batches / seconds, events / batches)
     return sizes

@@ -303,8 +303,9 @@ class DeployRequests:
             for service_id, environment, id_, place in rows.all():
                 if id_ in ours:
                     placed[id_] = place
-                elif place < first_other.get((service_id, environment), place + 1):
-                    first_other[(service_id, environment)] = place
+                else:
+                    key = (service_id, environment)
+                    first_other[key] = min(place, first_other.get(key, place))
         clear = []
         for done in handed:
             deployment_id = done.envelope.data.get("deployment_id")
