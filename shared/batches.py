@@ -174,6 +174,35 @@ def note_absent(session: AsyncSession, model: type, keys: Iterable[object]) -> N
     batch.absent.update(sync.identity_key(model, key) for key in keys)
 
 
+def held_rows(session: AsyncSession, model: type[Row], keys: Iterable[object]) -> dict[object, Row]:
+    """The rows of ``model`` with these primary keys that ``session`` holds loaded, by key: read
+    or added earlier in its transaction, not expired (a rolled-back savepoint expires what it
+    changed) and not being deleted. Reading them again would give back the same objects unchanged
+    (SQLAlchemy keeps what it holds), so a read ahead leaves them out."""
+    sync = session.sync_session
+    deleted = sync.deleted
+    found: dict[object, Row] = {}
+    for key in keys:
+        row = sync.identity_map.get(sync.identity_key(model, key))
+        if row is not None and not inspect(row).expired_attributes and row not in deleted:
+            found[key] = row
+    return found
+
+
+def indexed_already(session: AsyncSession, model: type, columns: Mapping[str, Iterable[object]]) -> bool:
+    """Whether the batch's index of ``model`` by these columns (``index_rows``) covers every value
+    given: the rows holding them were read ahead, or added by its use cases since, so ``indexed``
+    answers for them without a second read (the successes a batch of hooks announces, folded into
+    it, name the pipelines the hooks' read ahead read)."""
+    batch = CURRENT_BATCH.get()
+    if batch is None or batch.session is not session:
+        return False
+    index = batch.indexes.get((model, tuple(columns)))
+    return index is not None and all(
+        set(values) <= covered for values, covered in zip(columns.values(), index.covered, strict=True)
+    )
+
+
 def index_rows(
     session: AsyncSession,
     model: type,

@@ -25,7 +25,7 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import metrics, tracing
-from shared.batches import index_rows, note_absent
+from shared.batches import held_rows, index_rows, indexed_already, note_absent
 from shared.db import serialize_on_all
 from shared.errors import PoisonEvent
 from shared.events import DataT, Envelope, utcnow
@@ -317,10 +317,12 @@ def read_ahead(model: type[SQLModel], data: type[DataT], *, locked: bool = False
     environment="environment")`` reads the runs whose service is one of the batch's statuses'
     and whose environment is one of theirs (each column keyed by the data's attribute). When the
     columns are the model's primary key, in its order, the keys the events name and no row has
-    are noted absent (``shared.batches.note_absent``): ``get_row`` answers them without a statement;
+    are noted absent (``shared.batches.note_absent``): ``get_row`` answers them without a statement,
+    and keys whose rows the session already holds as read are not read again (``held_rows``);
     other columns index the rows read (``shared.batches.index_rows``): ``first_row`` and
     ``indexed`` answer look-ups by those columns without a statement, under SQLite's write lock, or
-    on PostgreSQL when ``locked`` says the batch took the locks the rows' writers take."""
+    on PostgreSQL when ``locked`` says the batch took the locks the rows' writers take; values the
+    batch's index covers already are not read again (``indexed_already``)."""
     primary_key = [column.key for column in inspect(model).primary_key]
     by_key = list(columns) == primary_key
     # built once, each column's values bound at each batch (ADR 12: a statement built at each call
@@ -334,17 +336,22 @@ def read_ahead(model: type[SQLModel], data: type[DataT], *, locked: bool = False
         payloads = readable_payloads(envelopes, data)
         if not payloads:
             return []
-        values = {
-            names[column]: list({getattr(payload, attribute) for payload in payloads})
-            for column, attribute in columns.items()
-        }
-        rows = list((await session.exec(statement, params=values)).all())
         if by_key:
             named = {_key(payload, columns.values()) for payload in payloads}
-            note_absent(session, model, named - {_key(row, columns) for row in rows})
-        else:
-            by_column = {column: {getattr(payload, name) for payload in payloads} for column, name in columns.items()}
-            index_rows(session, model, by_column, rows, locked=locked)
+            held = held_rows(session, model, named)  # a batch's folded events name what its own read
+            if not (wanted := named - held.keys()):
+                return list(held.values())
+            keys = [key if isinstance(key, tuple) else (key,) for key in wanted]
+            values = {names[column]: list({key[n] for key in keys}) for n, column in enumerate(columns)}
+            rows = list((await session.exec(statement, params=values)).all())
+            note_absent(session, model, wanted - {_key(row, columns) for row in rows})
+            return [*rows, *held.values()]
+        by_column = {column: {getattr(payload, name) for payload in payloads} for column, name in columns.items()}
+        if indexed_already(session, model, by_column):
+            return []  # the batch's index has them, and the rows its use cases added since
+        values = {names[column]: list(found) for column, found in by_column.items()}
+        rows = list((await session.exec(statement, params=values)).all())
+        index_rows(session, model, by_column, rows, locked=locked)
         return rows
 
     return prefetch

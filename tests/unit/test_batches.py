@@ -400,6 +400,23 @@ async def test_a_failed_read_ahead_leaves_each_use_case_to_read_its_own_rows(mak
     assert found == ["reason 7"] and len(dlq.records) == 2
 
 
+async def test_a_read_ahead_by_key_reads_only_the_rows_its_session_does_not_hold_as_read(make_uow):
+    uow = await make_uow("batchtest", [])
+    await _dead_lettered(uow, 1, 2)
+    async with uow.sessions() as session:
+        with reads_of(uow, "outbox_dead_letters") as reads:
+            [first] = await DEAD_LETTERS_AHEAD(session, [_succeeded("s1", 1)])
+            both = await DEAD_LETTERS_AHEAD(session, [_succeeded("s1", 1), _succeeded("s1", 2)])
+            session.expire(first)  # as a rolled-back savepoint leaves what it changed
+            again = await DEAD_LETTERS_AHEAD(session, [_succeeded("s1", 1)])
+            await session.delete(first)
+            gone = await DEAD_LETTERS_AHEAD(session, [_succeeded("s1", 1)])
+    assert sorted(row.outbox_id for row in both) == [1, 2] and again == [first] and gone == []
+    assert [parameters for _statement, parameters in reads] == [(1,), (2,), (1,), (1,)], (
+        "row 1 held: only row 2 read; expired, or being deleted: read again"
+    )
+
+
 async def test_reads_ahead_in_turn_keep_their_rows_together(make_uow):
     uow = await make_uow("batchtest", [])
     await _dead_lettered(uow, 1, 2)
@@ -407,7 +424,8 @@ async def test_reads_ahead_in_turn_keep_their_rows_together(make_uow):
     async with uow.sessions() as session:
         with reads_of(uow, "outbox_dead_letters") as reads:
             rows = await reading_ahead(DEAD_LETTERS_AHEAD, DEAD_LETTERS_AHEAD)(session, envelopes)
-    assert sorted(row.outbox_id for row in rows) == [1, 1, 2, 2] and len(reads) == 2
+    assert sorted(row.outbox_id for row in rows) == [1, 1, 2, 2]
+    assert len(reads) == 1, "the second finds the rows the first read in the session, without a statement"
     assert await DEAD_LETTERS_AHEAD(session, [_succeeded("s1", 5).model_copy(update={"data": {}})]) == [], (
         "no statement for a batch with no usable data"
     )

@@ -425,6 +425,20 @@ async def test_a_batch_of_hooks_makes_the_versions_of_the_successes_it_announces
     assert {json.loads(row.payload)["id"] for row in announced} <= applied, "claimed in the same transaction"
 
 
+async def test_the_successes_folded_into_a_batch_of_hooks_read_no_service_or_pipeline_again(uow):
+    hooks, _successes = folding(uow)
+    records = hook_records(commit_hook(7, "c7", status="running"), commit_hook(7, "c7"), commit_hook(8, "c8"))
+    with reads_of(uow, "versioning_services") as services, reads_of(uow, "pipelines") as pipelines:
+        await handle_batch("gitlab.hook.received", records, hooks, FakeDeadLetters(), uow)
+
+    # the hooks' read ahead read both; the successes they announce name the same rows
+    assert len(services) == 1 and len(pipelines) == 1, (services, pipelines)
+    versions = {v.pipeline_id: v.name for v in await handlers.list_versions("shop", "web", uow=uow)}
+    assert sorted(versions) == [7, 8]
+    linked = {p.pipeline_id: p.version for p in await handlers.list_pipelines("shop", "web", uow=uow)}
+    assert linked == versions, "each success found its pipeline, as its own batch would"
+
+
 async def test_the_copy_of_a_success_applied_in_its_batch_opens_no_transaction(uow):
     hooks, successes = folding(uow)
     await handle_batch("gitlab.hook.received", hook_records(commit_hook(7, "c7")), hooks, FakeDeadLetters(), uow)
