@@ -47,7 +47,7 @@ from bench.hook_client import HookClient
 from bench.measures import (
     cpu_snapshot,
     cpu_used,
-    hop_totals,
+    histogram_totals,
     mean_hops,
     percentile,
     send_times,
@@ -179,7 +179,7 @@ async def run_rate(
     hops = {
         (service, topic): mean
         for service, text in scraped_after.items()
-        for topic, mean in mean_hops(hop_totals(scraped_before[service]), hop_totals(text)).items()
+        for topic, mean in mean_hops(histogram_totals(scraped_before[service]), histogram_totals(text)).items()
     }
     batches = batch_sizes(scraped_before, scraped_after, elapsed)
     return RateResult(
@@ -208,8 +208,8 @@ def batch_sizes(before: dict[str, str], after: dict[str, str], seconds: float) -
     sizes = {}
     for service, text in after.items():
         for metric, label in (("gantry_batch_events", "topic,way"), ("gantry_outbox_relayed_rows", "")):
-            was = hop_totals(before[service], metric, label=label)
-            for key, (summed, counted) in hop_totals(text, metric, label=label).items():
+            was = histogram_totals(before[service], metric, label=label)
+            for key, (summed, counted) in histogram_totals(text, metric, label=label).items():
                 summed_before, counted_before = was.get(key, (0.0, 0.0))
                 events, batches = summed - summed_before, counted - counted_before
                 if batches > 0:

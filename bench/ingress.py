@@ -23,7 +23,7 @@ import math
 import httpx
 
 from bench.goals import goal_table
-from bench.measures import cpu_seconds, hop_totals, observations_over, table
+from bench.measures import cpu_seconds, histogram_totals, observations_over, table
 from bench.running import add_stack_options, create_service, running_stack
 from bench.wrk import WrkResult, run_wrk, wrk_binary
 from shared.auth import webhook_secret
@@ -58,7 +58,7 @@ def measure(args: argparse.Namespace, target: str, connections: int) -> tuple[Wr
 def gc_pauses(before: str, after: str) -> tuple[float, float, float]:
     """The door's garbage collections between two scrapes: how many, their seconds in all, and how
     many held it longer than 50 ms (``gantry_gc_pause_seconds``)."""
-    totals = [hop_totals(text, GC_PAUSES, label="generation") for text in (before, after)]
+    totals = [histogram_totals(text, GC_PAUSES, label="generation") for text in (before, after)]
     summed = sum(seconds for seconds, _count in totals[1].values()) - sum(s for s, _c in totals[0].values())
     counted = sum(count for _seconds, count in totals[1].values()) - sum(c for _s, c in totals[0].values())
     long = observations_over(after, GC_PAUSES, "0.05") - observations_over(before, GC_PAUSES, "0.05")

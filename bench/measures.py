@@ -90,10 +90,12 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     return {name: after.get(name, 0.0) - used for name, used in before.items()}
 
 
-HopTotals = dict[str, tuple[float, float]]  # topic: (seconds summed, events counted)
+HistogramTotals = dict[str, tuple[float, float]]  # label value (a topic, say): (sum, count)
 
 
-def hop_totals(exposition: str, metric: str = "gantry_event_hop_seconds", label: str = "topic") -> HopTotals:
+def histogram_totals(
+    exposition: str, metric: str = "gantry_event_hop_seconds", label: str = "topic"
+) -> HistogramTotals:
     """A histogram's ``_sum`` and ``_count`` per value of ``label`` (the topic), from a Prometheus
     text exposition. ``label`` may name several labels, comma-separated (``"topic,way"``): the key
     is then their values joined by ", "; with ``label=""`` the histogram's totals over all its
@@ -126,8 +128,8 @@ def observations_over(exposition: str, metric: str, bound: str) -> float:
     return counted - within
 
 
-def mean_hops(before: HopTotals, after: HopTotals) -> dict[str, float]:
-    """Each topic's mean hop, in seconds, over the events handled between two ``hop_totals``."""
+def mean_hops(before: HistogramTotals, after: HistogramTotals) -> dict[str, float]:
+    """Each topic's mean hop, in seconds, over the events handled between two ``histogram_totals``."""
     means = {}
     for topic, (summed, counted) in after.items():
         was_summed, was_counted = before.get(topic, (0.0, 0.0))

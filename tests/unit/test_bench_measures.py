@@ -22,7 +22,7 @@ from bench.measures import (
     cpu_seconds_of_stat,
     cpu_snapshot,
     cpu_used,
-    hop_totals,
+    histogram_totals,
     mean_hops,
     memory_growth,
     observations_over,
@@ -246,14 +246,14 @@ def test_the_soak_goals_are_compared_only_for_a_soak_of_ten_minutes_or_more() ->
 
 
 def test_mean_hops_come_from_the_histograms_sum_and_count_between_two_scrapes():
-    before = hop_totals(
+    before = histogram_totals(
         "# HELP gantry_event_hop_seconds From an event's own time…\n"
         'gantry_event_hop_seconds_bucket{le="0.1",topic="version.released"} 3.0\n'
         'gantry_event_hop_seconds_count{topic="version.released"} 4.0\n'
         'gantry_event_hop_seconds_sum{topic="version.released"} 0.5\n'
         'gantry_event_chain_seconds_sum{topic="version.released"} 99.0\n'
     )
-    after = hop_totals(
+    after = histogram_totals(
         'gantry_event_hop_seconds_count{topic="version.released"} 14.0\n'
         'gantry_event_hop_seconds_sum{topic="version.released"} 3.5\n'
         'gantry_event_hop_seconds_count{topic="deploy.requested"} 2.0\n'
@@ -292,7 +292,7 @@ def test_batches_per_second_and_their_mean_size_come_from_two_scrapes_by_topic_w
         ("deploy", "deploy.requested, fetched"): (2.0, 4.0),
         ("deploy", RELAY): (2.0, 20.0),
     }, "a way with no batch in between is left out; the relay has no labels"
-    assert hop_totals(after["deploy"], "gantry_batch_events") == {"deploy.requested": (90.0, 30.0)}, (
+    assert histogram_totals(after["deploy"], "gantry_batch_events") == {"deploy.requested": (90.0, 30.0)}, (
         "one label: the other's values summed"
     )
 
@@ -313,7 +313,10 @@ def test_the_doors_garbage_collections_between_two_scrapes_are_counted_with_the_
     counted, seconds, long = gc_pauses(before, after)
     assert (counted, long) == (803, 3) and seconds == pytest.approx(0.95)
     assert observations_over(after, "gantry_gc_pause_seconds", "0.05") == 4
-    assert hop_totals(after, "gantry_gc_pause_seconds", label="generation") == {"0": (0.4, 900.0), "2": (0.9, 5.0)}
+    assert histogram_totals(after, "gantry_gc_pause_seconds", label="generation") == {
+        "0": (0.4, 900.0),
+        "2": (0.9, 5.0),
+    }
 
 
 def test_a_process_trees_cpu_counts_the_children_it_waited_for_and_those_still_running() -> None:
