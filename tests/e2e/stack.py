@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from shared.settings import SERVICES
 from tests.support import ADMIN, SECRET, eventually
 
 START_TIMEOUT = 180
+GITLAB_TIME = "%Y-%m-%d %H:%M:%S UTC"  # how GitLab writes a hook's times
 
 
 def free_port_range(size: int = len(SERVICES)) -> int:
@@ -197,7 +199,9 @@ class Stack:
 
 
 def success_hook(service: dict[str, Any], pipeline_id: int) -> dict[str, Any]:
-    """The body of GitLab's Pipeline Hook for a successful pipeline of ``service`` (catalog's answer)."""
+    """The body of GitLab's Pipeline Hook for a successful pipeline of ``service`` (catalog's
+    answer), with its times as GitLab writes them (a success always has ``finished_at``)."""
+    now = datetime.now(UTC)
     return {
         "object_kind": "pipeline",
         "object_attributes": {
@@ -206,6 +210,8 @@ def success_hook(service: dict[str, Any], pipeline_id: int) -> dict[str, Any]:
             "tag": False,
             "sha": f"{pipeline_id:040x}",
             "status": "success",
+            "created_at": (now - timedelta(minutes=3)).strftime(GITLAB_TIME),
+            "finished_at": now.strftime(GITLAB_TIME),
         },
         "project": {"id": service["scm_project_id"], "path_with_namespace": service["repository_path"]},
     }
