@@ -175,11 +175,13 @@ def note_absent(session: AsyncSession, model: type, keys: Iterable[object]) -> N
 
 
 def held_rows(session: AsyncSession, model: type[Row], keys: Iterable[object]) -> dict[object, Row]:
-    """The rows of ``model`` with these primary keys that ``session`` holds loaded, by key: read
-    or added earlier in its transaction, not expired (a rolled-back savepoint expires what it
-    changed) and not being deleted. Reading them again would give back the same objects unchanged
-    (SQLAlchemy keeps what it holds), so a read ahead leaves them out."""
+    """The rows of ``model`` with these primary keys that ``session`` holds loaded, by key: read,
+    or added and flushed, earlier in its transaction; not expired (a rolled-back savepoint expires
+    what it changed) and not being deleted. Reading them again would give back the same objects
+    unchanged (SQLAlchemy keeps what it holds), so a read ahead leaves them out."""
     sync = session.sync_session
+    if not sync.identity_map:  # a batch's first read: nothing held, no key to look up
+        return {}
     deleted = sync.deleted
     found: dict[object, Row] = {}
     for key in keys:
