@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.deploy import domain, routes
 from services.deploy.cluster import CLUSTER, ClusterDriver
 from services.deploy.domain import subject
-from services.deploy.environments import find_environments
+from services.deploy.environments import KnownEnvironment, find_environments
 from services.deploy.ingress import IngressSpec, RouteRule
 from services.deploy.models import Instance
 from shared.events import Envelope, RouteChanged
@@ -61,21 +61,19 @@ _RUNNING = (  # built once: the Ingress sync after each batch of deployments rea
 
 async def ingress_specs(session: AsyncSession, places: Sequence[Where]) -> list[IngressSpec]:
     """The Ingress each service should have in its environment (its routes while anything runs
-    there), in order, read in three statements however many there are (what runs where, the routes
-    to the services that run, the environments)."""
+    there), in order, read in three statements however many there are (the routes to the services,
+    what runs where, the environments); in one when no route leads to any of them (most services:
+    each has no Ingress, whatever runs and wherever)."""
     if not places:
         return []
+    targets = {target for where in places for target in (where.service_id, subject(where.project, where.service))}
+    found = await routes.routes_to(session, targets)
+    if not found:
+        return [_spec(where, None, ()) for where in places]
     service_ids = sorted({where.service_id for where in places})
     codes = sorted({where.environment for where in places})
     rows = await session.exec(_RUNNING, params={"service_ids": service_ids, "environments": codes})
     running = {(service_id, environment) for service_id, environment in rows.all()}
-    targets = {
-        target
-        for where in places
-        if (where.service_id, where.environment) in running
-        for target in (where.service_id, subject(where.project, where.service))
-    }
-    found = await routes.routes_to(session, targets) if targets else []
     known = await find_environments(session, codes)
     specs = []
     for where in places:
@@ -85,18 +83,20 @@ async def ingress_specs(session: AsyncSession, places: Sequence[Where]) -> list[
             if (where.service_id, where.environment) in running
             else []
         )
-        specs.append(
-            IngressSpec(
-                project=where.project,
-                service=where.service,
-                environment=where.environment,
-                namespace=where.namespace,
-                ingress_class=environment.ingress_class if environment else None,
-                host=environment.ingress_host if environment else None,
-                routes=tuple(RouteRule(r.name, r.path, r.strip_prefix) for r in leading),
-            )
-        )
+        specs.append(_spec(where, environment, tuple(RouteRule(r.name, r.path, r.strip_prefix) for r in leading)))
     return specs
+
+
+def _spec(where: Where, environment: KnownEnvironment | None, leading: tuple[RouteRule, ...]) -> IngressSpec:
+    return IngressSpec(
+        project=where.project,
+        service=where.service,
+        environment=where.environment,
+        namespace=where.namespace,
+        ingress_class=environment.ingress_class if environment else None,
+        host=environment.ingress_host if environment else None,
+        routes=leading,
+    )
 
 
 async def placements_of(session: AsyncSession, targets: Collection[str]) -> list[Where]:

@@ -25,6 +25,7 @@ from shared.bus import OUTSIDE_WORK, OutsideWork
 from shared.events import Envelope, EnvironmentChanged, RouteChanged, Topic, new_event
 from shared.outbox import UnitOfWork
 from tests.support import KEYRING
+from tests.unit.conftest import statements_of
 from tests.unit.test_deploy_handlers import (
     ENV,
     NAMESPACE,
@@ -186,6 +187,28 @@ async def test_a_service_that_runs_nowhere_has_no_ingress(uow, cluster) -> None:
     async with uow.sessions() as session:
         [spec] = await ingresses.ingress_specs(session, [where])
     assert spec.routes == () and (spec.ingress_class, spec.host) == (None, None)
+
+
+async def test_services_no_route_leads_to_are_synced_from_one_read(uow, deliver, cluster) -> None:  # noqa: F811
+    """Most services have no route: a batch of their deployments reads the routes and nothing
+    else, and leaves them no Ingress (the one a removed route left behind goes)."""
+    await deliver(environment(ingress_class="nginx", ingress_host="dev.example.org"))
+    async with uow.begin() as session:
+        session.add(running(SERVICE_ID, "shop", "orders"))
+        session.add(running("svc-cart", "shop", "cart"))
+    left = f"{ENV}/{NAMESPACE}/shop-cart.ingress.yaml"
+    (cluster.root / left).parent.mkdir(parents=True, exist_ok=True)
+    (cluster.root / left).write_text("# left by a route removed since\nkind: Ingress\n")
+    places = [
+        ingresses.Where(SERVICE_ID, "shop", "orders", ENV, NAMESPACE),
+        ingresses.Where("svc-cart", "shop", "cart", ENV, NAMESPACE),
+    ]
+    with statements_of(uow) as statements:
+        await Ingresses(uow, cluster).sync_all(places)
+
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1 and "FROM deploy_routes" in reads[0], reads
+    assert ingress_in(cluster) is None and ingress_in(cluster, left) is None, "no route: no Ingress"
 
 
 def running(service_id: str, project: str, service: str, environment: str = ENV) -> Instance:
