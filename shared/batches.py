@@ -156,6 +156,10 @@ class Index:
     def covers(self, key: tuple[object, ...]) -> bool:
         return all(value in values for value, values in zip(key, self.covered, strict=True))
 
+    def covers_all(self, values: Iterable[Iterable[object]]) -> bool:
+        """Whether every key made of these values (one set per column) is covered."""
+        return all(set(found) <= covered for found, covered in zip(values, self.covered, strict=True))
+
 
 CURRENT_BATCH: ContextVar[Batch | None] = ContextVar("gantry_batch", default=None)
 Row = TypeVar("Row")
@@ -200,9 +204,7 @@ def indexed_already(session: AsyncSession, model: type, columns: Mapping[str, It
     if batch is None or batch.session is not session:
         return False
     index = batch.indexes.get((model, tuple(columns)))
-    return index is not None and all(
-        set(values) <= covered for values, covered in zip(columns.values(), index.covered, strict=True)
-    )
+    return index is not None and index.covers_all(columns.values())
 
 
 def index_rows(
