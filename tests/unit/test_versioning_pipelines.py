@@ -160,6 +160,11 @@ def test_gitlab_times_parse_in_every_format_in_use(stamp):
     assert gitlab_hook.parse_time(stamp) == datetime(2016, 8, 12, 15, 23, 28, tzinfo=UTC)
 
 
+def test_a_time_iso_8601_does_not_spell_still_parses():
+    # strptime reads single-digit fields; ISO 8601 (read first, it is 30 times faster) does not
+    assert gitlab_hook.parse_time("2016-8-12 5:23:28 UTC") == datetime(2016, 8, 12, 5, 23, 28, tzinfo=UTC)
+
+
 def test_unreadable_times_are_shown_as_unknown():
     assert gitlab_hook.parse_time("yesterday") is None and gitlab_hook.parse_time(None) is None
 
