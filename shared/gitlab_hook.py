@@ -63,6 +63,7 @@ def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value or len(value) > 64:
         return None
     text = value.strip().replace(" UTC", " +0000")
+    parsed: datetime | None
     try:  # every format GitLab sends: 0.3 µs, where ``strptime`` takes 9 (a hook has 2 + 3 a job)
         parsed = datetime.fromisoformat(text)
     except ValueError:
