@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
@@ -54,6 +55,9 @@ class Batch:
     hands_on: Mapping[str, object] = field(default_factory=dict)
     handed_on: list[FollowUp] = field(default_factory=list)  # events emitted on those, in order
     _claimed: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.session.sync_session.info[BATCH_INFO] = self  # what the listeners below answer for
 
     def joins(self, owner: object) -> bool:
         """Whether a use case of ``owner`` running now belongs to this batch (same task, still open)."""
@@ -163,6 +167,25 @@ class Index:
 
 CURRENT_BATCH: ContextVar[Batch | None] = ContextVar("gantry_batch", default=None)
 Row = TypeVar("Row")
+BATCH_INFO = "gantry_batch"  # in the batch's session's ``info``: the batch
+
+
+# Listened for once, on every session: a listener added to each batch's session took SQLAlchemy
+# longer to register than the batch's look-ups it serves (1 % of a service's CPU at 100 hooks/s).
+@event.listens_for(Session, "pending_to_persistent")
+def _persisted(session: Session, row: object) -> None:
+    """A row the batch added was flushed: a key noted absent (``note_absent``) has it now."""
+    batch = session.info.get(BATCH_INFO)
+    if batch is not None and batch.absent:
+        batch.absent.discard(inspect(row).key)
+
+
+@event.listens_for(Session, "transient_to_pending")
+def _pending(session: Session, row: object) -> None:
+    """A row a use case of the batch added goes into the batch's indexes of its model (``index_rows``)."""
+    batch = session.info.get(BATCH_INFO)
+    if batch is not None and batch.indexes:
+        _added(batch, row)
 
 
 def note_absent(session: AsyncSession, model: type, keys: Iterable[object]) -> None:
@@ -173,8 +196,6 @@ def note_absent(session: AsyncSession, model: type, keys: Iterable[object]) -> N
     if batch is None or batch.session is not session:
         return
     sync = session.sync_session
-    if not batch.absent:
-        event.listen(sync, "pending_to_persistent", lambda _session, row: batch.absent.discard(inspect(row).key))
     batch.absent.update(sync.identity_key(model, key) for key in keys)
 
 
@@ -230,8 +251,6 @@ def index_rows(
     index = Index(tuple(columns), tuple(frozenset(values) for values in columns.values()))
     for row in rows:
         index.add(row)
-    if not batch.indexes:
-        event.listen(session.sync_session, "transient_to_pending", lambda _session, row: _added(batch, row))
     batch.indexes[(model, index.columns)] = index
 
 

@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import event, func
 from sqlalchemy.ext.asyncio import AsyncSession as SaAsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from shared.errors import NotAuthenticated
@@ -146,10 +147,24 @@ def count_dead_lettered(topic: str, reason: str) -> None:
     DEAD_LETTERED.labels(topic=topic, reason=reason).inc()
 
 
+ON_COMMIT = "gantry_count_on_commit"  # in a session's ``info``: the counts its commit adds
+
+
 def count_on_commit(session: SaAsyncSession, action: str, outcome: str) -> None:
     """Count a deployment's outcome once the transaction that records it has committed."""
-    child = DEPLOYMENTS.labels(action=action, outcome=outcome)
-    event.listen(session.sync_session, "after_commit", lambda _session: child.inc(), once=True)
+    session.sync_session.info.setdefault(ON_COMMIT, []).append(DEPLOYMENTS.labels(action=action, outcome=outcome))
+
+
+# Listened for once, on every session (a listener added to each session costs more than the count).
+@event.listens_for(Session, "after_commit")
+def _count_committed(session: Session) -> None:
+    for child in session.info.pop(ON_COMMIT, ()):
+        child.inc()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_uncommitted(session: Session) -> None:
+    session.info.pop(ON_COMMIT, None)
 
 
 async def refresh(runtime: Runtime) -> None:

@@ -64,8 +64,8 @@ async def on_deploy_status(envelope: Envelope, *, uow: UnitOfWork) -> None:
         if not await claim_inbox(session, envelope):
             return
         await serialize_on(session, running_lock(data.service_id))  # a batch's: held already
-        where = (col(Running.service_id) == data.service_id, col(Running.environment) == data.environment)
         if not domain.runs_after(data.state):
+            where = (col(Running.service_id) == data.service_id, col(Running.environment) == data.environment)
             # removing the stable track is an undeploy: nothing of the service is left there
             tracks = () if data.track == "stable" else (col(Running.track) == data.track,)
             await session.exec(delete(Running).where(*where, *tracks))
