@@ -64,6 +64,8 @@ _REQUESTED = select(Deployment.service_id, Deployment.environment, Deployment.id
     text("deployments.state = 'requested'"), col(Deployment.service_id).in_(bindparam("services", expanding=True))
 )
 
+_DEPLOYMENTS = select(Deployment).where(col(Deployment.id).in_(bindparam("ids", expanding=True)))  # built once
+
 Recorded = Callable[[list[Deployment]], Awaitable[None]]  # after the commit: each service's last recorded deployment
 
 
@@ -147,9 +149,7 @@ class DeployRequests:
             applied = await applied_among(session, requests)
             wanted = {request.deployment_id for event_id, (_, request) in requests.items() if event_id not in applied}
             # each request's values start from its deployment: all read in one statement, held meanwhile
-            _held = (
-                (await session.exec(select(Deployment).where(col(Deployment.id).in_(wanted)))).all() if wanted else []
-            )
+            _held = (await session.exec(_DEPLOYMENTS, params={"ids": list(wanted)})).all() if wanted else []
             # and every revision the requests name, in one statement
             read = await resource_values.revisions_of(
                 session,

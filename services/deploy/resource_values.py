@@ -53,6 +53,11 @@ _REVISION = select(ResourceRevision).where(  # built once: each deploy request r
 
 
 RevisionKey = tuple[str, str, int]  # environment, resource name, revision
+_REVISIONS = select(ResourceRevision).where(  # built once, its keys bound at each call (ADR 12)
+    tuple_(ResourceRevision.environment, ResourceRevision.name, ResourceRevision.revision).in_(
+        bindparam("keys", expanding=True)
+    )
+)
 
 
 async def revisions_of(session: AsyncSession, wanted: Collection[RevisionKey]) -> dict[RevisionKey, ResourceRevision]:
@@ -60,10 +65,8 @@ async def revisions_of(session: AsyncSession, wanted: Collection[RevisionKey]) -
     together before any is applied)."""
     if not wanted:
         return {}
-    query = select(ResourceRevision).where(
-        tuple_(ResourceRevision.environment, ResourceRevision.name, ResourceRevision.revision).in_(list(wanted))
-    )
-    return {(row.environment, row.name, row.revision): row for row in (await session.exec(query)).all()}
+    rows = (await session.exec(_REVISIONS, params={"keys": list(wanted)})).all()
+    return {(row.environment, row.name, row.revision): row for row in rows}
 
 
 async def _stored(
