@@ -3,7 +3,8 @@
 The outermost middleware of every service. It continues the caller's ``traceparent`` (when traces
 are exported), times the request until its answer begins (so a live event stream is not counted
 for as long as it stays open), and writes one JSON line: method, path, route template, status,
-duration in ms, user and correlation id. Probes and scrapes (``/metrics``, ``/healthz``,
+duration in ms, user and correlation id (and what came of the request, when its handler says so:
+``note_outcome``). Probes and scrapes (``/metrics``, ``/healthz``,
 ``/readyz``) are logged at debug level only, so they do not drown the lines that matter.
 """
 
@@ -19,6 +20,15 @@ from shared.logging import get_logger
 
 log = get_logger("gantry.access")
 UNMATCHED = "unmatched"  # a path no route took: never the path itself, which could be anything
+OUTCOME = "gantry_outcome"  # in the request's state: what its access line says came of it (``note_outcome``)
+
+
+def note_outcome(state: Any, event: str, **fields: object) -> None:
+    """Say what came of a request in its access line: ``event`` instead of "request", with
+    ``fields`` beside the request's own, where a line of its own would cost the request as much
+    again (the webhook door: one line per hook, "hook queued", not two). ``state`` is the
+    request's ``request.state``."""
+    setattr(state, OUTCOME, (event, fields))
 
 
 class RequestObserver:
@@ -62,8 +72,9 @@ def _record(scope: Scope, route: str, status: int, seconds: float) -> None:
     metrics.observe_request(method, route, status, seconds)
     state = scope.get("state") or {}
     quiet = path in metrics.SKIPPED_ROUTES and status < 400
+    event, fields = state.get(OUTCOME) or ("request", {})
     (log.debug if quiet else log.info)(
-        "request",
+        event,
         method=method,
         path=path,
         route=route,
@@ -71,4 +82,5 @@ def _record(scope: Scope, route: str, status: int, seconds: float) -> None:
         duration_ms=round(seconds * 1000, 1),
         user=state.get("user"),
         correlation_id=state.get("correlation_id"),
+        **fields,
     )

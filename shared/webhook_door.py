@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from starlette.types import Scope
 
 from shared import gitlab_hook, tracing
+from shared.access import note_outcome
 from shared.auth import webhook_secret
 from shared.errors import NotAuthenticated
 from shared.events import Envelope, HookReceived, Topic
@@ -105,7 +106,15 @@ async def receive_gitlab_hook(request: Request) -> Response:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     attrs = hook.object_attributes
-    log.info("hook queued", event_id=delivery, scm_project_id=project_id, pipeline_id=attrs.id, status=attrs.status)
+    # said in the request's access line: one line per hook
+    note_outcome(
+        request.state,
+        "hook queued",
+        event_id=delivery,
+        scm_project_id=project_id,
+        pipeline_id=attrs.id,
+        pipeline_status=attrs.status,
+    )
     return _receipt(202, _queued(attrs, delivery))
 
 

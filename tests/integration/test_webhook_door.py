@@ -226,7 +226,9 @@ def door_settings(embedded_kafka: str, tmp_path, unique_id: str) -> Settings:
     )
 
 
-async def test_the_door_checks_the_cheap_things_first(door_settings: Settings, unique_id: str) -> None:
+async def test_the_door_checks_the_cheap_things_first(
+    door_settings: Settings, unique_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     scm_project_id = f"local-{unique_id}"
     good = {"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": webhook_secret(SECRET, scm_project_id)}
     body = {
@@ -260,8 +262,13 @@ async def test_the_door_checks_the_cheap_things_first(door_settings: Settings, u
         assert api_too_big.status_code == 413 and "GANTRY_REQUEST_MAX_BYTES" in api_too_big.json()["detail"]
 
         # a repository no service has yet: its token is checked all the same, then the hook is queued
+        capsys.readouterr()
         accepted = await gateway.post("/webhooks/gitlab", json=body, headers={**good, "Idempotency-Key": unique_id})
         assert accepted.status_code == 202 and accepted.json()["event_id"] == unique_id
+        # one log line per hook: its access line says it was queued
+        said = [json.loads(line) for line in capsys.readouterr().err.splitlines() if unique_id in line]
+        assert [(line["event"], line["logger"]) for line in said] == [("hook queued", "gantry.access")], said
+        assert (said[0]["status"], said[0]["pipeline_id"], said[0]["pipeline_status"]) == (202, 1, "success")
         queued = await topic.wait_for(lambda _t, v: v["id"] == unique_id)
         assert queued["data"]["scm_project_id"] == scm_project_id and queued["correlation_id"] == unique_id
         ours = [v["id"] for v in topic.of_type("gitlab.hook.received") if v["data"]["scm_project_id"] == scm_project_id]

@@ -3,6 +3,8 @@ stack, without the router, FastAPI's handler or the audit trail."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from fastapi import APIRouter, Request
@@ -14,9 +16,10 @@ from services.gateway.app import create_app as gateway_app
 from services.versioning.app import create_app as versioning_app
 from shared import fast_lane as lanes
 from shared import problems
-from shared.access import RequestObserver
+from shared.access import RequestObserver, note_outcome
 from shared.errors import NotAuthenticated
 from shared.fast_lane import ServiceAPI, fast_lane
+from shared.logging import configure_logging
 from shared.request_context import RequestContext
 from shared.settings import Settings
 from tests.support import SECRET
@@ -33,6 +36,13 @@ async def hot(request: Request) -> Response:
     if body == b"crash":
         raise RuntimeError("unforeseen")
     return JSONResponse({"read": body.decode(), "route": request.scope["route"].path}, status_code=202)
+
+
+@router.post("/noted", status_code=202)
+@fast_lane
+async def noted(request: Request) -> Response:
+    note_outcome(request.state, "thing queued", thing_id="t-1", pipeline_status="success")
+    return Response(status_code=202)
 
 
 @router.post("/cold")
@@ -111,6 +121,20 @@ async def test_the_audit_trail_is_left_out_and_other_routes_take_the_full_stack(
     assert (hot_answer.status_code, cold_answer.status_code) == (202, 200)
     assert audited == ["/cold"]
     assert "/cold" in matched and "/hot" in matched  # the full stack tried /hot before it found /cold
+
+
+async def test_what_came_of_a_request_is_said_in_its_one_access_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # the webhook door's "hook queued": one line per hook, the access line, not two
+    configure_logging("things")
+    capsys.readouterr()
+    answer = await call(service([], []), "POST", "/noted", b"hook")
+    assert answer.status_code == 202
+    written = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    lines = [line for line in written if line.get("logger") != "httpx"]  # the test's client's own
+    assert [line["event"] for line in lines] == ["thing queued"], lines
+    (line,) = lines
+    assert line["logger"] == "gantry.access" and (line["route"], line["status"]) == ("/noted", 202)
+    assert (line["thing_id"], line["pipeline_status"], line["correlation_id"]) == ("t-1", "success", "cid-7")
 
 
 async def test_errors_are_the_same_problems_as_on_the_full_stack(matched: list[str]) -> None:
