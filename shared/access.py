@@ -27,7 +27,8 @@ def note_outcome(state: Any, event: str, **fields: object) -> None:
     """Say what came of a request in its access line: ``event`` instead of "request", with
     ``fields`` beside the request's own, where a line of its own would cost the request as much
     again (the webhook door: one line per hook, "hook queued", not two). ``state`` is the
-    request's ``request.state``."""
+    request's ``request.state``; ``fields`` are named apart from the line's own (``status`` is the
+    answer's: a pipeline's is ``pipeline_status``)."""
     setattr(state, OUTCOME, (event, fields))
 
 

@@ -178,8 +178,8 @@ Row = TypeVar("Row")
 BATCH_INFO = "gantry_batch"  # in the batch's session's ``info``: the batch
 
 
-# Listened for once, on every session: a listener added to each batch's session took SQLAlchemy
-# longer to register than the batch's look-ups it serves (1 % of a service's CPU at 100 hooks/s).
+# Listened for once, on every session: adding a listener to each batch's session cost SQLAlchemy
+# 9 µs each time (``event.listen`` was about 1 % of catalog's and deploy's samples under load).
 @event.listens_for(Session, "pending_to_persistent")
 def _persisted(session: Session, row: object) -> None:
     """A row the batch added was flushed: a key noted absent (``note_absent``) has it now."""
