@@ -17,7 +17,7 @@ import gc
 import hmac
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -151,20 +151,33 @@ ON_COMMIT = "gantry_count_on_commit"  # in a session's ``info``: the counts its 
 
 
 def count_on_commit(session: SaAsyncSession, action: str, outcome: str) -> None:
-    """Count a deployment's outcome once the transaction that records it has committed."""
-    session.sync_session.info.setdefault(ON_COMMIT, []).append(DEPLOYMENTS.labels(action=action, outcome=outcome))
+    """Count a deployment's outcome once the transaction that records it has committed; not when
+    it, or the savepoint it was recorded in (a use case's in a batch), is rolled back."""
+    sync = session.sync_session
+    within = sync.get_nested_transaction() or sync.get_transaction()
+    sync.info.setdefault(ON_COMMIT, []).append((within, DEPLOYMENTS.labels(action=action, outcome=outcome)))
 
 
 # Listened for once, on every session: adding a listener to each session cost 9 µs each time.
 @event.listens_for(Session, "after_commit")
 def _count_committed(session: Session) -> None:
-    for child in session.info.pop(ON_COMMIT, ()):
+    for _within, child in session.info.pop(ON_COMMIT, ()):
         child.inc()
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_uncommitted(session: Session) -> None:
-    session.info.pop(ON_COMMIT, None)
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, rolled_back: object) -> None:
+    """A transaction or savepoint rolled back: the outcomes recorded in it (or in one inside it) go."""
+    if counts := session.info.get(ON_COMMIT):
+        session.info[ON_COMMIT] = [(within, child) for within, child in counts if not _inside(within, rolled_back)]
+
+
+def _inside(transaction: Any, outer: object) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 async def refresh(runtime: Runtime) -> None:

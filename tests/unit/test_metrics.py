@@ -184,6 +184,30 @@ async def _count_then_fail(uow: UnitOfWork) -> None:
         raise RuntimeError("rolled back")
 
 
+async def _count_in_a_savepoint_then_fail(session) -> None:  # type: ignore[no-untyped-def]
+    async with session.begin_nested():
+        metrics.count_on_commit(session, "scale", "lost")
+        raise RuntimeError("the use case failed after recording")
+
+
+async def test_an_outcome_recorded_in_a_savepoint_that_rolled_back_is_not_counted(
+    client: httpx.AsyncClient, uow: UnitOfWork
+) -> None:
+    # a batch's use case that fails after recording its outcome rolls back its savepoint only
+    def counted(outcome: str) -> float:
+        return value(scraped["gantry_deployments"], "gantry_deployments_total", action="scale", outcome=outcome)
+
+    scraped = await scrape(client)
+    before = {outcome: counted(outcome) for outcome in ("kept", "lost")}
+    async with uow.begin() as session:
+        metrics.count_on_commit(session, "scale", "kept")
+        with pytest.raises(RuntimeError):
+            await _count_in_a_savepoint_then_fail(session)
+    scraped = await scrape(client)
+    assert counted("kept") == before["kept"] + 1
+    assert counted("lost") == before["lost"], "the rolled-back savepoint's outcome is not counted"
+
+
 async def _no_op(*_args) -> None:
     return None
 
