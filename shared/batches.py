@@ -60,6 +60,11 @@ class Batch:
     def __post_init__(self) -> None:
         self.session.sync_session.info[BATCH_INFO] = self  # what the listeners below answer for
 
+    def close(self) -> None:
+        """The batch's use cases are done: none joins it any more, and its session's listeners forget it."""
+        self.open = False
+        self.session.sync_session.info.pop(BATCH_INFO, None)
+
     def joins(self, owner: object) -> bool:
         """Whether a use case of ``owner`` running now belongs to this batch (same task, still open)."""
         return self.open and owner is self.owner and asyncio.current_task() is self.task

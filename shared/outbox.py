@@ -31,7 +31,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import metrics
 from shared.batches import (
-    BATCH_INFO,
     CURRENT_BATCH,
     AppliedHere,
     Batch,
@@ -275,8 +274,7 @@ class UnitOfWork:
                             claiming = True
                             await _insert_claims(session, batch)
                     finally:
-                        batch.open = False
-                        session.sync_session.info.pop(BATCH_INFO, None)
+                        batch.close()
                         CURRENT_BATCH.reset(token)
             except IntegrityError as exc:
                 if claiming:  # the inbox ids met another instance's, at their insert or (SQLite) the COMMIT
