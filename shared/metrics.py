@@ -17,14 +17,14 @@ import gc
 import hmac
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import event, func
 from sqlalchemy.ext.asyncio import AsyncSession as SaAsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col, select
 
 from shared.errors import NotAuthenticated
@@ -166,13 +166,13 @@ def _count_committed(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _drop_rolled_back(session: Session, rolled_back: object) -> None:
+def _drop_rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
     """A transaction or savepoint rolled back: the outcomes recorded in it (or in one inside it) go."""
     if counts := session.info.get(ON_COMMIT):
         session.info[ON_COMMIT] = [(within, child) for within, child in counts if not _inside(within, rolled_back)]
 
 
-def _inside(transaction: Any, outer: object) -> bool:
+def _inside(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
     while transaction is not None:
         if transaction is outer:
             return True
